@@ -1,0 +1,284 @@
+"""The Account aggregate: commands, the rules that decide them, and the fold that applies events.
+
+Everything here is a pure function of its arguments (no I/O, no clock, no random ids), so the
+rules can be tested exhaustively: ``decide(state, command) -> events`` and
+``apply(state, event) -> state``. The application service does the reading and writing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from eventbank.domain.errors import (
+    AccountAlreadyExists,
+    AccountClosed,
+    AccountNotFound,
+    BalanceLimitExceeded,
+    BalanceNotZero,
+    CurrencyMismatch,
+    InsufficientFunds,
+    InvalidInput,
+    SelfTransfer,
+)
+from eventbank.domain.events import (
+    AccountClosed as AccountClosedEvent,
+)
+from eventbank.domain.events import (
+    AccountEvent,
+    AccountOpened,
+    FundsDeposited,
+    FundsWithdrawn,
+    TransferredIn,
+    TransferredOut,
+)
+from eventbank.domain.money import MAX_BALANCE_MINOR, Money, exponent_of, format_minor
+
+_ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+MAX_OWNER_LENGTH = 200
+
+
+class AccountType(StrEnum):
+    CHECKING = "CHECKING"
+    SAVINGS = "SAVINGS"
+
+
+class AccountStatus(StrEnum):
+    OPEN = "OPEN"
+    CLOSED = "CLOSED"
+
+
+def check_account_id(account_id: object) -> str:
+    """Account ids are 1-64 characters of letters, digits and ``_ . : -``, starting alphanumeric.
+
+    The narrow alphabet keeps ids safe as storage keys in every engine (no ``#``, no spaces).
+    """
+    if not isinstance(account_id, str) or not _ACCOUNT_ID.fullmatch(account_id):
+        raise InvalidInput(
+            f"invalid account id {account_id!r}: use 1-64 letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or digit"
+        )
+    return account_id
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account's state as of ``version`` events."""
+
+    account_id: str
+    owner: str
+    account_type: AccountType
+    currency: str
+    balance_minor: int
+    status: AccountStatus
+    version: int
+
+    @property
+    def balance(self) -> Money:
+        return Money(self.balance_minor, self.currency)
+
+    def describe(self) -> dict[str, object]:
+        """The public JSON shape of an account (balance as a decimal string)."""
+        return {
+            "account_id": self.account_id,
+            "owner": self.owner,
+            "type": str(self.account_type),
+            "currency": self.currency,
+            "balance": format_minor(self.balance_minor, self.currency),
+            "version": self.version,
+            "status": str(self.status),
+        }
+
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAccount:
+    account_id: str
+    owner: str
+    account_type: AccountType
+    currency: str
+    initial_deposit: Money | None = None
+
+    def __post_init__(self) -> None:
+        check_account_id(self.account_id)
+        owner = self.owner
+        if not isinstance(owner, str) or not owner.strip():
+            raise InvalidInput("owner name must not be empty")
+        if len(owner) > MAX_OWNER_LENGTH or any(ord(c) < 32 for c in owner):
+            raise InvalidInput(
+                f"owner name must be at most {MAX_OWNER_LENGTH} printable characters"
+            )
+        try:
+            AccountType(self.account_type)
+        except ValueError:
+            raise InvalidInput(
+                f"account type must be CHECKING or SAVINGS, not {self.account_type!r}"
+            ) from None
+        exponent_of(self.currency)
+        if self.initial_deposit is not None and self.initial_deposit.currency != self.currency:
+            raise CurrencyMismatch(
+                f"initial deposit is in {self.initial_deposit.currency}, "
+                f"the account in {self.currency}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    account_id: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    account_id: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class CloseAccount:
+    account_id: str
+
+
+Command = OpenAccount | Deposit | Withdraw | CloseAccount
+
+
+# ---------------------------------------------------------------- decisions
+
+
+def require_open(state: Account | None, account_id: str) -> Account:
+    """The account, if it exists and is open; otherwise the matching refusal."""
+    if state is None:
+        raise AccountNotFound(f"account {account_id!r} does not exist")
+    if state.status is AccountStatus.CLOSED:
+        raise AccountClosed(f"account {account_id!r} is closed")
+    return state
+
+
+def _require_currency(state: Account, amount: Money) -> None:
+    if amount.amount_minor <= 0:
+        raise InvalidInput("amount must be greater than zero")
+    if amount.currency != state.currency:
+        raise CurrencyMismatch(
+            f"account {state.account_id!r} holds {state.currency}, not {amount.currency}"
+        )
+
+
+def _require_room(state: Account, amount: Money) -> None:
+    if state.balance_minor + amount.amount_minor > MAX_BALANCE_MINOR:
+        raise BalanceLimitExceeded(
+            f"account {state.account_id!r} would exceed the maximum balance of "
+            f"{format_minor(MAX_BALANCE_MINOR, state.currency)} {state.currency}"
+        )
+
+
+def _require_funds(state: Account, amount: Money) -> None:
+    if amount.amount_minor > state.balance_minor:
+        raise InsufficientFunds(
+            f"insufficient funds in {state.account_id!r}: balance {state.balance}, "
+            f"requested {amount}"
+        )
+
+
+def decide(state: Account | None, command: Command) -> list[AccountEvent]:
+    """The events that ``command`` produces against ``state``, or the rule it breaks."""
+    match command:
+        case OpenAccount(account_id, owner, account_type, currency, initial):
+            if state is not None:
+                raise AccountAlreadyExists(f"account {account_id!r} already exists")
+            events: list[AccountEvent] = [
+                AccountOpened(account_id, owner.strip(), str(AccountType(account_type)), currency)
+            ]
+            if initial is not None:
+                if initial.amount_minor <= 0:
+                    raise InvalidInput("initial deposit must be greater than zero")
+                events.append(FundsDeposited(account_id, initial.amount_minor, currency))
+            return events
+        case Deposit(account_id, amount):
+            account = require_open(state, account_id)
+            _require_currency(account, amount)
+            _require_room(account, amount)
+            return [FundsDeposited(account_id, amount.amount_minor, amount.currency)]
+        case Withdraw(account_id, amount):
+            account = require_open(state, account_id)
+            _require_currency(account, amount)
+            _require_funds(account, amount)
+            return [FundsWithdrawn(account_id, amount.amount_minor, amount.currency)]
+        case CloseAccount(account_id):
+            account = require_open(state, account_id)
+            if account.balance_minor != 0:
+                raise BalanceNotZero(
+                    f"account {account_id!r} still holds {account.balance}; "
+                    "withdraw or transfer it before closing"
+                )
+            return [AccountClosedEvent(account_id)]
+    raise TypeError(f"not an account command: {command!r}")
+
+
+def decide_transfer(
+    source: Account | None,
+    target: Account | None,
+    *,
+    from_id: str,
+    to_id: str,
+    amount: Money,
+    transfer_id: str,
+) -> tuple[TransferredOut, TransferredIn]:
+    """The debit and credit of one transfer; both share ``transfer_id``."""
+    if from_id == to_id:
+        raise SelfTransfer("cannot transfer from an account to itself")
+    debit_account = require_open(source, from_id)
+    credit_account = require_open(target, to_id)
+    if debit_account.currency != credit_account.currency:
+        raise CurrencyMismatch(
+            f"cannot transfer between {debit_account.currency} account {from_id!r} and "
+            f"{credit_account.currency} account {to_id!r}"
+        )
+    _require_currency(debit_account, amount)
+    _require_funds(debit_account, amount)
+    _require_room(credit_account, amount)
+    minor, currency = amount.amount_minor, amount.currency
+    return (
+        TransferredOut(from_id, transfer_id, to_id, minor, currency),
+        TransferredIn(to_id, transfer_id, from_id, minor, currency),
+    )
+
+
+# ---------------------------------------------------------------- evolution
+
+
+def apply(state: Account | None, event: AccountEvent) -> Account:
+    """Fold one event into the state; every event raises the version by one."""
+    if isinstance(event, AccountOpened):
+        return Account(
+            account_id=event.account_id,
+            owner=event.owner,
+            account_type=AccountType(event.account_type),
+            currency=event.currency,
+            balance_minor=0,
+            status=AccountStatus.OPEN,
+            version=1,
+        )
+    if state is None:
+        raise ValueError(f"{event.event_type} before AccountOpened in {event.account_id!r}")
+    delta = 0
+    status = state.status
+    if isinstance(event, FundsDeposited | TransferredIn):
+        delta = event.amount_minor
+    elif isinstance(event, FundsWithdrawn | TransferredOut):
+        delta = -event.amount_minor
+    elif isinstance(event, AccountClosedEvent):
+        status = AccountStatus.CLOSED
+    return replace(
+        state, balance_minor=state.balance_minor + delta, status=status, version=state.version + 1
+    )
+
+
+def replay(events: Iterable[AccountEvent], state: Account | None = None) -> Account | None:
+    """Fold many events, starting from ``state`` (a snapshot) or from nothing."""
+    for event in events:
+        state = apply(state, event)
+    return state

@@ -1,0 +1,280 @@
+"""The application service: handles commands by reading, deciding and appending.
+
+Every write follows one path (``_handle``):
+
+1. If the command id is already recorded, answer with its first outcome (same parameters) or
+   refuse (``IdempotencyKeyReused``). Nothing is written.
+2. Read the streams involved and fold them into state.
+3. Let the pure domain decide the events.
+4. Append them with the expected versions *and* the command record in one atomic write.
+5. On ``ConcurrencyConflict`` / ``DuplicateCommand`` (someone else wrote first) or
+   ``StoreUnavailable`` (the write did not happen, or its fate is unknown) go back to 1 after a
+   jittered backoff, at most ``max_attempts`` times. Step 1 makes the retry safe: a write that
+   did land is found and replayed, never repeated.
+
+Outcomes of refused commands (insufficient funds, …) are not recorded: nothing happened, so a
+retry with the same key is evaluated afresh.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from eventbank.canonical import fingerprint
+from eventbank.domain import account as domain
+from eventbank.domain.account import Account
+from eventbank.domain.errors import AccountNotFound, Conflict, InvalidInput
+from eventbank.domain.events import ACCOUNT, AccountEvent, event_from_data
+from eventbank.domain.money import format_minor, parse_amount
+from eventbank.store.contract import (
+    CommandRecord,
+    ConcurrencyConflict,
+    DuplicateCommand,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    StoreUnavailable,
+)
+
+_COMMAND_ID = re.compile(r"[!-~]{1,255}")  # printable ASCII, no spaces, as Stripe's keys
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+
+
+class RetriesExhausted(Conflict):
+    code = "concurrency_conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a write command did. ``replayed`` is true when it was answered from its first run."""
+
+    command_id: str
+    outcome: Mapping[str, Any]
+    replayed: bool = False
+
+
+Decision = Callable[[Mapping[str, Account | None]], list[AccountEvent]]
+
+
+class LedgerService:
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_attempts: int = 12,
+        backoff_base_s: float = 0.002,
+        backoff_cap_s: float = 0.25,
+    ):
+        self.store = store
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+
+    # ------------------------------------------------------------ reads
+
+    def load_account(self, account_id: str) -> Account | None:
+        events = self.store.read_stream(domain.check_account_id(account_id))
+        return domain.replay(event_from_data(e.event_type, dict(e.data)) for e in events)
+
+    def get_account(self, account_id: str) -> Account:
+        account = self.load_account(account_id)
+        if account is None:
+            raise AccountNotFound(f"account {account_id!r} does not exist")
+        return account
+
+    def history(self, account_id: str) -> list[dict[str, Any]]:
+        """The account's statement: one entry per event, with the balance after it."""
+        recorded = self.store.read_stream(domain.check_account_id(account_id))
+        if not recorded:
+            raise AccountNotFound(f"account {account_id!r} does not exist")
+        state: Account | None = None
+        entries = []
+        for stored in recorded:
+            event = event_from_data(stored.event_type, dict(stored.data))
+            state = domain.apply(state, event)
+            data = stored.data
+            entries.append({
+                "version": stored.version, "event_type": stored.event_type,
+                "recorded_at": stored.metadata.get("recorded_at"),
+                "amount": _amount_of(event)["amount"] if "amount_minor" in data else None,
+                "balance_after": format_minor(state.balance_minor, state.currency),
+                "currency": state.currency, "transfer_id": data.get("transfer_id"),
+                "counterparty": data.get("to_account_id") or data.get("from_account_id"),
+                "command_id": stored.metadata.get("command_id"),
+            })  # fmt: skip
+        return entries
+
+    def events(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
+        return self.store.read_all(after_position, limit)
+
+    # ------------------------------------------------------------ writes
+
+    def open_account(
+        self,
+        account_id: str,
+        *,
+        owner: str,
+        account_type: str,
+        currency: str = "USD",
+        initial_deposit: str | None = None,
+        command_id: str | None = None,
+    ) -> Receipt:
+        initial = None if initial_deposit is None else parse_amount(initial_deposit, currency)
+        kind = account_type.upper() if isinstance(account_type, str) else account_type
+        command = domain.OpenAccount(account_id, owner, kind, currency, initial)
+        request = {"command": "open", "account_id": account_id, "owner": owner,
+                   "type": str(command.account_type), "currency": currency,
+                   "initial_deposit": initial_deposit}  # fmt: skip
+        return self._handle(
+            command_id, request, [account_id],
+            lambda s: domain.decide(s[account_id], command),
+            lambda after, _: {"kind": "open", "account": after[account_id].describe()},
+        )  # fmt: skip
+
+    def deposit(self, account_id: str, amount: str, *, command_id: str | None = None) -> Receipt:
+        return self._single(account_id, amount, command_id, "deposit", domain.Deposit)
+
+    def withdraw(self, account_id: str, amount: str, *, command_id: str | None = None) -> Receipt:
+        return self._single(account_id, amount, command_id, "withdraw", domain.Withdraw)
+
+    def close_account(self, account_id: str, *, command_id: str | None = None) -> Receipt:
+        domain.check_account_id(account_id)
+        return self._handle(
+            command_id, {"command": "close", "account_id": account_id}, [account_id],
+            lambda s: domain.decide(s[account_id], domain.CloseAccount(account_id)),
+            lambda after, _: {"kind": "close", "account": after[account_id].describe()},
+        )  # fmt: skip
+
+    def transfer(
+        self, from_id: str, to_id: str, amount: str, *, command_id: str | None = None
+    ) -> Receipt:
+        """Debit ``from_id`` and credit ``to_id`` in one atomic append across both streams."""
+        domain.check_account_id(from_id)
+        domain.check_account_id(to_id)
+        transfer_id = str(uuid.uuid4())
+        request = {"command": "transfer", "from": from_id, "to": to_id, "amount": amount}
+
+        def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
+            source = domain.require_open(states[from_id], from_id)
+            money = parse_amount(amount, source.currency)
+            return list(domain.decide_transfer(
+                states[from_id], states.get(to_id), from_id=from_id, to_id=to_id, amount=money,
+                transfer_id=transfer_id,
+            ))  # fmt: skip
+
+        def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
+            return {"kind": "transfer", "transfer_id": transfer_id, **_amount_of(events[0]),
+                    "from": after[from_id].describe(), "to": after[to_id].describe()}  # fmt: skip
+
+        streams = [from_id] if from_id == to_id else [from_id, to_id]
+        return self._handle(command_id, request, streams, decide, outcome)
+
+    def _single(
+        self,
+        account_id: str,
+        amount: str,
+        command_id: str | None,
+        kind: str,
+        make: type[domain.Deposit] | type[domain.Withdraw],
+    ) -> Receipt:
+        domain.check_account_id(account_id)
+
+        def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
+            account = domain.require_open(states[account_id], account_id)
+            return domain.decide(account, make(account_id, parse_amount(amount, account.currency)))
+
+        def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
+            return {"kind": kind, **_amount_of(events[0]), "account": after[account_id].describe()}
+
+        request = {"command": kind, "account_id": account_id, "amount": amount}
+        return self._handle(command_id, request, [account_id], decide, outcome)
+
+    # ------------------------------------------------------------ the one write path
+
+    def _handle(
+        self,
+        command_id: str | None,
+        request: Mapping[str, Any],
+        stream_ids: Sequence[str],
+        decide: Decision,
+        describe: Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]],
+    ) -> Receipt:
+        command_id = check_command_id(command_id) if command_id else str(uuid.uuid4())
+        request_fingerprint = fingerprint(request)
+        last_error: Exception | None = None
+        for attempt in range(self.max_attempts):
+            if attempt:
+                self._backoff(attempt)
+            first_run = self.store.find_command(command_id)
+            if first_run is not None:
+                if first_run.fingerprint != request_fingerprint:
+                    raise IdempotencyKeyReused(
+                        f"idempotency key {command_id!r} was used for a different request"
+                    )
+                return Receipt(command_id, first_run.outcome, replayed=True)
+            states = {sid: self.load_account(sid) for sid in stream_ids}
+            decided = decide(states)
+            after = dict(states)
+            for event in decided:
+                after[event.account_id] = domain.apply(after[event.account_id], event)
+            outcome = {"command_id": command_id, **describe(after, decided)}
+            new_events = self._envelopes(decided, states, command_id)
+            expected = {sid: (state.version if state else 0) for sid, state in states.items()}
+            record = CommandRecord(command_id, request_fingerprint, outcome)
+            try:
+                self.store.append(new_events, expected, record)
+            except (ConcurrencyConflict, DuplicateCommand, StoreUnavailable) as exc:
+                last_error = exc
+                continue
+            return Receipt(command_id, outcome)
+        raise RetriesExhausted(
+            f"gave up after {self.max_attempts} attempts ({last_error}); "
+            "nothing was written, try again"
+        )
+
+    def _envelopes(
+        self, events: list[AccountEvent], states: Mapping[str, Account | None], command_id: str
+    ) -> list[NewEvent]:
+        recorded_at = self.clock().isoformat()
+        next_version = {sid: (s.version if s else 0) for sid, s in states.items()}
+        envelopes = []
+        for event in events:
+            next_version[event.account_id] += 1
+            metadata = {"command_id": command_id, "correlation_id": command_id,
+                        "causation_id": command_id, "recorded_at": recorded_at}  # fmt: skip
+            if transfer_id := getattr(event, "transfer_id", None):
+                metadata["transfer_id"] = transfer_id
+            envelopes.append(NewEvent(
+                event_id=str(uuid.uuid4()), aggregate_id=event.account_id,
+                aggregate_type=ACCOUNT, version=next_version[event.account_id],
+                event_type=event.event_type, schema_version=event.SCHEMA_VERSION,
+                data=event.to_data(), metadata=metadata,
+            ))  # fmt: skip
+        return envelopes
+
+    def _backoff(self, attempt: int) -> None:
+        """Full jitter: sleep a random time up to an exponentially growing, capped bound."""
+        time.sleep(random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt)))
+
+
+def _amount_of(event: AccountEvent) -> dict[str, str]:
+    minor, currency = event.amount_minor, event.currency  # type: ignore[attr-defined]
+    return {"amount": format_minor(minor, currency), "currency": currency}
+
+
+def check_command_id(command_id: str) -> str:
+    if not isinstance(command_id, str) or not _COMMAND_ID.fullmatch(command_id):
+        raise InvalidInput("idempotency key must be 1-255 printable ASCII characters, no spaces")
+    return command_id

@@ -1,0 +1,177 @@
+"""The event-store port: what every engine (SQLite, PostgreSQL, DynamoDB) promises.
+
+- ``append(events, expected_versions, command)`` is atomic across streams. Every stream named
+  in ``expected_versions`` must be at exactly that version (0 = must not exist) or nothing is
+  written and ``ConcurrencyConflict`` names the streams. A known ``event_id`` raises
+  ``DuplicateEvent``; a known command id raises ``DuplicateCommand``. The command record
+  (id, parameter fingerprint, outcome) is written in the same atomic write as the events, so a
+  retried command is recognised and answered with its first outcome.
+- ``read_stream`` returns a stream in version order; ``read_all`` the global feed in position
+  order, where the engine has one.
+- Snapshots are a cache of folded state, never a source of truth.
+
+``check_append`` is the one place the shape of an append is validated, so every engine
+refuses the same malformed requests with the same messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eventbank.domain.errors import Conflict, EventbankError, InvalidInput
+
+MAX_EVENTS_PER_APPEND = 1_000
+MAX_READ_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be appended: the envelope of DESIGN.md without store-assigned fields."""
+
+    event_id: str
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    event_type: str
+    schema_version: int
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored; ``position`` is the global order where the engine has one."""
+
+    event_id: str
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    event_type: str
+    schema_version: int
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """A handled command: its id, a fingerprint of its parameters, and the outcome to replay."""
+
+    command_id: str
+    fingerprint: str
+    outcome: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Folded state of one stream at ``version``, tagged with the state's schema version."""
+
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    state_schema_version: int
+    state: Mapping[str, Any]
+
+
+class StoreError(EventbankError):
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or the write's fate is unknown; safe to retry the command."""
+
+    code = "store_unavailable"
+
+
+class ConcurrencyConflict(Conflict):
+    code = "concurrency_conflict"
+
+    def __init__(self, aggregate_ids: Sequence[str]):
+        self.aggregate_ids = tuple(aggregate_ids)
+        super().__init__(
+            f"stream(s) {', '.join(self.aggregate_ids)} changed concurrently; re-read and retry"
+        )
+
+
+class DuplicateEvent(Conflict):
+    code = "duplicate_event"
+
+    def __init__(self, event_ids: Sequence[str]):
+        self.event_ids = tuple(event_ids)
+        super().__init__(f"event id(s) already stored: {', '.join(self.event_ids)}")
+
+
+class DuplicateCommand(Conflict):
+    code = "duplicate_command"
+
+    def __init__(self, command_id: str):
+        self.command_id = command_id
+        super().__init__(f"command {command_id!r} was already handled")
+
+
+class BatchTooLarge(InvalidInput):
+    code = "batch_too_large"
+
+
+class EventStore(Protocol):
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None = None,
+    ) -> list[RecordedEvent]: ...
+
+    def find_command(self, command_id: str) -> CommandRecord | None: ...
+
+    def read_stream(self, aggregate_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
+
+    def save_snapshot(self, snapshot: Snapshot) -> None: ...
+
+    def load_snapshot(self, aggregate_id: str) -> Snapshot | None: ...
+
+    def close(self) -> None: ...
+
+
+def check_append(
+    events: Sequence[NewEvent],
+    expected_versions: Mapping[str, int],
+    max_events: int = MAX_EVENTS_PER_APPEND,
+) -> None:
+    """Refuse a malformed append before any engine touches storage.
+
+    Each event's stream must be named in ``expected_versions`` and the events of one stream
+    must carry consecutive versions starting right after the expected one.
+    """
+    if not events:
+        raise InvalidInput("an append needs at least one event")
+    if len(events) > max_events:
+        raise BatchTooLarge(
+            f"{len(events)} events in one append; the limit is {max_events}. "
+            "Split large batch work into a saga."
+        )
+    for aggregate_id, version in expected_versions.items():
+        if type(version) is not int or version < 0:
+            raise InvalidInput(f"expected version of {aggregate_id!r} must be an integer >= 0")
+    next_version = dict(expected_versions)
+    seen_ids: set[str] = set()
+    for event in events:
+        if event.aggregate_id not in next_version:
+            raise InvalidInput(f"stream {event.aggregate_id!r} has no expected version")
+        next_version[event.aggregate_id] += 1
+        if event.version != next_version[event.aggregate_id]:
+            raise InvalidInput(
+                f"event {event.event_id} has version {event.version} in {event.aggregate_id!r}; "
+                f"expected {next_version[event.aggregate_id]}"
+            )
+        if event.event_id in seen_ids:
+            raise DuplicateEvent([event.event_id])
+        seen_ids.add(event.event_id)
+
+
+def check_read_limit(limit: int) -> None:
+    if type(limit) is not int or not 1 <= limit <= MAX_READ_LIMIT:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_READ_LIMIT}")

@@ -1,0 +1,338 @@
+"""The embedded engine: one SQLite file, WAL journal, ``synchronous=FULL`` (durable on return).
+
+Writers take the database write lock up front (``BEGIN IMMEDIATE``), so expected-version checks
+and inserts are serialised across threads and processes; ``UNIQUE(aggregate_id, version)``,
+``UNIQUE(event_id)`` and the ``commands`` primary key are the backstop the checks rest on.
+Because appends are serialised, ``position`` (the rowid) is assigned in commit order and the
+global feed can never show position 11 before position 10 is visible.
+
+Each thread gets its own connection (sqlite3 connections are not shareable); several processes
+may open the same file, waiting up to ``busy_timeout_s`` for the write lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from eventbank.canonical import canonical_json
+from eventbank.store.contract import (
+    CommandRecord,
+    ConcurrencyConflict,
+    DuplicateCommand,
+    DuplicateEvent,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StoreError,
+    StoreUnavailable,
+    check_append,
+    check_read_limit,
+)
+
+SCHEMA_VERSION = 1
+
+# Migration N brings the schema from version N-1 to N. Append only; never edit a shipped one.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        position       INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id       TEXT    NOT NULL UNIQUE,
+        aggregate_id   TEXT    NOT NULL,
+        aggregate_type TEXT    NOT NULL,
+        version        INTEGER NOT NULL CHECK (version >= 1),
+        event_type     TEXT    NOT NULL,
+        schema_version INTEGER NOT NULL,
+        data           TEXT    NOT NULL,
+        metadata       TEXT    NOT NULL,
+        UNIQUE (aggregate_id, version)
+    );
+    CREATE TABLE commands (
+        command_id  TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        outcome     TEXT NOT NULL
+    );
+    CREATE TABLE snapshots (
+        aggregate_id         TEXT PRIMARY KEY,
+        aggregate_type       TEXT    NOT NULL,
+        version              INTEGER NOT NULL,
+        state_schema_version INTEGER NOT NULL,
+        state                TEXT    NOT NULL
+    );
+    """,
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_EVENT_COLUMNS = (
+    "event_id, aggregate_id, aggregate_type, version, event_type, schema_version, data, "
+    "metadata, position"
+)
+
+
+class SchemaTooNew(StoreError):
+    code = "schema_too_new"
+
+
+class SqliteEventStore:
+    """The EventStore contract on one SQLite file."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0):
+        self.path = str(path)
+        self.busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrate()
+
+    # ------------------------------------------------------------ connections
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self.busy_timeout_s,
+                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                    check_same_thread=False,  # close() may run on another thread
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open SQLite file {self.path!r}: {exc}") from None
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error; lock waits become retryable."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite write lock not acquired: {exc}") from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(f"SQLite write failed and was rolled back: {exc}") from None
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # ------------------------------------------------------------ schema
+
+    def _migrate(self) -> None:
+        with self._write_transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_info").fetchone()
+            current = row[0] if row else 0
+            if current > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"{self.path} has schema version {current}, newer than this eventbank "
+                    f"understands ({SCHEMA_VERSION}); upgrade eventbank"
+                )
+            for script in _MIGRATIONS[current:]:
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+            if row is None:
+                conn.execute("INSERT INTO schema_info (version) VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                conn.execute("UPDATE schema_info SET version = ?", (SCHEMA_VERSION,))
+
+    def schema_version(self) -> int:
+        return self._conn().execute("SELECT version FROM schema_info").fetchone()[0]
+
+    # ------------------------------------------------------------ writes
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None = None,
+    ) -> list[RecordedEvent]:
+        check_append(events, expected_versions)
+        with self._write_transaction() as conn:
+            return write_batch(conn, events, expected_versions, command)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        with self._write_transaction() as conn:
+            conn.execute(
+                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?) ON CONFLICT (aggregate_id) DO UPDATE"
+                " SET aggregate_type = excluded.aggregate_type, version = excluded.version,"
+                " state_schema_version = excluded.state_schema_version, state = excluded.state"
+                " WHERE excluded.version > snapshots.version",
+                (
+                    snapshot.aggregate_id,
+                    snapshot.aggregate_type,
+                    snapshot.version,
+                    snapshot.state_schema_version,
+                    canonical_json(snapshot.state),
+                ),
+            )
+
+    # ------------------------------------------------------------ reads
+
+    def find_command(self, command_id: str) -> CommandRecord | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT command_id, fingerprint, outcome FROM commands WHERE command_id = ?",
+                (command_id,),
+            )
+            .fetchone()
+        )
+        return CommandRecord(row[0], row[1], json.loads(row[2])) if row else None
+
+    def read_stream(self, aggregate_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        rows = self._conn().execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE aggregate_id = ? AND version > ?"
+            " ORDER BY version",
+            (aggregate_id, after_version),
+        )
+        return [_recorded(row) for row in rows]
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        check_read_limit(limit)
+        rows = self._conn().execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            (after_position, limit),
+        )
+        return [_recorded(row) for row in rows]
+
+    def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT aggregate_id, aggregate_type, version, state_schema_version, state"
+                " FROM snapshots WHERE aggregate_id = ?",
+                (aggregate_id,),
+            )
+            .fetchone()
+        )
+        return Snapshot(row[0], row[1], row[2], row[3], json.loads(row[4])) if row else None
+
+
+def write_batch(
+    conn: sqlite3.Connection,
+    events: Sequence[NewEvent],
+    expected_versions: Mapping[str, int],
+    command: CommandRecord | None,
+) -> list[RecordedEvent]:
+    """Write one validated append inside the caller's open write transaction.
+
+    Kept apart from transaction handling so that several commands' appends can share one
+    transaction (group commit), each under its own savepoint.
+    """
+    if command is not None:
+        known = conn.execute(
+            "SELECT 1 FROM commands WHERE command_id = ?", (command.command_id,)
+        ).fetchone()
+        if known:
+            raise DuplicateCommand(command.command_id)
+    stale = [
+        aggregate_id
+        for aggregate_id, expected in expected_versions.items()
+        if conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM events WHERE aggregate_id = ?", (aggregate_id,)
+        ).fetchone()[0]
+        != expected
+    ]
+    if stale:
+        raise ConcurrencyConflict(stale)
+    ids = [event.event_id for event in events]
+    known_ids = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(ids))})", ids
+        )
+    ]
+    if known_ids:
+        raise DuplicateEvent(known_ids)
+    recorded = []
+    try:
+        for event in events:
+            (position,) = conn.execute(
+                "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
+                " schema_version, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING position",
+                (
+                    event.event_id,
+                    event.aggregate_id,
+                    event.aggregate_type,
+                    event.version,
+                    event.event_type,
+                    event.schema_version,
+                    canonical_json(event.data),
+                    canonical_json(event.metadata),
+                ),
+            ).fetchone()
+            recorded.append(_recorded_from(event, position))
+        if command is not None:
+            conn.execute(
+                "INSERT INTO commands (command_id, fingerprint, outcome) VALUES (?, ?, ?)",
+                (command.command_id, command.fingerprint, canonical_json(command.outcome)),
+            )
+    except sqlite3.IntegrityError as exc:
+        raise _integrity_error(exc, events, expected_versions, command) from None
+    return recorded
+
+
+def _integrity_error(
+    exc: sqlite3.IntegrityError,
+    events: Sequence[NewEvent],
+    expected_versions: Mapping[str, int],
+    command: CommandRecord | None,
+) -> Exception:
+    """Map a constraint failure (the backstop behind the explicit checks) to a contract error."""
+    message = str(exc)
+    if "events.event_id" in message:
+        return DuplicateEvent([event.event_id for event in events])
+    if "events.aggregate_id" in message:
+        return ConcurrencyConflict(list(expected_versions))
+    if "commands.command_id" in message and command is not None:
+        return DuplicateCommand(command.command_id)
+    return StoreError(f"SQLite refused the append: {message}")
+
+
+def _recorded_from(event: NewEvent, position: int) -> RecordedEvent:
+    return RecordedEvent(
+        event.event_id,
+        event.aggregate_id,
+        event.aggregate_type,
+        event.version,
+        event.event_type,
+        event.schema_version,
+        event.data,
+        event.metadata,
+        position,
+    )
+
+
+def _recorded(row: tuple) -> RecordedEvent:
+    return RecordedEvent(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        json.loads(row[6]),
+        json.loads(row[7]),
+        row[8],
+    )
