@@ -1,0 +1,49 @@
+"""Shared fixtures. Every test that takes ``store_url``/``store``/``service`` runs once per engine.
+
+An engine plugs in by providing a module under ``tests/engines/`` with a function-scoped fixture
+named ``<engine>_store_url`` that yields the URL of a fresh, empty event store (and cleans up),
+listed in ``ENGINES`` and ``pytest_plugins`` below. Nothing else changes: the contract suite,
+the service tests and the concurrency scenarios then run against it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from eventbank.service import LedgerService
+from eventbank.store.contract import EventStore
+from eventbank.store.url import open_store
+
+ENGINES = ["sqlite"]
+pytest_plugins = ["tests.engines.sqlite_engine"]
+
+
+@pytest.fixture(params=ENGINES)
+def store_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_store_url")
+
+
+@pytest.fixture
+def make_store(store_url: str) -> Iterator[Callable[[], EventStore]]:
+    """Opens further handles on the same store (another 'process' view); all closed afterwards."""
+    opened: list[EventStore] = []
+
+    def make() -> EventStore:
+        opened.append(open_store(store_url))
+        return opened[-1]
+
+    yield make
+    for handle in opened:
+        handle.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[[], EventStore]) -> EventStore:
+    return make_store()
+
+
+@pytest.fixture
+def service(store: EventStore) -> LedgerService:
+    return LedgerService(store)

@@ -1,0 +1,12 @@
+"""The embedded engine's fixture: a fresh SQLite file per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def sqlite_store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'events.db'}"

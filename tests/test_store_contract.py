@@ -1,0 +1,183 @@
+"""The store contract (DESIGN.md), written once and run against every engine unchanged."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from eventbank.domain.errors import InvalidInput
+from eventbank.store.contract import (
+    BatchTooLarge,
+    CommandRecord,
+    ConcurrencyConflict,
+    DuplicateCommand,
+    DuplicateEvent,
+    Snapshot,
+)
+from tests.factories import new_event
+
+
+def test_appended_events_read_back_in_version_order_with_envelope_intact(store):
+    data = {"amount_minor": 10**17, "note": "naïve ✓", "nested": {"a": [1, 2]}}
+    events = [new_event("s1", 1, **data), new_event("s1", 2), new_event("s1", 3)]
+    recorded = store.append(events, {"s1": 0})
+    assert [e.event_id for e in recorded] == [e.event_id for e in events]
+
+    read = store.read_stream("s1")
+    assert [(e.event_id, e.version) for e in read] == [(e.event_id, e.version) for e in events]
+    assert read[0].data == data
+    assert read[0].metadata == {"command_id": events[0].metadata["command_id"], "actor": "tests"}
+    assert (read[0].aggregate_type, read[0].event_type, read[0].schema_version) == (
+        "Test", "Happened", 1,
+    )  # fmt: skip
+    assert [e.version for e in store.read_stream("s1", after_version=1)] == [2, 3]
+    assert store.read_stream("nobody") == []
+
+
+def test_stale_expected_version_is_a_conflict_and_writes_nothing(store):
+    store.append([new_event("s1", 1)], {"s1": 0})
+    with pytest.raises(ConcurrencyConflict) as caught:
+        store.append([new_event("s1", 1)], {"s1": 0})
+    assert caught.value.aggregate_ids == ("s1",)
+    with pytest.raises(ConcurrencyConflict):
+        store.append([new_event("s1", 3)], {"s1": 2})  # ahead of the stream is stale too
+    assert [e.version for e in store.read_stream("s1")] == [1]
+
+
+def test_multi_stream_append_is_all_or_nothing(store):
+    store.append([new_event("a", 1), new_event("b", 1)], {"a": 0, "b": 0})
+    store.append([new_event("b", 2)], {"b": 1})  # b moves on behind the next writer's back
+
+    with pytest.raises(ConcurrencyConflict) as caught:
+        store.append([new_event("a", 2), new_event("b", 2)], {"a": 1, "b": 1})
+    assert caught.value.aggregate_ids == ("b",)
+    assert [e.version for e in store.read_stream("a")] == [1]
+    assert [e.version for e in store.read_stream("b")] == [1, 2]
+
+
+def test_expected_version_alone_guards_a_stream_without_writing_to_it(store):
+    store.append([new_event("guard", 1)], {"guard": 0})
+    with pytest.raises(ConcurrencyConflict):
+        store.append([new_event("other", 1)], {"other": 0, "guard": 0})
+    assert store.read_stream("other") == []
+    store.append([new_event("other", 1)], {"other": 0, "guard": 1})
+    assert len(store.read_stream("other")) == 1
+
+
+def test_the_same_event_appended_twice_is_refused_and_stored_once(store):
+    event = new_event("s1", 1, event_id="evt-unique-123")
+    store.append([event], {"s1": 0})
+    with pytest.raises(DuplicateEvent) as caught:
+        store.append([new_event("s1", 2, event_id="evt-unique-123")], {"s1": 1})
+    assert caught.value.event_ids == ("evt-unique-123",)
+    with pytest.raises(DuplicateEvent):  # event ids are unique across streams, too
+        store.append([new_event("s2", 1, event_id="evt-unique-123")], {"s2": 0})
+    assert [e.event_id for e in store.read_stream("s1")] == ["evt-unique-123"]
+    assert store.read_stream("s2") == []
+
+
+def test_a_duplicate_inside_one_batch_writes_nothing(store):
+    with pytest.raises(DuplicateEvent):
+        store.append([new_event("s1", 1, event_id="e"), new_event("s2", 1, event_id="e")],
+                     {"s1": 0, "s2": 0})  # fmt: skip
+    assert store.read_stream("s1") == [] and store.read_stream("s2") == []
+
+
+def test_command_record_lands_with_the_events_and_only_once(store):
+    record = CommandRecord("cmd-1", "f" * 64, {"kind": "deposit", "amount": "1.00"})
+    assert store.find_command("cmd-1") is None
+    store.append([new_event("s1", 1)], {"s1": 0}, record)
+    assert store.find_command("cmd-1") == record
+
+    with pytest.raises(DuplicateCommand):
+        store.append([new_event("s1", 2)], {"s1": 1}, record)
+    assert len(store.read_stream("s1")) == 1
+
+
+def test_a_refused_append_does_not_record_its_command(store):
+    store.append([new_event("s1", 1)], {"s1": 0})
+    with pytest.raises(ConcurrencyConflict):
+        store.append([new_event("s1", 1)], {"s1": 0}, CommandRecord("cmd-2", "f", {}))
+    assert store.find_command("cmd-2") is None
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([], {"s1": 0}),
+        ([new_event("s1", 1)], {}),  # stream without an expected version
+        ([new_event("s1", 2)], {"s1": 0}),  # gap
+        ([new_event("s1", 1), new_event("s1", 3)], {"s1": 0}),  # gap inside the batch
+        ([new_event("s1", 1)], {"s1": -1}),
+    ],
+)
+def test_malformed_appends_are_refused_before_writing(store, events, expected):
+    with pytest.raises(InvalidInput):
+        store.append(events, expected)
+    assert store.read_stream("s1") == []
+    assert store.read_all() == []
+
+
+def test_an_append_over_the_batch_limit_is_refused(store):
+    events = [new_event("big", v) for v in range(1, 1_002)]
+    with pytest.raises(BatchTooLarge, match="saga"):
+        store.append(events, {"big": 0})
+    assert store.read_stream("big") == []
+
+
+def test_global_feed_is_in_position_order_and_pages(store):
+    store.append([new_event("a", 1), new_event("b", 1)], {"a": 0, "b": 0})
+    store.append([new_event("a", 2)], {"a": 1})
+    feed = store.read_all()
+    assert [(e.aggregate_id, e.version) for e in feed] == [("a", 1), ("b", 1), ("a", 2)]
+    positions = [e.position for e in feed]
+    assert positions == sorted(positions) and len(set(positions)) == 3
+
+    first_page = store.read_all(after_position=0, limit=2)
+    rest = store.read_all(after_position=first_page[-1].position, limit=2)
+    assert [e.event_id for e in first_page + rest] == [e.event_id for e in feed]
+    for bad in (0, -1, 10_001):
+        with pytest.raises(InvalidInput):
+            store.read_all(limit=bad)
+
+
+def test_snapshots_keep_the_newest(store):
+    assert store.load_snapshot("s1") is None
+    newer = Snapshot("s1", "Account", 7, 1, {"balance_minor": 700})
+    store.save_snapshot(newer)
+    store.save_snapshot(Snapshot("s1", "Account", 3, 1, {"balance_minor": 300}))
+    assert store.load_snapshot("s1") == newer
+
+
+def test_events_survive_closing_and_reopening(store, make_store):
+    store.append([new_event("s1", 1)], {"s1": 0}, CommandRecord("cmd-3", "f", {"ok": True}))
+    store.close()
+    reopened = make_store()
+    assert [e.version for e in reopened.read_stream("s1")] == [1]
+    assert reopened.find_command("cmd-3").outcome == {"ok": True}
+
+
+def test_racing_writers_at_one_version_exactly_one_wins(make_store):
+    handles = [make_store() for _ in range(4)]
+    handles[0].append([new_event("hot", 1)], {"hot": 0})
+    for round_ in range(10):
+        version = round_ + 1
+        start = threading.Barrier(len(handles))
+        won, lost = [], []
+
+        def write(handle, i, version=version, start=start, won=won, lost=lost):
+            start.wait()
+            try:
+                handle.append([new_event("hot", version + 1, n=i)], {"hot": version})
+                won.append(i)
+            except ConcurrencyConflict:
+                lost.append(i)
+
+        threads = [threading.Thread(target=write, args=(h, i)) for i, h in enumerate(handles)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1 and len(lost) == len(handles) - 1
+    assert [e.version for e in handles[0].read_stream("hot")] == list(range(1, 12))
