@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-servers lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,13 @@ run: install
 	$(BIN)/eventbank demo
 
 ## Install what the tests need and run the whole suite against real engines.
-test: install
+test: install test-servers
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/pytest
+
+## Everything the engine tests need that pip does not install (one line per engine).
+test-servers:
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -17,12 +17,20 @@ from eventbank.store.contract import EventStore
 from eventbank.store.url import open_store
 
 ENGINES = ["sqlite"]
+ORDERED_ENGINES = ["sqlite"]  # engines whose read_all follows commit order (DESIGN.md, point 4)
 pytest_plugins = ["tests.engines.sqlite_engine"]
 
 
 @pytest.fixture(params=ENGINES)
 def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_store_url")
+
+
+@pytest.fixture(params=ORDERED_ENGINES)
+def ordered_store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
+    handle = open_store(request.getfixturevalue(f"{request.param}_store_url"))
+    yield handle
+    handle.close()
 
 
 @pytest.fixture

@@ -126,11 +126,12 @@ def test_an_append_over_the_batch_limit_is_refused(store):
     assert store.read_stream("big") == []
 
 
-def test_global_feed_is_in_position_order_and_pages(store):
+def test_global_feed_pages_through_every_event_once(store):
     store.append([new_event("a", 1), new_event("b", 1)], {"a": 0, "b": 0})
     store.append([new_event("a", 2)], {"a": 1})
     feed = store.read_all()
-    assert [(e.aggregate_id, e.version) for e in feed] == [("a", 1), ("b", 1), ("a", 2)]
+    assert sorted((e.aggregate_id, e.version) for e in feed) == [("a", 1), ("a", 2), ("b", 1)]
+    assert [e.version for e in feed if e.aggregate_id == "a"] == [1, 2]
     positions = [e.position for e in feed]
     assert positions == sorted(positions) and len(set(positions)) == 3
 
@@ -140,6 +141,14 @@ def test_global_feed_is_in_position_order_and_pages(store):
     for bad in (0, -1, 10_001):
         with pytest.raises(InvalidInput):
             store.read_all(limit=bad)
+
+
+def test_global_feed_follows_commit_order(ordered_store):
+    """Engines with a global order (SQLite, PostgreSQL) number events in commit order."""
+    ordered_store.append([new_event("a", 1), new_event("b", 1)], {"a": 0, "b": 0})
+    ordered_store.append([new_event("a", 2)], {"a": 1})
+    feed = ordered_store.read_all()
+    assert [(e.aggregate_id, e.version) for e in feed] == [("a", 1), ("b", 1), ("a", 2)]
 
 
 def test_snapshots_keep_the_newest(store):
