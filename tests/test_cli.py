@@ -1,0 +1,122 @@
+"""The CLI scenario on every engine: documented exit codes, JSON shapes, and refusals that
+change nothing in the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventbank.cli import main
+
+
+@pytest.fixture
+def cli(store_url, capsys, monkeypatch):
+    """Runs ``eventbank ARGS`` in-process against the test's store; returns (code, out, err)."""
+    monkeypatch.setenv("EVENTBANK_STORE", store_url)
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["eventbank", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def event_count(cli) -> int:
+    code, out, _ = cli("events", "--json", "--limit", "10000")
+    assert code == 0
+    return len(json.loads(out))
+
+
+def test_the_five_minute_tour(cli):
+    assert cli("init")[0] == 0
+    assert cli("init")[0] == 0  # idempotent
+    code, out, _ = cli("open", "acc-1", "--owner", "Ann", "--type", "CHECKING",
+                       "--initial-deposit", "100")  # fmt: skip
+    assert code == 0 and "acc-1 balance 100.00 USD" in out
+    assert cli("open", "acc-2", "--owner", "Bob", "--type", "savings")[0] == 0
+    assert cli("withdraw", "acc-1", "20.50")[0] == 0
+    assert cli("deposit", "acc-2", "0.50", "--idempotency-key", "dep-1")[0] == 0
+    code, out, _ = cli("deposit", "acc-2", "0.50", "--idempotency-key", "dep-1")
+    assert code == 0 and "replayed" in out
+    code, out, _ = cli("transfer", "acc-1", "acc-2", "79.50", "--json")
+    assert code == 0 and json.loads(out)["to"]["balance"] == "80.00"
+
+    code, out, _ = cli("balance", "acc-1", "--json")
+    assert code == 0
+    assert json.loads(out) == {"account_id": "acc-1", "owner": "Ann", "type": "CHECKING",
+                               "currency": "USD", "balance": "0.00", "version": 4,
+                               "status": "OPEN"}  # fmt: skip
+    assert cli("close", "acc-1")[0] == 0
+    code, out, _ = cli("history", "acc-2", "--json")
+    assert [e["event_type"] for e in json.loads(out)] == [
+        "AccountOpened", "FundsDeposited", "TransferredIn"
+    ]  # fmt: skip
+    code, out, _ = cli("history", "acc-2")
+    assert code == 0 and "TransferredIn" in out
+    code, out, _ = cli("events", "--aggregate", "acc-1", "--json")
+    assert [e["version"] for e in json.loads(out)] == [1, 2, 3, 4, 5]
+    assert event_count(cli) == 8
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["withdraw", "acc-1", "101.01"], 3, "insufficient funds"),
+        (["withdraw", "acc-1", "1.001"], 2, "at most 2 decimal places"),
+        (["withdraw", "acc-1", "abc"], 2, "not a decimal amount"),
+        (["withdraw", "acc-1", "NaN"], 2, "not a number of money"),
+        (["withdraw", "acc-1", "0"], 2, "greater than zero"),
+        (["withdraw", "acc-1", "99999999999999999"], 2, "over the maximum"),
+        (["deposit", "ghost", "1"], 3, "does not exist"),
+        (["deposit", "closed-1", "1"], 3, "is closed"),
+        (["transfer", "acc-1", "acc-1", "1"], 3, "to itself"),
+        (["transfer", "acc-1", "eur-1", "1"], 3, "cannot transfer between USD"),
+        (["open", "acc-1", "--owner", "X", "--type", "CHECKING"], 3, "already exists"),
+        (["open", "new-1", "--owner", "X", "--type", "LOAN"], 2, "CHECKING or SAVINGS"),
+        (
+            ["open", "new-1", "--owner", "X", "--type", "CHECKING", "--currency", "XYZ"],
+            2,
+            "unknown currency",
+        ),
+        (["open", "bad id", "--owner", "X", "--type", "CHECKING"], 2, "invalid account id"),
+        (["close", "acc-1"], 3, "still holds"),
+        (["deposit", "acc-1", "2", "--idempotency-key", "k-1"], 4, "different request"),
+        (["withdraw", "acc-1"], 2, "Missing argument"),
+        (["--store", "mysql://x", "balance", "acc-1"], 2, "unsupported store URL"),
+    ],
+)
+def test_bad_input_exits_with_the_documented_code_and_changes_nothing(cli, args, code, message):
+    cli("open", "acc-1", "--owner", "Ann", "--type", "CHECKING", "--initial-deposit", "100")
+    cli("open", "eur-1", "--owner", "Eve", "--type", "CHECKING", "--currency", "EUR")
+    cli("open", "closed-1", "--owner", "Cy", "--type", "CHECKING")
+    cli("close", "closed-1")
+    cli("deposit", "acc-1", "1", "--idempotency-key", "k-1")
+    before = event_count(cli)
+
+    exit_code, out, err = cli(*args)
+    assert exit_code == code, (out, err)
+    assert message in err
+    assert "Traceback" not in err
+    assert event_count(cli) == before
+
+
+def test_the_installed_command_exits_cleanly_with_one_line(tmp_path: Path):
+    env = {**os.environ, "EVENTBANK_STORE": f"sqlite:///{tmp_path / 'cli.db'}"}
+    done = subprocess.run(
+        [Path(sys.executable).parent / "eventbank", "balance", "nobody"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert done.returncode == 3
+    assert done.stderr.strip() == "refused: account 'nobody' does not exist"

@@ -1,0 +1,85 @@
+"""SQLite-specific behaviour: durability settings, crashes mid-append, schema versions."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from eventbank.service import LedgerService
+from eventbank.store.contract import StoreError
+from eventbank.store.sqlite import SCHEMA_VERSION, SchemaTooNew, SqliteEventStore
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "ledger.db"
+
+
+def open_pair(path) -> LedgerService:
+    service = LedgerService(SqliteEventStore(path))
+    service.open_account("acc-1", owner="Ann", account_type="CHECKING", initial_deposit="100")
+    service.open_account("acc-2", owner="Bob", account_type="CHECKING")
+    return service
+
+
+def test_connections_are_wal_and_fully_synchronous(db_path):
+    conn = SqliteEventStore(db_path)._conn()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_a_process_killed_inside_the_append_leaves_neither_half(db_path):
+    """The writer dies (os._exit) after inserting the debit and before the credit."""
+    open_pair(db_path).store.close()
+    script = textwrap.dedent(f"""
+        import os
+        from eventbank.service import LedgerService
+        from eventbank.store.sqlite import SqliteEventStore
+        store = SqliteEventStore({str(db_path)!r})
+        conn = store._conn()
+        conn.create_function("crash", 0, lambda: os._exit(9))
+        conn.execute("CREATE TEMP TRIGGER crash BEFORE INSERT ON events "
+                     "WHEN NEW.aggregate_id = 'acc-2' BEGIN SELECT crash(); END")
+        LedgerService(store).transfer("acc-1", "acc-2", "60", command_id="t-crash")
+        print("survived")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    assert "survived" not in done.stdout
+
+    service = LedgerService(SqliteEventStore(db_path))
+    assert [len(service.store.read_stream(a)) for a in ("acc-1", "acc-2")] == [2, 1]
+    assert service.store.find_command("t-crash") is None
+    service.transfer("acc-1", "acc-2", "60", command_id="t-crash")
+    assert service.transfer("acc-1", "acc-2", "60", command_id="t-crash").replayed
+    assert [service.get_account(a).balance_minor for a in ("acc-1", "acc-2")] == [4000, 6000]
+
+
+def test_a_statement_failing_inside_the_append_rolls_back_the_whole_transfer(db_path):
+    service = open_pair(db_path)
+    service.store._conn().execute(
+        "CREATE TEMP TRIGGER refuse BEFORE INSERT ON events WHEN NEW.aggregate_id = 'acc-2' "
+        "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+    )
+    with pytest.raises(StoreError, match="disk says no"):
+        service.transfer("acc-1", "acc-2", "60")
+    assert [len(service.store.read_stream(a)) for a in ("acc-1", "acc-2")] == [2, 1]
+
+
+def test_a_schema_newer_than_this_release_is_refused_clearly(db_path):
+    SqliteEventStore(db_path).close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE schema_info SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaTooNew, match="newer than this eventbank understands"):
+        SqliteEventStore(db_path)
+
+
+def test_opening_twice_keeps_one_schema_record(db_path):
+    SqliteEventStore(db_path).close()
+    store = SqliteEventStore(db_path)
+    assert store.schema_version() == SCHEMA_VERSION
+    assert store._conn().execute("SELECT COUNT(*) FROM schema_info").fetchone()[0] == 1
