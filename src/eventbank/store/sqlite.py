@@ -1,25 +1,21 @@
-"""The embedded engine: one SQLite file, WAL journal, ``synchronous=FULL`` (durable on return).
+"""The embedded engine: one SQLite file (see sqlite_file.py: WAL, ``synchronous=FULL``).
 
 Writers take the database write lock up front (``BEGIN IMMEDIATE``), so expected-version checks
 and inserts are serialised across threads and processes; ``UNIQUE(aggregate_id, version)``,
 ``UNIQUE(event_id)`` and the ``commands`` primary key are the backstop the checks rest on.
 Because appends are serialised, ``position`` (the rowid) is assigned in commit order and the
 global feed can never show position 11 before position 10 is visible.
-
-Each thread gets its own connection (sqlite3 connections are not shareable); several processes
-may open the same file, waiting up to ``busy_timeout_s`` for the write lock.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from eventbank.canonical import canonical_json
+from eventbank.sqlite_file import SqliteFile
 from eventbank.store.contract import (
     CommandRecord,
     ConcurrencyConflict,
@@ -29,7 +25,6 @@ from eventbank.store.contract import (
     RecordedEvent,
     Snapshot,
     StoreError,
-    StoreUnavailable,
     check_append,
     check_read_limit,
 )
@@ -73,87 +68,16 @@ _EVENT_COLUMNS = (
 )
 
 
-class SchemaTooNew(StoreError):
-    code = "schema_too_new"
-
-
 class SqliteEventStore:
     """The EventStore contract on one SQLite file."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0):
         self.path = str(path)
-        self.busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._migrate()
-
-    # ------------------------------------------------------------ connections
-
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=self.busy_timeout_s,
-                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                    check_same_thread=False,  # close() may run on another thread
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("PRAGMA foreign_keys=ON")
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"cannot open SQLite file {self.path!r}: {exc}") from None
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
-
-    @contextmanager
-    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, rolled back on any error; lock waits become retryable."""
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite write lock not acquired: {exc}") from None
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError):
-                raise StoreUnavailable(f"SQLite write failed and was rolled back: {exc}") from None
-            raise
+        self._db = SqliteFile(self.path, _MIGRATIONS, busy_timeout_s=busy_timeout_s)
+        self._conn = self._db.conn
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
-
-    # ------------------------------------------------------------ schema
-
-    def _migrate(self) -> None:
-        with self._write_transaction() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM schema_info").fetchone()
-            current = row[0] if row else 0
-            if current > SCHEMA_VERSION:
-                raise SchemaTooNew(
-                    f"{self.path} has schema version {current}, newer than this eventbank "
-                    f"understands ({SCHEMA_VERSION}); upgrade eventbank"
-                )
-            for script in _MIGRATIONS[current:]:
-                for statement in filter(str.strip, script.split(";")):
-                    conn.execute(statement)
-            if row is None:
-                conn.execute("INSERT INTO schema_info (version) VALUES (?)", (SCHEMA_VERSION,))
-            else:
-                conn.execute("UPDATE schema_info SET version = ?", (SCHEMA_VERSION,))
+        self._db.close()
 
     def schema_version(self) -> int:
         return self._conn().execute("SELECT version FROM schema_info").fetchone()[0]
@@ -167,11 +91,11 @@ class SqliteEventStore:
         command: CommandRecord | None = None,
     ) -> list[RecordedEvent]:
         check_append(events, expected_versions)
-        with self._write_transaction() as conn:
+        with self._db.write_transaction() as conn:
             return write_batch(conn, events, expected_versions, command)
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
-        with self._write_transaction() as conn:
+        with self._db.write_transaction() as conn:
             conn.execute(
                 "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?) ON CONFLICT (aggregate_id) DO UPDATE"
                 " SET aggregate_type = excluded.aggregate_type, version = excluded.version,"

@@ -1,0 +1,94 @@
+"""One SQLite file opened the way eventbank needs it, shared by the event store and read models.
+
+WAL journal and ``synchronous=FULL`` (a commit is on disk when it returns), one connection per
+thread (sqlite3 connections are not shareable), writes under ``BEGIN IMMEDIATE`` (the write lock
+is taken up front, so check-then-write is race-free across threads and processes, waiting up to
+``busy_timeout_s``), and numbered migrations recorded in ``schema_info``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from eventbank.store.contract import StoreError, StoreUnavailable
+
+
+class SchemaTooNew(StoreError):
+    code = "schema_too_new"
+
+
+class SqliteFile:
+    def __init__(self, path: str, migrations: Sequence[str], *, busy_timeout_s: float = 10.0):
+        """Open ``path`` and bring it to ``len(migrations)``; migration N moves N-1 to N."""
+        self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        self.schema_version = len(migrations)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrate(migrations)
+
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self.busy_timeout_s,
+                    isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                    check_same_thread=False,  # close() may run on another thread
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot open SQLite file {self.path!r}: {exc}") from None
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, rolled back on any error; lock waits become retryable."""
+        conn = self.conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite write lock not acquired: {exc}") from None
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(f"SQLite write failed and was rolled back: {exc}") from None
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _migrate(self, migrations: Sequence[str]) -> None:
+        with self.write_transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_info (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_info").fetchone()
+            current = row[0] if row else 0
+            if current > self.schema_version:
+                raise SchemaTooNew(
+                    f"{self.path} has schema version {current}, newer than this eventbank "
+                    f"understands ({self.schema_version}); upgrade eventbank"
+                )
+            for script in migrations[current:]:
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+            if row is None:
+                conn.execute("INSERT INTO schema_info (version) VALUES (?)", (self.schema_version,))
+            else:
+                conn.execute("UPDATE schema_info SET version = ?", (self.schema_version,))
