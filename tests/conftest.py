@@ -16,9 +16,9 @@ from eventbank.service import LedgerService
 from eventbank.store.contract import EventStore
 from eventbank.store.url import open_store
 
-ENGINES = ["sqlite"]
-ORDERED_ENGINES = ["sqlite"]  # engines whose read_all follows commit order (DESIGN.md, point 4)
-pytest_plugins = ["tests.engines.sqlite_engine"]
+ENGINES = ["sqlite", "postgres"]
+ORDERED_ENGINES = ["sqlite", "postgres"]  # read_all follows commit order (DESIGN.md, point 4)
+pytest_plugins = ["tests.engines.sqlite_engine", "tests.engines.postgres_engine"]
 
 
 @pytest.fixture(params=ENGINES)

@@ -15,9 +15,10 @@ from eventbank.cli import main
 
 
 @pytest.fixture
-def cli(store_url, capsys, monkeypatch):
+def cli(store_url, tmp_path, capsys, monkeypatch):
     """Runs ``eventbank ARGS`` in-process against the test's store; returns (code, out, err)."""
     monkeypatch.setenv("EVENTBANK_STORE", store_url)
+    monkeypatch.setenv("EVENTBANK_READ_STORE", f"sqlite:///{tmp_path / 'cli.read.db'}")
     monkeypatch.setenv("COLUMNS", "200")
 
     def run(*args: str) -> tuple[int, str, str]:
@@ -60,11 +61,13 @@ def test_the_five_minute_tour(cli):
                                "status": "OPEN"}  # fmt: skip
     assert cli("close", "acc-1")[0] == 0
     code, out, _ = cli("history", "acc-2", "--json")
-    assert [e["event_type"] for e in json.loads(out)] == [
-        "AccountOpened", "FundsDeposited", "TransferredIn"
+    assert [(e["kind"], e["amount"], e["balance_after"]) for e in json.loads(out)] == [
+        ("deposit", "0.50", "0.50"), ("transfer_in", "79.50", "80.00")
     ]  # fmt: skip
     code, out, _ = cli("history", "acc-2")
-    assert code == 0 and "TransferredIn" in out
+    assert code == 0 and "transfer_in" in out
+    code, out, _ = cli("totals", "--json")
+    assert json.loads(out) == [{"currency": "USD", "accounts_open": 1, "balance": "80.00"}]
     code, out, _ = cli("events", "--aggregate", "acc-1", "--json")
     assert [e["version"] for e in json.loads(out)] == [1, 2, 3, 4, 5]
     assert event_count(cli) == 8

@@ -186,14 +186,10 @@ def test_refusals_change_nothing(service, store, call, error):
     assert [e.event_id for e in store.read_all(limit=1000)] == before
 
 
-def test_close_then_reopen_is_refused_and_history_lists_every_movement(service):
+def test_closing_needs_a_zero_balance_and_a_closed_account_stays_closed(service):
     open_pair(service)
     service.transfer("acc-1", "acc-2", "100")
     service.close_account("acc-1")
     assert service.get_account("acc-1").describe()["status"] == "CLOSED"
-    entries = service.history("acc-2")
-    assert [(e["event_type"], e["amount"], e["balance_after"]) for e in entries] == [
-        ("AccountOpened", None, "0.00"),
-        ("TransferredIn", "100.00", "100.00"),
-    ]
-    assert entries[1]["counterparty"] == "acc-1"
+    with pytest.raises(AccountClosed):
+        service.close_account("acc-1")

@@ -75,8 +75,12 @@ class LedgerService:
         max_attempts: int = 12,
         backoff_base_s: float = 0.002,
         backoff_cap_s: float = 0.25,
+        after_append: Callable[[list[RecordedEvent]], None] | None = None,
     ):
+        """``after_append`` sees each command's recorded events once they are durable (e.g. to
+        project them inline); it must not raise."""
         self.store = store
+        self.after_append = after_append
         self.clock = clock
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
@@ -93,28 +97,6 @@ class LedgerService:
         if account is None:
             raise AccountNotFound(f"account {account_id!r} does not exist")
         return account
-
-    def history(self, account_id: str) -> list[dict[str, Any]]:
-        """The account's statement: one entry per event, with the balance after it."""
-        recorded = self.store.read_stream(domain.check_account_id(account_id))
-        if not recorded:
-            raise AccountNotFound(f"account {account_id!r} does not exist")
-        state: Account | None = None
-        entries = []
-        for stored in recorded:
-            event = event_from_data(stored.event_type, dict(stored.data))
-            state = domain.apply(state, event)
-            data = stored.data
-            entries.append({
-                "version": stored.version, "event_type": stored.event_type,
-                "recorded_at": stored.metadata.get("recorded_at"),
-                "amount": _amount_of(event)["amount"] if "amount_minor" in data else None,
-                "balance_after": format_minor(state.balance_minor, state.currency),
-                "currency": state.currency, "transfer_id": data.get("transfer_id"),
-                "counterparty": data.get("to_account_id") or data.get("from_account_id"),
-                "command_id": stored.metadata.get("command_id"),
-            })  # fmt: skip
-        return entries
 
     def events(self, after_position: int = 0, limit: int = 100) -> list[RecordedEvent]:
         return self.store.read_all(after_position, limit)
@@ -234,10 +216,12 @@ class LedgerService:
             expected = {sid: (state.version if state else 0) for sid, state in states.items()}
             record = CommandRecord(command_id, request_fingerprint, outcome)
             try:
-                self.store.append(new_events, expected, record)
+                recorded = self.store.append(new_events, expected, record)
             except (ConcurrencyConflict, DuplicateCommand, StoreUnavailable) as exc:
                 last_error = exc
                 continue
+            if self.after_append is not None:
+                self.after_append(recorded)
             return Receipt(command_id, outcome)
         raise RetriesExhausted(
             f"gave up after {self.max_attempts} attempts ({last_error}); "

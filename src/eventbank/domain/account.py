@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from eventbank.domain.errors import (
     AccountAlreadyExists,
@@ -80,16 +81,20 @@ class Account:
         return Money(self.balance_minor, self.currency)
 
     def describe(self) -> dict[str, object]:
-        """The public JSON shape of an account (balance as a decimal string)."""
-        return {
-            "account_id": self.account_id,
-            "owner": self.owner,
-            "type": str(self.account_type),
-            "currency": self.currency,
-            "balance": format_minor(self.balance_minor, self.currency),
-            "version": self.version,
-            "status": str(self.status),
-        }
+        return describe_account(self)
+
+
+def describe_account(a: Account | Any) -> dict[str, object]:
+    """The public JSON shape of an account, from its state or its read-model row."""
+    return {
+        "account_id": a.account_id,
+        "owner": a.owner,
+        "type": str(a.account_type),
+        "currency": a.currency,
+        "balance": format_minor(a.balance_minor, a.currency),
+        "version": a.version,
+        "status": str(a.status),
+    }
 
 
 # ---------------------------------------------------------------- commands

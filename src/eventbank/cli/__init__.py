@@ -1,0 +1,81 @@
+"""The ``eventbank`` command line: a thin Typer layer over the application service.
+
+Exit codes: 0 done; 2 bad input or usage; 3 refused by a business rule; 4 conflict (retries
+exhausted, or an idempotency key reused with other parameters); 1 anything unexpected.
+Messages go to stderr as one line; no traceback for a user mistake.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from eventbank.cli.accounts import accounts_app
+from eventbank.cli.common import Settings
+from eventbank.cli.projections import projections_app
+from eventbank.domain.errors import Conflict, EventbankError, InvalidInput, RuleViolation
+from eventbank.store.url import DEFAULT_STORE_URL
+
+EXIT_UNEXPECTED, EXIT_INVALID, EXIT_REFUSED, EXIT_CONFLICT = 1, 2, 3, 4
+
+app = typer.Typer(
+    help="eventbank: an event-sourced core-banking ledger in which every money movement is ACID.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(accounts_app)
+app.add_typer(projections_app, name="projections", help="Read-model projections.")
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store",
+            envvar="EVENTBANK_STORE",
+            help="Event store URL: sqlite:///relative.db, sqlite:////abs.db, postgresql://…, "
+            "dynamodb://TABLE?endpoint_url=…",
+        ),
+    ] = DEFAULT_STORE_URL,
+    read_store: Annotated[
+        str | None,
+        typer.Option(
+            "--read-store",
+            envvar="EVENTBANK_READ_STORE",
+            help="Read-model store URL; default: X.read.db beside a sqlite:///X.db event store.",
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = Settings(store, read_store)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning eventbank errors into one stderr line and an exit code."""
+    err = Console(stderr=True, highlight=False)
+    try:
+        app()
+    except InvalidInput as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_INVALID)
+    except RuleViolation as exc:
+        err.print(f"refused: {exc}", markup=False)
+        sys.exit(EXIT_REFUSED)
+    except Conflict as exc:
+        err.print(f"conflict: {exc}", markup=False)
+        sys.exit(EXIT_CONFLICT)
+    except EventbankError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_UNEXPECTED)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback to users
+        err.print(f"unexpected error: {type(exc).__name__}: {exc}", markup=False)
+        sys.exit(EXIT_UNEXPECTED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Account commands: open, deposit, withdraw, transfer, close, and the reads."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from eventbank.cli.common import (
+    AccountId,
+    Amount,
+    IdempotencyKey,
+    JsonFlag,
+    Settings,
+    ledger_from,
+    out,
+    print_json,
+)
+from eventbank.service import Receipt
+from eventbank.store.contract import MAX_READ_LIMIT
+
+accounts_app = typer.Typer()
+
+
+def _report(receipt: Receipt, as_json: bool, summary: str) -> None:
+    if as_json:
+        print_json({**receipt.outcome, "replayed": receipt.replayed})
+        return
+    note = " [dim](replayed: this idempotency key was already handled)[/dim]"
+    out.print(escape(summary) + (note if receipt.replayed else ""))
+
+
+def _balance_line(account: dict[str, Any]) -> str:
+    return f"{account['account_id']} balance {account['balance']} {account['currency']}"
+
+
+@accounts_app.command()
+def init(ctx: typer.Context) -> None:
+    """Create (or migrate) the event store and the read-model store. Safe to run again."""
+    ledger_from(ctx)
+    out.print(f"event store ready at {ctx.find_object(Settings).store_url}")
+
+
+@accounts_app.command("open")
+def open_account(
+    ctx: typer.Context,
+    account_id: AccountId,
+    owner: Annotated[str, typer.Option("--owner", help="Account holder's name.")],
+    account_type: Annotated[str, typer.Option("--type", help="CHECKING or SAVINGS.")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
+    initial_deposit: Annotated[
+        str | None, typer.Option("--initial-deposit", help="Decimal amount to deposit at once.")
+    ] = None,
+    idempotency_key: IdempotencyKey = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Open an account."""
+    receipt = ledger_from(ctx).service.open_account(
+        account_id, owner=owner, account_type=account_type, currency=currency.upper(),
+        initial_deposit=initial_deposit, command_id=idempotency_key,
+    )  # fmt: skip
+    account = receipt.outcome["account"]
+    _report(receipt, as_json, f"opened {account['type']} account; {_balance_line(account)}")
+
+
+@accounts_app.command()
+def deposit(
+    ctx: typer.Context,
+    account_id: AccountId,
+    amount: Amount,
+    idempotency_key: IdempotencyKey = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Deposit money into an account."""
+    receipt = ledger_from(ctx).service.deposit(account_id, amount, command_id=idempotency_key)
+    o = receipt.outcome
+    _report(receipt, as_json, f"deposited {o['amount']} {o['currency']}; "
+            f"{_balance_line(o['account'])}")  # fmt: skip
+
+
+@accounts_app.command()
+def withdraw(
+    ctx: typer.Context,
+    account_id: AccountId,
+    amount: Amount,
+    idempotency_key: IdempotencyKey = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Withdraw money from an account (never below zero)."""
+    receipt = ledger_from(ctx).service.withdraw(account_id, amount, command_id=idempotency_key)
+    o = receipt.outcome
+    _report(receipt, as_json, f"withdrew {o['amount']} {o['currency']}; "
+            f"{_balance_line(o['account'])}")  # fmt: skip
+
+
+@accounts_app.command()
+def transfer(
+    ctx: typer.Context,
+    from_id: Annotated[str, typer.Argument(help="Account to debit.")],
+    to_id: Annotated[str, typer.Argument(help="Account to credit.")],
+    amount: Amount,
+    idempotency_key: IdempotencyKey = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Move money between two accounts of one currency, atomically."""
+    receipt = ledger_from(ctx).service.transfer(from_id, to_id, amount, command_id=idempotency_key)
+    o = receipt.outcome
+    _report(receipt, as_json, f"transferred {o['amount']} {o['currency']} "
+            f"(transfer {o['transfer_id']}); {_balance_line(o['from'])}; "
+            f"{_balance_line(o['to'])}")  # fmt: skip
+
+
+@accounts_app.command()
+def close(
+    ctx: typer.Context,
+    account_id: AccountId,
+    idempotency_key: IdempotencyKey = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Close an account; its balance must be zero."""
+    receipt = ledger_from(ctx).service.close_account(account_id, command_id=idempotency_key)
+    _report(receipt, as_json, f"closed {account_id}")
+
+
+MinVersion = Annotated[
+    int,
+    typer.Option(
+        "--min-version",
+        min=0,
+        help="Read-your-writes: answer as of at least this account version (from a write).",
+    ),
+]
+
+
+@accounts_app.command()
+def balance(
+    ctx: typer.Context,
+    account_id: AccountId,
+    min_version: MinVersion = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show an account's balance (from the read model)."""
+    account = ledger_from(ctx).queries.balance(account_id, min_version)
+    if as_json:
+        print_json(account)
+    else:
+        out.print(escape(f"{_balance_line(account)} ({account['type']}, {account['status']}, "
+                         f"owner {account['owner']}, version {account['version']})"))  # fmt: skip
+
+
+@accounts_app.command()
+def history(
+    ctx: typer.Context,
+    account_id: AccountId,
+    after_version: Annotated[int, typer.Option(min=0, help="Start after this version.")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_READ_LIMIT, help="At most this many.")] = 100,
+    min_version: MinVersion = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """List an account's money movements with the balance after each."""
+    entries = ledger_from(ctx).queries.history(account_id, after_version, limit, min_version)
+    if as_json:
+        print_json(entries)
+        return
+    table = Table("ver", "recorded at", "kind", "amount", "balance", "counterparty")
+    for e in entries:
+        table.add_row(str(e["version"]), e["recorded_at"], e["kind"], e["amount"],
+                      e["balance_after"], e["counterparty"] or "")  # fmt: skip
+    out.print(table)
+
+
+@accounts_app.command()
+def totals(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Bank-wide totals per currency: open accounts and the sum of all balances."""
+    rows = ledger_from(ctx).queries.totals()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("currency", "accounts open", "sum of balances")
+    for r in rows:
+        table.add_row(r["currency"], str(r["accounts_open"]), r["balance"])
+    out.print(table)
+
+
+@accounts_app.command()
+def events(
+    ctx: typer.Context,
+    aggregate: Annotated[str | None, typer.Option(help="Only this stream (account id).")] = None,
+    after: Annotated[int, typer.Option(help="Global position to start after.", min=0)] = 0,
+    limit: Annotated[int, typer.Option(help="At most this many events.", min=1)] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """List stored events: the global feed, or one stream."""
+    service = ledger_from(ctx).service
+    found = (
+        service.store.read_stream(aggregate)[:limit] if aggregate else service.events(after, limit)
+    )
+    rows = [
+        {"position": e.position, "aggregate_id": e.aggregate_id, "version": e.version,
+         "event_type": e.event_type, "event_id": e.event_id, "data": dict(e.data),
+         "metadata": dict(e.metadata)}
+        for e in found
+    ]  # fmt: skip
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("pos", "stream", "ver", "event", "data")
+    for r in rows:
+        table.add_row(str(r["position"]), r["aggregate_id"], str(r["version"]), r["event_type"],
+                      json.dumps(r["data"], sort_keys=True))  # fmt: skip
+    out.print(table)
+
+
+@accounts_app.command()
+def demo(
+    store: Annotated[
+        str | None,
+        typer.Option(help="Store URL for the demo; a fresh temporary SQLite file by default."),
+    ] = None,
+) -> None:
+    """Show each guarantee on a real store: atomic transfers, no overdraft, idempotent retries."""
+    from eventbank.demo import run_demo
+
+    run_demo(out, store)

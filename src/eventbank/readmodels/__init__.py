@@ -1,0 +1,1 @@
+"""Read models (the query side): the port in contract.py and one store module per engine."""

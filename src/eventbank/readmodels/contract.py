@@ -1,0 +1,109 @@
+"""The read-model port: where projections keep the query side, on any engine.
+
+Rows carry the last applied version of their stream. ``apply`` writes a batch of ``Change``s
+and (optionally) the projection's checkpoint in one transaction; a change is written only if its
+row is exactly one version behind it (or absent, for version 1). Any other change is already
+applied — a duplicate delivery — and is skipped, so replaying events never double counts.
+Gaps never reach a read store: the projector fills them from the event stream first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from eventbank.domain.errors import EventbankError
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceRow:
+    """``account_balances``: one row per account, as of ``version``."""
+
+    account_id: str
+    owner: str
+    account_type: str
+    currency: str
+    balance_minor: int
+    status: str
+    version: int
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRow:
+    """``account_transactions``: one row per money movement."""
+
+    account_id: str
+    version: int
+    kind: str  # deposit | withdrawal | transfer_out | transfer_in
+    amount_minor: int
+    currency: str
+    counterparty: str | None
+    transfer_id: str | None
+    balance_after_minor: int
+    recorded_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The new state of one account row after one event, and the movement it records (if any)."""
+
+    row: BalanceRow
+    transaction: TransactionRow | None
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyTotal:
+    """The ``totals`` view: per currency, open accounts and the sum of all balances."""
+
+    currency: str
+    accounts_open: int
+    balance_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A stream whose projection is parked at ``version`` because its handler failed."""
+
+    projection: str
+    aggregate_id: str
+    version: int
+    error: str
+    attempts: int
+    first_failed_at: str
+    next_attempt_at: str
+
+
+class ReadStoreError(EventbankError):
+    code = "read_store_error"
+
+
+class ReadStore(Protocol):
+    def apply(
+        self, projection: str, changes: Sequence[Change], checkpoint: int | None = None
+    ) -> None: ...
+
+    def checkpoint(self, projection: str) -> int: ...
+
+    def balance(self, account_id: str) -> BalanceRow | None: ...
+
+    def balances(self, account_ids: Sequence[str]) -> dict[str, BalanceRow]: ...
+
+    def all_balances(self) -> list[BalanceRow]: ...
+
+    def transactions(
+        self, account_id: str, after_version: int = 0, limit: int = 100
+    ) -> list[TransactionRow]: ...
+
+    def totals(self) -> list[CurrencyTotal]: ...
+
+    def save_failure(self, failure: Failure) -> None: ...
+
+    def clear_failure(self, projection: str, aggregate_id: str) -> None: ...
+
+    def failures(self, projection: str) -> list[Failure]: ...
+
+    def reset(self, projection: str) -> None: ...
+
+    def close(self) -> None: ...

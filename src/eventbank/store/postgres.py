@@ -1,0 +1,392 @@
+"""The PostgreSQL engine: psycopg 3 over a connection pool; every append is one transaction.
+
+Global order without skipped events (DESIGN.md, point 4)
+--------------------------------------------------------
+``position`` comes from an identity sequence, and ``nextval`` is not transactional: if appends
+ran concurrently, a transaction could take position 10, another take 11 and commit first, and a
+reader paging ``position > 9`` would see 11, move its cursor past 10 and never see it.
+
+Technique chosen: **appends are serialised**. Every append transaction first takes one
+transaction-level advisory lock (``pg_advisory_xact_lock``); PostgreSQL releases it only after
+the commit is durable and visible. So positions are handed out in commit order, a visible
+position implies every smaller position that will ever exist is visible too (gaps left by
+rolled-back appends are never filled), and the feed is the plain ``position > after ORDER BY
+position``. Under the lock the expected-version checks are exact, as with SQLite's
+``BEGIN IMMEDIATE``; the unique constraints stay as the backstop.
+
+Cost: one append at a time per database. Each append holds the lock for its checks, inserts
+and commit flush (fsync), so append throughput is about 1 / (append latency) and PostgreSQL
+cannot group the commits of concurrent writers; batching several commands' appends into one
+transaction (``write_batch`` is kept apart for that) is how to win throughput back. A writer
+waits at most ``lock_timeout_s`` for the lock and then gets ``StoreUnavailable`` (retryable).
+Reads, snapshots and command look-ups never take the lock.
+
+Rejected alternative: recording ``pg_current_xact_id()`` per row and reading only below
+``pg_snapshot_xmin(pg_current_snapshot())`` keeps writers concurrent, but transaction ids are
+assigned in a different order than positions, so with a single ``after_position`` cursor it
+still skips (xid 100 takes position 11 after xid 101 took 10, and commits first); it needs an
+``(xid, position)`` cursor, and its feed would not follow commit order.
+
+Payloads are stored in ``json`` columns (not ``jsonb``) as canonical JSON text, so they read
+back exactly as written (big integers, key order, ``\\u0000``) and match the SQLite engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import psycopg
+from psycopg.types.json import Json
+from psycopg_pool import ConnectionPool
+
+from eventbank.canonical import canonical_json
+from eventbank.store.contract import (
+    CommandRecord,
+    ConcurrencyConflict,
+    DuplicateCommand,
+    DuplicateEvent,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StoreError,
+    StoreUnavailable,
+    check_append,
+    check_read_limit,
+)
+
+SCHEMA_VERSION = 1
+
+# Advisory locks are keyed (namespace, key) per database; the namespace is "evnt" in ASCII.
+_LOCK_NAMESPACE = 0x65766E74
+_MIGRATION_LOCK = 1
+_APPEND_LOCK = 2
+
+# Migration N brings the schema from version N-1 to N. Append only; never edit a shipped one.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        position       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        event_id       text   NOT NULL,
+        aggregate_id   text   NOT NULL,
+        aggregate_type text   NOT NULL,
+        version        bigint NOT NULL CHECK (version >= 1),
+        event_type     text   NOT NULL,
+        schema_version bigint NOT NULL,
+        data           json   NOT NULL,
+        metadata       json   NOT NULL,
+        CONSTRAINT events_event_id_key UNIQUE (event_id),
+        CONSTRAINT events_stream_version_key UNIQUE (aggregate_id, version)
+    );
+    CREATE TABLE commands (
+        command_id  text NOT NULL CONSTRAINT commands_pkey PRIMARY KEY,
+        fingerprint text NOT NULL,
+        outcome     json NOT NULL
+    );
+    CREATE TABLE snapshots (
+        aggregate_id         text   PRIMARY KEY,
+        aggregate_type       text   NOT NULL,
+        version              bigint NOT NULL,
+        state_schema_version bigint NOT NULL,
+        state                json   NOT NULL
+    );
+    """,
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_EVENT_COLUMNS = (
+    "event_id, aggregate_id, aggregate_type, version, event_type, schema_version, data, "
+    "metadata, position"
+)
+
+
+class SchemaTooNew(StoreError):
+    code = "schema_too_new"
+
+
+class PostgresEventStore:
+    """The EventStore contract on one PostgreSQL database (created tables live in it)."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        pool_size: int = 10,
+        connect_timeout_s: int = 10,
+        lock_timeout_s: float = 10.0,
+    ):
+        self.lock_timeout_s = lock_timeout_s
+        self._migrate(conninfo, connect_timeout_s)
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=pool_size,
+            timeout=connect_timeout_s,
+            kwargs={"autocommit": True, "connect_timeout": connect_timeout_s},
+            configure=self._configure,
+            check=ConnectionPool.check_connection,  # a server restart costs no failed command
+            name="eventbank",
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresEventStore:
+        """``postgresql://user:password@host:port/dbname?…``; libpq reads the URL as it is."""
+        return cls(url)
+
+    # ------------------------------------------------------------ connections
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        """Bound every lock wait, so a stuck writer turns into a retryable error, not a hang."""
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, false)",
+            (f"{round(self.lock_timeout_s * 1000)}ms",),
+        )
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; driver errors become contract errors, never raw psycopg ones."""
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(_unavailable(exc)) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL refused the operation: {exc}") from None
+
+    @contextmanager
+    def _append_transaction(self) -> Iterator[psycopg.Connection]:
+        """One transaction holding the append lock, so positions follow commit order."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _APPEND_LOCK))
+            yield conn
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # ------------------------------------------------------------ schema
+
+    def _migrate(self, conninfo: str, connect_timeout_s: int) -> None:
+        """Create or upgrade the schema; the advisory lock lets concurrent first opens queue."""
+        try:
+            with psycopg.connect(
+                conninfo, autocommit=True, connect_timeout=connect_timeout_s
+            ) as conn:
+                self._configure(conn)
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _MIGRATION_LOCK)
+                    )
+                    _apply_migrations(conn)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(_unavailable(exc)) from None
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL refused the schema migration: {exc}") from None
+
+    def schema_version(self) -> int:
+        with self._connection() as conn:
+            return conn.execute("SELECT version FROM schema_info").fetchone()[0]
+
+    # ------------------------------------------------------------ writes
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None = None,
+    ) -> list[RecordedEvent]:
+        check_append(events, expected_versions)
+        with self._append_transaction() as conn:
+            return write_batch(conn, events, expected_versions, command)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT INTO snapshots (aggregate_id, aggregate_type, version,"
+                " state_schema_version, state) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT (aggregate_id) DO UPDATE"
+                " SET aggregate_type = excluded.aggregate_type, version = excluded.version,"
+                " state_schema_version = excluded.state_schema_version, state = excluded.state"
+                " WHERE excluded.version > snapshots.version",
+                (
+                    snapshot.aggregate_id,
+                    snapshot.aggregate_type,
+                    snapshot.version,
+                    snapshot.state_schema_version,
+                    Json(snapshot.state, dumps=canonical_json),
+                ),
+            )
+
+    # ------------------------------------------------------------ reads
+
+    def find_command(self, command_id: str) -> CommandRecord | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT command_id, fingerprint, outcome FROM commands WHERE command_id = %s",
+                (command_id,),
+            ).fetchone()
+        return CommandRecord(*row) if row else None
+
+    def read_stream(self, aggregate_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE aggregate_id = %s AND version > %s"
+                " ORDER BY version",
+                (aggregate_id, after_version),
+            ).fetchall()
+        return [RecordedEvent(*row) for row in rows]
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """The global feed; safe with a plain position cursor because appends are serialised."""
+        check_read_limit(limit)
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > %s"
+                " ORDER BY position LIMIT %s",
+                (after_position, limit),
+            ).fetchall()
+        return [RecordedEvent(*row) for row in rows]
+
+    def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT aggregate_id, aggregate_type, version, state_schema_version, state"
+                " FROM snapshots WHERE aggregate_id = %s",
+                (aggregate_id,),
+            ).fetchone()
+        return Snapshot(*row) if row else None
+
+
+def _apply_migrations(conn: psycopg.Connection) -> None:
+    """Bring the schema to ``SCHEMA_VERSION``; needs no CREATE privilege when already there."""
+    if conn.execute("SELECT to_regclass('schema_info')").fetchone()[0] is None:
+        conn.execute("CREATE TABLE schema_info (version bigint NOT NULL)")
+        conn.execute("INSERT INTO schema_info (version) VALUES (0)")
+    current = conn.execute("SELECT version FROM schema_info").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        info = conn.info
+        raise SchemaTooNew(
+            f"PostgreSQL database {info.dbname!r} on {info.host}:{info.port} has eventbank "
+            f"schema version {current}, newer than this eventbank understands "
+            f"({SCHEMA_VERSION}); upgrade eventbank"
+        )
+    for script in _MIGRATIONS[current:]:
+        conn.execute(script)
+    if current < SCHEMA_VERSION:
+        conn.execute("UPDATE schema_info SET version = %s", (SCHEMA_VERSION,))
+
+
+def write_batch(
+    conn: psycopg.Connection,
+    events: Sequence[NewEvent],
+    expected_versions: Mapping[str, int],
+    command: CommandRecord | None,
+) -> list[RecordedEvent]:
+    """Write one validated append inside the caller's transaction, which holds the append lock.
+
+    Kept apart from transaction handling so that several commands' appends can share one
+    transaction (group commit), each under its own savepoint.
+    """
+    if command is not None:
+        known = conn.execute(
+            "SELECT 1 FROM commands WHERE command_id = %s", (command.command_id,)
+        ).fetchone()
+        if known:
+            raise DuplicateCommand(command.command_id)
+    current = dict(
+        conn.execute(
+            "SELECT aggregate_id, MAX(version) FROM events WHERE aggregate_id = ANY(%s)"
+            " GROUP BY aggregate_id",
+            (list(expected_versions),),
+        ).fetchall()
+    )
+    stale = [sid for sid, expected in expected_versions.items() if current.get(sid, 0) != expected]
+    if stale:
+        raise ConcurrencyConflict(stale)
+    known_ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT event_id FROM events WHERE event_id = ANY(%s)",
+            ([event.event_id for event in events],),
+        )
+    ]
+    if known_ids:
+        raise DuplicateEvent(known_ids)
+    try:
+        positions = _insert_events(conn, events)
+        if command is not None:
+            conn.execute(
+                "INSERT INTO commands (command_id, fingerprint, outcome) VALUES (%s, %s, %s)",
+                (command.command_id, command.fingerprint, Json(command.outcome, canonical_json)),
+            )
+    except psycopg.IntegrityError as exc:
+        raise _integrity_error(exc, events, expected_versions, command) from None
+    return [
+        _recorded_from(event, position) for event, position in zip(events, positions, strict=True)
+    ]
+
+
+def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[int]:
+    """Insert in batch order (one pipelined round trip), so positions follow that order."""
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
+            " schema_version, data, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING position",
+            [
+                (
+                    event.event_id,
+                    event.aggregate_id,
+                    event.aggregate_type,
+                    event.version,
+                    event.event_type,
+                    event.schema_version,
+                    Json(event.data, canonical_json),
+                    Json(event.metadata, canonical_json),
+                )
+                for event in events
+            ],
+            returning=True,
+        )
+        positions = [cursor.fetchone()[0]]
+        while cursor.nextset():
+            positions.append(cursor.fetchone()[0])
+    return positions
+
+
+def _integrity_error(
+    exc: psycopg.IntegrityError,
+    events: Sequence[NewEvent],
+    expected_versions: Mapping[str, int],
+    command: CommandRecord | None,
+) -> Exception:
+    """Map a constraint failure (the backstop behind the explicit checks) to a contract error."""
+    constraint = exc.diag.constraint_name
+    if constraint == "events_event_id_key":
+        return DuplicateEvent([event.event_id for event in events])
+    if constraint == "events_stream_version_key":
+        return ConcurrencyConflict(list(expected_versions))
+    if constraint == "commands_pkey" and command is not None:
+        return DuplicateCommand(command.command_id)
+    return StoreError(f"PostgreSQL refused the append: {exc}")
+
+
+def _unavailable(exc: psycopg.Error) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"PostgreSQL is unavailable or the connection was lost ({reason}); nothing was written "
+        "or the outcome is unknown, so retry the command"
+    )
+
+
+def _recorded_from(event: NewEvent, position: int) -> RecordedEvent:
+    return RecordedEvent(
+        event.event_id,
+        event.aggregate_id,
+        event.aggregate_type,
+        event.version,
+        event.event_type,
+        event.schema_version,
+        event.data,
+        event.metadata,
+        position,
+    )

@@ -1,0 +1,55 @@
+"""The composition root: one place that turns store URLs into a ready service, queries and
+projection runner, so the CLI and the HTTP service are wired identically."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from eventbank.projections.runner import ProjectionRunner, Projector
+from eventbank.queries import AccountQueries
+from eventbank.readmodels.contract import ReadStore
+from eventbank.readmodels.url import default_read_store_url, open_read_store
+from eventbank.service import LedgerService
+from eventbank.store.contract import EventStore, RecordedEvent
+from eventbank.store.url import open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Ledger:
+    events: EventStore
+    reads: ReadStore
+    service: LedgerService
+    queries: AccountQueries
+    runner: ProjectionRunner
+
+    def close(self) -> None:
+        self.reads.close()
+        self.events.close()
+
+
+def open_ledger(
+    store_url: str, read_store_url: str | None = None, *, inline: bool = True
+) -> Ledger:
+    """Open both stores; with ``inline`` the service projects each append right after it lands."""
+    events = open_store(store_url)
+    try:
+        reads = open_read_store(read_store_url or default_read_store_url(store_url))
+    except BaseException:
+        events.close()
+        raise
+    projector = Projector(events, reads)
+
+    def project_inline(recorded: list[RecordedEvent]) -> None:
+        """Best effort: a projection problem never fails a command; the runner catches up."""
+        try:
+            projector.project(recorded)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("inline projection failed (the runner will catch up): %s", exc)
+
+    service = LedgerService(events, after_append=project_inline if inline else None)
+    return Ledger(
+        events, reads, service, AccountQueries(reads, events), ProjectionRunner(projector)
+    )
