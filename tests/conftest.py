@@ -26,6 +26,15 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_store_url")
 
 
+# Read-model stores plug in the same way, with a ``<engine>_read_store_url`` fixture.
+READ_ENGINES = ["sqlite"]
+
+
+@pytest.fixture(params=READ_ENGINES)
+def read_store_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_read_store_url")
+
+
 @pytest.fixture(params=ORDERED_ENGINES)
 def ordered_store(request: pytest.FixtureRequest) -> Iterator[EventStore]:
     handle = open_store(request.getfixturevalue(f"{request.param}_store_url"))

@@ -1,0 +1,250 @@
+"""Projections are exactly-once and order-safe: any delivery order gives a replay's result."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from eventbank.domain.errors import RuleViolation
+from eventbank.domain.money import format_minor
+from eventbank.projections import accounts
+from eventbank.projections.runner import ProjectionRunner, Projector
+from eventbank.queries import AccountQueries
+from eventbank.readmodels.url import open_read_store
+from eventbank.service import LedgerService
+from eventbank.store.contract import NewEvent
+from eventbank.store.url import open_store
+from eventbank.wiring import open_ledger
+
+
+@pytest.fixture
+def stores(store_url, read_store_url):
+    events, reads = open_store(store_url), open_read_store(read_store_url)
+    yield events, reads
+    reads.close()
+    events.close()
+
+
+def run_workload(service: LedgerService, rng: random.Random, ops: int = 60) -> None:
+    """Random opens, deposits, withdrawals, transfers and closes; refusals are part of life."""
+    opened: list[str] = []
+    for step in range(ops):
+        kind = rng.choice(["open", "deposit", "withdraw", "transfer", "transfer", "close"])
+        try:
+            if kind == "open" or len(opened) < 2:
+                account = f"acc-{len(opened)}"
+                initial = format_minor(rng.randint(0, 50_000), "USD") if step % 2 else None
+                service.open_account(account, owner=f"Owner {account}", account_type="CHECKING",
+                                     initial_deposit=initial)  # fmt: skip
+                opened.append(account)
+            elif kind == "transfer":
+                a, b = rng.sample(opened, 2)
+                service.transfer(a, b, format_minor(rng.randint(1, 20_000), "USD"))
+            elif kind == "close":
+                service.close_account(rng.choice(opened))
+            else:
+                method = service.deposit if kind == "deposit" else service.withdraw
+                method(rng.choice(opened), format_minor(rng.randint(1, 20_000), "USD"))
+        except RuleViolation:
+            pass
+
+
+def all_events(events):
+    feed, position = [], 0
+    while page := events.read_all(position, 1000):
+        feed.extend(page)
+        position = page[-1].position
+    return feed
+
+
+def assert_read_models_equal_replay(events, reads) -> None:
+    """Balances against the domain's own fold; movements and totals against a fresh replay."""
+    service = LedgerService(events)
+    ids = sorted({e.aggregate_id for e in all_events(events)})
+    totals: dict[str, list[int]] = {}
+    for account_id in ids:
+        account = service.get_account(account_id)
+        row = reads.balance(account_id)
+        assert row is not None, account_id
+        assert (row.balance_minor, row.version, row.status, row.owner, row.currency) == (
+            account.balance_minor, account.version, str(account.status), account.owner,
+            account.currency,
+        )  # fmt: skip
+        replayed, moves = AccountQueries(reads, events)._replay(account_id)
+        assert reads.transactions(account_id, 0, 10_000) == moves
+        total = totals.setdefault(account.currency, [0, 0])
+        total[0] += str(account.status) == "OPEN"
+        total[1] += account.balance_minor
+    assert [(t.currency, t.accounts_open, t.balance_minor) for t in reads.totals()] == [
+        (currency, n, minor) for currency, (n, minor) in sorted(totals.items())
+    ]
+
+
+def test_after_a_random_workload_read_models_equal_a_replay(stores):
+    events, reads = stores
+    run_workload(LedgerService(events), random.Random(7))
+    runner = ProjectionRunner(Projector(events, reads), batch_size=13)
+    assert runner.catch_up() == len(all_events(events))
+    assert_read_models_equal_replay(events, reads)
+    assert runner.status().lag_events == 0
+
+
+def test_duplicated_and_shuffled_deliveries_do_not_change_the_result(stores):
+    events, reads = stores
+    run_workload(LedgerService(events), random.Random(11))
+    feed = all_events(events)
+    deliveries = feed + random.Random(3).sample(feed, len(feed)) + feed[::-1]
+    random.Random(5).shuffle(deliveries)
+    projector = Projector(events, reads)
+    for start in range(0, len(deliveries), 17):
+        projector.project(deliveries[start : start + 17])
+    assert_read_models_equal_replay(events, reads)
+
+
+def test_inline_projection_keeps_reads_current_and_the_runner_skips_what_it_did(
+    store_url, read_store_url
+):
+    ledger = open_ledger(store_url, read_store_url)
+    try:
+        ledger.service.open_account("a", owner="Ann", account_type="CHECKING", initial_deposit="9")
+        receipt = ledger.service.withdraw("a", "4.50")
+        assert ledger.reads.balance("a").balance_minor == 450
+        assert ledger.queries.balance("a", receipt.outcome["account"]["version"])["balance"] == (
+            "4.50"
+        )
+        ledger.runner.catch_up()
+        assert_read_models_equal_replay(ledger.events, ledger.reads)
+    finally:
+        ledger.close()
+
+
+def test_read_your_writes_falls_back_to_a_replay_when_the_projection_lags(stores):
+    events, reads = stores
+    service = LedgerService(events)  # no inline projection: the read model stays empty
+    service.open_account("a", owner="Ann", account_type="SAVINGS", initial_deposit="10")
+    version = service.deposit("a", "5").outcome["account"]["version"]
+    queries = AccountQueries(reads, events, wait_s=0.05)
+    assert reads.balance("a") is None
+    assert queries.balance("a", min_version=version)["balance"] == "15.00"
+    assert [h["kind"] for h in queries.history("a", min_version=version)] == ["deposit"] * 2
+
+
+class FlakyHandler:
+    """The real projection, except that one event fails its first ``failures`` attempts."""
+
+    def __init__(self, event_id: str, failures: int):
+        self.event_id, self.failures = event_id, failures
+
+    def __call__(self, row, event):
+        if event.event_id == self.event_id and self.failures:
+            self.failures -= 1
+            raise RuntimeError("handler bug")
+        return accounts.project(row, event)
+
+
+def test_a_failing_handler_parks_its_stream_only_and_is_retried_until_it_succeeds(stores):
+    events, reads = stores
+    service = LedgerService(events)
+    service.open_account("bad", owner="B", account_type="CHECKING", initial_deposit="10")
+    service.open_account("good", owner="G", account_type="CHECKING", initial_deposit="10")
+    poisoned = events.read_stream("bad")[1].event_id
+    service.deposit("bad", "1")
+    service.deposit("good", "1")
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    projector = Projector(events, reads, handler=FlakyHandler(poisoned, failures=2),
+                          clock=lambda: now[0], retry_base_s=10)  # fmt: skip
+    runner = ProjectionRunner(projector)
+
+    runner.catch_up()
+    assert reads.balance("good").balance_minor == 1100  # not blocked by the other stream
+    assert reads.balance("bad").version == 1  # parked right before the failing event
+    [failure] = runner.status().failures
+    assert (failure.aggregate_id, failure.version, failure.attempts) == ("bad", 2, 1)
+    assert "handler bug" in failure.error
+
+    runner.run_once()  # not due yet: nothing retried
+    assert runner.status().failures[0].attempts == 1
+    now[0] += timedelta(seconds=11)
+    runner.run_once()  # due: fails again, backs off longer
+    assert runner.status().failures[0].attempts == 2
+    now[0] += timedelta(seconds=21)
+    runner.run_once()  # due: succeeds and catches up the whole stream
+    assert runner.status().failures == []
+    assert_read_models_equal_replay(events, reads)
+
+
+def test_a_runner_killed_at_random_points_resumes_without_loss_or_double_counting(
+    store_url, read_store_url, tmp_path: Path
+):
+    command = [str(Path(sys.executable).parent / "eventbank"), "--store", store_url,
+               "--read-store", read_store_url, "projections", "run", "--batch-size", "3",
+               "--poll-interval", "0.01"]  # fmt: skip
+    events, reads = open_store(store_url), open_read_store(read_store_url)
+    done = threading.Event()
+    writer = threading.Thread(
+        target=lambda: (run_workload(LedgerService(events), random.Random(13), ops=150), done.set())
+    )
+    writer.start()
+    rng = random.Random(17)
+    kills = 0
+    try:
+        while not done.is_set() or kills < 3:
+            runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.6, 1.5))
+            os.kill(runner.pid, signal.SIGKILL)
+            runner.wait()
+            kills += 1
+        writer.join()
+        assert reads.checkpoint(accounts.NAME) > 0, "the killed runners never made progress"
+        ProjectionRunner(Projector(events, reads)).catch_up()
+        assert_read_models_equal_replay(events, reads)
+    finally:
+        done.wait(60)
+        reads.close()
+        events.close()
+
+
+def test_rebuilding_100_000_events_matches_a_replay(tmp_path: Path, capsys):
+    events = open_store(f"sqlite:///{tmp_path / 'big.db'}")
+    reads = open_read_store(f"sqlite:///{tmp_path / 'big.read.db'}")
+    service = LedgerService(events)
+    versions = {}
+    for n in range(100):
+        service.open_account(f"acc-{n}", owner="Owner", account_type="CHECKING")
+        versions[f"acc-{n}"] = 1
+    for _ in range(100):  # 100 appends of 999 deposits: 100,000 events with the opens
+        expected = dict(versions)
+        batch = []
+        for i in range(999):
+            account = f"acc-{i % 100}"
+            versions[account] += 1
+            batch.append(_deposit(account, versions[account]))
+        events.append(batch, expected)
+
+    runner = ProjectionRunner(Projector(events, reads), batch_size=5_000)
+    count, seconds = runner.rebuild()
+    assert count == 100_000
+    assert_read_models_equal_replay(events, reads)
+    with capsys.disabled():
+        print(f"\nrebuild: {count:,} events in {seconds:.2f} s = {count / seconds:,.0f} events/s")
+    reads.close()
+    events.close()
+
+
+def _deposit(account: str, version: int) -> NewEvent:
+    """A deposit event shaped as the service writes it, for bulk loading."""
+    return NewEvent(
+        event_id=f"{account}-{version}", aggregate_id=account, aggregate_type="Account",
+        version=version, event_type="FundsDeposited", schema_version=1,
+        data={"account_id": account, "amount_minor": 1, "currency": "USD"},
+        metadata={"recorded_at": "2026-01-01T00:00:00+00:00"},
+    )  # fmt: skip
