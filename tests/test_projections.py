@@ -118,6 +118,7 @@ def test_inline_projection_keeps_reads_current_and_the_runner_skips_what_it_did(
         ledger.service.open_account("a", owner="Ann", account_type="CHECKING", initial_deposit="9")
         receipt = ledger.service.withdraw("a", "4.50")
         assert ledger.reads.balance("a").balance_minor == 450
+        assert ledger.runner.status().lag_events == 0  # projected, though no checkpoint moved
         assert ledger.queries.balance("a", receipt.outcome["account"]["version"])["balance"] == (
             "4.50"
         )
@@ -134,6 +135,7 @@ def test_read_your_writes_falls_back_to_a_replay_when_the_projection_lags(stores
     version = service.deposit("a", "5").outcome["account"]["version"]
     queries = AccountQueries(reads, events, wait_s=0.05)
     assert reads.balance("a") is None
+    assert ProjectionRunner(Projector(events, reads)).status().lag_events == 3
     assert queries.balance("a", min_version=version)["balance"] == "15.00"
     assert [h["kind"] for h in queries.history("a", min_version=version)] == ["deposit"] * 2
 
