@@ -45,6 +45,8 @@ _MIGRATIONS: tuple[str, ...] = (
         recorded_at         TEXT    NOT NULL,
         PRIMARY KEY (account_id, version)
     );
+    CREATE INDEX account_transactions_by_transfer ON account_transactions (transfer_id)
+        WHERE transfer_id IS NOT NULL;
     CREATE VIEW totals AS
         SELECT currency, SUM(status = 'OPEN') AS accounts_open, SUM(balance_minor) AS balance_minor
         FROM account_balances GROUP BY currency;
@@ -191,6 +193,15 @@ class SqliteReadStore:
             f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions"
             " WHERE account_id = ? AND version > ? ORDER BY version LIMIT ?",
             (account_id, after_version, limit),
+        )
+        return [TransactionRow(*r) for r in rows]
+
+    def transfer(self, transfer_id: str) -> list[TransactionRow]:
+        """Both halves of one transfer (debit first), once projected."""
+        rows = self._conn().execute(
+            f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ?"
+            " ORDER BY kind DESC",
+            (transfer_id,),
         )
         return [TransactionRow(*r) for r in rows]
 
