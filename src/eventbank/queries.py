@@ -13,11 +13,15 @@ import time
 from typing import Any
 
 from eventbank.domain.account import check_account_id, describe_account
-from eventbank.domain.errors import AccountNotFound, InvalidInput
+from eventbank.domain.errors import AccountNotFound, InvalidInput, NotFound
 from eventbank.domain.money import format_minor
 from eventbank.projections import accounts
 from eventbank.readmodels.contract import BalanceRow, ReadStore, TransactionRow
 from eventbank.store.contract import MAX_READ_LIMIT, EventStore
+
+
+class TransferNotFound(NotFound):
+    code = "transfer_not_found"
 
 
 class AccountQueries:
@@ -39,6 +43,21 @@ class AccountQueries:
         else:
             moves = [t for t in replayed_moves if t.version > after_version][:limit]
         return [describe_transaction(t) for t in moves]
+
+    def transfer(self, transfer_id: str) -> dict[str, Any]:
+        """One transfer, from its two projected halves."""
+        halves = {t.kind: t for t in self.reads.transfer(transfer_id)}
+        if set(halves) != {"transfer_out", "transfer_in"}:
+            raise TransferNotFound(f"transfer {transfer_id!r} is not known (yet)")
+        debit, credit = halves["transfer_out"], halves["transfer_in"]
+        return {
+            "transfer_id": transfer_id,
+            "amount": format_minor(debit.amount_minor, debit.currency),
+            "currency": debit.currency,
+            "from_account_id": debit.account_id,
+            "to_account_id": credit.account_id,
+            "recorded_at": debit.recorded_at,
+        }
 
     def totals(self) -> list[dict[str, Any]]:
         return [

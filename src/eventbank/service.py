@@ -23,14 +23,15 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from eventbank.canonical import fingerprint
 from eventbank.domain import account as domain
 from eventbank.domain.account import Account
-from eventbank.domain.errors import AccountNotFound, Conflict, InvalidInput
+from eventbank.domain.errors import AccountNotFound, Conflict, InvalidInput, RuleViolation
 from eventbank.domain.events import ACCOUNT, AccountEvent, event_from_data
 from eventbank.domain.money import format_minor, parse_amount
 from eventbank.store.contract import (
@@ -63,6 +64,16 @@ class Receipt:
     replayed: bool = False
 
 
+# Who is acting, recorded in every event's metadata; interfaces set it per request.
+current_actor: ContextVar[str] = ContextVar("current_actor", default="local")
+
+
+class CommandObserver(Protocol):
+    def command_finished(self, command: str, outcome: str, seconds: float) -> None: ...
+
+    def command_retried(self, command: str, reason: str) -> None: ...
+
+
 Decision = Callable[[Mapping[str, Account | None]], list[AccountEvent]]
 
 
@@ -76,11 +87,13 @@ class LedgerService:
         backoff_base_s: float = 0.002,
         backoff_cap_s: float = 0.25,
         after_append: Callable[[list[RecordedEvent]], None] | None = None,
+        observer: CommandObserver | None = None,
     ):
         """``after_append`` sees each command's recorded events once they are durable (e.g. to
-        project them inline); it must not raise."""
+        project them inline); it must not raise. ``observer`` is told of outcomes and retries."""
         self.store = store
         self.after_append = after_append
+        self.observer = observer
         self.clock = clock
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
@@ -193,11 +206,37 @@ class LedgerService:
         decide: Decision,
         describe: Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]],
     ) -> Receipt:
+        started, outcome_label = time.perf_counter(), "error"
+        try:
+            receipt = self._attempt(command_id, request, stream_ids, decide, describe)
+            outcome_label = "replayed" if receipt.replayed else "ok"
+            return receipt
+        except RuleViolation:
+            outcome_label = "refused"
+            raise
+        except Conflict:
+            outcome_label = "conflict"
+            raise
+        finally:
+            if self.observer is not None:
+                elapsed_s = time.perf_counter() - started
+                self.observer.command_finished(request["command"], outcome_label, elapsed_s)
+
+    def _attempt(
+        self,
+        command_id: str | None,
+        request: Mapping[str, Any],
+        stream_ids: Sequence[str],
+        decide: Decision,
+        describe: Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]],
+    ) -> Receipt:
         command_id = check_command_id(command_id) if command_id else str(uuid.uuid4())
         request_fingerprint = fingerprint(request)
         last_error: Exception | None = None
         for attempt in range(self.max_attempts):
             if attempt:
+                if self.observer is not None:
+                    self.observer.command_retried(request["command"], type(last_error).__name__)
                 self._backoff(attempt)
             first_run = self.store.find_command(command_id)
             if first_run is not None:
@@ -237,7 +276,8 @@ class LedgerService:
         for event in events:
             next_version[event.account_id] += 1
             metadata = {"command_id": command_id, "correlation_id": command_id,
-                        "causation_id": command_id, "recorded_at": recorded_at}  # fmt: skip
+                        "causation_id": command_id, "actor": current_actor.get(),
+                        "recorded_at": recorded_at}  # fmt: skip
             if transfer_id := getattr(event, "transfer_id", None):
                 metadata["transfer_id"] = transfer_id
             envelopes.append(NewEvent(

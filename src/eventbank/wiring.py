@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from eventbank.observability import InstrumentedStore, Metrics
 from eventbank.projections.runner import ProjectionRunner, Projector
 from eventbank.queries import AccountQueries
 from eventbank.readmodels.contract import ReadStore
@@ -31,10 +33,17 @@ class Ledger:
 
 
 def open_ledger(
-    store_url: str, read_store_url: str | None = None, *, inline: bool = True
+    store_url: str,
+    read_store_url: str | None = None,
+    *,
+    inline: bool = True,
+    metrics: Metrics | None = None,
 ) -> Ledger:
-    """Open both stores; with ``inline`` the service projects each append right after it lands."""
-    events = open_store(store_url)
+    """Open both stores; with ``inline`` the service projects each append right after it lands;
+    with ``metrics`` appends, commands and projection lag are measured."""
+    events: EventStore = open_store(store_url)
+    if metrics is not None:
+        events = InstrumentedStore(events, metrics, engine=urlsplit(store_url).scheme)
     try:
         reads = open_read_store(read_store_url or default_read_store_url(store_url))
     except BaseException:
@@ -49,7 +58,10 @@ def open_ledger(
         except Exception as exc:  # noqa: BLE001
             log.warning("inline projection failed (the runner will catch up): %s", exc)
 
-    service = LedgerService(events, after_append=project_inline if inline else None)
-    return Ledger(
-        events, reads, service, AccountQueries(reads, events), ProjectionRunner(projector)
+    service = LedgerService(
+        events, after_append=project_inline if inline else None, observer=metrics
     )
+    runner = ProjectionRunner(projector)
+    if metrics is not None:
+        metrics.watch_projections(runner)
+    return Ledger(events, reads, service, AccountQueries(reads, events), runner)

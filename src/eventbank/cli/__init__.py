@@ -16,6 +16,7 @@ from rich.console import Console
 from eventbank.cli.accounts import accounts_app
 from eventbank.cli.common import Settings
 from eventbank.cli.projections import projections_app
+from eventbank.cli.serve import serve_app, tokens_app
 from eventbank.domain.errors import Conflict, EventbankError, InvalidInput, RuleViolation
 from eventbank.store.url import DEFAULT_STORE_URL
 
@@ -28,7 +29,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(accounts_app)
+app.add_typer(serve_app)
 app.add_typer(projections_app, name="projections", help="Read-model projections.")
+app.add_typer(tokens_app, name="tokens", help="API tokens for the HTTP service.")
 
 
 @app.callback()

@@ -38,7 +38,11 @@ class InsufficientFunds(RuleViolation):
     code = "insufficient_funds"
 
 
-class AccountNotFound(RuleViolation):
+class NotFound(RuleViolation):
+    code = "not_found"
+
+
+class AccountNotFound(NotFound):
     code = "account_not_found"
 
 

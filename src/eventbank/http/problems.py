@@ -1,0 +1,93 @@
+"""RFC 9457 problem details: one error shape, a stable ``code``, the right status.
+
+Errors are mapped by family (see domain/errors.py) with a few specific overrides, so a new error
+class gets a sensible status without touching this file. Unexpected errors become a 500 whose
+body says nothing about internals; the details go to the log with the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from eventbank.domain.errors import (
+    Conflict,
+    EventbankError,
+    InvalidInput,
+    NotFound,
+    RuleViolation,
+)
+from eventbank.http.auth import Forbidden, Unauthorized
+from eventbank.observability import request_id
+from eventbank.service import IdempotencyKeyReused
+from eventbank.store.contract import StoreUnavailable
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("eventbank.http")
+
+_STATUS_BY_CLASS: tuple[tuple[type[Exception], int], ...] = (
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (IdempotencyKeyReused, 422),
+    (StoreUnavailable, 503),
+    (InvalidInput, 422),
+    (RuleViolation, 409),
+    (Conflict, 409),
+)
+_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+           405: "Method not allowed", 409: "Conflict", 413: "Request too large",
+           422: "Unprocessable request", 500: "Internal error",
+           503: "Service unavailable"}  # fmt: skip
+
+
+def problem(status: int, code: str, detail: str, request: Request, **extra: object) -> JSONResponse:
+    body = {
+        "type": f"/problems/{code}",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": request_id.get(),
+        **extra,
+    }
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def eventbank_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EventbankError)
+    status = next((s for cls, s in _STATUS_BY_CLASS if isinstance(exc, cls)), 500)
+    if status == 500:
+        return await unexpected_error(request, exc)
+    return problem(status, exc.code, str(exc), request)
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"location": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+        for e in exc.errors()
+    ]
+    if any(e.get("type") == "json_invalid" for e in exc.errors()):
+        return problem(400, "malformed_json", "the request body is not valid JSON", request)
+    detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
+    return problem(422, "validation_error", detail, request, errors=errors)
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+    code = codes.get(exc.status_code, "http_error")
+    return problem(exc.status_code, code, str(exc.detail), request)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(500, "internal_error", "an unexpected error occurred; see the server log "
+                   "for this request id", request)  # fmt: skip

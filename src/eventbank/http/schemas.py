@@ -1,0 +1,146 @@
+"""Request and response bodies of the HTTP API, with the examples shown in /openapi.json.
+
+Money travels as a decimal string with its currency (``{"amount": "80.00"}``); a JSON number is
+refused with a message that says so, because a float must never touch a balance.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _decimal_string(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError('money must be a decimal string such as "80.00", not a JSON number')
+    return value
+
+
+Amount = Annotated[
+    str,
+    BeforeValidator(_decimal_string),
+    Field(pattern=r"^[0-9]{1,20}(\.[0-9]{1,3})?$", max_length=24, examples=["80.00"],
+          description="Decimal string in the account's currency; never a JSON number."),
+]  # fmt: skip
+AccountId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", examples=["acc-1"])]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["USD"])]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenAccountRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"account_id": "acc-1", "owner": "Ada Lovelace", "type": "CHECKING", "currency": "USD",
+         "initial_deposit": "100.00"}]})  # fmt: skip
+
+    account_id: AccountId
+    owner: Annotated[str, Field(min_length=1, max_length=200)]
+    type: Literal["CHECKING", "SAVINGS"]
+    currency: Currency = "USD"
+    initial_deposit: Amount | None = None
+
+
+class MoneyRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": "80.00"}]})
+
+    amount: Amount
+
+
+class TransferRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"from_account_id": "acc-1", "to_account_id": "acc-2", "amount": "25.00"}]})  # fmt: skip
+
+    from_account_id: AccountId
+    to_account_id: AccountId
+    amount: Amount
+
+
+class AccountView(BaseModel):
+    account_id: str
+    owner: str
+    type: str
+    currency: str
+    balance: Annotated[str, Field(examples=["80.00"])]
+    version: int
+    status: Literal["OPEN", "CLOSED"]
+
+
+class CommandResult(BaseModel):
+    """What a write did. A replay (same Idempotency-Key and body) returns this same body, with
+    the response header ``Idempotent-Replayed: true``."""
+
+    command_id: str
+    kind: str
+    amount: str | None = None
+    currency: str | None = None
+    account: AccountView | None = None
+    transfer_id: str | None = None
+    from_: Annotated[AccountView | None, Field(alias="from")] = None
+    to: AccountView | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class MovementView(BaseModel):
+    version: int
+    kind: Literal["deposit", "withdrawal", "transfer_out", "transfer_in"]
+    amount: str
+    currency: str
+    balance_after: str
+    counterparty: str | None
+    transfer_id: str | None
+    recorded_at: str
+
+
+class MovementPage(BaseModel):
+    items: list[MovementView]
+    next_after_version: int | None = Field(
+        description="Pass as after_version for the next page; null when this is the last page."
+    )
+
+
+class TransferView(BaseModel):
+    transfer_id: str
+    amount: str
+    currency: str
+    from_account_id: str
+    to_account_id: str
+    recorded_at: str
+
+
+class EventView(BaseModel):
+    position: int | None
+    event_id: str
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    event_type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventView]
+    next_after_position: int | None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable machine-readable ``code``."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    instance: str
+    request_id: str | None = None
+    errors: list[dict[str, str]] | None = None
