@@ -105,7 +105,9 @@ def create_app(
     bearer = HTTPBearer(auto_error=False, description="A token from `serve` or the token file.")
 
     def allowed(permission: str):  # type: ignore[no-untyped-def]
-        def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Token:
+        async def check(
+            credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+        ) -> Token:
             header = f"Bearer {credentials.credentials}" if credentials else None
             token = tokens.require(header, permission)
             current_actor.set(token.name)

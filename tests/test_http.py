@@ -1,0 +1,378 @@
+"""The HTTP service as a user meets it: a real `eventbank serve` process on loopback, via httpx."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+EVENTBANK = str(Path(sys.executable).parent / "eventbank")
+TELLER, AUDITOR = "teller-secret-1", "auditor-secret-1"
+
+
+@dataclass
+class Server:
+    url: str
+    admin: str
+    process: subprocess.Popen
+    tokens_file: Path
+
+    def client(self, token: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(folder: Path) -> tuple[subprocess.Popen, str, str]:
+    """Start `eventbank serve`; returns (process, base URL, stderr so far up to readiness)."""
+    port = free_port()
+    env = {**os.environ, "EVENTBANK_TOKENS": f"teller:{TELLER},auditor:{AUDITOR}"}
+    process = subprocess.Popen(
+        [EVENTBANK, "--store", f"sqlite:///{folder / 'http.db'}", "serve", "--port", str(port),
+         "--tokens-file", str(folder / "tokens.json")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        seen.append(line)
+        if "Uvicorn running" in line:
+            return process, f"http://127.0.0.1:{port}", "".join(seen)
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError("eventbank serve did not start:\n" + "".join(seen))
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("http")
+    process, url, startup = start_server(folder)
+    admin = re.search(r"eb_[A-Za-z0-9_-]+", startup)
+    assert admin, startup
+    # drain the JSON log so the pipe never fills
+    drain = ThreadPoolExecutor(1)
+    drain.submit(lambda: [None for _ in process.stderr])
+    yield Server(url, admin.group(), process, folder / "tokens.json")
+    stop_server(process)
+    drain.shutdown(wait=False)
+
+
+@pytest.fixture
+def teller(server) -> Iterator[httpx.Client]:
+    with server.client(TELLER) as client:
+        yield client
+
+
+def new_id() -> str:
+    return f"acc-{uuid.uuid4().hex[:12]}"
+
+
+def open_account(client: httpx.Client, balance: str | None = "100.00", **fields) -> str:
+    account_id = fields.pop("account_id", new_id())
+    body = {"account_id": account_id, "owner": "Ada", "type": "CHECKING", **fields}
+    if balance:
+        body["initial_deposit"] = balance
+    response = client.post("/accounts", json=body)
+    assert response.status_code == 201, response.text
+    return account_id
+
+
+def problem(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["detail"] and body["instance"] and body["type"].endswith(code)
+    return body
+
+
+# ------------------------------------------------------------------ first start and tokens
+
+
+def test_first_start_prints_an_admin_token_once_and_keeps_only_its_hash(server, tmp_path):
+    stored = server.tokens_file.read_text()
+    assert server.admin not in stored
+    assert json.loads(stored)["tokens"][0]["role"] == "admin"
+    with server.client(server.admin) as admin:
+        assert admin.get("/events").status_code == 200
+    assert oct(server.tokens_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_second_start_does_not_print_a_new_token(tmp_path):
+    first, _, startup = start_server(tmp_path)
+    stop_server(first)
+    assert "admin token" in startup
+    second, _, startup = start_server(tmp_path)
+    stop_server(second)
+    assert "admin token" not in startup and "eb_" not in startup
+
+
+# ------------------------------------------------------------------ each endpoint
+
+
+def test_accounts_money_and_transfers_end_to_end(server, teller):
+    a = open_account(teller, "100.00")
+    b = open_account(teller, None, type="SAVINGS")
+    assert teller.get(f"/accounts/{a}").json() == {
+        "account_id": a, "owner": "Ada", "type": "CHECKING", "currency": "USD",
+        "balance": "100.00", "version": 2, "status": "OPEN"}  # fmt: skip
+
+    deposit = teller.post(f"/accounts/{a}/deposits", json={"amount": "0.50"})
+    assert deposit.status_code == 201 and deposit.json()["account"]["balance"] == "100.50"
+    withdrawal = teller.post(f"/accounts/{a}/withdrawals", json={"amount": "20.50"})
+    assert withdrawal.status_code == 201 and withdrawal.json()["amount"] == "20.50"
+    moved = teller.post("/transfers", json={"from_account_id": a, "to_account_id": b,
+                                            "amount": "80"})  # fmt: skip
+    assert moved.status_code == 201
+    transfer_id = moved.json()["transfer_id"]
+    assert (moved.json()["from"]["balance"], moved.json()["to"]["balance"]) == ("0.00", "80.00")
+
+    found = teller.get(f"/transfers/{transfer_id}").json()
+    assert (found["from_account_id"], found["to_account_id"], found["amount"]) == (a, b, "80.00")
+
+    page = teller.get(f"/accounts/{a}/transactions", params={"limit": 2}).json()
+    assert [m["kind"] for m in page["items"]] == ["deposit", "deposit"]
+    rest = teller.get(f"/accounts/{a}/transactions",
+                      params={"after_version": page["next_after_version"]}).json()  # fmt: skip
+    assert [m["kind"] for m in rest["items"]] == ["withdrawal", "transfer_out"]
+    assert rest["next_after_version"] is None and rest["items"][-1]["balance_after"] == "0.00"
+
+    closed = teller.post(f"/accounts/{a}/close")
+    assert closed.status_code == 200 and closed.json()["account"]["status"] == "CLOSED"
+
+    with server.client(AUDITOR) as auditor:
+        events = auditor.get("/events", params={"limit": 1000}).json()["items"]
+    mine = [e for e in events if e["aggregate_id"] == a]
+    assert [e["event_type"] for e in mine] == ["AccountOpened", "FundsDeposited",
+                                               "FundsDeposited", "FundsWithdrawn",
+                                               "TransferredOut", "AccountClosed"]  # fmt: skip
+    assert mine[0]["metadata"]["actor"] == "env-0"  # the teller token from EVENTBANK_TOKENS
+
+
+def test_health_readiness_metrics_and_openapi(server):
+    with server.client(None) as anonymous:
+        assert anonymous.get("/healthz").json() == {"status": "ok", "checks": {}}
+        ready = anonymous.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"event_store": "ok", "projections": "ok"}
+        spec = anonymous.get("/openapi.json").json()
+    transfer_body = spec["paths"]["/transfers"]["post"]["requestBody"]["content"]
+    schema_ref = transfer_body["application/json"]["schema"]["$ref"].split("/")[-1]
+    assert spec["components"]["schemas"][schema_ref]["examples"]
+    assert "Problem" in spec["components"]["schemas"]
+    assert "409" in spec["paths"]["/transfers"]["post"]["responses"]
+
+
+def scrape(server: Server) -> str:
+    with server.client(None) as anonymous:
+        return anonymous.get("/metrics").text
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one series in a Prometheus exposition, 0 if it has not appeared yet."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_series_move_when_requests_are_made(server, teller):
+    account = open_account(teller)
+    before = scrape(server)
+    teller.post(f"/accounts/{account}/withdrawals", json={"amount": "1"})
+    teller.post(f"/accounts/{account}/withdrawals", json={"amount": "1000"})  # refused
+    after = scrape(server)
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    route = {"method": "POST", "route": "/accounts/{account_id}/withdrawals"}
+    assert moved("eventbank_http_requests_total", **route, status="201") == 1
+    assert moved("eventbank_http_requests_total", **route, status="409") == 1
+    assert moved("eventbank_appends_total", engine="sqlite", outcome="ok") == 1
+    assert moved("eventbank_append_duration_seconds_count", engine="sqlite") == 1
+    assert moved("eventbank_command_duration_seconds_count", command="withdraw", outcome="ok") == 1
+    assert moved("eventbank_command_duration_seconds_count", command="withdraw",
+                 outcome="refused") == 1  # fmt: skip
+    assert "eventbank_command_retries_total" in after
+    for gauge in ("eventbank_projection_lag_events", "eventbank_projection_lag_seconds"):
+        assert f'{gauge}{{projection="accounts"}} 0.0' in after
+
+
+# ------------------------------------------------------------------ every documented error
+
+
+def test_each_documented_error(server, teller):
+    a = open_account(teller, "10.00")
+    eur = open_account(teller, None, currency="EUR")
+    gone = open_account(teller, None)
+    teller.post(f"/accounts/{gone}/close")
+    problem(teller.post(f"/accounts/{a}/withdrawals", json={"amount": "10.01"}), 409,
+            "insufficient_funds")  # fmt: skip
+    problem(teller.get("/accounts/nobody"), 404, "account_not_found")
+    problem(teller.post("/accounts/nobody/deposits", json={"amount": "1"}), 404,
+            "account_not_found")  # fmt: skip
+    problem(teller.post(f"/accounts/{gone}/deposits", json={"amount": "1"}), 409,
+            "account_closed")  # fmt: skip
+    problem(teller.post("/transfers", json={"from_account_id": a, "to_account_id": eur,
+                                            "amount": "1"}), 409, "currency_mismatch")  # fmt: skip
+    problem(teller.post("/transfers", json={"from_account_id": a, "to_account_id": a,
+                                            "amount": "1"}), 409, "self_transfer")  # fmt: skip
+    problem(teller.post(f"/accounts/{a}/deposits", json={"amount": "1.001"}), 422,
+            "invalid_amount")  # fmt: skip
+    body = problem(teller.post(f"/accounts/{a}/deposits", json={"amount": 5}), 422,
+                   "validation_error")  # fmt: skip
+    assert "not a JSON number" in body["detail"]
+    problem(teller.post(f"/accounts/{a}/deposits", json={"amount": "5", "extra": 1}), 422,
+            "validation_error")  # fmt: skip
+    problem(teller.post("/accounts", json={"account_id": a, "owner": "X", "type": "CHECKING"}),
+            409, "account_exists")  # fmt: skip
+    problem(teller.post("/accounts", json={"account_id": new_id(), "owner": "X",
+                                           "type": "CHECKING", "currency": "XYZ"}), 422,
+            "invalid_currency")  # fmt: skip
+    problem(teller.post(f"/accounts/{a}/close"), 409, "balance_not_zero")
+    problem(teller.get("/transfers/unknown-transfer"), 404, "transfer_not_found")
+    problem(teller.post(f"/accounts/{a}/deposits", content=b"{not json",
+                        headers={"content-type": "application/json"}), 400,
+            "malformed_json")  # fmt: skip
+    problem(teller.post(f"/accounts/{a}/deposits", content=b"{" + b" " * 70_000 + b"}",
+                        headers={"content-type": "application/json"}), 413,
+            "request_too_large")  # fmt: skip
+    problem(teller.get("/no/such/route"), 404, "not_found")
+    assert teller.get(f"/accounts/{a}").json()["balance"] == "10.00"  # nothing moved
+
+
+def test_a_reused_idempotency_key_with_another_body_is_refused(teller):
+    a = open_account(teller)
+    key = {"Idempotency-Key": f"key-{uuid.uuid4()}"}
+    assert (
+        teller.post(f"/accounts/{a}/deposits", json={"amount": "1"}, headers=key).status_code == 201
+    )
+    problem(teller.post(f"/accounts/{a}/deposits", json={"amount": "2"}, headers=key), 422,
+            "idempotency_key_reused")  # fmt: skip
+    assert teller.get(f"/accounts/{a}").json()["balance"] == "101.00"
+
+
+# ------------------------------------------------------------------ authentication
+
+
+def secured_routes(server: Server) -> list[tuple[str, str, str]]:
+    """(method, path, permission) of every route that needs a token, from the OpenAPI document."""
+    with server.client(None) as anonymous:
+        spec = anonymous.get("/openapi.json").json()
+    routes = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if operation.get("security"):
+                needs = "events" if path == "/events" else "write" if method == "post" else "read"
+                routes.append((method.upper(), path.replace("{account_id}", "x")
+                               .replace("{transfer_id}", "t"), needs))  # fmt: skip
+    return routes
+
+
+def test_every_route_refuses_missing_wrong_and_underprivileged_tokens(server):
+    routes = secured_routes(server)
+    assert len(routes) == 9
+    role_lacking = {"write": AUDITOR, "events": TELLER}
+    for method, path, needs in routes:
+        for token, status in ((None, 401), ("wrong-token", 401), (role_lacking.get(needs), 403)):
+            if status == 403 and token is None:
+                continue  # every role may read
+            with server.client(token) as client:
+                response = client.request(method, path, json={})
+            problem(response, status, "unauthorized" if status == 401 else "forbidden")
+
+
+# ------------------------------------------------------------------ concurrency over HTTP
+
+
+def test_50_concurrent_withdrawals_never_overdraw(teller):
+    account = open_account(teller, "1000.00")
+
+    def withdraw(_: int) -> int:
+        return teller.post(f"/accounts/{account}/withdrawals", json={"amount": "30.00"}).status_code
+
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(withdraw, range(50)))
+    assert set(statuses) <= {201, 409}, statuses
+    succeeded = statuses.count(201)
+    assert succeeded <= 33
+    balance = teller.get(f"/accounts/{account}").json()["balance"]
+    assert balance == f"{1000 - 30 * succeeded}.00"
+
+
+def test_concurrent_transfers_in_a_ring_conserve_the_total(teller):
+    ring = [open_account(teller, "100.00") for _ in range(5)]
+
+    def send(n: int) -> int:
+        body = {"from_account_id": ring[n % 5], "to_account_id": ring[(n + 1) % 5],
+                "amount": f"{(n % 7) * 10 + 5}.00"}  # fmt: skip
+        return teller.post("/transfers", json=body).status_code
+
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(send, range(50)))
+    assert set(statuses) <= {201, 409} and 201 in statuses
+    balances = [teller.get(f"/accounts/{a}").json()["balance"] for a in ring]
+    assert sum(int(b.replace(".", "")) for b in balances) == 500_00
+    assert all(not b.startswith("-") for b in balances)
+
+
+def test_retried_posts_with_one_key_move_money_once_even_concurrently(teller):
+    source, target = open_account(teller, "100.00"), open_account(teller, None)
+    headers = {"Idempotency-Key": f"pay-{uuid.uuid4()}"}
+    body = {"from_account_id": source, "to_account_id": target, "amount": "10.00"}
+
+    def send(_: int) -> httpx.Response:
+        return teller.post("/transfers", json=body, headers=headers)
+
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(send, range(10)))
+    responses.append(send(0))  # and once more, later
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.text for r in responses}) == 1  # the first response, replayed byte for byte
+    assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 10
+    assert teller.get(f"/accounts/{target}").json()["balance"] == "10.00"
+
+
+# ------------------------------------------------------------------ generated requests
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server.url}/openapi.json",
+         "-H", f"Authorization: Bearer {server.admin}", "--max-examples", "25",
+         "--phases", "examples,coverage,fuzzing", "--seed", "1", "--checks",
+         "not_a_server_error,status_code_conformance,content_type_conformance,"
+         "response_schema_conformance,negative_data_rejection"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-5000:]
+    generated = re.search(r"(\d+) generated", done.stdout)
+    assert generated and int(generated.group(1)) >= 300, done.stdout[-2000:]
