@@ -98,6 +98,7 @@ def test_the_five_minute_tour(cli):
         (["deposit", "acc-1", "2", "--idempotency-key", "k-1"], 4, "different request"),
         (["withdraw", "acc-1"], 2, "Missing argument"),
         (["--store", "mysql://x", "balance", "acc-1"], 2, "unsupported store URL"),
+        (["balance", "acc-1", "--store=mysql://x"], 2, "unsupported store URL"),
     ],
 )
 def test_bad_input_exits_with_the_documented_code_and_changes_nothing(cli, args, code, message):

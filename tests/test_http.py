@@ -364,7 +364,7 @@ def test_retried_posts_with_one_key_move_money_once_even_concurrently(teller):
 # ------------------------------------------------------------------ generated requests
 
 
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):
     done = subprocess.run(
         [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server.url}/openapi.json",
          "-H", f"Authorization: Bearer {server.admin}", "--max-examples", "25",
@@ -372,6 +372,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
          "not_a_server_error,status_code_conformance,content_type_conformance,"
          "response_schema_conformance,negative_data_rejection"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"},
+        cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-5000:]
     generated = re.search(r"(\d+) generated", done.stdout)

@@ -58,11 +58,30 @@ def options(
     ctx.obj = Settings(store, read_store)
 
 
+GLOBAL_OPTIONS = ("--store", "--read-store")
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Let ``--store``/``--read-store`` follow the subcommand too (``eventbank serve --store X``),
+    by moving them before it, where the Typer callback reads them."""
+    hoisted: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg in GLOBAL_OPTIONS:
+            hoisted += [arg, next(args, "")]
+        elif arg.startswith(tuple(f"{o}=" for o in GLOBAL_OPTIONS)):
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+    return hoisted + rest
+
+
 def main() -> None:
     """Entry point: run the CLI, turning eventbank errors into one stderr line and an exit code."""
     err = Console(stderr=True, highlight=False)
     try:
-        app()
+        app(args=hoist_global_options(sys.argv[1:]), prog_name="eventbank")
     except InvalidInput as exc:
         err.print(f"error: {exc}", markup=False)
         sys.exit(EXIT_INVALID)
