@@ -24,6 +24,7 @@ from eventbank.domain.events import (
     FundsWithdrawn,
     TransferredIn,
     TransferredOut,
+    UnknownSchemaVersion,
     event_from_data,
 )
 from eventbank.domain.money import MAX_BALANCE_MINOR, Money
@@ -44,7 +45,7 @@ def test_open_with_initial_deposit_yields_two_events_and_the_balance():
     events = acc.decide(None, command)
     assert events == [
         AccountOpened("a1", "Ann", "SAVINGS", "USD"),
-        FundsDeposited("a1", 10_000, "USD"),
+        FundsDeposited("a1", 10_000, "USD", "unknown"),
     ]
     state = acc.replay(events)
     assert (state.balance_minor, state.version, state.status) == (10_000, 2, acc.AccountStatus.OPEN)
@@ -101,7 +102,7 @@ def test_close_only_at_zero_balance():
 def test_deposit_in_another_currency_and_over_the_balance_limit_are_refused():
     with pytest.raises(CurrencyMismatch):
         acc.decide(opened(), acc.Deposit("a1", Money(1, "EUR")))
-    rich = acc.apply(opened(), FundsDeposited("a1", MAX_BALANCE_MINOR, "USD"))
+    rich = acc.apply(opened(), FundsDeposited("a1", MAX_BALANCE_MINOR, "USD", "cli"))
     with pytest.raises(BalanceLimitExceeded):
         acc.decide(rich, acc.Deposit("a1", usd(1)))
 
@@ -132,11 +133,25 @@ def test_transfer_rules(source, target, to_id, error):
 
 def test_events_round_trip_through_their_json_data():
     event = TransferredOut("a", "t1", "b", 200, "USD")
-    assert event_from_data(event.event_type, event.to_data()) == event
+    assert event_from_data(event.event_type, event.to_data(), 1) == event
     with pytest.raises(InvalidInput):
-        event_from_data("FundsTeleported", {})
+        event_from_data("FundsTeleported", {}, 1)
     with pytest.raises(InvalidInput, match="malformed"):
-        event_from_data("FundsDeposited", {"account_id": "a"})
+        event_from_data("FundsDeposited", {"account_id": "a"}, 2)
+
+
+def test_a_v1_deposit_is_upcast_on_read_and_new_deposits_are_written_as_v2():
+    v1 = {"account_id": "a", "amount_minor": 5, "currency": "USD"}
+    assert event_from_data("FundsDeposited", v1, 1) == FundsDeposited("a", 5, "USD", "unknown")
+    assert v1 == {"account_id": "a", "amount_minor": 5, "currency": "USD"}  # not rewritten
+    [written] = acc.decide(opened(), acc.Deposit("a1", usd(5), "api"))
+    assert (written.SCHEMA_VERSION, written.to_data()["channel"]) == (2, "api")
+
+
+def test_an_event_newer_than_the_code_is_refused_not_misread():
+    with pytest.raises(UnknownSchemaVersion, match="FundsDeposited v3 is newer"):
+        event_from_data("FundsDeposited", {"account_id": "a", "amount_minor": 5,
+                                           "currency": "USD", "channel": "x"}, 3)  # fmt: skip
 
 
 commands = st.lists(

@@ -193,3 +193,16 @@ def test_closing_needs_a_zero_balance_and_a_closed_account_stays_closed(service)
     assert service.get_account("acc-1").describe()["status"] == "CLOSED"
     with pytest.raises(AccountClosed):
         service.close_account("acc-1")
+
+
+def test_old_events_are_upcast_on_read_and_never_rewritten(service, store):
+    from eventbank.store.contract import NewEvent
+
+    service.open_account("old", owner="Ann", account_type="CHECKING")
+    v1 = {"account_id": "old", "amount_minor": 700, "currency": "USD"}  # before `channel` existed
+    store.append([NewEvent("evt-v1", "old", "Account", 2, "FundsDeposited", 1, v1)], {"old": 1})
+    assert service.get_account("old").balance_minor == 700
+    service.deposit("old", "1.00")
+    stored = store.read_stream("old")
+    assert (stored[1].schema_version, dict(stored[1].data)) == (1, v1)
+    assert (stored[2].schema_version, stored[2].data["channel"]) == (2, "unknown")

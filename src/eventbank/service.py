@@ -33,7 +33,7 @@ from eventbank.domain import account as domain
 from eventbank.domain.account import Account
 from eventbank.domain.errors import AccountNotFound, Conflict, InvalidInput, RuleViolation
 from eventbank.domain.events import ACCOUNT, AccountEvent, event_from_data
-from eventbank.domain.money import format_minor, parse_amount
+from eventbank.domain.money import Money, format_minor, parse_amount
 from eventbank.store.contract import (
     CommandRecord,
     ConcurrencyConflict,
@@ -88,9 +88,12 @@ class LedgerService:
         backoff_cap_s: float = 0.25,
         after_append: Callable[[list[RecordedEvent]], None] | None = None,
         observer: CommandObserver | None = None,
+        channel: str = "unknown",
     ):
         """``after_append`` sees each command's recorded events once they are durable (e.g. to
-        project them inline); it must not raise. ``observer`` is told of outcomes and retries."""
+        project them inline); it must not raise. ``observer`` is told of outcomes and retries.
+        ``channel`` (cli, api, …) is recorded on deposits: how the money arrived."""
+        self.channel = channel
         self.store = store
         self.after_append = after_append
         self.observer = observer
@@ -103,7 +106,9 @@ class LedgerService:
 
     def load_account(self, account_id: str) -> Account | None:
         events = self.store.read_stream(domain.check_account_id(account_id))
-        return domain.replay(event_from_data(e.event_type, dict(e.data)) for e in events)
+        return domain.replay(
+            event_from_data(e.event_type, dict(e.data), e.schema_version) for e in events
+        )
 
     def get_account(self, account_id: str) -> Account:
         account = self.load_account(account_id)
@@ -128,7 +133,7 @@ class LedgerService:
     ) -> Receipt:
         initial = None if initial_deposit is None else parse_amount(initial_deposit, currency)
         kind = account_type.upper() if isinstance(account_type, str) else account_type
-        command = domain.OpenAccount(account_id, owner, kind, currency, initial)
+        command = domain.OpenAccount(account_id, owner, kind, currency, initial, self.channel)
         request = {"command": "open", "account_id": account_id, "owner": owner,
                    "type": str(command.account_type), "currency": currency,
                    "initial_deposit": initial_deposit}  # fmt: skip
@@ -139,7 +144,10 @@ class LedgerService:
         )  # fmt: skip
 
     def deposit(self, account_id: str, amount: str, *, command_id: str | None = None) -> Receipt:
-        return self._single(account_id, amount, command_id, "deposit", domain.Deposit)
+        return self._single(
+            account_id, amount, command_id, "deposit",
+            lambda aid, money: domain.Deposit(aid, money, self.channel),
+        )  # fmt: skip
 
     def withdraw(self, account_id: str, amount: str, *, command_id: str | None = None) -> Receipt:
         return self._single(account_id, amount, command_id, "withdraw", domain.Withdraw)
@@ -182,7 +190,7 @@ class LedgerService:
         amount: str,
         command_id: str | None,
         kind: str,
-        make: type[domain.Deposit] | type[domain.Withdraw],
+        make: Callable[[str, Money], domain.Deposit | domain.Withdraw],
     ) -> Receipt:
         domain.check_account_id(account_id)
 

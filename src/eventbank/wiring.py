@@ -38,6 +38,7 @@ def open_ledger(
     *,
     inline: bool = True,
     metrics: Metrics | None = None,
+    channel: str = "unknown",
 ) -> Ledger:
     """Open both stores; with ``inline`` the service projects each append right after it lands;
     with ``metrics`` appends, commands and projection lag are measured."""
@@ -59,7 +60,7 @@ def open_ledger(
             log.warning("inline projection failed (the runner will catch up): %s", exc)
 
     service = LedgerService(
-        events, after_append=project_inline if inline else None, observer=metrics
+        events, after_append=project_inline if inline else None, observer=metrics, channel=channel
     )
     runner = ProjectionRunner(projector)
     if metrics is not None:

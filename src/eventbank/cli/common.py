@@ -35,7 +35,7 @@ class Settings:
 def ledger_from(ctx: typer.Context) -> Ledger:
     """Open the ledger named by the global options; closed when the command ends."""
     settings = ctx.find_object(Settings)
-    ledger = open_ledger(settings.store_url, settings.read_store_url)
+    ledger = open_ledger(settings.store_url, settings.read_store_url, channel="cli")
     ctx.call_on_close(ledger.close)
     return ledger
 

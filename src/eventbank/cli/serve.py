@@ -50,7 +50,9 @@ def serve(
         logging.basicConfig(level=logging.INFO)
     settings = ctx.find_object(Settings)
     metrics = Metrics()
-    ledger = open_ledger(settings.store_url, settings.read_store_url, metrics=metrics)
+    ledger = open_ledger(
+        settings.store_url, settings.read_store_url, metrics=metrics, channel="api"
+    )
     if (admin := ensure_admin_token(tokens_file)) is not None:
         print(f"\nadmin token (shown once; only its hash is kept in {tokens_file}):\n"
               f"    {admin}\n", file=sys.stderr, flush=True)  # fmt: skip

@@ -107,6 +107,7 @@ class OpenAccount:
     account_type: AccountType
     currency: str
     initial_deposit: Money | None = None
+    channel: str = "unknown"
 
     def __post_init__(self) -> None:
         check_account_id(self.account_id)
@@ -135,6 +136,7 @@ class OpenAccount:
 class Deposit:
     account_id: str
     amount: Money
+    channel: str = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +193,7 @@ def _require_funds(state: Account, amount: Money) -> None:
 def decide(state: Account | None, command: Command) -> list[AccountEvent]:
     """The events that ``command`` produces against ``state``, or the rule it breaks."""
     match command:
-        case OpenAccount(account_id, owner, account_type, currency, initial):
+        case OpenAccount(account_id, owner, account_type, currency, initial, channel):
             if state is not None:
                 raise AccountAlreadyExists(f"account {account_id!r} already exists")
             events: list[AccountEvent] = [
@@ -200,13 +202,13 @@ def decide(state: Account | None, command: Command) -> list[AccountEvent]:
             if initial is not None:
                 if initial.amount_minor <= 0:
                     raise InvalidInput("initial deposit must be greater than zero")
-                events.append(FundsDeposited(account_id, initial.amount_minor, currency))
+                events.append(FundsDeposited(account_id, initial.amount_minor, currency, channel))
             return events
-        case Deposit(account_id, amount):
+        case Deposit(account_id, amount, channel):
             account = require_open(state, account_id)
             _require_currency(account, amount)
             _require_room(account, amount)
-            return [FundsDeposited(account_id, amount.amount_minor, amount.currency)]
+            return [FundsDeposited(account_id, amount.amount_minor, amount.currency, channel)]
         case Withdraw(account_id, amount):
             account = require_open(state, account_id)
             _require_currency(account, amount)

@@ -2,11 +2,16 @@
 
 Each event is a frozen dataclass whose fields are the JSON ``data`` of its envelope (money
 as integer minor units plus currency). ``event_type`` is the class name; ``SCHEMA_VERSION``
-is the version written today (upcasting of older versions happens on read, in a later layer).
+is the version written today.
+
+Schema evolution: stored events are never rewritten. Reading an older version runs the chain
+of upcasters ``(type, v) -> v+1`` up to today's version; a version newer than this code knows
+is refused (``UnknownSchemaVersion``) rather than misread.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -38,8 +43,13 @@ class AccountOpened(AccountEvent):
 
 @dataclass(frozen=True, slots=True)
 class FundsDeposited(AccountEvent):
+    """v2 added ``channel`` (how the money arrived: cli, api, …); v1 events read as "unknown"."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+
     amount_minor: int
     currency: str
+    channel: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +91,28 @@ EVENT_TYPES: dict[str, type[AccountEvent]] = {
 }  # fmt: skip
 
 
-def event_from_data(event_type: str, data: dict[str, Any]) -> AccountEvent:
-    """Rebuild a domain event from its stored type name and JSON data."""
+class UnknownSchemaVersion(InvalidInput):
+    code = "unknown_schema_version"
+
+
+# (event type, version it reads) -> function producing the next version's data
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
+    ("FundsDeposited", 1): lambda data: {**data, "channel": "unknown"},
+}
+
+
+def event_from_data(event_type: str, data: dict[str, Any], schema_version: int) -> AccountEvent:
+    """Rebuild a domain event from its stored type, JSON data and schema version (upcast)."""
     cls = EVENT_TYPES.get(event_type)
     if cls is None:
         raise InvalidInput(f"unknown account event type {event_type!r}")
+    if schema_version > cls.SCHEMA_VERSION:
+        raise UnknownSchemaVersion(
+            f"{event_type} v{schema_version} is newer than this eventbank understands "
+            f"(v{cls.SCHEMA_VERSION}); upgrade eventbank before reading this store"
+        )
+    for version in range(schema_version, cls.SCHEMA_VERSION):
+        data = UPCASTERS[(event_type, version)](data)
     try:
         return cls(**data)
     except TypeError as exc:

@@ -38,7 +38,7 @@ def project(row: BalanceRow | None, event: RecordedEvent) -> Change:
         raise ValueError(
             f"{event.aggregate_id} v{event.version} applied to row at v{row.version if row else 0}"
         )
-    domain_event = event_from_data(event.event_type, dict(event.data))
+    domain_event = event_from_data(event.event_type, dict(event.data), event.schema_version)
     state = domain.apply(_state_of(row), domain_event)
     recorded_at = str(event.metadata.get("recorded_at", ""))
     new_row = BalanceRow(
