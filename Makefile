@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Start eventbank on the embedded SQLite default (today: the guarantees demo).
+## Start the HTTP service on the embedded SQLite default (http://127.0.0.1:8000/docs).
 run: install
-	$(BIN)/eventbank demo
+	$(BIN)/eventbank serve
 
 ## Install what the tests need and run the whole suite against real engines.
 test: install test-servers
@@ -27,6 +27,8 @@ test: install test-servers
 
 ## Everything the engine tests need that pip does not install (one line per engine).
 test-servers:
+	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-dynamodb-local.sh
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -16,9 +16,13 @@ from eventbank.service import LedgerService
 from eventbank.store.contract import EventStore
 from eventbank.store.url import open_store
 
-ENGINES = ["sqlite", "postgres"]
+ENGINES = ["sqlite", "postgres", "dynamodb"]
 ORDERED_ENGINES = ["sqlite", "postgres"]  # read_all follows commit order (DESIGN.md, point 4)
-pytest_plugins = ["tests.engines.sqlite_engine", "tests.engines.postgres_engine"]
+pytest_plugins = [
+    "tests.engines.sqlite_engine",
+    "tests.engines.postgres_engine",
+    "tests.engines.dynamodb_engine",
+]
 
 
 @pytest.fixture(params=ENGINES)

@@ -206,3 +206,42 @@ def test_old_events_are_upcast_on_read_and_never_rewritten(service, store):
     stored = store.read_stream("old")
     assert (stored[1].schema_version, dict(stored[1].data)) == (1, v1)
     assert (stored[2].schema_version, stored[2].data["channel"]) == (2, "unknown")
+
+
+class CountingReads:
+    """Wraps a real store and records which versions each read_stream call started after."""
+
+    def __init__(self, store):
+        self._store, self.reads_after = store, []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def read_stream(self, aggregate_id, after_version=0):
+        self.reads_after.append(after_version)
+        return self._store.read_stream(aggregate_id, after_version)
+
+
+def test_snapshots_are_taken_every_n_events_and_loading_starts_from_them(store):
+    writer = LedgerService(store, snapshot_every=5)
+    writer.open_account("snap", owner="Ann", account_type="CHECKING", initial_deposit="1")
+    for _ in range(10):
+        writer.deposit("snap", "1")  # versions 3..12: crosses 5 and 10
+    assert store.load_snapshot("snap").version == 10
+    counting = CountingReads(store)
+    account = LedgerService(counting).get_account("snap")
+    assert (account.balance_minor, account.version) == (1100, 12)
+    assert counting.reads_after == [10]  # only the two events after the snapshot were read
+
+
+def test_a_snapshot_of_another_state_schema_is_ignored_not_misread(store):
+    from eventbank.store.contract import Snapshot
+
+    service = LedgerService(store)
+    service.open_account("snap", owner="Ann", account_type="CHECKING", initial_deposit="5")
+    for schema in (0, 2):  # older, and newer than this code
+        bogus = {"balance_minor": 999_999, "version": 2}
+        store.save_snapshot(Snapshot("snap", "Account", 2 + schema, schema, bogus))
+        counting = CountingReads(store)
+        assert LedgerService(counting).get_account("snap").balance_minor == 500
+        assert counting.reads_after == [0]

@@ -18,6 +18,7 @@ retry with the same key is evaluated afresh.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -41,9 +42,11 @@ from eventbank.store.contract import (
     EventStore,
     NewEvent,
     RecordedEvent,
+    Snapshot,
     StoreUnavailable,
 )
 
+log = logging.getLogger(__name__)
 _COMMAND_ID = re.compile(r"[!-~]{1,255}")  # printable ASCII, no spaces, as Stripe's keys
 
 
@@ -89,11 +92,15 @@ class LedgerService:
         after_append: Callable[[list[RecordedEvent]], None] | None = None,
         observer: CommandObserver | None = None,
         channel: str = "unknown",
+        snapshot_every: int = 100,
     ):
         """``after_append`` sees each command's recorded events once they are durable (e.g. to
         project them inline); it must not raise. ``observer`` is told of outcomes and retries.
         ``channel`` (cli, api, …) is recorded on deposits: how the money arrived."""
         self.channel = channel
+        if snapshot_every < 1:
+            raise InvalidInput("snapshot_every must be at least 1")
+        self.snapshot_every = snapshot_every
         self.store = store
         self.after_append = after_append
         self.observer = observer
@@ -105,10 +112,32 @@ class LedgerService:
     # ------------------------------------------------------------ reads
 
     def load_account(self, account_id: str) -> Account | None:
-        events = self.store.read_stream(domain.check_account_id(account_id))
+        """Fold the account from its newest usable snapshot plus the events after it.
+
+        A snapshot of another state schema version is ignored (replayed from events instead),
+        so a snapshot can never be misread after Account changes shape.
+        """
+        domain.check_account_id(account_id)
+        snapshot = self.store.load_snapshot(account_id)
+        state = None
+        if snapshot is not None and snapshot.state_schema_version == domain.STATE_SCHEMA_VERSION:
+            state = domain.from_snapshot(dict(snapshot.state))
+        events = self.store.read_stream(account_id, state.version if state else 0)
         return domain.replay(
-            event_from_data(e.event_type, dict(e.data), e.schema_version) for e in events
+            (event_from_data(e.event_type, dict(e.data), e.schema_version) for e in events), state
         )
+
+    def take_snapshot(self, account_id: str) -> Account:
+        """Save the account's current state as a snapshot (also done every ``snapshot_every``)."""
+        account = self.get_account(account_id)
+        self._save_snapshot(account)
+        return account
+
+    def _save_snapshot(self, account: Account) -> None:
+        self.store.save_snapshot(
+            Snapshot(account.account_id, ACCOUNT, account.version, domain.STATE_SCHEMA_VERSION,
+                     domain.to_snapshot(account))
+        )  # fmt: skip
 
     def get_account(self, account_id: str) -> Account:
         account = self.load_account(account_id)
@@ -267,6 +296,7 @@ class LedgerService:
             except (ConcurrencyConflict, DuplicateCommand, StoreUnavailable) as exc:
                 last_error = exc
                 continue
+            self._snapshot_crossings(states, after)
             if self.after_append is not None:
                 self.after_append(recorded)
             return Receipt(command_id, outcome)
@@ -295,6 +325,23 @@ class LedgerService:
                 data=event.to_data(), metadata=metadata,
             ))  # fmt: skip
         return envelopes
+
+    def _snapshot_crossings(
+        self, before: Mapping[str, Account | None], after: Mapping[str, Account | None]
+    ) -> None:
+        """Snapshot each stream that crossed a multiple of ``snapshot_every``. A snapshot is a
+        cache: failing to save one never fails the command that already landed."""
+        for stream, state in after.items():
+            old_version = before[stream].version if before[stream] else 0
+            if (
+                state is None
+                or state.version // self.snapshot_every == old_version // self.snapshot_every
+            ):
+                continue
+            try:
+                self._save_snapshot(state)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("snapshot of %s at v%s not saved: %s", stream, state.version, exc)
 
     def _backoff(self, attempt: int) -> None:
         """Full jitter: sleep a random time up to an exponentially growing, capped bound."""

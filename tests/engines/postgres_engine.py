@@ -10,6 +10,7 @@ end, whatever happened. initdb refuses to run as root, so as root the cluster be
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -79,7 +80,9 @@ def _owner_prefix(base: Path) -> list[str]:
     """Run server commands as ``postgres`` when we are root (creating the user if missing)."""
     if os.geteuid() != 0:
         return []
-    if subprocess.run(["id", "-u", "postgres"], capture_output=True).returncode != 0:
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
         _run(["useradd", "--system", "postgres"], base)
     shutil.chown(base, user="postgres")
     return ["runuser", "-u", "postgres", "--"]

@@ -97,6 +97,35 @@ def describe_account(a: Account | Any) -> dict[str, object]:
     }
 
 
+# Bump when Account's fields change meaning; snapshots of another version are ignored.
+STATE_SCHEMA_VERSION = 1
+
+
+def to_snapshot(state: Account) -> dict[str, object]:
+    """The JSON state a snapshot keeps (money stays integer minor units)."""
+    return {
+        "account_id": state.account_id,
+        "owner": state.owner,
+        "account_type": str(state.account_type),
+        "currency": state.currency,
+        "balance_minor": state.balance_minor,
+        "status": str(state.status),
+        "version": state.version,
+    }
+
+
+def from_snapshot(data: dict[str, Any]) -> Account:
+    return Account(
+        account_id=data["account_id"],
+        owner=data["owner"],
+        account_type=AccountType(data["account_type"]),
+        currency=data["currency"],
+        balance_minor=data["balance_minor"],
+        status=AccountStatus(data["status"]),
+        version=data["version"],
+    )
+
+
 # ---------------------------------------------------------------- commands
 
 

@@ -8,7 +8,7 @@ reader paging ``position > 9`` would see 11, move its cursor past 10 and never s
 
 Technique chosen: **appends are serialised**. Every append transaction first takes one
 transaction-level advisory lock (``pg_advisory_xact_lock``); PostgreSQL releases it only after
-the commit is durable and visible. So positions are handed out in commit order, a visible
+the commit is visible to others. So positions are handed out in commit order, a visible
 position implies every smaller position that will ever exist is visible too (gaps left by
 rolled-back appends are never filled), and the feed is the plain ``position > after ORDER BY
 position``. Under the lock the expected-version checks are exact, as with SQLite's
@@ -22,10 +22,11 @@ waits at most ``lock_timeout_s`` for the lock and then gets ``StoreUnavailable``
 Reads, snapshots and command look-ups never take the lock.
 
 Rejected alternative: recording ``pg_current_xact_id()`` per row and reading only below
-``pg_snapshot_xmin(pg_current_snapshot())`` keeps writers concurrent, but transaction ids are
-assigned in a different order than positions, so with a single ``after_position`` cursor it
-still skips (xid 100 takes position 11 after xid 101 took 10, and commits first); it needs an
-``(xid, position)`` cursor, and its feed would not follow commit order.
+``pg_snapshot_xmin(pg_current_snapshot())`` keeps writers concurrent, but positions are not
+taken in transaction-id order, so with a single ``after_position`` cursor it still skips: xid
+100 writes position 10, xid 101 takes 11, xid 100 writes 12 and commits; a reader below xmin 101
+returns 10 and 12 and never sees 11 (tests/test_postgres_engine.py catches this every run). It
+needs an ``(xid, position)`` cursor, and its feed would not follow commit order.
 
 Payloads are stored in ``json`` columns (not ``jsonb``) as canonical JSON text, so they read
 back exactly as written (big integers, key order, ``\\u0000``) and match the SQLite engine.
@@ -126,6 +127,7 @@ class PostgresEventStore:
             configure=self._configure,
             check=ConnectionPool.check_connection,  # a server restart costs no failed command
             name="eventbank",
+            open=True,
         )
 
     @classmethod
@@ -371,10 +373,11 @@ def _integrity_error(
 
 
 def _unavailable(exc: psycopg.Error) -> str:
+    """One line for StoreUnavailable: what failed, and that retrying the command is safe."""
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return (
-        f"PostgreSQL is unavailable or the connection was lost ({reason}); nothing was written "
-        "or the outcome is unknown, so retry the command"
+        f"PostgreSQL is unavailable or the connection was lost ({reason}); an interrupted write "
+        "was rolled back or its outcome is unknown, and retrying the command is safe"
     )
 
 
