@@ -11,6 +11,7 @@ from eventbank.store.contract import NewEvent
 def new_event(
     aggregate_id: str, version: int, event_id: str | None = None, **data: Any
 ) -> NewEvent:
+    """A raw event; its ``hash`` is a fixed marker (contract tests do not chain)."""
     return NewEvent(
         event_id=event_id or str(uuid.uuid4()),
         aggregate_id=aggregate_id,
@@ -20,4 +21,5 @@ def new_event(
         schema_version=1,
         data=data or {"n": version},
         metadata={"command_id": "c-" + (event_id or "x"), "actor": "tests"},
+        hash=f"hash-{aggregate_id}-{version}",
     )

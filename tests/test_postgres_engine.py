@@ -180,7 +180,8 @@ def test_a_transfer_killed_mid_append_is_retried_and_moves_money_once(postgres_s
 
 _EVENT_ROW = (
     "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
-    " schema_version, data, metadata) VALUES (%s, %s, 'Test', 1, 'Happened', 1, '{}', '{}')"
+    " schema_version, data, metadata, hash)"
+    " VALUES (%s, %s, 'Test', 1, 'Happened', 1, '{}', '{}', 'h')"
 )
 
 

@@ -28,6 +28,7 @@ def test_appended_events_read_back_in_version_order_with_envelope_intact(store):
     assert [(e.event_id, e.version) for e in read] == [(e.event_id, e.version) for e in events]
     assert read[0].data == data
     assert read[0].metadata == {"command_id": events[0].metadata["command_id"], "actor": "tests"}
+    assert [e.hash for e in read] == [e.hash for e in events] == [e.hash for e in recorded]
     assert (read[0].aggregate_type, read[0].event_type, read[0].schema_version) == (
         "Test", "Happened", 1,
     )  # fmt: skip

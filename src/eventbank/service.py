@@ -36,6 +36,7 @@ from eventbank.domain.errors import AccountNotFound, Conflict, InvalidInput, Rul
 from eventbank.domain.events import ACCOUNT, AccountEvent, event_from_data
 from eventbank.domain.money import Money, format_minor, parse_amount
 from eventbank.store.contract import (
+    GENESIS_HASH,
     CommandRecord,
     ConcurrencyConflict,
     DuplicateCommand,
@@ -44,6 +45,7 @@ from eventbank.store.contract import (
     RecordedEvent,
     Snapshot,
     StoreUnavailable,
+    chained,
 )
 
 log = logging.getLogger(__name__)
@@ -112,32 +114,42 @@ class LedgerService:
     # ------------------------------------------------------------ reads
 
     def load_account(self, account_id: str) -> Account | None:
-        """Fold the account from its newest usable snapshot plus the events after it.
+        return self._load(account_id)[0]
+
+    def _load(self, account_id: str) -> tuple[Account | None, str]:
+        """The account folded from its newest usable snapshot plus the events after it, and the
+        hash at the head of its chain (the next event chains from it).
 
         A snapshot of another state schema version is ignored (replayed from events instead),
         so a snapshot can never be misread after Account changes shape.
         """
         domain.check_account_id(account_id)
         snapshot = self.store.load_snapshot(account_id)
-        state = None
+        state, head = None, GENESIS_HASH
         if snapshot is not None and snapshot.state_schema_version == domain.STATE_SCHEMA_VERSION:
-            state = domain.from_snapshot(dict(snapshot.state))
+            state = domain.from_snapshot(dict(snapshot.state["account"]))
+            head = snapshot.state["head_hash"]
         events = self.store.read_stream(account_id, state.version if state else 0)
-        return domain.replay(
+        if events:
+            head = events[-1].hash
+        folded = domain.replay(
             (event_from_data(e.event_type, dict(e.data), e.schema_version) for e in events), state
         )
+        return folded, head
 
     def take_snapshot(self, account_id: str) -> Account:
         """Save the account's current state as a snapshot (also done every ``snapshot_every``)."""
-        account = self.get_account(account_id)
-        self._save_snapshot(account)
+        account, head = self._load(account_id)
+        if account is None:
+            raise AccountNotFound(f"account {account_id!r} does not exist")
+        self._save_snapshot(account, head)
         return account
 
-    def _save_snapshot(self, account: Account) -> None:
-        self.store.save_snapshot(
-            Snapshot(account.account_id, ACCOUNT, account.version, domain.STATE_SCHEMA_VERSION,
-                     domain.to_snapshot(account))
-        )  # fmt: skip
+    def _save_snapshot(self, account: Account, head_hash: str) -> None:
+        state = {"account": domain.to_snapshot(account), "head_hash": head_hash}
+        self.store.save_snapshot(Snapshot(
+            account.account_id, ACCOUNT, account.version, domain.STATE_SCHEMA_VERSION, state
+        ))  # fmt: skip
 
     def get_account(self, account_id: str) -> Account:
         account = self.load_account(account_id)
@@ -282,13 +294,15 @@ class LedgerService:
                         f"idempotency key {command_id!r} was used for a different request"
                     )
                 return Receipt(command_id, first_run.outcome, replayed=True)
-            states = {sid: self.load_account(sid) for sid in stream_ids}
+            loaded = {sid: self._load(sid) for sid in stream_ids}
+            states = {sid: state for sid, (state, _) in loaded.items()}
             decided = decide(states)
             after = dict(states)
             for event in decided:
                 after[event.account_id] = domain.apply(after[event.account_id], event)
             outcome = {"command_id": command_id, **describe(after, decided)}
-            new_events = self._envelopes(decided, states, command_id)
+            heads = {sid: head for sid, (_, head) in loaded.items()}
+            new_events = chained(self._envelopes(decided, states, command_id), heads)
             expected = {sid: (state.version if state else 0) for sid, state in states.items()}
             record = CommandRecord(command_id, request_fingerprint, outcome)
             try:
@@ -296,7 +310,7 @@ class LedgerService:
             except (ConcurrencyConflict, DuplicateCommand, StoreUnavailable) as exc:
                 last_error = exc
                 continue
-            self._snapshot_crossings(states, after)
+            self._snapshot_crossings(states, after, {e.aggregate_id: e.hash for e in recorded})
             if self.after_append is not None:
                 self.after_append(recorded)
             return Receipt(command_id, outcome)
@@ -327,7 +341,10 @@ class LedgerService:
         return envelopes
 
     def _snapshot_crossings(
-        self, before: Mapping[str, Account | None], after: Mapping[str, Account | None]
+        self,
+        before: Mapping[str, Account | None],
+        after: Mapping[str, Account | None],
+        heads: Mapping[str, str],
     ) -> None:
         """Snapshot each stream that crossed a multiple of ``snapshot_every``. A snapshot is a
         cache: failing to save one never fails the command that already landed."""
@@ -339,7 +356,7 @@ class LedgerService:
             ):
                 continue
             try:
-                self._save_snapshot(state)
+                self._save_snapshot(state, heads[stream])
             except Exception as exc:  # noqa: BLE001
                 log.warning("snapshot of %s at v%s not saved: %s", stream, state.version, exc)
 

@@ -16,10 +16,12 @@ refuses the same malformed requests with the same messages.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from eventbank.canonical import canonical_json
 from eventbank.domain.errors import Conflict, EventbankError, InvalidInput
 
 MAX_EVENTS_PER_APPEND = 1_000
@@ -38,6 +40,7 @@ class NewEvent:
     schema_version: int
     data: Mapping[str, Any]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    hash: str = ""  # chain_hash(previous event's hash, this event); see chain_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,42 @@ class RecordedEvent:
     data: Mapping[str, Any]
     metadata: Mapping[str, Any]
     position: int | None
+    hash: str
+
+
+def recorded(event: NewEvent, position: int | None) -> RecordedEvent:
+    """The RecordedEvent an engine returns for ``event`` once stored at ``position``."""
+    return RecordedEvent(
+        event.event_id, event.aggregate_id, event.aggregate_type, event.version,
+        event.event_type, event.schema_version, event.data, event.metadata, position, event.hash,
+    )  # fmt: skip
+
+
+# The audit chain: each event's hash covers the previous event's hash in its stream and the
+# event's own canonical JSON, so rewriting, removing or reordering any stored event breaks every
+# hash after it. Version 1 chains from GENESIS_HASH.
+GENESIS_HASH = "0" * 64
+
+
+def chain_hash(previous_hash: str, event: NewEvent | RecordedEvent) -> str:
+    body = canonical_json({
+        "event_id": event.event_id, "aggregate_id": event.aggregate_id,
+        "aggregate_type": event.aggregate_type, "version": event.version,
+        "event_type": event.event_type, "schema_version": event.schema_version,
+        "data": event.data, "metadata": event.metadata,
+    })  # fmt: skip
+    return hashlib.sha256(f"{previous_hash}\n{body}".encode()).hexdigest()
+
+
+def chained(events: Sequence[NewEvent], previous_hashes: Mapping[str, str]) -> list[NewEvent]:
+    """``events`` with their chain hashes filled in, given each stream's current head hash."""
+    heads = dict(previous_hashes)
+    out = []
+    for event in events:
+        digest = chain_hash(heads.get(event.aggregate_id, GENESIS_HASH), event)
+        heads[event.aggregate_id] = digest
+        out.append(replace(event, hash=digest))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ from eventbank.store.contract import (
     StoreUnavailable,
     check_append,
     check_read_limit,
+    recorded,
 )
 
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's TransactWriteItems limit
@@ -253,11 +254,7 @@ class DynamoEventStore:
                 raise _Retry(f"append cancelled: {reasons}") from None
 
         self._retrying(attempt)
-        return [
-            RecordedEvent(e.event_id, e.aggregate_id, e.aggregate_type, e.version, e.event_type,
-                          e.schema_version, e.data, e.metadata, None)
-            for e in events
-        ]  # fmt: skip
+        return [recorded(e, None) for e in events]
 
     def _transaction(
         self,
@@ -469,6 +466,7 @@ def _event_attributes(event: NewEvent) -> dict[str, dict[str, str]]:
         "schema_version": _n(event.schema_version),
         "data": {"S": canonical_json(event.data)},
         "metadata": {"S": canonical_json(event.metadata)},
+        "hash": {"S": event.hash},
     }
 
 
@@ -483,4 +481,5 @@ def _recorded(item: Mapping[str, Any], position: int | None = None) -> RecordedE
         json.loads(item["data"]["S"]),
         json.loads(item["metadata"]["S"]),
         position,
+        item["hash"]["S"],
     )

@@ -54,6 +54,7 @@ from eventbank.store.contract import (
     StoreUnavailable,
     check_append,
     check_read_limit,
+    recorded,
 )
 
 SCHEMA_VERSION = 1
@@ -76,6 +77,7 @@ _MIGRATIONS: tuple[str, ...] = (
         schema_version bigint NOT NULL,
         data           json   NOT NULL,
         metadata       json   NOT NULL,
+        hash           text   NOT NULL,
         CONSTRAINT events_event_id_key UNIQUE (event_id),
         CONSTRAINT events_stream_version_key UNIQUE (aggregate_id, version)
     );
@@ -97,7 +99,7 @@ assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _EVENT_COLUMNS = (
     "event_id, aggregate_id, aggregate_type, version, event_type, schema_version, data, "
-    "metadata, position"
+    "metadata, position, hash"
 )
 
 
@@ -322,9 +324,7 @@ def write_batch(
             )
     except psycopg.IntegrityError as exc:
         raise _integrity_error(exc, events, expected_versions, command) from None
-    return [
-        _recorded_from(event, position) for event, position in zip(events, positions, strict=True)
-    ]
+    return [recorded(event, position) for event, position in zip(events, positions, strict=True)]
 
 
 def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[int]:
@@ -332,7 +332,7 @@ def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list
     with conn.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
-            " schema_version, data, metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " schema_version, data, metadata, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " RETURNING position",
             [
                 (
@@ -344,6 +344,7 @@ def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list
                     event.schema_version,
                     Json(event.data, canonical_json),
                     Json(event.metadata, canonical_json),
+                    event.hash,
                 )
                 for event in events
             ],
@@ -378,18 +379,4 @@ def _unavailable(exc: psycopg.Error) -> str:
     return (
         f"PostgreSQL is unavailable or the connection was lost ({reason}); an interrupted write "
         "was rolled back or its outcome is unknown, and retrying the command is safe"
-    )
-
-
-def _recorded_from(event: NewEvent, position: int) -> RecordedEvent:
-    return RecordedEvent(
-        event.event_id,
-        event.aggregate_id,
-        event.aggregate_type,
-        event.version,
-        event.event_type,
-        event.schema_version,
-        event.data,
-        event.metadata,
-        position,
     )

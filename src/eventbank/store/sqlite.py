@@ -27,6 +27,7 @@ from eventbank.store.contract import (
     StoreError,
     check_append,
     check_read_limit,
+    recorded,
 )
 
 SCHEMA_VERSION = 1
@@ -44,6 +45,7 @@ _MIGRATIONS: tuple[str, ...] = (
         schema_version INTEGER NOT NULL,
         data           TEXT    NOT NULL,
         metadata       TEXT    NOT NULL,
+        hash           TEXT    NOT NULL,
         UNIQUE (aggregate_id, version)
     );
     CREATE TABLE commands (
@@ -64,7 +66,7 @@ assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _EVENT_COLUMNS = (
     "event_id, aggregate_id, aggregate_type, version, event_type, schema_version, data, "
-    "metadata, position"
+    "metadata, position, hash"
 )
 
 
@@ -188,12 +190,12 @@ def write_batch(
     ]
     if known_ids:
         raise DuplicateEvent(known_ids)
-    recorded = []
+    stored = []
     try:
         for event in events:
             (position,) = conn.execute(
                 "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
-                " schema_version, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " schema_version, data, metadata, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " RETURNING position",
                 (
                     event.event_id,
@@ -204,9 +206,10 @@ def write_batch(
                     event.schema_version,
                     canonical_json(event.data),
                     canonical_json(event.metadata),
+                    event.hash,
                 ),
             ).fetchone()
-            recorded.append(_recorded_from(event, position))
+            stored.append(recorded(event, position))
         if command is not None:
             conn.execute(
                 "INSERT INTO commands (command_id, fingerprint, outcome) VALUES (?, ?, ?)",
@@ -214,7 +217,7 @@ def write_batch(
             )
     except sqlite3.IntegrityError as exc:
         raise _integrity_error(exc, events, expected_versions, command) from None
-    return recorded
+    return stored
 
 
 def _integrity_error(
@@ -234,20 +237,6 @@ def _integrity_error(
     return StoreError(f"SQLite refused the append: {message}")
 
 
-def _recorded_from(event: NewEvent, position: int) -> RecordedEvent:
-    return RecordedEvent(
-        event.event_id,
-        event.aggregate_id,
-        event.aggregate_type,
-        event.version,
-        event.event_type,
-        event.schema_version,
-        event.data,
-        event.metadata,
-        position,
-    )
-
-
 def _recorded(row: tuple) -> RecordedEvent:
     return RecordedEvent(
         row[0],
@@ -259,4 +248,5 @@ def _recorded(row: tuple) -> RecordedEvent:
         json.loads(row[6]),
         json.loads(row[7]),
         row[8],
+        row[9],
     )
