@@ -89,14 +89,7 @@ class AccountQueries:
 
     def _replay(self, account_id: str) -> tuple[BalanceRow | None, list[TransactionRow]]:
         """The account's row and movements computed straight from its events."""
-        row: BalanceRow | None = None
-        moves = []
-        for event in self.events.read_stream(account_id):
-            change = accounts.project(row, event)
-            row = change.row
-            if change.transaction is not None:
-                moves.append(change.transaction)
-        return row, moves
+        return accounts.replay(self.events.read_stream(account_id))
 
 
 def describe_transaction(t: TransactionRow) -> dict[str, Any]:

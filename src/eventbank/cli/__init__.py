@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from eventbank.cli.accounts import accounts_app
+from eventbank.cli.audit import audit_app
 from eventbank.cli.common import Settings
 from eventbank.cli.projections import projections_app
 from eventbank.cli.serve import serve_app, tokens_app
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 app.add_typer(accounts_app)
 app.add_typer(serve_app)
+app.add_typer(audit_app)
 app.add_typer(projections_app, name="projections", help="Read-model projections.")
 app.add_typer(tokens_app, name="tokens", help="API tokens for the HTTP service.")
 

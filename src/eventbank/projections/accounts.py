@@ -6,6 +6,8 @@ the write side about what an event means.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from eventbank.domain import account as domain
 from eventbank.domain.events import (
     ACCOUNT,
@@ -69,6 +71,18 @@ def project(row: BalanceRow | None, event: RecordedEvent) -> Change:
             recorded_at=recorded_at,
         ),
     )
+
+
+def replay(events: Iterable[RecordedEvent]) -> tuple[BalanceRow | None, list[TransactionRow]]:
+    """The row and movements a stream's events produce, computed from scratch."""
+    row: BalanceRow | None = None
+    moves = []
+    for event in events:
+        change = project(row, event)
+        row = change.row
+        if change.transaction is not None:
+            moves.append(change.transaction)
+    return row, moves
 
 
 def _state_of(row: BalanceRow | None) -> domain.Account | None:
