@@ -21,8 +21,8 @@ run: install
 
 ## Install what the tests need and run the whole suite against real engines.
 test: install test-servers
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/pytest
 
 ## Everything the engine tests need that pip does not install (one line per engine).
@@ -30,9 +30,13 @@ test-servers:
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-dynamodb-local.sh
 
+## Benchmarks: each prints what it measured and against what, side by side.
+bench: install
+	$(BIN)/python bench/load_account.py
+
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
