@@ -42,7 +42,7 @@ from eventbank.store.contract import (
     chained,
 )
 
-AUDIT_STREAM = "audit"
+AUDIT_STREAM = "audit#trail"  # "#" never appears in an account id, so no account collides
 AUDIT_TYPE = "Audit"
 _FEED_PAGE = 1000
 
