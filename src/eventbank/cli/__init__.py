@@ -16,6 +16,7 @@ from rich.console import Console
 from eventbank.cli.accounts import accounts_app
 from eventbank.cli.audit import audit_app
 from eventbank.cli.common import Settings
+from eventbank.cli.payroll import payroll_app
 from eventbank.cli.projections import projections_app
 from eventbank.cli.serve import serve_app, tokens_app
 from eventbank.domain.errors import Conflict, EventbankError, InvalidInput, RuleViolation
@@ -34,6 +35,7 @@ app.add_typer(serve_app)
 app.add_typer(audit_app)
 app.add_typer(projections_app, name="projections", help="Read-model projections.")
 app.add_typer(tokens_app, name="tokens", help="API tokens for the HTTP service.")
+app.add_typer(payroll_app, name="payroll", help="Batch payments as resumable sagas.")
 
 
 @app.callback()
@@ -61,11 +63,13 @@ def options(
 
 
 GLOBAL_OPTIONS = ("--store", "--read-store")
+PAYROLL_SUBCOMMANDS = ("start", "status", "resume", "--help")
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:
     """Let ``--store``/``--read-store`` follow the subcommand too (``eventbank serve --store X``),
-    by moving them before it, where the Typer callback reads them."""
+    by moving them before it, where the Typer callback reads them; and let ``eventbank payroll
+    FILE`` mean ``payroll start FILE`` beside ``payroll status``/``resume``."""
     hoisted: list[str] = []
     rest: list[str] = []
     args = iter(argv)
@@ -76,6 +80,8 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             hoisted.append(arg)
         else:
             rest.append(arg)
+    if rest[:1] == ["payroll"] and len(rest) > 1 and rest[1] not in PAYROLL_SUBCOMMANDS:
+        rest.insert(1, "start")  # `eventbank payroll FILE --from X` starts one
     return hoisted + rest
 
 
