@@ -292,14 +292,14 @@ def secured_routes(server: Server) -> list[tuple[str, str, str]]:
         for method, operation in operations.items():
             if operation.get("security"):
                 needs = "events" if path == "/events" else "write" if method == "post" else "read"
-                routes.append((method.upper(), path.replace("{account_id}", "x")
-                               .replace("{transfer_id}", "t"), needs))  # fmt: skip
+                concrete = re.sub(r"\{[a-z_]+\}", "x", path)
+                routes.append((method.upper(), concrete, needs))
     return routes
 
 
 def test_every_route_refuses_missing_wrong_and_underprivileged_tokens(server):
     routes = secured_routes(server)
-    assert len(routes) == 9
+    assert len(routes) == 11
     role_lacking = {"write": AUDITOR, "events": TELLER}
     for method, path, needs in routes:
         for token, status in ((None, 401), ("wrong-token", 401), (role_lacking.get(needs), 403)):
@@ -371,9 +371,43 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_
          "--phases", "examples,coverage,fuzzing", "--seed", "1", "--checks",
          "not_a_server_error,status_code_conformance,content_type_conformance,"
          "response_schema_conformance,negative_data_rejection"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"},
-        cwd=tmp_path,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+             "PYTHONPATH": str(Path(__file__).parent.parent)},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-5000:]
     generated = re.search(r"(\d+) generated", done.stdout)
     assert generated and int(generated.group(1)) >= 300, done.stdout[-2000:]
+
+
+# ------------------------------------------------------------------ payroll
+
+
+def test_a_payroll_over_http_is_validated_then_paid_in_the_background(teller):
+    employer = open_account(teller, "1000.00")
+    staff = [open_account(teller, None) for _ in range(3)]
+    csv_body = "account_id,amount,reference\n" + "".join(
+        f"{a},{n + 1}00.00,nov\n" for n, a in enumerate(staff)
+    )
+    csv_headers = {"content-type": "text/csv", "Idempotency-Key": f"pay-{uuid.uuid4()}"}
+    started = teller.post("/payrolls", params={"from_account_id": employer}, content=csv_body,
+                          headers=csv_headers)  # fmt: skip
+    assert started.status_code == 202, started.text
+    location = started.headers["Location"]
+    deadline = time.monotonic() + 30
+    while (view := teller.get(location).json())["status"] == "running":
+        assert time.monotonic() < deadline, view
+        time.sleep(0.05)
+    assert (view["status"], view["paid"], view["moved_minor"]) == ("completed", 3, 600_00)
+    again = teller.post("/payrolls", params={"from_account_id": employer}, content=csv_body,
+                        headers=csv_headers)  # fmt: skip
+    assert again.json()["saga_id"] == started.json()["saga_id"]  # the same key pays once
+    assert teller.get(f"/accounts/{employer}").json()["balance"] == "400.00"
+
+    bad = "\n".join([f"{staff[0]},1.00,dec", "nobody,1.00,dec", f"{staff[1]},abc,dec"])
+    refused = teller.post("/payrolls", params={"from_account_id": employer}, content=bad,
+                          headers={"content-type": "text/csv"})  # fmt: skip
+    body = problem(refused, 422, "payroll_rejected")
+    assert [e["line"] for e in body["errors"]] == [2, 3]
+    problem(teller.get("/payrolls/unknown"), 404, "payroll_not_found")
+    assert teller.get(f"/accounts/{employer}").json()["balance"] == "400.00"

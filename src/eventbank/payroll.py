@@ -94,6 +94,23 @@ def parse_lines(text: str, fmt: str = "csv") -> tuple[list[RawLine], list[dict[s
     return rows, problems
 
 
+def _checksum(lines: list[tuple[str, int, str]]) -> str:
+    """sha256 of the payroll's content (account, amount in minor units, reference per line)."""
+    return hashlib.sha256(canonical_json([list(line) for line in lines]).encode()).hexdigest()
+
+
+def _checksum_of_text(text: str, fmt: str, currency: str) -> str | None:
+    """The checksum ``text`` would have, or None if it does not even parse."""
+    rows, problems = parse_lines(text, fmt)
+    try:
+        amounts = [parse_amount(r.amount, currency).amount_minor for r in rows]
+    except EventbankError:
+        return None
+    if problems:
+        return None
+    return _checksum([(r.account_id, a, r.reference) for r, a in zip(rows, amounts, strict=True)])
+
+
 class PayrollService:
     def __init__(self, ledger: LedgerService, *, record_every: int = 25):
         self.ledger = ledger
@@ -113,31 +130,32 @@ class PayrollService:
     ) -> Payroll:
         """Validate every line and record the saga; nothing is paid yet (see ``run``)."""
         saga.check_policy(policy)
-        lines, currency = self._validated(employer_id, text, fmt)
-        checksum = hashlib.sha256(
-            canonical_json([[ln.account_id, ln.amount_minor, ln.reference] for ln in lines])
-            .encode()
-        ).hexdigest()  # fmt: skip
         saga_id = "payroll#" + (
             hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
             if idempotency_key else uuid.uuid4().hex
         )  # fmt: skip
-        existing = self.load(saga_id)
-        if existing is not None:
-            if (existing.checksum, existing.employer_id, existing.policy) != (
-                checksum, employer_id, policy
+        existing = self.load(saga_id) if idempotency_key else None
+        if existing is not None:  # a retry: answer with the first run, before re-validating
+            if (existing.employer_id, existing.policy, existing.checksum) != (
+                employer_id, policy, _checksum_of_text(text, fmt, existing.currency)
             ):  # fmt: skip
                 raise IdempotencyKeyReused(
                     f"idempotency key {idempotency_key!r} started a different payroll"
                 )
             return existing
+        lines, currency = self._validated(employer_id, text, fmt)
+        checksum = _checksum([(ln.account_id, ln.amount_minor, ln.reference) for ln in lines])
         payroll = Payroll(saga_id, employer_id, currency, policy, checksum, len(lines),
                           sum(ln.amount_minor for ln in lines))  # fmt: skip
         chunks = [lines[i : i + saga.LINES_PER_EVENT]
                   for i in range(0, len(lines), saga.LINES_PER_EVENT)]  # fmt: skip
-        self._append(saga_id, [saga.started(payroll), *map(saga.lines_recorded, chunks)],
-                     registry=("PayrollRegistered", {"saga_id": saga_id}))  # fmt: skip
-        return self.load(saga_id)  # type: ignore[return-value]
+        try:
+            self._append(saga_id, [saga.started(payroll), *map(saga.lines_recorded, chunks)],
+                         registry=("PayrollRegistered", {"saga_id": saga_id}))  # fmt: skip
+        except ConcurrencyConflict:  # the same key, started concurrently: answer like a retry
+            return self.start(employer_id, text, fmt=fmt, policy=policy,
+                              idempotency_key=idempotency_key)  # fmt: skip
+        return self.status(saga_id)
 
     def _validated(self, employer_id: str, text: str, fmt: str) -> tuple[list[PayrollLine], str]:
         rows, problems = parse_lines(text, fmt)
@@ -251,7 +269,9 @@ class PayrollService:
         return state
 
     def status(self, saga_id: str) -> Payroll:
-        if not saga_id.startswith("payroll#") or (payroll := self.load(saga_id)) is None:
+        """The saga, by its id with or without the ``payroll#`` prefix."""
+        stream = saga_id if saga_id.startswith("payroll#") else f"payroll#{saga_id}"
+        if not stream[len("payroll#") :].isalnum() or (payroll := self.load(stream)) is None:
             raise PayrollNotFound(f"payroll {saga_id!r} does not exist")
         return payroll
 

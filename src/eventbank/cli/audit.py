@@ -32,7 +32,7 @@ def audit(
     ] = None,
 ) -> None:
     """Verify every stream's hash chain and versions, that money is conserved, and that the read
-    models equal a replay. Records the result in the 'audit#trail' stream; exits 5 on any finding."""
+    models equal a replay. Records the result in the audit#trail stream; exits 5 on findings."""
     ledger = ledger_from(ctx)
     ledger.runner.catch_up()  # a lagging projection is not a corruption: let it catch up first
     auditor = Auditor(ledger.events, ledger.reads)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,6 +27,14 @@ from eventbank import __version__
 from eventbank.domain.errors import EventbankError
 from eventbank.http import problems
 from eventbank.http.auth import Token, TokenStore
+from eventbank.http.params import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    IdempotencyKey,
+    MinVersion,
+    problem_responses,
+)
+from eventbank.http.payrolls import MAX_PAYROLL_BYTES, payroll_routes
 from eventbank.http.schemas import (
     AccountView,
     CommandResult,
@@ -37,30 +48,13 @@ from eventbank.http.schemas import (
     TransferView,
 )
 from eventbank.observability import Metrics, command_id, request_id
+from eventbank.payroll import PayrollService
 from eventbank.service import Receipt, current_actor
 from eventbank.wiring import Ledger
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_PAGE = 1000
 log = logging.getLogger("eventbank.http")
-
-
-def _problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    content = {problems.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    return {s: {"description": problems._TITLES.get(s, "Error"), "content": content}
-            for s in statuses}  # fmt: skip
-
-
-READ_ERRORS = _problem_responses(400, 401, 403, 404, 413, 422, 503)
-WRITE_ERRORS = _problem_responses(400, 401, 403, 404, 409, 413, 422, 503)
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[!-~]+$",
-           description="Command id: a retry with the same key and body moves money once."),
-]  # fmt: skip
-MinVersion = Annotated[
-    int, Query(ge=0, le=2**62, description="Read-your-writes: at least this account version.")
-]
 
 
 def create_app(
@@ -71,19 +65,31 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     stall_after_s: float = 30.0,
 ) -> FastAPI:
+    payrolls = PayrollService(ledger.service)
+    saga_runner = ThreadPoolExecutor(1, thread_name_prefix="payroll")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        saga_runner.submit(payrolls.resume_all)  # finish what a crash left unfinished
+        yield
+        saga_runner.shutdown(wait=False, cancel_futures=True)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="eventbank",
         version=__version__,
         description="An event-sourced core-banking ledger in which every money movement is ACID. "
         "Money is a decimal string in the account's currency. Errors are RFC 9457 problem+json "
         "with a stable `code`.",
-        responses=_problem_responses(500),
+        responses=problem_responses(500),
     )
     app.add_exception_handler(EventbankError, problems.eventbank_error)
     app.add_exception_handler(RequestValidationError, problems.validation_error)
     app.add_exception_handler(HTTPException, problems.http_error)
     app.add_exception_handler(Exception, problems.unexpected_error)
-    app.add_middleware(_BodyLimit, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        _BodyLimit, max_body_bytes=max_body_bytes, overrides={"/payrolls": MAX_PAYROLL_BYTES}
+    )
 
     @app.middleware("http")
     async def observe(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -230,6 +236,9 @@ def create_app(
         """Prometheus text exposition."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(
+        payroll_routes(payrolls, saga_runner, {"read": allowed("read"), "write": allowed("write")})
+    )
     _document_problem_schema(app)
     return app
 
@@ -253,30 +262,28 @@ def _document_problem_schema(app: FastAPI) -> None:
 class _BodyLimit:
     """Refuse bodies over the limit before the app reads them, declared length or streamed."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
-        self.app, self.max_body_bytes = app, max_body_bytes
+    def __init__(self, app: ASGIApp, max_body_bytes: int, overrides: dict[str, int]):
+        self.app, self.max_body_bytes, self.overrides = app, max_body_bytes, overrides
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.overrides.get(scope["path"], self.max_body_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            return await self._refuse(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            request = Request(scope, receive)
+            response = problems.problem(
+                413, "request_too_large", f"request body over {limit} bytes", request
+            )
+            return await response(scope, receive, send)
         seen = 0
 
         async def counting_receive() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_body_bytes:
-                raise HTTPException(413, f"request body over {self.max_body_bytes} bytes")
+            if seen > limit:
+                raise HTTPException(413, f"request body over {limit} bytes")
             return message
 
         await self.app(scope, counting_receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        response = problems.problem(
-            413, "request_too_large", f"request body over {self.max_body_bytes} bytes", request
-        )
-        await response(scope, receive, send)

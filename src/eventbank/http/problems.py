@@ -39,7 +39,7 @@ _STATUS_BY_CLASS: tuple[tuple[type[Exception], int], ...] = (
     (RuleViolation, 409),
     (Conflict, 409),
 )
-_TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
+TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 413: "Request too large",
            422: "Unprocessable request", 500: "Internal error",
            503: "Service unavailable"}  # fmt: skip
@@ -48,7 +48,7 @@ _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not 
 def problem(status: int, code: str, detail: str, request: Request, **extra: object) -> JSONResponse:
     body = {
         "type": f"/problems/{code}",
-        "title": _TITLES.get(status, "Error"),
+        "title": TITLES.get(status, "Error"),
         "status": status,
         "code": code,
         "detail": detail,
@@ -65,7 +65,9 @@ async def eventbank_error(request: Request, exc: Exception) -> JSONResponse:
     status = next((s for cls, s in _STATUS_BY_CLASS if isinstance(exc, cls)), 500)
     if status == 500:
         return await unexpected_error(request, exc)
-    return problem(status, exc.code, str(exc), request)
+    details = getattr(exc, "problems", None)  # e.g. a payroll's line-by-line refusals
+    extra = {"errors": details} if details else {}
+    return problem(status, exc.code, str(exc), request, **extra)
 
 
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:

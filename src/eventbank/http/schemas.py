@@ -143,4 +143,4 @@ class Problem(BaseModel):
     detail: str
     instance: str
     request_id: str | None = None
-    errors: list[dict[str, str]] | None = None
+    errors: list[dict[str, Any]] | None = None

@@ -41,25 +41,19 @@ so no global counter is needed (one would serialise every append through one hot
 
 from __future__ import annotations
 
-import functools
 import json
-import random
-import re
-import threading
-import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError, NoRegionError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import ClientError
 
 from eventbank.canonical import canonical_json
 from eventbank.domain.errors import InvalidInput
+from eventbank.dynamo import TRANSIENT, DynamoTable, Retry
+from eventbank.dynamo import error_code as _code
+from eventbank.dynamo import number as _n
 from eventbank.store.contract import (
     BatchTooLarge,
     CommandRecord,
@@ -70,7 +64,6 @@ from eventbank.store.contract import (
     RecordedEvent,
     Snapshot,
     StoreError,
-    StoreUnavailable,
     check_append,
     check_read_limit,
     recorded,
@@ -78,39 +71,14 @@ from eventbank.store.contract import (
 
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's TransactWriteItems limit
 MAX_EVENTS_PER_APPEND = MAX_TRANSACTION_ITEMS // 2  # every event needs its EVENT# guard
-TABLE_READY_TIMEOUT_S = 120.0
-BACKOFF_BASE_S = 0.01
-BACKOFF_CAP_S = 0.5
 STREAM_PAGE = 1000  # the GetRecords maximum
-
-# Error codes and per-item cancellation reasons that mean "try again", never "you are wrong".
-TRANSIENT = frozenset({
-    "ThrottlingException", "ThrottlingError", "ProvisionedThroughputExceededException",
-    "ProvisionedThroughputExceeded", "RequestLimitExceeded", "InternalServerError",
-    "ServiceUnavailable", "TransactionConflict", "TransactionConflictException",
-    "TransactionInProgressException", "LimitExceededException",
-    "ContinuousBackupsUnavailableException",
-})  # fmt: skip
-_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 _KEY_SCHEMA = [{"AttributeName": "PK", "KeyType": "HASH"},
                {"AttributeName": "SK", "KeyType": "RANGE"}]  # fmt: skip
 _ATTRIBUTES = [{"AttributeName": "PK", "AttributeType": "S"},
                {"AttributeName": "SK", "AttributeType": "N"}]  # fmt: skip
-T = TypeVar("T")
-_SESSION_LOCK = threading.Lock()
 
 
-@functools.cache
-def _session() -> boto3.session.Session:
-    """One session per process: each new one parses AWS's endpoint data again (~0.2 s)."""
-    return boto3.session.Session()
-
-
-class _Retry(Exception):
-    """A transient failure signalled from inside a retried attempt."""
-
-
-class DynamoEventStore:
+class DynamoEventStore(DynamoTable):
     """The EventStore contract on one DynamoDB table (see the module docstring)."""
 
     def __init__(
@@ -121,68 +89,26 @@ class DynamoEventStore:
         region: str | None = None,
         timeout_s: float = 10.0,
     ):
-        if not _TABLE_NAME.fullmatch(table):
-            raise InvalidInput(f"invalid DynamoDB table name {table!r}")
-        self.table = table
-        self.timeout_s = timeout_s
-        config = Config(
-            retries={"total_max_attempts": 1},  # we retry ourselves, within timeout_s
-            connect_timeout=timeout_s,
-            read_timeout=timeout_s,
-            max_pool_connections=32,
-        )
-        options = {"endpoint_url": endpoint_url, "region_name": region, "config": config}
-        try:
-            with _SESSION_LOCK:  # clients are thread-safe, sessions are not
-                self._ddb = _session().client("dynamodb", **options)
-                self._streams = _session().client("dynamodbstreams", **options)
-        except NoRegionError:
-            raise InvalidInput(
-                "no AWS region: add ?region=… to the URL or set AWS_DEFAULT_REGION"
-            ) from None
+        super().__init__(table, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s)
+        self._streams = self._client("dynamodbstreams")
         try:
             self._stream_arn = self._open_table()
         except BaseException:
             self.close()
             raise
 
-    @classmethod
-    def from_url(cls, url: str) -> DynamoEventStore:
-        """``dynamodb://TABLE?endpoint_url=http://127.0.0.1:8000&region=us-east-1``."""
-        parts = urlsplit(url)
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = set(params) - {"endpoint_url", "region"}
-        if parts.scheme != "dynamodb" or parts.path not in ("", "/") or unknown:
-            raise InvalidInput(
-                f"invalid DynamoDB URL {url!r}; use dynamodb://TABLE"
-                "?endpoint_url=http://HOST:PORT&region=REGION (both optional)"
-            )
-        return cls(
-            parts.netloc, endpoint_url=params.get("endpoint_url"), region=params.get("region")
-        )
-
     def close(self) -> None:
-        self._ddb.close()
+        super().close()
         self._streams.close()
 
     # ------------------------------------------------------------ table
 
     def _open_table(self) -> str:
         """Create the table if missing (idempotent, race-safe), wait until ACTIVE, check it."""
-        deadline = time.monotonic() + TABLE_READY_TIMEOUT_S
-        created = False
-        while True:
-            if time.monotonic() > deadline:
-                raise StoreUnavailable(f"table {self.table} is not ACTIVE after a long wait")
-            try:
-                table = self._call(self._ddb.describe_table, TableName=self.table,
-                                   passthrough={"ResourceNotFoundException"})["Table"]  # fmt: skip
-            except ClientError:
-                created = self._create_table() or created
-                continue  # DynamoDB Local makes it ACTIVE at once
-            if table["TableStatus"] == "ACTIVE":
-                break
-            time.sleep(0.5)
+        table, created = self._ensure_table(
+            _KEY_SCHEMA, _ATTRIBUTES,
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        )  # fmt: skip
         stream = table.get("StreamSpecification", {})
         if (
             table["KeySchema"] != _KEY_SCHEMA
@@ -202,19 +128,6 @@ class DynamoEventStore:
                     passthrough={"UnknownOperationException"},
                 )  # fmt: skip
         return table["LatestStreamArn"]
-
-    def _create_table(self) -> bool:
-        """Whether this call created the table (another process may have won the race)."""
-        try:
-            self._call(
-                self._ddb.create_table, TableName=self.table, KeySchema=_KEY_SCHEMA,
-                AttributeDefinitions=_ATTRIBUTES, BillingMode="PAY_PER_REQUEST",
-                StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-                passthrough={"ResourceInUseException"},
-            )  # fmt: skip
-        except ClientError:
-            return False
-        return True
 
     # ------------------------------------------------------------ writes
 
@@ -251,7 +164,7 @@ class DynamoEventStore:
                 if not all(r in TRANSIENT for r in reasons if r != "None"):
                     raise StoreError(f"DynamoDB cancelled the append: {reasons}") from None
                 token = uuid.uuid4().hex  # nothing was written: the next try is a new request
-                raise _Retry(f"append cancelled: {reasons}") from None
+                raise Retry(f"append cancelled: {reasons}") from None
 
         self._retrying(attempt)
         return [recorded(e, None) for e in events]
@@ -402,43 +315,6 @@ class DynamoEventStore:
             iterator = page.get("NextShardIterator")
         return events
 
-    # ------------------------------------------------------------ retries
-
-    def _call(
-        self, operation: Callable[..., T], /, passthrough: Collection[str] = (), **kwargs: Any
-    ) -> T:
-        """One DynamoDB call, retried while transient; ``passthrough`` codes reach the caller."""
-        return self._retrying(lambda: operation(**kwargs), passthrough)
-
-    def _retrying(self, attempt: Callable[[], T], passthrough: Collection[str] = ()) -> T:
-        """Full-jitter backoff on transient failures until ``timeout_s`` runs out."""
-        deadline = time.monotonic() + self.timeout_s
-        tries = 0
-        while True:
-            try:
-                return attempt()
-            except _Retry as exc:
-                last: Exception = exc
-            except ClientError as exc:
-                if _code(exc) in passthrough:
-                    raise
-                if _code(exc) not in TRANSIENT:
-                    raise StoreError(f"DynamoDB refused the request: {exc}") from None
-                last = exc
-            except (BotoConnectionError, HTTPClientError) as exc:
-                last = exc  # a write's fate is unknown: retried with the same token
-            except NoCredentialsError:
-                raise StoreUnavailable(
-                    "no AWS credentials (environment, ~/.aws or a role)"
-                ) from None
-            tries += 1
-            delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**tries))
-            if time.monotonic() + delay > deadline:
-                raise StoreUnavailable(
-                    f"DynamoDB did not succeed within {self.timeout_s} s ({tries} tries): {last}"
-                ) from None
-            time.sleep(delay)
-
 
 def _refusal(failed: list[tuple[str, str]], expected_versions: Mapping[str, int]) -> Exception:
     """Name what a cancelled append clashed with, in the SQLite engine's precedence."""
@@ -447,14 +323,6 @@ def _refusal(failed: list[tuple[str, str]], expected_versions: Mapping[str, int]
     if streams := {ident for kind, ident in failed if kind == "stream"}:
         return ConcurrencyConflict([s for s in expected_versions if s in streams])
     return DuplicateEvent([ident for kind, ident in failed if kind == "event"])
-
-
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
 
 
 def _event_attributes(event: NewEvent) -> dict[str, dict[str, str]]:

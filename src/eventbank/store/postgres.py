@@ -35,13 +35,14 @@ back exactly as written (big integers, key order, ``\\u0000``) and match the SQL
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import psycopg
 from psycopg.types.json import Json
-from psycopg_pool import ConnectionPool
 
+from eventbank import pg
 from eventbank.canonical import canonical_json
+from eventbank.pg import SchemaTooNew as SchemaTooNew  # re-exported: raised by the migration
 from eventbank.store.contract import (
     CommandRecord,
     ConcurrencyConflict,
@@ -51,7 +52,6 @@ from eventbank.store.contract import (
     RecordedEvent,
     Snapshot,
     StoreError,
-    StoreUnavailable,
     check_append,
     check_read_limit,
     recorded,
@@ -103,10 +103,6 @@ _EVENT_COLUMNS = (
 )
 
 
-class SchemaTooNew(StoreError):
-    code = "schema_too_new"
-
-
 class PostgresEventStore:
     """The EventStore contract on one PostgreSQL database (created tables live in it)."""
 
@@ -120,16 +116,12 @@ class PostgresEventStore:
     ):
         self.lock_timeout_s = lock_timeout_s
         self._migrate(conninfo, connect_timeout_s)
-        self._pool = ConnectionPool(
+        self._pool = pg.open_pool(
             conninfo,
-            min_size=1,
-            max_size=pool_size,
-            timeout=connect_timeout_s,
-            kwargs={"autocommit": True, "connect_timeout": connect_timeout_s},
-            configure=self._configure,
-            check=ConnectionPool.check_connection,  # a server restart costs no failed command
             name="eventbank",
-            open=True,
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            lock_timeout_s=lock_timeout_s,
         )
 
     @classmethod
@@ -139,23 +131,9 @@ class PostgresEventStore:
 
     # ------------------------------------------------------------ connections
 
-    def _configure(self, conn: psycopg.Connection) -> None:
-        """Bound every lock wait, so a stuck writer turns into a retryable error, not a hang."""
-        conn.execute(
-            "SELECT set_config('lock_timeout', %s, false)",
-            (f"{round(self.lock_timeout_s * 1000)}ms",),
-        )
-
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
+    def _connection(self) -> AbstractContextManager[psycopg.Connection]:
         """A pooled connection; driver errors become contract errors, never raw psycopg ones."""
-        try:
-            with self._pool.connection() as conn:
-                yield conn
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(_unavailable(exc)) from None
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL refused the operation: {exc}") from None
+        return pg.connection(self._pool)
 
     @contextmanager
     def _append_transaction(self) -> Iterator[psycopg.Connection]:
@@ -171,20 +149,15 @@ class PostgresEventStore:
 
     def _migrate(self, conninfo: str, connect_timeout_s: int) -> None:
         """Create or upgrade the schema; the advisory lock lets concurrent first opens queue."""
-        try:
-            with psycopg.connect(
-                conninfo, autocommit=True, connect_timeout=connect_timeout_s
-            ) as conn:
-                self._configure(conn)
-                with conn.transaction():
-                    conn.execute(
-                        "SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _MIGRATION_LOCK)
-                    )
-                    _apply_migrations(conn)
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(_unavailable(exc)) from None
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL refused the schema migration: {exc}") from None
+        pg.migrate(
+            conninfo,
+            _MIGRATIONS,
+            version_table="schema_info",
+            lock=(_LOCK_NAMESPACE, _MIGRATION_LOCK),
+            component="eventbank",
+            connect_timeout_s=connect_timeout_s,
+            lock_timeout_s=self.lock_timeout_s,
+        )
 
     def schema_version(self) -> int:
         with self._connection() as conn:
@@ -258,25 +231,6 @@ class PostgresEventStore:
                 (aggregate_id,),
             ).fetchone()
         return Snapshot(*row) if row else None
-
-
-def _apply_migrations(conn: psycopg.Connection) -> None:
-    """Bring the schema to ``SCHEMA_VERSION``; needs no CREATE privilege when already there."""
-    if conn.execute("SELECT to_regclass('schema_info')").fetchone()[0] is None:
-        conn.execute("CREATE TABLE schema_info (version bigint NOT NULL)")
-        conn.execute("INSERT INTO schema_info (version) VALUES (0)")
-    current = conn.execute("SELECT version FROM schema_info").fetchone()[0]
-    if current > SCHEMA_VERSION:
-        info = conn.info
-        raise SchemaTooNew(
-            f"PostgreSQL database {info.dbname!r} on {info.host}:{info.port} has eventbank "
-            f"schema version {current}, newer than this eventbank understands "
-            f"({SCHEMA_VERSION}); upgrade eventbank"
-        )
-    for script in _MIGRATIONS[current:]:
-        conn.execute(script)
-    if current < SCHEMA_VERSION:
-        conn.execute("UPDATE schema_info SET version = %s", (SCHEMA_VERSION,))
 
 
 def write_batch(
@@ -371,12 +325,3 @@ def _integrity_error(
     if constraint == "commands_pkey" and command is not None:
         return DuplicateCommand(command.command_id)
     return StoreError(f"PostgreSQL refused the append: {exc}")
-
-
-def _unavailable(exc: psycopg.Error) -> str:
-    """One line for StoreUnavailable: what failed, and that retrying the command is safe."""
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (
-        f"PostgreSQL is unavailable or the connection was lost ({reason}); an interrupted write "
-        "was rolled back or its outcome is unknown, and retrying the command is safe"
-    )

@@ -1,0 +1,115 @@
+"""What the PostgreSQL event store and read-model store share: the pool, error mapping, migrations.
+
+Both may live in one database (the read store's default), so each keeps its own schema-version
+table and migration lock; everything else about talking to PostgreSQL is done once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from eventbank.store.contract import StoreError, StoreUnavailable
+
+
+class SchemaTooNew(StoreError):
+    code = "schema_too_new"
+
+
+def open_pool(
+    conninfo: str, *, name: str, pool_size: int, connect_timeout_s: int, lock_timeout_s: float
+) -> ConnectionPool:
+    """Autocommit connections whose lock waits are bounded, checked before each use."""
+    return ConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=pool_size,
+        timeout=connect_timeout_s,
+        kwargs={"autocommit": True, "connect_timeout": connect_timeout_s},
+        configure=partial(bound_lock_waits, lock_timeout_s=lock_timeout_s),
+        check=ConnectionPool.check_connection,  # a server restart costs no failed command
+        name=name,
+        open=True,
+    )
+
+
+def bound_lock_waits(conn: psycopg.Connection, lock_timeout_s: float) -> None:
+    """Bound every lock wait, so a stuck writer turns into a retryable error, not a hang."""
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, false)", (f"{round(lock_timeout_s * 1000)}ms",)
+    )
+
+
+@contextmanager
+def connection(pool: ConnectionPool) -> Iterator[psycopg.Connection]:
+    """A pooled connection; driver errors become contract errors, never raw psycopg ones."""
+    try:
+        with pool.connection() as conn:
+            yield conn
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(_unavailable(exc)) from None
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL refused the operation: {exc}") from None
+
+
+def migrate(
+    conninfo: str,
+    migrations: Sequence[str],
+    *,
+    version_table: str,
+    lock: tuple[int, int],
+    component: str,
+    connect_timeout_s: int,
+    lock_timeout_s: float,
+) -> None:
+    """Create or upgrade a schema; the advisory lock ``lock`` lets concurrent first opens queue.
+
+    Migration N brings the schema recorded in ``version_table`` from version N-1 to N.
+    """
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout_s) as conn:
+            bound_lock_waits(conn, lock_timeout_s)
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", lock)
+                _apply_migrations(conn, migrations, version_table, component)
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(_unavailable(exc)) from None
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL refused the schema migration: {exc}") from None
+
+
+def _apply_migrations(
+    conn: psycopg.Connection, migrations: Sequence[str], version_table: str, component: str
+) -> None:
+    """Bring the schema to ``len(migrations)``; needs no CREATE privilege when already there."""
+    table = sql.Identifier(version_table)
+    if conn.execute("SELECT to_regclass(%s)", (version_table,)).fetchone()[0] is None:
+        conn.execute(sql.SQL("CREATE TABLE {} (version bigint NOT NULL)").format(table))
+        conn.execute(sql.SQL("INSERT INTO {} (version) VALUES (0)").format(table))
+    current = conn.execute(sql.SQL("SELECT version FROM {}").format(table)).fetchone()[0]
+    target = len(migrations)
+    if current > target:
+        info = conn.info
+        raise SchemaTooNew(
+            f"PostgreSQL database {info.dbname!r} on {info.host}:{info.port} has {component} "
+            f"schema version {current}, newer than this eventbank understands ({target}); "
+            "upgrade eventbank"
+        )
+    for script in migrations[current:]:
+        conn.execute(script)
+    if current < target:
+        conn.execute(sql.SQL("UPDATE {} SET version = %s").format(table), (target,))
+
+
+def _unavailable(exc: psycopg.Error) -> str:
+    """One line for StoreUnavailable: what failed, and that retrying the command is safe."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"PostgreSQL is unavailable or the connection was lost ({reason}); an interrupted write "
+        "was rolled back or its outcome is unknown, and retrying the command is safe"
+    )
