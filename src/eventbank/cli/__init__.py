@@ -90,21 +90,22 @@ def main() -> None:
     err = Console(stderr=True, highlight=False)
     try:
         app(args=hoist_global_options(sys.argv[1:]), prog_name="eventbank")
-    except InvalidInput as exc:
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(EXIT_INVALID)
-    except RuleViolation as exc:
-        err.print(f"refused: {exc}", markup=False)
-        sys.exit(EXIT_REFUSED)
-    except Conflict as exc:
-        err.print(f"conflict: {exc}", markup=False)
-        sys.exit(EXIT_CONFLICT)
     except EventbankError as exc:
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(EXIT_UNEXPECTED)
+        prefix, code = next((p, c) for family, p, c in _OUTCOMES if isinstance(exc, family))
+        err.print(f"{prefix}: {exc}", markup=False)
+        sys.exit(code)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback to users
         err.print(f"unexpected error: {type(exc).__name__}: {exc}", markup=False)
         sys.exit(EXIT_UNEXPECTED)
+
+
+# error family -> (message prefix, exit code); the first match wins
+_OUTCOMES = (
+    (InvalidInput, "error", EXIT_INVALID),
+    (RuleViolation, "refused", EXIT_REFUSED),
+    (Conflict, "conflict", EXIT_CONFLICT),
+    (EventbankError, "error", EXIT_UNEXPECTED),
+)
 
 
 if __name__ == "__main__":

@@ -66,34 +66,32 @@ def open_account(
     _report(receipt, as_json, f"opened {account['type']} account; {_balance_line(account)}")
 
 
-@accounts_app.command()
-def deposit(
-    ctx: typer.Context,
-    account_id: AccountId,
-    amount: Amount,
-    idempotency_key: IdempotencyKey = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Deposit money into an account."""
-    receipt = ledger_from(ctx).service.deposit(account_id, amount, command_id=idempotency_key)
-    o = receipt.outcome
-    _report(receipt, as_json, f"deposited {o['amount']} {o['currency']}; "
-            f"{_balance_line(o['account'])}")  # fmt: skip
+def _money_command(method: str, verb: str, doc: str):  # type: ignore[no-untyped-def]
+    """Deposit and withdraw differ only in the service method and the words: one body."""
+
+    def command(
+        ctx: typer.Context,
+        account_id: AccountId,
+        amount: Amount,
+        idempotency_key: IdempotencyKey = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        handle = getattr(ledger_from(ctx).service, method)
+        receipt = handle(account_id, amount, command_id=idempotency_key)
+        o = receipt.outcome
+        summary = f"{verb} {o['amount']} {o['currency']}; {_balance_line(o['account'])}"
+        _report(receipt, as_json, summary)
+
+    command.__doc__ = doc
+    return command
 
 
-@accounts_app.command()
-def withdraw(
-    ctx: typer.Context,
-    account_id: AccountId,
-    amount: Amount,
-    idempotency_key: IdempotencyKey = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Withdraw money from an account (never below zero)."""
-    receipt = ledger_from(ctx).service.withdraw(account_id, amount, command_id=idempotency_key)
-    o = receipt.outcome
-    _report(receipt, as_json, f"withdrew {o['amount']} {o['currency']}; "
-            f"{_balance_line(o['account'])}")  # fmt: skip
+accounts_app.command("deposit")(
+    _money_command("deposit", "deposited", "Deposit money into an account.")
+)
+accounts_app.command("withdraw")(
+    _money_command("withdraw", "withdrew", "Withdraw money from an account (never below zero).")
+)
 
 
 @accounts_app.command()
