@@ -202,27 +202,11 @@ class PayrollService:
     def run(self, saga_id: str, on_progress: Progress | None = None) -> Payroll:
         """Pay (and, if the policy says so, compensate) until the saga is finished."""
         payroll = self.status(saga_id)
-        outcomes: list[list[Any]] = []
-        for line in payroll.pending if payroll.status == "running" else []:
-            amount = format_minor(line.amount_minor, payroll.currency)
-            try:
-                key = f"{saga_id}:pay:{line.line_no}"
-                receipt = self.ledger.transfer(
-                    payroll.employer_id, line.account_id, amount, command_id=key
-                )
-                outcomes.append([line.line_no, "paid", receipt.outcome["transfer_id"]])
-            except RuleViolation as exc:
-                outcomes.append([line.line_no, "failed", f"{exc.code}: {exc}"])
-            stop = outcomes[-1][1] == "failed" and payroll.policy == "all-or-nothing"
-            if stop or len(outcomes) >= self.record_every:
-                payroll = self._record(payroll, saga.payments_recorded(outcomes), on_progress)
-                outcomes = []
-            if stop:
-                break
-        if outcomes:
-            payroll = self._record(payroll, saga.payments_recorded(outcomes), on_progress)
+        if payroll.status == "running":
+            stop_on_failure = payroll.policy == "all-or-nothing"
+            payroll = self._steps(payroll, "pay", stop_on_failure, on_progress)
         if payroll.status == "compensating":
-            payroll = self._compensate(payroll, on_progress)
+            payroll = self._steps(payroll, "undo", False, on_progress)
         if not payroll.finished:
             status = payroll.finish_status()
             closing = ("PayrollClosed", {"saga_id": saga_id, "status": status})
@@ -231,23 +215,33 @@ class PayrollService:
             payroll = self.status(saga_id)
         return payroll
 
-    def _compensate(self, payroll: Payroll, on_progress: Progress | None) -> Payroll:
-        outcomes = []
-        for line in payroll.to_compensate:
+    def _steps(
+        self, payroll: Payroll, step: str, stop_on_failure: bool, on_progress: Progress | None
+    ) -> Payroll:
+        """Run each outstanding ``pay`` (employer -> line) or ``undo`` (line -> employer)
+        transfer, recording outcomes every ``record_every`` steps and at a stopping failure."""
+        paying = step == "pay"
+        lines = payroll.pending if paying else payroll.to_compensate
+        record = saga.payments_recorded if paying else saga.compensations_recorded
+        done = "paid" if paying else "compensated"
+        outcomes: list[list[Any]] = []
+        for line in lines:
+            source, target = (payroll.employer_id, line.account_id)[:: 1 if paying else -1]
             amount = format_minor(line.amount_minor, payroll.currency)
+            key = f"{payroll.saga_id}:{step}:{line.line_no}"
             try:
-                key = f"{payroll.saga_id}:undo:{line.line_no}"
-                receipt = self.ledger.transfer(
-                    line.account_id, payroll.employer_id, amount, command_id=key
-                )
-                outcomes.append([line.line_no, "compensated", receipt.outcome["transfer_id"]])
-            except RuleViolation as exc:  # e.g. the employee already spent it: needs a human
+                receipt = self.ledger.transfer(source, target, amount, command_id=key)
+                outcomes.append([line.line_no, done, receipt.outcome["transfer_id"]])
+            except RuleViolation as exc:  # undo: e.g. the employee spent it; needs a human
                 outcomes.append([line.line_no, "failed", f"{exc.code}: {exc}"])
-            if len(outcomes) >= self.record_every:
-                payroll = self._record(payroll, saga.compensations_recorded(outcomes), on_progress)
+            stop = stop_on_failure and outcomes[-1][1] == "failed"
+            if stop or len(outcomes) >= self.record_every:
+                payroll = self._record(payroll, record(outcomes), on_progress)
                 outcomes = []
+            if stop:
+                break
         if outcomes:
-            payroll = self._record(payroll, saga.compensations_recorded(outcomes), on_progress)
+            payroll = self._record(payroll, record(outcomes), on_progress)
         return payroll
 
     def resume_all(self, on_progress: Progress | None = None) -> list[Payroll]:
