@@ -1,0 +1,140 @@
+"""The bank-test checker: given what clients saw and what the store holds, list every violation.
+
+Invariants (issue 10):
+
+1. the total of all balances is conserved — at every append boundary of the event log where
+   the engine has a global order (a linearised history, as Jepsen's bank test checks), and at
+   the end on every engine;
+2. no balance is ever negative — in any client read, and at any point of any account's stream;
+3. every acknowledged transfer is in the event store exactly once;
+4. every transfer is whole: its debit and its credit are both present, or neither;
+5. every indeterminate request (answer lost, retried with the same key) had at most one effect.
+
+The sixth (read models equal a replay, audit clean) is the Auditor's job; the harness runs it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventbank.store.contract import RecordedEvent
+
+_SIGN = {"FundsDeposited": 1, "TransferredIn": 1, "FundsWithdrawn": -1, "TransferredOut": -1}
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    invariant: int
+    detail: str
+
+
+@dataclass
+class CheckReport:
+    counts: Counter = field(default_factory=Counter)
+    violations: list[Violation] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def flag(self, invariant: int, detail: str) -> None:
+        self.violations.append(Violation(invariant, detail))
+
+
+def check(
+    history: Iterable[Mapping[str, Any]],
+    events: Sequence[RecordedEvent],
+    expected_total_minor: int,
+    *,
+    ordered: bool,
+) -> CheckReport:
+    """``history``: the client log (``op`` transfer/read/crash); ``events``: the whole event
+    store in feed order; ``expected_total_minor``: the sum of balances before the run."""
+    report = CheckReport()
+    accounts = [e for e in events if e.aggregate_type == "Account"]
+    transfers = _transfers(accounts)
+    by_command: dict[str, list[str]] = defaultdict(list)
+    for transfer_id, halves in transfers.items():
+        command = halves[0].metadata.get("command_id", "")
+        by_command[command].append(transfer_id)
+    for op in history:
+        kind = op["op"]
+        report.counts[kind if kind != "transfer" else f"transfer_{op['outcome']}"] += 1
+        if kind == "read":
+            for account, minor in op["balances"].items():
+                if minor < 0:
+                    report.flag(2, f"a read saw {account} at {minor}")
+        elif kind == "transfer":
+            _check_transfer(op, transfers, by_command, report)
+    for transfer_id, halves in transfers.items():
+        kinds = sorted(h.event_type for h in halves)
+        if kinds != ["TransferredIn", "TransferredOut"]:
+            report.flag(4, f"transfer {transfer_id} is not whole: {kinds}")
+    _check_balances(accounts, report)
+    _check_totals(accounts, expected_total_minor, ordered, report)
+    return report
+
+
+def _transfers(accounts: Sequence[RecordedEvent]) -> dict[str, list[RecordedEvent]]:
+    found: dict[str, list[RecordedEvent]] = defaultdict(list)
+    for event in accounts:
+        if event.event_type in ("TransferredOut", "TransferredIn"):
+            found[event.data["transfer_id"]].append(event)
+    return found
+
+
+def _check_transfer(
+    op: Mapping[str, Any],
+    transfers: Mapping[str, list[RecordedEvent]],
+    by_command: Mapping[str, list[str]],
+    report: CheckReport,
+) -> None:
+    effects = by_command.get(op["key"], [])
+    if len(effects) > 1:
+        report.flag(5 if op["outcome"] == "indeterminate" else 3,
+                    f"request {op['key']} took effect {len(effects)} times")  # fmt: skip
+    if op["outcome"] == "ok":
+        transfer_id = op.get("transfer_id")
+        if transfer_id not in transfers:
+            report.flag(3, f"acknowledged transfer {transfer_id} (key {op['key']}) is missing")
+        elif transfer_id not in effects:
+            report.flag(3, f"acknowledged transfer {transfer_id} is not the one for {op['key']}")
+    elif op["outcome"] == "refused" and effects:
+        report.flag(3, f"refused request {op['key']} moved money anyway")
+
+
+def _check_balances(accounts: Sequence[RecordedEvent], report: CheckReport) -> None:
+    streams: dict[str, list[RecordedEvent]] = defaultdict(list)
+    for event in accounts:
+        streams[event.aggregate_id].append(event)
+    for stream, stored in streams.items():
+        balance = 0
+        for event in sorted(stored, key=lambda e: e.version):
+            balance += _SIGN.get(event.event_type, 0) * event.data.get("amount_minor", 0)
+            if balance < 0:
+                report.flag(2, f"{stream} went to {balance} at version {event.version}")
+                break
+
+
+def _check_totals(
+    accounts: Sequence[RecordedEvent], expected: int, ordered: bool, report: CheckReport
+) -> None:
+    """The total may only change through deposits and withdrawals; with a global order it is
+    checked at every point where no transfer is half-applied, else only at the end."""
+    total, external, open_transfers = 0, 0, set()
+    for event in accounts:
+        delta = _SIGN.get(event.event_type, 0) * event.data.get("amount_minor", 0)
+        total += delta
+        if event.event_type in ("FundsDeposited", "FundsWithdrawn"):
+            external += delta
+        elif event.event_type in ("TransferredOut", "TransferredIn"):
+            open_transfers ^= {event.data["transfer_id"]}
+        if ordered and not open_transfers and total != external:
+            report.flag(1, f"total {total} != deposits - withdrawals {external} "
+                           f"at position {event.position}")  # fmt: skip
+            return
+    if total != expected:
+        report.flag(1, f"final total {total} != {expected} expected")
