@@ -93,11 +93,20 @@ def _wait_until_answering(server: subprocess.Popen, endpoint: str, log_path: Pat
 
 @pytest.fixture
 def dynamodb_store_url(dynamodb_local_endpoint: str) -> Iterator[str]:
+    yield from _fresh_table_url(dynamodb_local_endpoint)
+
+
+@pytest.fixture
+def dynamodb_read_store_url(dynamodb_local_endpoint: str) -> Iterator[str]:
+    yield from _fresh_table_url(dynamodb_local_endpoint, "read-")
+
+
+def _fresh_table_url(endpoint: str, kind: str = "") -> Iterator[str]:
     """A fresh table name; the store creates the table when first opened, and it is deleted."""
-    table = f"eventbank-test-{uuid.uuid4().hex[:12]}"
-    yield f"dynamodb://{table}?endpoint_url={dynamodb_local_endpoint}&region={REGION}"
+    table = f"eventbank-test-{kind}{uuid.uuid4().hex[:12]}"
+    yield f"dynamodb://{table}?endpoint_url={endpoint}&region={REGION}"
     try:
-        _client(dynamodb_local_endpoint).delete_table(TableName=table)
+        _client(endpoint).delete_table(TableName=table)
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceNotFoundException":
             raise

@@ -128,32 +128,9 @@ class DynamoReadStore(DynamoTable):
         return plan
 
     def _write(self, change: Change, before: BalanceRow | None) -> None:
-        """One transaction: the row (if still at ``before``), its movement, and the totals."""
-        row, move = change.row, change.transaction
-        guard: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(PK)"}
-        if before is not None:
-            guard = {"ConditionExpression": "#version = :before",
-                     "ExpressionAttributeNames": {"#version": "version"},
-                     "ExpressionAttributeValues": {":before": number(before.version)}}  # fmt: skip
-        # An account's currency never changes, so its deltas belong to one totals item.
-        opened = (row.status == "OPEN") - (before is not None and before.status == "OPEN")
-        items: list[dict[str, Any]] = [
-            {"Put": {"TableName": self.table, "Item": _row_item(row), **guard}},
-            {"Update": {
-                "TableName": self.table, "Key": _key(_TOTALS, row.currency),
-                "UpdateExpression": "ADD #balance :balance, #open :open",
-                "ExpressionAttributeNames": {"#balance": "balance_minor", "#open": "accounts_open"},
-                "ExpressionAttributeValues": {
-                    ":balance": number(row.balance_minor - (before.balance_minor if before else 0)),
-                    ":open": number(opened),
-                },
-            }},
-        ]  # fmt: skip
-        if move is not None:
-            items.append({"Put": {"TableName": self.table, "Item": _move_item(move)}})
-            if move.transfer_id is not None:
-                half = {**_move_item(move), **_key(f"TRANSFER#{move.transfer_id}", move.kind)}
-                items.append({"Put": {"TableName": self.table, "Item": half}})
+        """One transaction; a lost response needs no request token, as a retry of a write that
+        landed fails its version condition and is skipped like any duplicate."""
+        items = _transaction_items(self.table, change, before)
 
         def attempt() -> bool:
             try:
@@ -172,9 +149,9 @@ class DynamoReadStore(DynamoTable):
             return True
 
         if not self._retrying(attempt):  # another writer moved the row since _plan read it
-            current = self.balance(row.account_id)
-            if current is None or current.version < row.version:
-                raise _gap(row, current.version if current else 0)
+            current = self.balance(change.row.account_id)
+            if current is None or current.version < change.row.version:
+                raise _gap(change.row, current.version if current else 0)
 
     def save_failure(self, failure: Failure) -> None:
         item = {
@@ -306,6 +283,38 @@ class DynamoReadStore(DynamoTable):
             if "LastEvaluatedKey" not in page:
                 return
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _transaction_items(
+    table: str, change: Change, before: BalanceRow | None
+) -> list[dict[str, Any]]:
+    """The row (only if still at ``before``), its movement and transfer half, and the deltas
+    added to its currency's totals (an account's currency never changes)."""
+    row, move = change.row, change.transaction
+    guard: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(PK)"}
+    if before is not None:
+        guard = {"ConditionExpression": "#version = :before",
+                 "ExpressionAttributeNames": {"#version": "version"},
+                 "ExpressionAttributeValues": {":before": number(before.version)}}  # fmt: skip
+    opened = (row.status == "OPEN") - (before is not None and before.status == "OPEN")
+    items: list[dict[str, Any]] = [
+        {"Put": {"TableName": table, "Item": _row_item(row), **guard}},
+        {"Update": {
+            "TableName": table, "Key": _key(_TOTALS, row.currency),
+            "UpdateExpression": "ADD #balance :balance, #open :open",
+            "ExpressionAttributeNames": {"#balance": "balance_minor", "#open": "accounts_open"},
+            "ExpressionAttributeValues": {
+                ":balance": number(row.balance_minor - (before.balance_minor if before else 0)),
+                ":open": number(opened),
+            },
+        }},
+    ]  # fmt: skip
+    if move is not None:
+        items.append({"Put": {"TableName": table, "Item": _move_item(move)}})
+        if move.transfer_id is not None:
+            half = {**_move_item(move), **_key(f"TRANSFER#{move.transfer_id}", move.kind)}
+            items.append({"Put": {"TableName": table, "Item": half}})
+    return items
 
 
 def _gap(row: BalanceRow, at: int) -> ReadStoreError:
