@@ -31,7 +31,7 @@ def store_url(request: pytest.FixtureRequest) -> str:
 
 
 # Read-model stores plug in the same way, with a ``<engine>_read_store_url`` fixture.
-READ_ENGINES = ["sqlite"]
+READ_ENGINES = ["sqlite", "postgres", "dynamodb"]
 
 
 @pytest.fixture(params=READ_ENGINES)

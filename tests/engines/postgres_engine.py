@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -65,14 +66,29 @@ def postgres_server_url() -> Iterator[str]:
 
 @pytest.fixture
 def postgres_store_url(postgres_server_url: str) -> Iterator[str]:
-    """A fresh, empty database per test, dropped afterwards (its connections closed first)."""
+    """A fresh, empty database per test for the event store."""
+    with _fresh_database(postgres_server_url) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_read_store_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database of its own for the read models (the default, sharing the event store's
+    database, is covered in tests/test_postgres_read_store.py)."""
+    with _fresh_database(postgres_server_url) as url:
+        yield url
+
+
+@contextmanager
+def _fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on ``server_url``, dropped afterwards (its connections closed)."""
     name = f"eb_{uuid.uuid4().hex}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+    with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     try:
-        yield urlunsplit(urlsplit(postgres_server_url)._replace(path=f"/{name}"))
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
     finally:
-        with psycopg.connect(postgres_server_url, autocommit=True) as admin:
+        with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
