@@ -27,6 +27,7 @@ from eventbank.store.contract import (
     ConcurrencyConflict,
     DuplicateCommand,
     DuplicateEvent,
+    SchemaTooNew,
     StoreUnavailable,
 )
 from eventbank.store.postgres import (
@@ -34,7 +35,6 @@ from eventbank.store.postgres import (
     _LOCK_NAMESPACE,
     SCHEMA_VERSION,
     PostgresEventStore,
-    SchemaTooNew,
 )
 from tests.factories import new_event
 

@@ -14,10 +14,10 @@ import psycopg
 import pytest
 
 from eventbank.cli import main
-from eventbank.pg import SchemaTooNew
 from eventbank.projections.runner import ProjectionRunner, Projector
 from eventbank.readmodels.postgres import SCHEMA_VERSION, PostgresReadStore
 from eventbank.service import LedgerService
+from eventbank.store.contract import SchemaTooNew
 from eventbank.store.postgres import SCHEMA_VERSION as EVENT_SCHEMA_VERSION
 from eventbank.store.postgres import PostgresEventStore
 from eventbank.wiring import open_ledger

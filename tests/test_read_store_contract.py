@@ -69,6 +69,12 @@ def test_a_change_beyond_the_next_version_is_refused_as_a_gap(reads):
     assert reads.checkpoint(P) == 0
 
 
+def test_an_absent_row_may_only_start_at_version_1(reads):
+    with pytest.raises(ReadStoreError, match="gap"):
+        reads.apply(P, [Change(row("late", 3, 5), None)])
+    assert reads.balance("late") is None
+
+
 def test_transactions_page_by_version_and_transfers_are_found_by_id(reads):
     reads.apply(P, opened_and_funded("a", 500) + opened_and_funded("b", 0)[:1])
     reads.apply(P, [

@@ -10,8 +10,7 @@ import textwrap
 import pytest
 
 from eventbank.service import LedgerService
-from eventbank.sqlite_file import SchemaTooNew
-from eventbank.store.contract import StoreError
+from eventbank.store.contract import SchemaTooNew, StoreError
 from eventbank.store.sqlite import SCHEMA_VERSION, SqliteEventStore
 
 

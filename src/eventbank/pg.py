@@ -14,11 +14,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from eventbank.store.contract import StoreError, StoreUnavailable
-
-
-class SchemaTooNew(StoreError):
-    code = "schema_too_new"
+from eventbank.store.contract import SchemaTooNew, StoreError, StoreUnavailable
 
 
 def open_pool(

@@ -13,11 +13,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from eventbank.store.contract import StoreError, StoreUnavailable
-
-
-class SchemaTooNew(StoreError):
-    code = "schema_too_new"
+from eventbank.store.contract import SchemaTooNew, StoreUnavailable
 
 
 class SqliteFile:

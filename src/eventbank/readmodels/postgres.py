@@ -102,7 +102,11 @@ _FAILURE_COLUMNS = (
 # Returns a row only when the change was written; a skipped one (guard false) returns none.
 _UPSERT_BALANCE = (
     f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (account_id) DO UPDATE SET"
+    " SELECT %(id)s, %(owner)s, %(type)s, %(currency)s, %(balance)s, %(status)s, %(version)s,"
+    " %(updated_at)s"
+    # an absent row may only start at version 1: anything else is a gap
+    " WHERE %(version)s = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = %(id)s)"
+    " ON CONFLICT (account_id) DO UPDATE SET"
     " owner = excluded.owner, account_type = excluded.account_type,"
     " currency = excluded.currency, balance_minor = excluded.balance_minor,"
     " status = excluded.status, version = excluded.version, updated_at = excluded.updated_at"
@@ -272,8 +276,10 @@ def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> lis
     with conn.cursor() as cursor:
         cursor.executemany(
             _UPSERT_BALANCE,
-            [(r.account_id, r.owner, r.account_type, r.currency, r.balance_minor, r.status,
-              r.version, r.updated_at) for r in (change.row for change in changes)],
+            [{"id": r.account_id, "owner": r.owner, "type": r.account_type,
+              "currency": r.currency, "balance": r.balance_minor, "status": r.status,
+              "version": r.version, "updated_at": r.updated_at}
+             for r in (change.row for change in changes)],
             returning=True,
         )  # fmt: skip
         return [result.fetchone() is not None for result in cursor.results()]
@@ -302,9 +308,9 @@ def _first_gap(
         row = change.row
         if ok:
             seen[row.account_id] = row.version - 1
-        elif seen[row.account_id] < row.version:
+        elif seen.get(row.account_id, 0) < row.version:
             gap = ReadStoreError(
-                f"gap in {row.account_id}: read model at v{seen[row.account_id]},"
+                f"gap in {row.account_id}: read model at v{seen.get(row.account_id, 0)},"
                 f" change is v{row.version}"
             )
     return gap

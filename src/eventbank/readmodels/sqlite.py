@@ -100,7 +100,10 @@ class SqliteReadStore:
                 row = change.row
                 applied = conn.execute(
                     f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET"
+                    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"
+                    # an absent row may only start at version 1: anything else is a gap
+                    " WHERE ?7 = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = ?1)"
+                    " ON CONFLICT (account_id) DO UPDATE SET"
                     " owner = excluded.owner, account_type = excluded.account_type,"
                     " currency = excluded.currency, balance_minor = excluded.balance_minor,"
                     " status = excluded.status, version = excluded.version,"

@@ -118,6 +118,12 @@ class StoreError(EventbankError):
     code = "store_error"
 
 
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer eventbank; refusing beats misreading it."""
+
+    code = "schema_too_new"
+
+
 class StoreUnavailable(StoreError):
     """The store could not be reached or the write's fate is unknown; safe to retry the command."""
 
