@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-servers lint bench clean
+.PHONY: install run test test-servers lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,22 +21,33 @@ run: install
 
 ## Install what the tests need and run the whole suite against real engines.
 test: install test-servers
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench reliability
+	$(BIN)/ruff format --check src tests bench reliability
 	$(BIN)/pytest
 
 ## Everything the engine tests need that pip does not install (one line per engine).
 test-servers:
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-dynamodb-local.sh
+	bash scripts/ensure-browser.sh
 
 ## Benchmarks: each prints what it measured and against what, side by side.
 bench: install
 	$(BIN)/python bench/load_account.py
 
+## Chaos soak: faults injected under load, then every invariant checked (README, "Reliability").
+## make chaos [ENGINE=sqlite|postgres|dynamodb|all] [DURATION=seconds] [INTERVAL=min:max]
+ENGINE ?= all
+DURATION ?= 600
+INTERVAL ?= 0.5:3
+chaos: install
+	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-dynamodb-local.sh
+	$(BIN)/python -m reliability.chaos --engine $(ENGINE) --duration $(DURATION) --interval $(INTERVAL)
+
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench reliability
+	$(BIN)/ruff format --check src tests bench reliability
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

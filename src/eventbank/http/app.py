@@ -27,6 +27,7 @@ from eventbank import __version__
 from eventbank.domain.errors import EventbankError
 from eventbank.http import problems
 from eventbank.http.auth import Token, TokenStore
+from eventbank.http.dashboard import dashboard_routes
 from eventbank.http.params import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -239,6 +240,7 @@ def create_app(
     app.include_router(
         payroll_routes(payrolls, saga_runner, {"read": allowed("read"), "write": allowed("write")})
     )
+    app.include_router(dashboard_routes(ledger, allowed))
     _document_problem_schema(app)
     return app
 
