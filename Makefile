@@ -31,9 +31,12 @@ test-servers:
 	bash scripts/ensure-dynamodb-local.sh
 	bash scripts/ensure-browser.sh
 
-## Benchmarks: each prints what it measured and against what, side by side.
+## Benchmark (README, "Performance"): eventbank vs the eventsourcing library vs raw-SQL floors
+## on every engine; table printed, JSON + PNG in benchmarks/results/. make bench [QUICK=1]
 bench: install
-	$(BIN)/python bench/load_account.py
+	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-dynamodb-local.sh
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 ## Chaos soak: faults injected under load, then every invariant checked (README, "Reliability").
 ## make chaos [ENGINE=sqlite|postgres|dynamodb|all] [DURATION=seconds] [INTERVAL=min:max]

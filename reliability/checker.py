@@ -6,11 +6,17 @@ Invariants (issue 10):
    the engine has a global order (a linearised history, as Jepsen's bank test checks), and at
    the end on every engine;
 2. no balance is ever negative — in any client read, and at any point of any account's stream;
-3. every acknowledged transfer is in the event store exactly once;
+3. every acknowledged transfer is in the event store exactly once (and no transfer is there
+   that no client asked for, or that was refused);
 4. every transfer is whole: its debit and its credit are both present, or neither;
-5. every indeterminate request (answer lost, retried with the same key) had at most one effect.
+5. every indeterminate request (answer lost, retried with the same key) had at most one effect;
+6. after recovery the read models equal a replay and the audit is clean — the harness runs the
+   Auditor and passes its findings in as ``recovery_problems``;
+7. every answer is a documented one: no 5xx but ``503 store_unavailable``, no 4xx but a refusal
+   (``insufficient_funds``) or a retryable ``concurrency_conflict``.
 
-The sixth (read models equal a replay, audit clean) is the Auditor's job; the harness runs it.
+Reader observations are checked for (2) only: per-account GETs are no atomic snapshot, so
+their sum may differ from the total while transfers are in flight. (1) is checked on the log.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ from typing import Any
 from eventbank.store.contract import RecordedEvent
 
 _SIGN = {"FundsDeposited": 1, "TransferredIn": 1, "FundsWithdrawn": -1, "TransferredOut": -1}
+INVARIANTS = {
+    1: "total of all balances conserved",
+    2: "no balance ever negative",
+    3: "acknowledged transfers stored exactly once",
+    4: "every transfer whole",
+    5: "indeterminate requests: at most one effect",
+    6: "read models = replay, audit clean",
+    7: "only documented answers (no 500s)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +58,12 @@ class CheckReport:
     def flag(self, invariant: int, detail: str) -> None:
         self.violations.append(Violation(invariant, detail))
 
+    def by_invariant(self) -> dict[int, list[str]]:
+        found: dict[int, list[str]] = {number: [] for number in INVARIANTS}
+        for violation in self.violations:
+            found[violation.invariant].append(violation.detail)
+        return found
+
 
 def check(
     history: Iterable[Mapping[str, Any]],
@@ -50,9 +71,11 @@ def check(
     expected_total_minor: int,
     *,
     ordered: bool,
+    recovery_problems: Sequence[str] = (),
 ) -> CheckReport:
-    """``history``: the client log (``op`` transfer/read/crash); ``events``: the whole event
-    store in feed order; ``expected_total_minor``: the sum of balances before the run."""
+    """``history``: the client log (``op`` transfer/read/crash/fault); ``events``: the whole
+    event store in feed order; ``expected_total_minor``: the sum of balances before the run;
+    ``recovery_problems``: what the audit after recovery found (invariant 6)."""
     report = CheckReport()
     accounts = [e for e in events if e.aggregate_type == "Account"]
     transfers = _transfers(accounts)
@@ -60,22 +83,43 @@ def check(
     for transfer_id, halves in transfers.items():
         command = halves[0].metadata.get("command_id", "")
         by_command[command].append(transfer_id)
+    requested = set()
     for op in history:
-        kind = op["op"]
-        report.counts[kind if kind != "transfer" else f"transfer_{op['outcome']}"] += 1
-        if kind == "read":
+        _count(op, report.counts)
+        for answer in op.get("unexpected", ()):
+            report.flag(7, f"{op['op']} {op.get('key', '')} was answered {answer}".strip())
+        if op["op"] == "read":
             for account, minor in op["balances"].items():
                 if minor < 0:
                     report.flag(2, f"a read saw {account} at {minor}")
-        elif kind == "transfer":
+        elif op["op"] == "transfer":
+            requested.add(op["key"])
             _check_transfer(op, transfers, by_command, report)
+    for command in by_command.keys() - requested:
+        report.flag(3, f"transfer {by_command[command]} (key {command!r}) that no client sent")
     for transfer_id, halves in transfers.items():
         kinds = sorted(h.event_type for h in halves)
         if kinds != ["TransferredIn", "TransferredOut"]:
             report.flag(4, f"transfer {transfer_id} is not whole: {kinds}")
     _check_balances(accounts, report)
     _check_totals(accounts, expected_total_minor, ordered, report)
+    for problem in recovery_problems:
+        report.flag(6, problem)
     return report
+
+
+def _count(op: Mapping[str, Any], counts: Counter) -> None:
+    kind = op["op"]
+    if kind == "transfer":
+        lost = op.get("lost", 0)
+        tally = {f"transfer_{op['outcome']}": 1, "answers_lost": lost,
+                 "answers_503": op.get("statuses", {}).get("503", 0),
+                 "ok_after_lost_answer": op["outcome"] == "ok" and lost > 0}  # fmt: skip
+        counts.update({key: int(n) for key, n in tally.items() if n})
+    else:
+        counts[kind] += 1
+        if "kind" in op:
+            counts[f"{kind}:{op['kind']}"] += 1
 
 
 def _transfers(accounts: Sequence[RecordedEvent]) -> dict[str, list[RecordedEvent]]:
@@ -102,8 +146,10 @@ def _check_transfer(
             report.flag(3, f"acknowledged transfer {transfer_id} (key {op['key']}) is missing")
         elif transfer_id not in effects:
             report.flag(3, f"acknowledged transfer {transfer_id} is not the one for {op['key']}")
-    elif op["outcome"] == "refused" and effects:
-        report.flag(3, f"refused request {op['key']} moved money anyway")
+    elif op["outcome"] in ("refused", "error") and effects:
+        report.flag(3, f"{op['outcome']} request {op['key']} moved money anyway")
+    elif op["outcome"] == "indeterminate":
+        report.counts[f"indeterminate_{'applied' if effects else 'not_applied'}"] += 1
 
 
 def _check_balances(accounts: Sequence[RecordedEvent], report: CheckReport) -> None:

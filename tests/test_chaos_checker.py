@@ -9,6 +9,7 @@ import pytest
 
 from eventbank.store.contract import RecordedEvent
 from reliability.checker import check
+from reliability.report import render
 
 _positions = itertools.count(1)
 
@@ -50,7 +51,18 @@ def test_a_clean_history_has_no_violations_and_is_counted():
     report = check(history, events, 200, ordered=True)
     assert report.ok, report.violations
     assert report.counts == {"transfer_ok": 1, "transfer_refused": 1,
-                             "transfer_indeterminate": 1, "read": 1, "crash": 1}  # fmt: skip
+                             "transfer_indeterminate": 1, "indeterminate_not_applied": 1,
+                             "read": 1, "crash": 1}  # fmt: skip
+
+
+def test_lost_answers_503s_and_fault_kinds_are_counted():
+    history, events = clean_run()
+    history[0].update(lost=2, statuses={"lost": 2, "503": 1, "201": 1})
+    history += [{"op": "crash", "kind": "server_kill"}, {"op": "fault", "kind": "disk_full"}]
+    counts = check(history, events, 200, ordered=True).counts
+    assert (counts["answers_lost"], counts["ok_after_lost_answer"], counts["answers_503"]) == (
+        2, 1, 1)  # fmt: skip
+    assert (counts["crash"], counts["crash:server_kill"], counts["fault:disk_full"]) == (2, 1, 1)
 
 
 def plant(violation: str):
@@ -70,6 +82,15 @@ def plant(violation: str):
         events.append(event("b", 4, "FundsDeposited", 1))
     elif violation == "refused but applied":
         events += transfer("t11", "a", 4, "b", 4, 5, "k2")
+    elif violation == "transfer nobody sent":
+        events += transfer("t12", "a", 4, "b", 4, 5, "k-unknown")
+    elif violation == "failed request applied":
+        history.append({"op": "transfer", "key": "k4", "outcome": "error"})
+        events += transfer("t13", "a", 4, "b", 4, 5, "k4")
+    elif violation == "undocumented answer":
+        history[0]["unexpected"] = ["500 internal_error"]
+    elif violation == "undocumented answer to a read":
+        history[3]["unexpected"] = ["502 "]
     return history, events
 
 
@@ -83,6 +104,10 @@ def plant(violation: str):
         ("negative read", 2),
         ("changed total", 1),
         ("refused but applied", 3),
+        ("transfer nobody sent", 3),
+        ("failed request applied", 3),
+        ("undocumented answer", 7),
+        ("undocumented answer to a read", 7),
     ],
 )
 def test_each_planted_violation_is_reported(violation, invariant):
@@ -90,3 +115,19 @@ def test_each_planted_violation_is_reported(violation, invariant):
     for ordered in (True, False):
         report = check(history, events, 200, ordered=ordered)
         assert invariant in {v.invariant for v in report.violations}, (violation, report)
+
+
+def test_what_the_audit_after_recovery_found_is_a_violation_of_invariant_6():
+    history, events = clean_run()
+    report = check(history, events, 200, ordered=True,
+                   recovery_problems=["audit: read_model_mismatch a v3: differs"])  # fmt: skip
+    assert [(v.invariant, v.detail) for v in report.violations] == [
+        (6, "audit: read_model_mismatch a v3: differs")]  # fmt: skip
+
+
+def test_the_report_shows_counts_and_violations_side_by_side():
+    history, events = plant("half transfer")
+    text = render(check(history, events, 200, ordered=True), ["title"])
+    assert "transfers attempted" in text and "4 every transfer whole" in text
+    assert "FAIL: 2 violation(s)" in text and "[4] transfer t1 is not whole" in text
+    assert "PASS: 0 violation(s)" in render(check(*clean_run(), 200, ordered=True), ["title"])

@@ -17,7 +17,7 @@ import hashlib
 import io
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +66,7 @@ def parse_lines(text: str, fmt: str = "csv") -> tuple[list[RawLine], list[dict[s
     """Lines of ``account_id,amount,reference`` (CSV, header optional) or JSON objects (jsonl)."""
     rows, problems = [], []
     if fmt == "csv":
-        for line_no, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
+        for line_no, fields in enumerate(_csv_records(text, problems), start=1):
             if not fields or not "".join(fields).strip():
                 continue
             cells = [f.strip() for f in fields]
@@ -86,12 +86,22 @@ def parse_lines(text: str, fmt: str = "csv") -> tuple[list[RawLine], list[dict[s
                 obj = json.loads(line)
                 rows.append(RawLine(line_no, obj["account_id"], obj["amount"],
                                     str(obj.get("reference", ""))))  # fmt: skip
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 problems.append({"line": line_no, "problem": "expected a JSON object with "
                                  "account_id, amount and reference"})  # fmt: skip
     else:
         raise InvalidInput(f"format must be csv or jsonl, not {fmt!r}")
     return rows, problems
+
+
+def _csv_records(text: str, problems: list[dict[str, Any]]) -> Iterator[list[str]]:
+    """CSV records; a lone CR ends a line too (newline=""), and what the csv module cannot
+    read (e.g. a field over its size limit) is reported as a problem, not raised."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        yield from reader
+    except csv.Error as exc:
+        problems.append({"line": reader.line_num, "problem": f"not valid CSV: {exc}"})
 
 
 def _checksum(lines: list[tuple[str, int, str]]) -> str:

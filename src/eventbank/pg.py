@@ -16,6 +16,11 @@ from psycopg_pool import ConnectionPool
 
 from eventbank.store.contract import SchemaTooNew, StoreError, StoreUnavailable
 
+# psycopg_pool backs off between reconnection attempts (1 s, 2 s, 4 s …) until this runs out,
+# then leaves the next request to start afresh. Its default (5 minutes) let the backoff grow to
+# a minute while a server was down, so the pool stayed empty about that long after it returned.
+RECONNECT_TIMEOUT_S = 5.0
+
 
 def open_pool(
     conninfo: str, *, name: str, pool_size: int, connect_timeout_s: int, lock_timeout_s: float
@@ -29,6 +34,7 @@ def open_pool(
         kwargs={"autocommit": True, "connect_timeout": connect_timeout_s},
         configure=partial(bound_lock_waits, lock_timeout_s=lock_timeout_s),
         check=ConnectionPool.check_connection,  # a server restart costs no failed command
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
         name=name,
         open=True,
     )

@@ -2,15 +2,19 @@
 
 Every write follows one path (``_handle``):
 
-1. If the command id is already recorded, answer with its first outcome (same parameters) or
-   refuse (``IdempotencyKeyReused``). Nothing is written.
-2. Read the streams involved and fold them into state.
-3. Let the pure domain decide the events.
-4. Append them with the expected versions *and* the command record in one atomic write.
-5. On ``ConcurrencyConflict`` / ``DuplicateCommand`` (someone else wrote first) or
-   ``StoreUnavailable`` (the write did not happen, or its fate is unknown) go back to 1 after a
-   jittered backoff, at most ``max_attempts`` times. Step 1 makes the retry safe: a write that
-   did land is found and replayed, never repeated.
+1. Take the state of the streams involved from the account cache (cache.py), or read and fold
+   them (snapshot + later events).
+2. Let the pure domain decide the events. A refusal decided on cached state is decided again on
+   the store's current state before it counts.
+3. Append them with the expected versions *and* the command record in one atomic write.
+4. If the command id was recorded before (the append raises ``DuplicateCommand``, or a refused
+   command's key may have been used before), answer with its first outcome (same parameters)
+   or refuse (``IdempotencyKeyReused``); nothing is written. The check inside the atomic write
+   is the guarantee, so no look-up is spent before deciding on the common, first run.
+5. On ``ConcurrencyConflict`` (someone else wrote first: the streams are dropped from the
+   cache) or ``StoreUnavailable`` (the write did not happen, or its fate is unknown) go back to
+   1 after a jittered backoff, at most ``max_attempts`` times. Step 4 makes the retry safe: a
+   write that did land is found and replayed, never repeated.
 
 Outcomes of refused commands (insufficient funds, …) are not recorded: nothing happened, so a
 retry with the same key is evaluated afresh.
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from eventbank.cache import AccountCache
 from eventbank.canonical import fingerprint
 from eventbank.domain import account as domain
 from eventbank.domain.account import Account
@@ -50,6 +55,9 @@ from eventbank.store.contract import (
 
 log = logging.getLogger(__name__)
 _COMMAND_ID = re.compile(r"[!-~]{1,255}")  # printable ASCII, no spaces, as Stripe's keys
+# A store still unavailable this long after a command began is down, not blipping: say so (503)
+# instead of retrying on top of the engine's own waits (a pool or lock timeout per attempt).
+UNAVAILABLE_RETRY_S = 2.0
 
 
 class IdempotencyKeyReused(Conflict):
@@ -95,10 +103,12 @@ class LedgerService:
         observer: CommandObserver | None = None,
         channel: str = "unknown",
         snapshot_every: int = 100,
+        cache_size: int = 10_000,
     ):
         """``after_append`` sees each command's recorded events once they are durable (e.g. to
         project them inline); it must not raise. ``observer`` is told of outcomes and retries.
-        ``channel`` (cli, api, …) is recorded on deposits: how the money arrived."""
+        ``channel`` (cli, api, …) is recorded on deposits: how the money arrived.
+        ``cache_size`` bounds how many accounts' states are kept between commands (0: none)."""
         self.channel = channel
         if snapshot_every < 1:
             raise InvalidInput("snapshot_every must be at least 1")
@@ -110,6 +120,7 @@ class LedgerService:
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
+        self._cache = AccountCache(cache_size)
 
     # ------------------------------------------------------------ reads
 
@@ -118,7 +129,7 @@ class LedgerService:
 
     def _load(self, account_id: str) -> tuple[Account | None, str]:
         """The account folded from its newest usable snapshot plus the events after it, and the
-        hash at the head of its chain (the next event chains from it).
+        hash at the head of its chain (the next event chains from it); remembered in the cache.
 
         A snapshot of another state schema version is ignored (replayed from events instead),
         so a snapshot can never be misread after Account changes shape.
@@ -135,7 +146,24 @@ class LedgerService:
         folded = domain.replay(
             (event_from_data(e.event_type, dict(e.data), e.schema_version) for e in events), state
         )
+        if folded is not None:
+            self._cache.put(folded, head)
         return folded, head
+
+    def _known(
+        self, stream_ids: Sequence[str]
+    ) -> tuple[dict[str, tuple[Account | None, str]], list[str]]:
+        """Each stream's state and chain head, from the cache where it has them (they may be
+        stale: the append's version check decides), else loaded; and which came from the cache."""
+        known, cached = {}, []
+        for sid in stream_ids:
+            entry = self._cache.get(sid)
+            if entry is None:
+                known[sid] = self._load(sid)
+            else:
+                known[sid] = entry
+                cached.append(sid)
+        return known, cached
 
     def take_snapshot(self, account_id: str) -> Account:
         """Save the account's current state as a snapshot (also done every ``snapshot_every``)."""
@@ -279,45 +307,91 @@ class LedgerService:
         decide: Decision,
         describe: Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]],
     ) -> Receipt:
+        supplied = bool(command_id)
         command_id = check_command_id(command_id) if command_id else str(uuid.uuid4())
         request_fingerprint = fingerprint(request)
         last_error: Exception | None = None
+        unavailable_deadline = time.monotonic() + UNAVAILABLE_RETRY_S
         for attempt in range(self.max_attempts):
             if attempt:
                 if self.observer is not None:
                     self.observer.command_retried(request["command"], type(last_error).__name__)
                 self._backoff(attempt)
-            first_run = self.store.find_command(command_id)
-            if first_run is not None:
-                if first_run.fingerprint != request_fingerprint:
-                    raise IdempotencyKeyReused(
-                        f"idempotency key {command_id!r} was used for a different request"
-                    )
-                return Receipt(command_id, first_run.outcome, replayed=True)
-            loaded = {sid: self._load(sid) for sid in stream_ids}
-            states = {sid: state for sid, (state, _) in loaded.items()}
-            decided = decide(states)
-            after = dict(states)
-            for event in decided:
-                after[event.account_id] = domain.apply(after[event.account_id], event)
-            outcome = {"command_id": command_id, **describe(after, decided)}
-            heads = {sid: head for sid, (_, head) in loaded.items()}
-            new_events = chained(self._envelopes(decided, states, command_id), heads)
-            expected = {sid: (state.version if state else 0) for sid, state in states.items()}
-            record = CommandRecord(command_id, request_fingerprint, outcome)
             try:
-                recorded = self.store.append(new_events, expected, record)
-            except (ConcurrencyConflict, DuplicateCommand, StoreUnavailable) as exc:
+                return self._decide_and_append(
+                    command_id, request_fingerprint, stream_ids, decide, describe
+                )
+            except ConcurrencyConflict as exc:
+                self._cache.forget(exc.aggregate_ids)
                 last_error = exc
-                continue
-            self._snapshot_crossings(states, after, {e.aggregate_id: e.hash for e in recorded})
-            if self.after_append is not None:
-                self.after_append(recorded)
-            return Receipt(command_id, outcome)
+            except StoreUnavailable as exc:
+                if time.monotonic() > unavailable_deadline:
+                    raise
+                last_error = exc
+            except (DuplicateCommand, RuleViolation, InvalidInput) as exc:
+                # A fresh random id on its first attempt cannot have run before; any other may.
+                ran_before = supplied or attempt > 0 or isinstance(exc, DuplicateCommand)
+                first_run = self._first_run(command_id, request_fingerprint) if ran_before else None
+                if first_run is not None:
+                    return first_run
+                if not isinstance(exc, DuplicateCommand):
+                    raise
+                last_error = exc
+        if isinstance(last_error, StoreUnavailable):
+            raise last_error  # not a conflict: the store failed, and a retry is safe
         raise RetriesExhausted(
             f"gave up after {self.max_attempts} attempts ({last_error}); "
             "nothing was written, try again"
         )
+
+    def _first_run(self, command_id: str, request_fingerprint: str) -> Receipt | None:
+        """The first outcome of ``command_id`` if it was recorded; refused if for another
+        request."""
+        first_run = self.store.find_command(command_id)
+        if first_run is None:
+            return None
+        if first_run.fingerprint != request_fingerprint:
+            raise IdempotencyKeyReused(
+                f"idempotency key {command_id!r} was used for a different request"
+            )
+        return Receipt(command_id, first_run.outcome, replayed=True)
+
+    def _decide_and_append(
+        self,
+        command_id: str,
+        request_fingerprint: str,
+        stream_ids: Sequence[str],
+        decide: Decision,
+        describe: Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]],
+    ) -> Receipt:
+        known, cached = self._known(stream_ids)
+        states = {sid: state for sid, (state, _) in known.items()}
+        try:
+            decided = decide(states)
+        except (RuleViolation, InvalidInput):
+            if not cached:
+                raise
+            self._cache.forget(cached)  # a refusal must hold on the store's current state
+            known.update((sid, self._load(sid)) for sid in cached)
+            states = {sid: state for sid, (state, _) in known.items()}
+            decided = decide(states)
+        after = dict(states)
+        for event in decided:
+            after[event.account_id] = domain.apply(after[event.account_id], event)
+        outcome = {"command_id": command_id, **describe(after, decided)}
+        heads = {sid: head for sid, (_, head) in known.items()}
+        new_events = chained(self._envelopes(decided, states, command_id), heads)
+        expected = {sid: (state.version if state else 0) for sid, state in states.items()}
+        record = CommandRecord(command_id, request_fingerprint, outcome)
+        recorded = self.store.append(new_events, expected, record)
+        heads.update((event.aggregate_id, event.hash) for event in recorded)
+        for sid, state in after.items():
+            if state is not None:
+                self._cache.put(state, heads[sid])
+        self._snapshot_crossings(states, after, heads)
+        if self.after_append is not None:
+            self.after_append(recorded)
+        return Receipt(command_id, outcome)
 
     def _envelopes(
         self, events: list[AccountEvent], states: Mapping[str, Account | None], command_id: str

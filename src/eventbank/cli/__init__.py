@@ -15,6 +15,7 @@ from rich.console import Console
 
 from eventbank.cli.accounts import accounts_app
 from eventbank.cli.audit import audit_app
+from eventbank.cli.bench import bench_app
 from eventbank.cli.common import Settings
 from eventbank.cli.payroll import payroll_app
 from eventbank.cli.projections import projections_app
@@ -33,6 +34,7 @@ app = typer.Typer(
 app.add_typer(accounts_app)
 app.add_typer(serve_app)
 app.add_typer(audit_app)
+app.add_typer(bench_app)
 app.add_typer(projections_app, name="projections", help="Read-model projections.")
 app.add_typer(tokens_app, name="tokens", help="API tokens for the HTTP service.")
 app.add_typer(payroll_app, name="payroll", help="Batch payments as resumable sagas.")

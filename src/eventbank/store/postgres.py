@@ -14,12 +14,12 @@ rolled-back appends are never filled), and the feed is the plain ``position > af
 position``. Under the lock the expected-version checks are exact, as with SQLite's
 ``BEGIN IMMEDIATE``; the unique constraints stay as the backstop.
 
-Cost: one append at a time per database. Each append holds the lock for its checks, inserts
-and commit flush (fsync), so append throughput is about 1 / (append latency) and PostgreSQL
-cannot group the commits of concurrent writers; batching several commands' appends into one
-transaction (``write_batch`` is kept apart for that) is how to win throughput back. A writer
-waits at most ``lock_timeout_s`` for the lock and then gets ``StoreUnavailable`` (retryable).
-Reads, snapshots and command look-ups never take the lock.
+Cost: one append transaction at a time per database. Each holds the lock for its checks,
+inserts and commit flush (fsync), so PostgreSQL cannot group the commits of concurrent writers
+itself; instead this engine group-commits (store/group_commit.py): concurrent appends in one
+process share one transaction, which takes the lock once, writes each append under its own
+savepoint and flushes once. A writer waits at most ``lock_timeout_s`` for the lock and then
+gets ``StoreUnavailable`` (retryable). Reads, snapshots and command look-ups never take the lock.
 
 Rejected alternative: recording ``pg_current_xact_id()`` per row and reading only below
 ``pg_snapshot_xmin(pg_current_snapshot())`` keeps writers concurrent, but positions are not
@@ -34,6 +34,7 @@ back exactly as written (big integers, key order, ``\\u0000``) and match the SQL
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
@@ -42,7 +43,6 @@ from psycopg.types.json import Json
 
 from eventbank import pg
 from eventbank.canonical import canonical_json
-from eventbank.pg import SchemaTooNew as SchemaTooNew  # re-exported: raised by the migration
 from eventbank.store.contract import (
     CommandRecord,
     ConcurrencyConflict,
@@ -56,6 +56,8 @@ from eventbank.store.contract import (
     check_read_limit,
     recorded,
 )
+from eventbank.store.group_commit import DEFAULT_MAX, DEFAULT_WAIT_MS, GroupCommit
+from eventbank.store.url import split_group_commit
 
 SCHEMA_VERSION = 1
 
@@ -113,8 +115,15 @@ class PostgresEventStore:
         pool_size: int = 10,
         connect_timeout_s: int = 10,
         lock_timeout_s: float = 10.0,
+        group_commit_max: int = DEFAULT_MAX,
+        group_commit_wait_ms: float = DEFAULT_WAIT_MS,
     ):
         self.lock_timeout_s = lock_timeout_s
+        self.group_commit: GroupCommit[psycopg.Connection] = GroupCommit(
+            self._append_transaction,
+            max_batch=group_commit_max,
+            max_wait_ms=group_commit_wait_ms,
+        )
         self._migrate(conninfo, connect_timeout_s)
         self._pool = pg.open_pool(
             conninfo,
@@ -126,8 +135,10 @@ class PostgresEventStore:
 
     @classmethod
     def from_url(cls, url: str) -> PostgresEventStore:
-        """``postgresql://user:password@host:port/dbname?…``; libpq reads the URL as it is."""
-        return cls(url)
+        """``postgresql://user:password@host:port/dbname?…``: the group-commit parameters are
+        taken out (store/group_commit.py) and libpq reads the rest as it is."""
+        conninfo, options = split_group_commit(url)
+        return cls(conninfo, **options)
 
     # ------------------------------------------------------------ connections
 
@@ -172,8 +183,9 @@ class PostgresEventStore:
         command: CommandRecord | None = None,
     ) -> list[RecordedEvent]:
         check_append(events, expected_versions)
-        with self._append_transaction() as conn:
-            return write_batch(conn, events, expected_versions, command)
+        return self.group_commit.run(
+            lambda conn: write_batch(conn, events, expected_versions, command)
+        )
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         with self._connection() as conn:
@@ -233,44 +245,49 @@ class PostgresEventStore:
         return Snapshot(*row) if row else None
 
 
+# One round trip answers every check of an append: is the command known, where is each named
+# stream's head (in the order given; one index probe each), which event ids are taken.
+_CHECK = (
+    "SELECT EXISTS (SELECT 1 FROM commands WHERE command_id = %s),"
+    " ARRAY(SELECT COALESCE((SELECT MAX(version) FROM events WHERE aggregate_id = stream), 0)"
+    " FROM unnest(%s::text[]) WITH ORDINALITY AS given(stream, n) ORDER BY n),"
+    " ARRAY(SELECT event_id FROM events WHERE event_id = ANY(%s::text[]))"
+)
+
+
 def write_batch(
     conn: psycopg.Connection,
     events: Sequence[NewEvent],
     expected_versions: Mapping[str, int],
     command: CommandRecord | None,
 ) -> list[RecordedEvent]:
-    """Write one validated append inside the caller's transaction, which holds the append lock.
+    """Write one validated append inside the caller's transaction, which holds the append lock:
+    one statement for the checks, one for the events, one for the command record.
 
     Kept apart from transaction handling so that several commands' appends can share one
     transaction (group commit), each under its own savepoint.
     """
-    if command is not None:
-        known = conn.execute(
-            "SELECT 1 FROM commands WHERE command_id = %s", (command.command_id,)
-        ).fetchone()
-        if known:
-            raise DuplicateCommand(command.command_id)
-    current = dict(
-        conn.execute(
-            "SELECT aggregate_id, MAX(version) FROM events WHERE aggregate_id = ANY(%s)"
-            " GROUP BY aggregate_id",
-            (list(expected_versions),),
-        ).fetchall()
-    )
-    stale = [sid for sid, expected in expected_versions.items() if current.get(sid, 0) != expected]
-    if stale:
+    command_id = command.command_id if command is not None else None
+    streams = list(expected_versions)
+    known_command, heads, known_ids = conn.execute(
+        _CHECK, (command_id, streams, [event.event_id for event in events])
+    ).fetchone()
+    if known_command:
+        raise DuplicateCommand(command_id)  # type: ignore[arg-type]
+    current = dict(zip(streams, heads, strict=True))
+    if stale := [sid for sid, expected in expected_versions.items() if current[sid] != expected]:
         raise ConcurrencyConflict(stale)
-    known_ids = [
-        row[0]
-        for row in conn.execute(
-            "SELECT event_id FROM events WHERE event_id = ANY(%s)",
-            ([event.event_id for event in events],),
-        )
-    ]
     if known_ids:
         raise DuplicateEvent(known_ids)
+    rows: list[object] = []
+    for event in events:
+        rows += [
+            event.event_id, event.aggregate_id, event.aggregate_type, event.version,
+            event.event_type, event.schema_version, Json(event.data, canonical_json),
+            Json(event.metadata, canonical_json), event.hash,
+        ]  # fmt: skip
     try:
-        positions = _insert_events(conn, events)
+        position_of = dict(conn.execute(_insert_events(len(events)), rows))
         if command is not None:
             conn.execute(
                 "INSERT INTO commands (command_id, fingerprint, outcome) VALUES (%s, %s, %s)",
@@ -278,36 +295,21 @@ def write_batch(
             )
     except psycopg.IntegrityError as exc:
         raise _integrity_error(exc, events, expected_versions, command) from None
-    return [recorded(event, position) for event, position in zip(events, positions, strict=True)]
+    ordered = [position_of[event.event_id] for event in events]
+    if ordered != sorted(ordered):  # VALUES rows are inserted in order; never rely blindly
+        raise StoreError(f"PostgreSQL numbered an append's events out of order: {ordered}")
+    return [recorded(event, position) for event, position in zip(events, ordered, strict=True)]
 
 
-def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[int]:
-    """Insert in batch order (one pipelined round trip), so positions follow that order."""
-    with conn.cursor() as cursor:
-        cursor.executemany(
-            "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
-            " schema_version, data, metadata, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " RETURNING position",
-            [
-                (
-                    event.event_id,
-                    event.aggregate_id,
-                    event.aggregate_type,
-                    event.version,
-                    event.event_type,
-                    event.schema_version,
-                    Json(event.data, canonical_json),
-                    Json(event.metadata, canonical_json),
-                    event.hash,
-                )
-                for event in events
-            ],
-            returning=True,
-        )
-        positions = [cursor.fetchone()[0]]
-        while cursor.nextset():
-            positions.append(cursor.fetchone()[0])
-    return positions
+@functools.lru_cache(maxsize=64)
+def _insert_events(count: int) -> str:
+    """One INSERT for ``count`` events; rows go in in the order given, so positions follow it
+    (the RETURNING order is unspecified, hence the event ids)."""
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * count)
+    return (
+        "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
+        f" schema_version, data, metadata, hash) VALUES {rows} RETURNING event_id, position"
+    )
 
 
 def _integrity_error(

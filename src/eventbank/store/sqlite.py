@@ -5,10 +5,15 @@ and inserts are serialised across threads and processes; ``UNIQUE(aggregate_id, 
 ``UNIQUE(event_id)`` and the ``commands`` primary key are the backstop the checks rest on.
 Because appends are serialised, ``position`` (the rowid) is assigned in commit order and the
 global feed can never show position 11 before position 10 is visible.
+
+Concurrent appends in one process are group-committed (store/group_commit.py): one
+``BEGIN IMMEDIATE`` transaction, one fsync, each append under its own savepoint. Other processes
+writing the same file still queue on the write lock as before.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -29,6 +34,7 @@ from eventbank.store.contract import (
     check_read_limit,
     recorded,
 )
+from eventbank.store.group_commit import DEFAULT_MAX, DEFAULT_WAIT_MS, GroupCommit
 
 SCHEMA_VERSION = 1
 
@@ -73,8 +79,20 @@ _EVENT_COLUMNS = (
 class SqliteEventStore:
     """The EventStore contract on one SQLite file."""
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_s: float = 10.0,
+        group_commit_max: int = DEFAULT_MAX,
+        group_commit_wait_ms: float = DEFAULT_WAIT_MS,
+    ):
         self.path = str(path)
+        self.group_commit: GroupCommit[sqlite3.Connection] = GroupCommit(
+            lambda: self._db.write_transaction(),
+            max_batch=group_commit_max,
+            max_wait_ms=group_commit_wait_ms,
+        )
         self._db = SqliteFile(self.path, _MIGRATIONS, busy_timeout_s=busy_timeout_s)
         self._conn = self._db.conn
 
@@ -93,8 +111,9 @@ class SqliteEventStore:
         command: CommandRecord | None = None,
     ) -> list[RecordedEvent]:
         check_append(events, expected_versions)
-        with self._db.write_transaction() as conn:
-            return write_batch(conn, events, expected_versions, command)
+        return self.group_commit.run(
+            lambda conn: write_batch(conn, events, expected_versions, command)
+        )
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         with self._db.write_transaction() as conn:
@@ -154,6 +173,17 @@ class SqliteEventStore:
         return Snapshot(row[0], row[1], row[2], row[3], json.loads(row[4])) if row else None
 
 
+# One statement answers every check of an append: is the command known, where is each stream's
+# head, which event ids are taken (few statements matter: each one hands the GIL to other threads).
+_CHECK = (
+    "SELECT (SELECT 1 FROM commands WHERE command_id = ?),"
+    " (SELECT json_group_object(value, (SELECT COALESCE(MAX(version), 0) FROM events"
+    " WHERE aggregate_id = streams.value)) FROM json_each(?) AS streams),"
+    " (SELECT json_group_array(event_id) FROM events"
+    " WHERE event_id IN (SELECT value FROM json_each(?)))"
+)
+
+
 def write_batch(
     conn: sqlite3.Connection,
     events: Sequence[NewEvent],
@@ -165,51 +195,29 @@ def write_batch(
     Kept apart from transaction handling so that several commands' appends can share one
     transaction (group commit), each under its own savepoint.
     """
-    if command is not None:
-        known = conn.execute(
-            "SELECT 1 FROM commands WHERE command_id = ?", (command.command_id,)
-        ).fetchone()
-        if known:
-            raise DuplicateCommand(command.command_id)
-    stale = [
-        aggregate_id
-        for aggregate_id, expected in expected_versions.items()
-        if conn.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM events WHERE aggregate_id = ?", (aggregate_id,)
-        ).fetchone()[0]
-        != expected
-    ]
-    if stale:
-        raise ConcurrencyConflict(stale)
     ids = [event.event_id for event in events]
-    known_ids = [
-        row[0]
-        for row in conn.execute(
-            f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(ids))})", ids
-        )
-    ]
-    if known_ids:
+    command_id = command.command_id if command is not None else None
+    known_command, heads, known_ids = conn.execute(
+        _CHECK, (command_id, json.dumps(list(expected_versions)), json.dumps(ids))
+    ).fetchone()
+    if known_command:
+        raise DuplicateCommand(command_id)  # type: ignore[arg-type]
+    current = json.loads(heads)
+    if stale := [sid for sid, expected in expected_versions.items() if current[sid] != expected]:
+        raise ConcurrencyConflict(stale)
+    if known_ids := json.loads(known_ids):
         raise DuplicateEvent(known_ids)
-    stored = []
+    rows = [
+        value
+        for event in events
+        for value in (
+            event.event_id, event.aggregate_id, event.aggregate_type, event.version,
+            event.event_type, event.schema_version, canonical_json(event.data),
+            canonical_json(event.metadata), event.hash,
+        )
+    ]  # fmt: skip
     try:
-        for event in events:
-            (position,) = conn.execute(
-                "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
-                " schema_version, data, metadata, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " RETURNING position",
-                (
-                    event.event_id,
-                    event.aggregate_id,
-                    event.aggregate_type,
-                    event.version,
-                    event.event_type,
-                    event.schema_version,
-                    canonical_json(event.data),
-                    canonical_json(event.metadata),
-                    event.hash,
-                ),
-            ).fetchone()
-            stored.append(recorded(event, position))
+        position_of = dict(conn.execute(_insert_events(len(events)), rows).fetchall())
         if command is not None:
             conn.execute(
                 "INSERT INTO commands (command_id, fingerprint, outcome) VALUES (?, ?, ?)",
@@ -217,7 +225,21 @@ def write_batch(
             )
     except sqlite3.IntegrityError as exc:
         raise _integrity_error(exc, events, expected_versions, command) from None
-    return stored
+    ordered = [position_of[event.event_id] for event in events]
+    if ordered != sorted(ordered):  # VALUES rows are inserted in order; never rely blindly
+        raise StoreError(f"SQLite numbered an append's events out of order: {ordered}")
+    return [recorded(event, position) for event, position in zip(events, ordered, strict=True)]
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_events(count: int) -> str:
+    """One INSERT for ``count`` events; rows go in listed order, so positions follow it (the
+    RETURNING order is unspecified, hence the event ids)."""
+    rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
+    return (
+        "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
+        f" schema_version, data, metadata, hash) VALUES {rows} RETURNING event_id, position"
+    )
 
 
 def _integrity_error(

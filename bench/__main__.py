@@ -1,0 +1,83 @@
+"""``python -m bench`` (also ``make bench`` and ``eventbank bench``): run the benchmark, print
+the report and write it as JSON and PNG under benchmarks/results/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.engines import ENGINES
+from bench.report import format_report, write
+from bench.run import ROOT, SYSTEMS, Config, run
+from bench.workload import MAX_TRANSFERS
+
+FULL = {"transfers": 10_000, "load_events": 100_000, "repeats": 7, "engines": ENGINES}
+# Under a minute: fewer transfers, a smaller large account, and by default no DynamoDB Local,
+# which alone takes longer here (a fresh JVM per store, 1,000 accounts opened on each).
+QUICK = {"transfers": 500, "load_events": 10_000, "repeats": 3, "engines": ENGINES[:2]}
+
+
+def _names(allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(name.strip() for name in text.split(",") if name.strip())
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}")
+        return names
+
+    return parse
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="under a minute: 500 transfers per scenario (not 10,000), a 10,000-event large "
+        "account (not 100,000), SQLite and PostgreSQL unless --engines says otherwise",
+    )
+    parser.add_argument(
+        "--engines",
+        type=_names(ENGINES),
+        help=f"comma-separated from {','.join(ENGINES)} (default: all; --quick: the first two)",
+    )
+    parser.add_argument(
+        "--systems",
+        type=_names(SYSTEMS),
+        default=SYSTEMS,
+        help=f"comma-separated, default: {','.join(SYSTEMS)}",
+    )
+    parser.add_argument("--transfers", type=int, help=f"per scenario (1 to {MAX_TRANSFERS:,})")
+    parser.add_argument("--load-events", type=int, help="events in the large account")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--pg-url",
+        help="use this PostgreSQL server (a role that may CREATE "
+        "DATABASE) instead of starting a throwaway cluster",
+    )
+    parser.add_argument(
+        "--dynamodb-endpoint", help="use this DynamoDB Local instead of starting one"
+    )
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    config = Config(
+        mode="quick" if args.quick else "full",
+        engines=args.engines or sizes["engines"],
+        systems=args.systems,
+        transfers=args.transfers or sizes["transfers"],
+        load_events=args.load_events or sizes["load_events"],
+        repeats=sizes["repeats"],
+        seed=args.seed,
+        pg_url=args.pg_url,
+        dynamodb_endpoint=args.dynamodb_endpoint,
+    )
+    report = run(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_report(report))
+    json_path, png_path = write(report, args.out, config.mode)
+    print(f"\nwritten: {json_path}, {png_path}")
+
+
+if __name__ == "__main__":
+    main()

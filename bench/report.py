@@ -1,0 +1,267 @@
+"""The report: one table, the bars with PASS/MISS, and the same as JSON and a PNG chart.
+
+Every row carries its ratio to the eventsourcing row and to the raw floors of the same engine
+and scenario (transfers/s over theirs), so a figure is always read against a reference.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.reconstitution import LoadTimes, Rebuild
+from bench.workload import CONCURRENT, HOT, SCENARIOS, SINGLE, Measurement
+
+RAW_TX, RAW_BATCHED = "raw 1 tx", "raw batched"
+
+
+@dataclass
+class Report:
+    meta: dict[str, Any]
+    measurements: list[Measurement] = field(default_factory=list)
+    loads: list[LoadTimes] = field(default_factory=list)
+    rebuilds: list[Rebuild] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    name: str
+    goal: str
+    measured: str
+    passed: bool | None  # None: not measured in this run
+
+
+def reference(m: Measurement) -> str:
+    """Which column a row is the reference for."""
+    if m.system == "raw":
+        return RAW_TX if m.variant in ("1 tx per transfer", "TransactWriteItems") else RAW_BATCHED
+    return m.system
+
+
+def ratios(report: Report, m: Measurement) -> dict[str, float | None]:
+    """``m``'s transfers/s over the eventsourcing row's and each raw floor's, same engine and
+    scenario (None where that reference was not run)."""
+    found = {
+        reference(other): other.transfers_per_s
+        for other in report.measurements
+        if other.engine == m.engine and other.scenario == m.scenario
+    }
+    return {
+        name: (m.transfers_per_s / found[name] if found.get(name) else None)
+        for name in ("eventsourcing", RAW_TX, RAW_BATCHED)
+    }
+
+
+def _find(report: Report, system: str, engine: str, scenario: str) -> Measurement | None:
+    return next(
+        (
+            m
+            for m in report.measurements
+            if m.system == system and m.engine == engine and m.scenario == scenario
+        ),
+        None,
+    )
+
+
+def bars(report: Report) -> list[Bar]:
+    """The issue's bars, each beside its measured figure."""
+
+    def at_least(name: str, engine: str, minimum: float) -> Bar:
+        m = _find(report, "eventbank", engine, CONCURRENT.name)
+        goal = f">= {minimum:,.0f} transfers/s"
+        if m is None:
+            return Bar(name, goal, "not run", None)
+        return Bar(name, goal, f"{m.transfers_per_s:,.0f}/s", m.transfers_per_s >= minimum)
+
+    result = [
+        at_least("SQLite, 16 clients, durable", "sqlite", 10_000),
+        at_least("PostgreSQL, 16 clients, fsync on", "postgresql", 5_000),
+    ]
+    for engine in ("sqlite", "postgresql", "dynamodb"):
+        m = _find(report, "eventbank", engine, HOT.name)
+        if m is not None:
+            failed = sum(m.failed.values())
+            result.append(
+                Bar(
+                    f"hot accounts, 4 clients, 10 accounts ({engine})",
+                    ">= 2,000 ok/s, no command failed",
+                    f"{m.transfers_per_s:,.0f}/s, {failed} failed",
+                    m.transfers_per_s >= 2_000 and failed == 0,
+                )
+            )
+    for scenario in (SINGLE, CONCURRENT):
+        ours = _find(report, "eventbank", "dynamodb", scenario.name)
+        floor = _find(report, "raw", "dynamodb", scenario.name)
+        name = f"DynamoDB Local overhead over raw TransactWriteItems ({scenario.name})"
+        if ours is None or floor is None:
+            result.append(Bar(name, "<= 15 %", "not run", None))
+            continue
+        overhead = floor.transfers_per_s / ours.transfers_per_s - 1
+        result.append(Bar(name, "<= 15 %", f"{overhead:+.0%}", overhead <= 0.15))
+    m = _find(report, "eventbank", "sqlite", CONCURRENT.name)
+    result.append(
+        Bar(
+            "SQLite, 16 clients, p99 latency",
+            "< 10 ms",
+            "not run" if m is None else f"{m.p99_ms:.1f} ms",
+            None if m is None else m.p99_ms < 10,
+        )
+    )
+    return result
+
+
+def load_summary(report: Report) -> str:
+    """The machine's 1-minute load average over the run: others' work skews every figure."""
+    load = report.meta["load_average"]
+    peak = max((m.load_average for m in report.measurements), default=load["start"])
+    return (
+        f"load average {load['start']} at the start, up to {peak} during, {load['end']} at the end"
+    )
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def format_report(report: Report) -> str:
+    """The whole report as text: the table, reconstitution, projection, bars."""
+    meta = report.meta
+    lines = [
+        f"eventbank benchmark, {meta['mode']} ({meta['transfers']:,} transfers per scenario, "
+        f"{meta['accounts']:,} accounts), {meta['started']}",
+        f"commit {meta['commit']}"
+        + (
+            f" + uncommitted changes in {', '.join(meta['uncommitted'])}"
+            if meta["uncommitted"]
+            else " (clean working tree)"
+        ),
+        f"machine: {meta['machine']}; {load_summary(report)}",
+        *(f"durability, {engine}: {text}" for engine, text in meta["durability"].items()),
+        "",
+    ]
+    head = (
+        f"{'system':<14}{'variant':<22}{'engine':<11}{'scenario':<29}{'transfers/s':>12}"
+        f"{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'conflicts':>10}{'failed':>7}"
+        f"{'x es':>7}{'x raw':>7}{'x batch':>8}"
+    )
+    lines += [head, "-" * len(head)]
+    for scenario in SCENARIOS:
+        for m in (m for m in report.measurements if m.scenario == scenario.name):
+            r = ratios(report, m)
+            lines.append(
+                f"{m.system:<14}{m.variant:<22}{m.engine:<11}{m.scenario:<29}"
+                f"{m.transfers_per_s:>12,.0f}{m.events_per_s:>10,.0f}{m.p50_ms:>8.2f}"
+                f"{m.p99_ms:>8.2f}{m.conflict_rate:>10.1%}{sum(m.failed.values()):>7}"
+                f"{_ratio(r['eventsourcing']):>7}{_ratio(r[RAW_TX]):>7}{_ratio(r[RAW_BATCHED]):>8}"
+            )
+    lines += [
+        "",
+        "x es / x raw / x batch: transfers/s over the eventsourcing row, the raw floor "
+        "(one transaction per transfer) and the batched raw floor, same engine and scenario.",
+    ]
+    if report.loads:
+        lines += [
+            "",
+            f"{'load one account':<34}{'engine':<12}{'snapshot + tail':>16}{'full replay':>13}",
+        ]
+        lines += [
+            f"{f'{t.events:,} events':<34}{t.engine:<12}{t.snapshot_ms:>13.2f} ms"
+            f"{t.replay_ms:>10.1f} ms"
+            for t in report.loads
+        ]
+    if report.rebuilds:
+        lines += [
+            "",
+            f"{'projection rebuild (the 16-client store)':<46}{'engine':<12}"
+            f"{'events':>10}{'events/s':>12}",
+        ]
+        lines += [
+            f"{'read models dropped, whole feed projected':<46}{r.engine:<12}"
+            f"{r.events:>10,}{r.events_per_s:>12,.0f}"
+            for r in report.rebuilds
+        ]
+    lines += ["", f"{'bar':<70}{'goal':<34}{'measured':<20}"]
+    for bar in bars(report):
+        verdict = {True: "PASS", False: "MISS", None: "-"}[bar.passed]
+        lines.append(f"{bar.name:<70}{bar.goal:<34}{bar.measured:<20}{verdict}")
+    return "\n".join(lines)
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    return {
+        "meta": report.meta,
+        "measurements": [
+            {**asdict(m), "conflict_rate": m.conflict_rate, "ratios": ratios(report, m)}
+            for m in report.measurements
+        ],
+        "reconstitution": [asdict(t) for t in report.loads],
+        "projection_rebuild": [asdict(r) for r in report.rebuilds],
+        "bars": [asdict(b) for b in bars(report)],
+    }
+
+
+def write(report: Report, folder: Path, stem: str) -> tuple[Path, Path]:
+    """``STEM.json`` and ``STEM.png`` in ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = folder / f"{stem}.json", folder / f"{stem}.png"
+    json_path.write_text(json.dumps(to_json(report), indent=2) + "\n")
+    chart(report, png_path)
+    return json_path, png_path
+
+
+# The goal drawn over a panel's group of bars: (engine, scenario) -> transfers/s.
+GOALS = {
+    ("sqlite", CONCURRENT.name): 10_000,
+    ("postgresql", CONCURRENT.name): 5_000,
+    **{(engine, HOT.name): 2_000 for engine in ("sqlite", "postgresql", "dynamodb")},
+}
+
+
+COLORS = {"eventbank": "tab:blue", "eventsourcing": "tab:orange", RAW_TX: "tab:green",
+          RAW_BATCHED: "tab:red"}  # fmt: skip
+
+
+def chart(report: Report, path: Path) -> None:
+    """Transfers/s per system, one panel per engine, scenarios side by side; goals dashed."""
+    from matplotlib.figure import Figure  # only needed here; keeps `import bench` light
+
+    engines = list(dict.fromkeys(m.engine for m in report.measurements))
+    figure = Figure(figsize=(6.5 * max(1, len(engines)), 6), layout="constrained")
+    axes = figure.subplots(1, max(1, len(engines)), squeeze=False)[0]
+    for ax, engine in zip(axes, engines, strict=False):
+        series: dict[str, dict[str, Measurement]] = {}
+        for m in report.measurements:
+            if m.engine == engine:
+                series.setdefault(_label(m), {})[m.scenario] = m
+        width = 0.8 / len(series)
+        for i, (label, by_scenario) in enumerate(series.items()):
+            values = [by_scenario[s.name].transfers_per_s if s.name in by_scenario else 0.0
+                      for s in SCENARIOS]  # fmt: skip
+            color = COLORS[reference(next(iter(by_scenario.values())))]
+            drawn = ax.bar([x + i * width for x in range(len(SCENARIOS))], values, width,
+                           label=label, color=color)  # fmt: skip
+            ax.bar_label(drawn, labels=[f"{v:,.0f}" if v else "" for v in values], fontsize=7,
+                         rotation=90, padding=2)  # fmt: skip
+        goals = [(x, GOALS.get((engine, s.name))) for x, s in enumerate(SCENARIOS)]
+        for n, (x, goal) in enumerate((x, goal) for x, goal in goals if goal):
+            ax.hlines(goal, x - width / 2, x + 0.8 - width / 2, colors="black",
+                      linestyles="dashed", label="goal" if n == 0 else None)  # fmt: skip
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(SCENARIOS))],
+                      [s.name.replace(": ", "\n") for s in SCENARIOS])  # fmt: skip
+        ax.set_title(engine)
+        ax.set_ylabel("successful durable transfers/s")
+        ax.margins(y=0.15)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)
+    meta = report.meta
+    figure.suptitle(
+        f"eventbank benchmark, {meta['mode']}: {meta['transfers']:,} transfers per scenario\n"
+        f"commit {meta['commit'][:10]}, {meta['machine']}; {load_summary(report)}",
+        fontsize=10,
+    )
+    figure.savefig(path, dpi=110)
+
+
+def _label(m: Measurement) -> str:
+    return m.system if m.system != "raw" else f"raw ({m.variant})"

@@ -1,0 +1,139 @@
+"""Runs every selected system on every selected engine, scenario by scenario, on fresh stores.
+
+Per engine, scenario by scenario: eventbank, the eventsourcing peer, the raw floors, each on a
+store of its own, one after the other, so rows compared in the table ran close together in
+time. After eventbank's 16-client run its store's read models are rebuilt (projection
+events/s), and a store of its own holds the reconstitution accounts.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.engines import Engine, open_engines
+from bench.reconstitution import measure_loads, measure_rebuild
+from bench.report import Report
+from bench.targets.eventbank import EventbankTarget
+from bench.targets.peer import measure_peer
+from bench.targets.raw_dynamodb import RawDynamo
+from bench.targets.raw_sql import RawPostgres, RawSqlite
+from bench.workload import ACCOUNTS, CONCURRENT, SCENARIOS, Measurement, Scenario, Target, measure
+from eventbank.store.group_commit import DEFAULT_MAX as GROUP_COMMIT_MAX
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEMS = ("eventbank", "eventsourcing", "raw")
+RAW_BATCH = GROUP_COMMIT_MAX  # transfers per transaction in the batched floor
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    mode: str  # "full" or "quick": names the result files
+    engines: tuple[str, ...]
+    systems: tuple[str, ...]
+    transfers: int
+    load_events: int  # events in the large account of the reconstitution figure
+    repeats: int
+    seed: int
+    pg_url: str | None = None
+    dynamodb_endpoint: str | None = None
+
+
+Run = Callable[[str, Scenario], Measurement]  # (fresh store URL, scenario) -> figures
+
+
+def run(config: Config, progress: Callable[[str], None] = print) -> Report:
+    report = Report(_meta(config))
+    with open_engines(
+        config.engines, pg_url=config.pg_url, dynamodb_endpoint=config.dynamodb_endpoint
+    ) as engines:
+        for engine in engines:
+            report.meta["durability"][engine.name] = engine.durability
+            runs = list(_runs(engine, config, report))
+            for scenario in SCENARIOS:  # systems side by side in time: like load, like figures
+                for system, runner in runs:
+                    with engine.fresh() as url:
+                        measured = runner(url, scenario)
+                        if system == "eventbank" and scenario == CONCURRENT:
+                            report.rebuilds.append(measure_rebuild(url))
+                    report.measurements.append(measured)
+                    progress(_progress_line(measured))
+            if "eventbank" in config.systems:
+                with engine.fresh() as url:
+                    report.loads += measure_loads(url, (100, config.load_events), config.repeats)
+                progress(f"{engine.name}: reconstitution measured")
+    report.meta["load_average"]["end"] = round(os.getloadavg()[0], 2)
+    return report
+
+
+def _runs(engine: Engine, config: Config, report: Report) -> Iterator[tuple[str, Run]]:
+    """(system, how to run one scenario) for each selected system this engine has."""
+    if "eventbank" in config.systems:
+        yield "eventbank", _local(config, EventbankTarget)
+    if "eventsourcing" in config.systems and engine.name in ("sqlite", "postgresql"):
+
+        def peer(url: str, scenario: Scenario) -> Measurement:
+            measured, durability = measure_peer(url, scenario, config.transfers, config.seed)
+            report.meta["durability"][f"{engine.name}, eventsourcing"] = durability
+            return measured
+
+        yield "eventsourcing", peer
+    if "raw" in config.systems:
+        if engine.name == "sqlite":
+            yield "raw", _local(config, lambda url: RawSqlite(url, 1))
+            yield "raw", _local(config, lambda url: RawSqlite(url, RAW_BATCH))
+        elif engine.name == "postgresql":
+            yield "raw", _local(config, lambda url: RawPostgres(url, 1))
+            yield "raw", _local(config, lambda url: RawPostgres(url, RAW_BATCH))
+        else:
+            yield "raw", _local(config, RawDynamo)
+
+
+def _local(config: Config, make: Callable[[str], Target]) -> Run:
+    def one(url: str, scenario: Scenario) -> Measurement:
+        target = make(url)
+        try:
+            return measure(target, scenario, config.transfers, config.seed)
+        finally:
+            target.close()
+
+    return one
+
+
+def _progress_line(m: Measurement) -> str:
+    failed = f", {sum(m.failed.values())} failed ({m.failure_sample})" if m.failed else ""
+    return (
+        f"{m.engine}: {m.system} ({m.variant}), {m.scenario}: {m.transfers_per_s:,.0f} "
+        f"transfers/s, p99 {m.p99_ms:.1f} ms{failed}"
+    )
+
+
+def _meta(config: Config) -> dict:
+    """What the figures reflect: code, machine, settings."""
+    return {
+        "mode": config.mode,
+        "transfers": config.transfers,
+        "accounts": ACCOUNTS,
+        "seed": config.seed,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": _git("rev-parse", "HEAD").strip() or "unknown",
+        "uncommitted": [
+            line[3:] for line in _git("status", "--porcelain", "--", "src").splitlines()
+        ],
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
+        f"{platform.python_version()}, {platform.system()} {platform.release()}",
+        "durability": {},
+        # Other work on the machine skews every figure: recorded, so a reader can tell.
+        "load_average": {"start": round(os.getloadavg()[0], 2)},
+    }
+
+
+def _git(*args: str) -> str:
+    """git's output, or "" outside a git checkout."""
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return done.stdout if done.returncode == 0 else ""

@@ -1,0 +1,1 @@
+"""One adapter per system under test, each implementing ``bench.workload.Target``."""

@@ -1,0 +1,195 @@
+"""Group commit: the appends of concurrent callers share one durable transaction.
+
+Why: a durable commit waits for the disk (SQLite's WAL fsync, PostgreSQL's WAL flush), so one
+transaction per command caps throughput at about one command per flush. Writing many commands'
+appends in one transaction pays that wait once for all of them.
+
+How (a leader and followers; no writer thread): a caller queues its append. If no batch is being
+written, the caller leads: it takes up to ``max_batch`` queued appends, writes each under its own
+savepoint inside one engine transaction, commits, and only then answers every caller in the
+batch with its own result or its own exception. Callers that arrive meanwhile wait; when the
+leader is done, the first of them leads the next batch, so batches form while a commit is on
+its way to disk.
+
+- A lone caller leads a batch of one at once, in its own thread, on its own connection and in
+  a transaction of its own (no savepoint), exactly as without group commit: it waits for no one.
+- When the previous batch had company, the leader waits up to ``max_wait_ms`` for as many
+  callers as that batch had before it starts (PostgreSQL's ``commit_delay`` and
+  ``commit_siblings`` idea). Waiting for company adds at most ``max_wait_ms`` to a command,
+  beyond the commit of the batch ahead of it.
+- One append's own failure (a conflict, a duplicate, a refusal by a constraint: any contract
+  error) rolls back its savepoint only and is raised to that caller alone. A failure of the
+  transaction itself (lock, I/O, a lost connection, the commit, or an unexpected error in one
+  append) rolls everything back: the append that caused it gets the engine's error, every other
+  caller ``StoreUnavailable`` (retrying the command is safe). No caller is answered before the
+  commit has returned, so an acknowledged append is durable, and a crash before the commit
+  acknowledges nothing.
+
+Settings, as engine constructor arguments or store URL query parameters
+(``sqlite:///x.db?group_commit_wait_ms=1&group_commit_max=128``):
+
+- ``group_commit_max`` (default 128, 1 to 1000): most appends in one transaction; 1 turns group
+  commit off (one transaction per append).
+- ``group_commit_wait_ms`` (default 1, 0 to 1000): longest a leader waits for company; 0 never
+  waits (batches then form only while a commit is in flight).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Generic, TypeVar
+
+from eventbank.domain.errors import EventbankError, InvalidInput
+from eventbank.store.contract import StoreUnavailable
+
+C = TypeVar("C")  # the engine's connection
+R = TypeVar("R")
+
+DEFAULT_MAX = 128
+DEFAULT_WAIT_MS = 1.0
+LIMIT_MAX = 1_000
+LIMIT_WAIT_MS = 1_000.0
+
+
+class _Append:
+    """One caller's queued write and, once its batch is done, its answer."""
+
+    __slots__ = ("write", "signal", "leads", "result", "error")
+
+    def __init__(self, write: Callable) -> None:
+        self.write = write
+        self.signal = threading.Lock()
+        self.signal.acquire()  # released once: when answered, or when told to lead
+        self.leads = False
+        self.result: object = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit(Generic[C]):
+    """Runs writes from many threads in shared transactions (see the module docstring).
+
+    ``transaction()`` opens one engine transaction and commits it on a clean exit; its
+    connection must take SQL savepoints. ``transactions`` and ``appends`` count
+    committed transactions and the writes acknowledged by them; ``in_flight`` is how many
+    writes are queued or being written right now.
+    """
+
+    def __init__(
+        self,
+        transaction: Callable[[], AbstractContextManager[C]],
+        *,
+        max_batch: int = DEFAULT_MAX,
+        max_wait_ms: float = DEFAULT_WAIT_MS,
+    ):
+        if type(max_batch) is not int or not 1 <= max_batch <= LIMIT_MAX:
+            raise InvalidInput(f"group_commit_max must be an integer from 1 to {LIMIT_MAX}")
+        if not isinstance(max_wait_ms, int | float) or not 0 <= max_wait_ms <= LIMIT_WAIT_MS:
+            raise InvalidInput(f"group_commit_wait_ms must be from 0 to {LIMIT_WAIT_MS:g}")
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self._transaction = transaction
+        self._mutex = threading.Lock()
+        self._arrived = threading.Condition(self._mutex)
+        self._queue: list[_Append] = []
+        self._leading = False  # a leader is collecting or writing a batch
+        self._company = 1  # size of the previous batch: how many callers a leader waits for
+        self.transactions = 0
+        self.appends = 0
+        self.in_flight = 0
+
+    def run(self, write: Callable[[C], R]) -> R:
+        """``write(conn)`` inside a shared transaction: its result once committed, or its error."""
+        mine = _Append(write)
+        with self._mutex:
+            self._queue.append(mine)
+            self.in_flight += 1
+            if not self._leading:
+                self._leading = mine.leads = True
+            elif len(self._queue) >= self._company:
+                self._arrived.notify()
+        if not mine.leads:
+            mine.signal.acquire()  # answered, or promoted to lead the next batch
+        if mine.leads:
+            self._lead()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result  # type: ignore[return-value]
+
+    def _lead(self) -> None:
+        with self._mutex:
+            company = min(self._company, self.max_batch)
+            if len(self._queue) < company and self.max_wait_s:
+                self._arrived.wait_for(lambda: len(self._queue) >= company, self.max_wait_s)
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+        committed = False
+        try:
+            committed = self._write(batch)
+        finally:
+            with self._mutex:
+                self._company = len(batch)
+                self.in_flight -= len(batch)
+                if committed:
+                    self.transactions += 1
+                    self.appends += sum(append.error is None for append in batch)
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.leads = True
+                    successor.signal.release()
+                else:
+                    self._leading = False
+            for append in batch:
+                if not append.leads:
+                    append.signal.release()
+
+    def _write(self, batch: list[_Append]) -> bool:
+        """Write ``batch`` in one transaction and fill in every answer; True if it committed."""
+        if len(batch) == 1:  # alone, its transaction is its savepoint: no extra statements
+            (only,) = batch
+            try:
+                with self._transaction() as conn:
+                    only.result = only.write(conn)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+                only.error = exc
+                return False
+            return True
+        culprit = None
+        try:
+            with self._transaction() as conn:
+                for append in batch:
+                    culprit = append
+                    try:
+                        with _savepoint(conn):
+                            append.result = append.write(conn)
+                    except EventbankError as exc:  # its own refusal; the others go on
+                        append.error = exc
+                culprit = None
+        except BaseException as exc:  # noqa: BLE001 - handed to the callers, raised there
+            shared = (
+                f"the transaction this append shared failed ({exc}); it was rolled back or its "
+                "outcome is unknown, and retrying the command is safe"
+            )
+            for append in batch:
+                if append is culprit:
+                    append.error = exc
+                elif append.error is None:
+                    append.error = StoreUnavailable(shared)
+            return False
+        return True
+
+
+@contextmanager
+def _savepoint(conn: Any) -> Iterator[None]:
+    """One write inside a group transaction, undone alone if it raises. Should the engine have
+    rolled back the whole transaction already (SQLite does on a full disk), ROLLBACK TO fails,
+    and with it the batch: nothing written before it in the batch is acknowledged."""
+    conn.execute("SAVEPOINT append")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK TO SAVEPOINT append")
+        conn.execute("RELEASE SAVEPOINT append")
+        raise
+    conn.execute("RELEASE SAVEPOINT append")

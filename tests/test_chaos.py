@@ -1,0 +1,121 @@
+"""Chaos, short: faults under load on every engine, then every invariant checked; and the
+resource faults (a full disk under SQLite, PostgreSQL stopped) answered with a clear 503 and
+recovered from without a restart. The long run is ``make chaos`` (README, "Reliability")."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reliability.chaos import TOKENS, ChaosConfig, final_store, run, wait_for_projections
+from reliability.checker import check
+from reliability.deployments import ORDERED, disk_full
+from reliability.serve import ServeProcess
+from reliability.servers import PostgresCluster
+from reliability.workload import Bank, amount_text, http_client, open_accounts
+
+SHORT_RUN_S = 15.0  # per engine, so that the whole suite stays near 8 minutes on 2 cores
+TELLER = TOKENS["teller"]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres", "dynamodb"])
+def test_a_short_chaos_run_violates_no_invariant(engine: str, tmp_path: Path):
+    result = run(ChaosConfig(engine, SHORT_RUN_S, interval_s=(0.2, 1.5), run_dir=tmp_path))
+    counts = result.report.counts
+    assert result.report.ok, result.text
+    assert counts["crash"] >= 2 and counts["crash"] + counts["fault"] >= 3, result.text
+    assert counts["transfer_ok"] >= 10 and counts["read"] > 0, result.text
+    print(result.text)
+
+
+# ------------------------------------------------------------------ resource faults
+
+
+def transfer(client: httpx.Client, key: str, minor: int = 100) -> httpx.Response:
+    body = {"from_account_id": "chaos-000", "to_account_id": "chaos-001",
+            "amount": amount_text(minor)}  # fmt: skip
+    return client.post("/transfers", json=body, headers={"Idempotency-Key": key})
+
+
+def assert_store_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "store_unavailable"
+
+
+def assert_recovers(client: httpx.Client, keys: list[str], within_s: float) -> list[dict]:
+    """Each key, retried as a client would, moves money once the fault has cleared."""
+    deadline = time.monotonic() + within_s
+    history = []
+    for key in keys:
+        while (response := transfer(client, key)).status_code != 201:
+            assert_store_unavailable(response)
+            assert time.monotonic() < deadline, f"not recovered within {within_s} s"
+            time.sleep(0.2)
+        history.append({"op": "transfer", "key": key, "outcome": "ok",
+                        "transfer_id": response.json()["transfer_id"]})  # fmt: skip
+    return history
+
+
+def assert_books_hold(server: ServeProcess, engine: str, bank: Bank, history: list[dict]):
+    """Nothing half-written, nothing twice: the checker and the audit agree."""
+    assert wait_for_projections(server.url, 30) == []
+    server.stop()
+    events, findings = final_store(server.store_url, ORDERED[engine], bank.accounts)
+    report = check(history, events, bank.total_minor, ordered=ORDERED[engine],
+                   recovery_problems=findings)  # fmt: skip
+    assert report.ok, report.violations
+    assert report.counts["transfer_ok"] == len(history)
+
+
+@pytest.fixture
+def bank() -> Bank:
+    return Bank.of(2, hot=0)
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path, bank: Bank) -> Iterator[ServeProcess]:
+    server = ServeProcess(f"sqlite:///{tmp_path / 'events.db'}", tmp_path, TOKENS)
+    server.start()
+    open_accounts(server.url, TELLER, bank)
+    yield server
+    server.stop()
+
+
+def test_a_full_disk_answers_503_writes_nothing_and_recovers_by_itself(sqlite_server, bank):
+    with http_client(sqlite_server.url, TELLER) as client:
+        assert transfer(client, "before").status_code == 201
+        with disk_full(sqlite_server.pid):
+            for n in range(3):
+                assert_store_unavailable(transfer(client, f"full-{n}"))
+            assert client.get("/accounts/chaos-000").json()["balance"] == "999.00"
+        pid = sqlite_server.pid
+        history = assert_recovers(client, ["before", "full-0", "full-1", "full-2"], within_s=5)
+        assert sqlite_server.pid == pid  # recovered by itself, not by a restart
+        assert client.get("/accounts/chaos-001").json()["balance"] == "1004.00"
+    assert_books_hold(sqlite_server, "sqlite", bank, history)
+
+
+def test_postgres_stopped_answers_503_and_the_service_recovers_by_itself(tmp_path, bank):
+    with PostgresCluster() as pg:
+        server = ServeProcess(pg.create_database(), tmp_path, TOKENS)
+        server.start()
+        try:
+            open_accounts(server.url, TELLER, bank)
+            with http_client(server.url, TELLER) as client:
+                assert transfer(client, "before").status_code == 201
+                pg.stop("fast")
+                started = time.monotonic()
+                assert_store_unavailable(transfer(client, "down-0"))
+                assert time.monotonic() - started < 15  # bounded: one pool wait, no retry loop
+                pg.start()
+                pid = server.pid
+                history = assert_recovers(client, ["before", "down-0", "down-1"], within_s=20)
+                assert server.pid == pid
+            assert_books_hold(server, "postgres", bank, history)
+        finally:
+            server.stop()

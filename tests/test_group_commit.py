@@ -1,0 +1,386 @@
+"""Group commit (store/group_commit.py) keeps every guarantee of a lone append, on the engines
+that have it (SQLite, PostgreSQL): a refused or conflicting append in a batch fails alone, a
+killed writer leaves every acknowledged append stored and none half-written, and a lone append
+waits for nobody. Then the service's hot path, on every engine: a stale cached account
+(cache.py) still gives the right answer, a hot account is not re-read, and a repeated command is
+replayed although no look-up precedes deciding.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager
+
+import psycopg
+import pytest
+
+from eventbank.cache import AccountCache
+from eventbank.domain.errors import InsufficientFunds, InvalidInput
+from eventbank.service import IdempotencyKeyReused, LedgerService
+from eventbank.store.contract import CommandRecord, EventStore, StoreError
+from eventbank.store.postgres import _APPEND_LOCK, _LOCK_NAMESPACE
+from eventbank.store.url import open_store, sqlite_path
+from tests.factories import new_event
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def group_commit_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_store_url")
+
+
+@pytest.fixture
+def opened(group_commit_url: str) -> Iterator[Callable[..., EventStore]]:
+    """Opens the store, optionally with URL parameters; everything opened is closed after."""
+    handles: list[EventStore] = []
+
+    def open_with(parameters: str = "") -> EventStore:
+        separator = "&" if "?" in group_commit_url else "?"
+        handles.append(
+            open_store(group_commit_url + (separator + parameters if parameters else ""))
+        )
+        return handles[-1]
+
+    yield open_with
+    for handle in handles:
+        handle.close()
+
+
+@contextmanager
+def append_lock_held(url: str) -> Iterator[None]:
+    """Hold the engine's write lock from outside, so that appends queue up behind it."""
+    if url.startswith("sqlite"):
+        holder = sqlite3.connect(sqlite_path(url), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    else:
+        with psycopg.connect(url, autocommit=True) as holder:  # the lock ends with the session
+            holder.execute("SELECT pg_advisory_lock(%s, %s)", (_LOCK_NAMESPACE, _APPEND_LOCK))
+            yield
+
+
+def run_sql(url: str, *, sqlite: str, postgres: str) -> None:
+    """Run DDL behind the engine's back (test-only triggers that make appends fail)."""
+    if url.startswith("sqlite"):
+        with closing(sqlite3.connect(sqlite_path(url), isolation_level=None)) as conn:
+            conn.execute(sqlite)
+    else:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(postgres)
+
+
+# Refuses the command record 'poison' after its events were written, like a constraint would.
+_POISON = {
+    "sqlite": "CREATE TRIGGER poison BEFORE INSERT ON commands WHEN NEW.command_id = 'poison'"
+    " BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+    "postgres": "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    " RAISE EXCEPTION 'poisoned' USING ERRCODE = 'check_violation'; END $$;"
+    " CREATE TRIGGER poison BEFORE INSERT ON commands FOR EACH ROW"
+    " WHEN (NEW.command_id = 'poison') EXECUTE FUNCTION poison()",
+}
+# Makes the whole transaction fail once stream 'doom' is written: SQLite rolls it back on the
+# spot (as it does on a full disk), PostgreSQL refuses the COMMIT (a deferred trigger).
+_DOOM = {
+    "sqlite": "CREATE TRIGGER doom BEFORE INSERT ON events WHEN NEW.aggregate_id = 'doom'"
+    " BEGIN SELECT RAISE(ROLLBACK, 'doomed'); END",
+    "postgres": "CREATE FUNCTION doom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    " RAISE EXCEPTION 'doomed'; END $$;"
+    " CREATE CONSTRAINT TRIGGER doom AFTER INSERT ON events DEFERRABLE INITIALLY DEFERRED"
+    " FOR EACH ROW WHEN (NEW.aggregate_id = 'doom') EXECUTE FUNCTION doom()",
+}
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for the appends to queue up")
+        time.sleep(0.005)
+
+
+def outcome(future: Future) -> str:
+    error = future.exception(timeout=30)
+    return "ok" if error is None else type(error).__name__
+
+
+def test_a_refused_or_conflicting_append_fails_alone_and_the_rest_commit_together(
+    group_commit_url, opened
+):
+    store = opened()
+    run_sql(group_commit_url, **_POISON)
+    store.append([new_event("hot", 1)], {"hot": 0})
+    store.append(
+        [new_event("seen", 1, event_id="taken")], {"seen": 0}, CommandRecord("c0", "f", {})
+    )
+    plain = {
+        f"plain-{i}": (
+            [new_event(f"p{i}-a", 1), new_event(f"p{i}-b", 1)],
+            {f"p{i}-a": 0, f"p{i}-b": 0},
+            CommandRecord(f"cmd-{i}", "f", {"i": i}),
+        )
+        for i in range(12)
+    }
+    refused = {
+        "stale": ([new_event("hot", 1)], {"hot": 0}, None),
+        "known command": ([new_event("fresh", 1)], {"fresh": 0}, CommandRecord("c0", "g", {})),
+        "known event id": ([new_event("other", 1, event_id="taken")], {"other": 0}, None),
+        "poisoned": ([new_event("sick", 1)], {"sick": 0}, CommandRecord("poison", "f", {})),
+    }
+    racing = {f"race-{i}": ([new_event("race", 1)], {"race": 0}, None) for i in range(2)}
+    appends = {**plain, **refused, **racing}
+    group = store.group_commit
+    before = (group.transactions, group.appends)
+
+    with ThreadPoolExecutor(len(appends)) as pool:
+        with append_lock_held(group_commit_url):
+            futures = {name: pool.submit(store.append, *args) for name, args in appends.items()}
+            wait_until(lambda: group.in_flight == len(appends))
+        outcomes = {name: outcome(future) for name, future in futures.items()}
+
+    assert {outcomes[name] for name in plain} == {"ok"}
+    assert [outcomes[name] for name in refused] == [
+        "ConcurrencyConflict", "DuplicateCommand", "DuplicateEvent", "StoreError",
+    ]  # fmt: skip
+    assert sorted(outcomes[name] for name in racing) == ["ConcurrencyConflict", "ok"]
+    # One transaction for whatever the first caller took before it met the lock, one for the
+    # rest that queued behind it: 13 appends acknowledged, in at most two commits.
+    assert group.transactions - before[0] in (1, 2)
+    assert group.appends - before[1] == len(plain) + 1
+    for events, _, command in plain.values():
+        stored = [store.read_stream(event.aggregate_id)[0].event_id for event in events]
+        assert stored == [event.event_id for event in events]
+        assert store.find_command(command.command_id) is not None
+    streams = ("hot", "fresh", "other", "sick", "race")  # sick: its savepoint undid its event
+    assert [len(store.read_stream(stream)) for stream in streams] == [1, 0, 0, 0, 1]
+    assert store.find_command("c0").fingerprint == "f"  # not overwritten by the refused one
+
+
+def test_when_the_shared_transaction_fails_no_append_in_it_is_acknowledged(
+    group_commit_url, opened
+):
+    store = opened()
+    run_sql(group_commit_url, **_DOOM)
+    group = store.group_commit
+    streams = ["first", "s1", "s2", "doom", "s3", "s4"]
+    with ThreadPoolExecutor(len(streams)) as pool:
+        with append_lock_held(group_commit_url):
+            futures = {"first": pool.submit(store.append, [new_event("first", 1)], {"first": 0})}
+            wait_until(lambda: group.in_flight == 1)  # it leads, and meets the lock
+            for stream in streams[1:]:
+                futures[stream] = pool.submit(store.append, [new_event(stream, 1)], {stream: 0})
+            wait_until(lambda: group.in_flight == len(streams))
+        errors = {stream: future.exception(timeout=30) for stream, future in futures.items()}
+    failed = {stream for stream, error in errors.items() if error is not None}
+    assert "doom" in failed and len(failed) > 1  # 'doom' never commits, nor anything beside it
+    assert all(isinstance(errors[stream], StoreError) for stream in failed)
+    assert group.appends == len(streams) - len(failed)
+    assert {event.aggregate_id for event in store.read_all()} == set(streams) - failed
+
+
+# Writers in threads, each appending two-stream batches with a command record to its own pair
+# of streams, printing each acknowledged key the moment its append returns.
+_CRASHING_WRITER = textwrap.dedent("""
+    import os, sys, threading
+    from eventbank.store.contract import CommandRecord, NewEvent
+    from eventbank.store.url import open_store
+
+    store = open_store(sys.argv[1])
+
+    def event(stream, version, event_id):
+        return NewEvent(event_id, stream, "Test", version, "Happened", 1, {"n": version})
+
+    def write(writer):
+        a, b = f"w{writer}-a", f"w{writer}-b"
+        for n in range(1_000_000):
+            key = f"{writer}.{n}"
+            store.append([event(a, n + 1, key + ".a"), event(b, n + 1, key + ".b")],
+                         {a: n, b: n}, CommandRecord("cmd-" + key, "f", {}))
+            os.write(1, f"{key}\\n".encode())  # one small write to a pipe: never interleaved
+
+    for writer in range(8):
+        threading.Thread(target=write, args=(writer,)).start()
+""")
+
+
+def test_a_writer_killed_mid_run_loses_no_acknowledged_append_and_leaves_no_half(
+    group_commit_url, opened
+):
+    opened().close()  # create the schema first, so the writer starts appending at once
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_WRITER, group_commit_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    watchdog = threading.Timer(60, writer.kill)
+    watchdog.start()
+    kill_after = random.randint(100, 500)
+    acknowledged = []
+    try:
+        for line in writer.stdout:
+            acknowledged.append(line.strip())
+            if len(acknowledged) == kill_after:
+                break
+    finally:
+        writer.kill()  # SIGKILL: no cleanup, no flush, mid-batch with high probability
+        watchdog.cancel()
+    rest, errors = writer.communicate(timeout=30)
+    assert len(acknowledged) == kill_after, errors
+    acknowledged += [line for line in rest.splitlines() if line]
+
+    store = opened()
+    stored: dict[str, set[str]] = {}
+    for event in store.read_all(limit=10_000):
+        key, half = event.event_id.rsplit(".", 1)
+        stored.setdefault(key, set()).add(half)
+    assert set(acknowledged) <= set(stored), "an acknowledged append is missing"
+    assert all(halves == {"a", "b"} for halves in stored.values()), "half an append survived"
+    assert all(store.find_command(f"cmd-{key}") is not None for key in stored)
+    for w in range(8):  # each writer's appends are a gap-free prefix of what it attempted
+        versions = [e.version for e in store.read_stream(f"w{w}-a")]
+        assert versions == list(range(1, len(versions) + 1))
+        assert len(store.read_stream(f"w{w}-b")) == len(versions)
+
+
+def test_a_lone_append_waits_for_no_one_and_commits_alone(opened):
+    store = opened("group_commit_wait_ms=1000")
+    for version in range(1, 6):
+        started = time.monotonic()
+        store.append([new_event("solo", version)], {"solo": version - 1})
+        assert time.monotonic() - started < 1.0  # it did not linger for company never coming
+    assert (store.group_commit.transactions, store.group_commit.appends) == (5, 5)
+
+
+def test_group_commit_is_set_by_url_parameters_and_can_be_turned_off(opened):
+    store = opened("group_commit_max=1&group_commit_wait_ms=0.5")
+    assert (store.group_commit.max_batch, store.group_commit.max_wait_s) == (1, 0.0005)
+    with ThreadPoolExecutor(8) as pool:
+        for n in range(8):
+            pool.submit(store.append, [new_event(f"s{n}", 1)], {f"s{n}": 0})
+    assert (store.group_commit.transactions, store.group_commit.appends) == (8, 8)
+    for nonsense in ("group_commit_max=0", "group_commit_max=1.5", "group_commit_wait_ms=nan"):
+        with pytest.raises(InvalidInput, match=nonsense.split("=")[0]):
+            opened(nonsense)
+
+
+def test_a_misspelt_sqlite_url_parameter_is_refused_not_ignored(sqlite_store_url):
+    with pytest.raises(InvalidInput, match="unknown SQLite URL parameter"):
+        open_store(sqlite_store_url + "?group_comit_max=4")
+
+
+# ---------------------------------------------------------------- the service's account cache
+
+
+class Retries:
+    """A CommandObserver that keeps the reasons of retries."""
+
+    def __init__(self):
+        self.reasons = []
+
+    def command_finished(self, command, outcome, seconds):
+        pass
+
+    def command_retried(self, command, reason):
+        self.reasons.append(reason)
+
+
+def test_a_stale_cached_account_is_caught_by_the_store_and_answered_correctly(make_store):
+    retries = Retries()
+    ours = LedgerService(make_store(), observer=retries)
+    theirs = LedgerService(make_store())  # another process, as far as `ours` can tell
+    ours.open_account("acc", owner="Ann", account_type="CHECKING", initial_deposit="100")
+    theirs.withdraw("acc", "60.00")  # `ours` still holds 100.00 at version 2
+    with pytest.raises(InsufficientFunds):
+        ours.withdraw("acc", "50.00")  # decided on 100.00, refused by the store, re-decided
+    assert retries.reasons == ["ConcurrencyConflict"]
+    theirs.deposit("acc", "100.00")  # 140.00; `ours` holds 40.00
+    receipt = ours.withdraw("acc", "120.00")  # refused on 40.00, so decided again on the store's
+    assert receipt.outcome["account"]["balance"] == "20.00"
+    assert retries.reasons == ["ConcurrencyConflict"]
+    assert LedgerService(make_store()).get_account("acc").describe()["balance"] == "20.00"
+
+
+class CountingReads:
+    """Wraps a real store and counts the reads the service makes."""
+
+    def __init__(self, store):
+        self._store, self.reads = store, Counter()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def read_stream(self, aggregate_id, after_version=0):
+        self.reads["read_stream"] += 1
+        return self._store.read_stream(aggregate_id, after_version)
+
+    def load_snapshot(self, aggregate_id):
+        self.reads["load_snapshot"] += 1
+        return self._store.load_snapshot(aggregate_id)
+
+    def find_command(self, command_id):
+        self.reads["find_command"] += 1
+        return self._store.find_command(command_id)
+
+
+def test_commands_on_hot_accounts_read_nothing_they_already_know(store):
+    counting = CountingReads(store)
+    service = LedgerService(counting, snapshot_every=5)
+    service.open_account("acc-1", owner="Ann", account_type="CHECKING", initial_deposit="100")
+    service.open_account("acc-2", owner="Bob", account_type="SAVINGS")
+    counting.reads.clear()
+    for _ in range(12):
+        service.transfer("acc-1", "acc-2", "1.00")
+    service.deposit("acc-2", "5.00", command_id="dep-1")
+    assert not counting.reads  # states from the cache, and no look-up before a first run
+    assert service.deposit("acc-2", "5.00", command_id="dep-1").replayed  # the append's check
+    assert counting.reads == Counter(find_command=1)
+    assert store.load_snapshot("acc-1").version == 10  # snapshots are still taken
+    fresh = LedgerService(store)
+    assert [fresh.get_account(a).describe()["balance"] for a in ("acc-1", "acc-2")] == [
+        "88.00", "17.00",
+    ]  # fmt: skip
+
+
+def test_a_repeated_command_is_replayed_even_where_deciding_again_would_refuse_it(service):
+    """No look-up precedes a first run, so a repeat is recognised by the append's check or, when
+    the repeat's own decision is refused (the money is gone), by a look-up before refusing."""
+    service.open_account("acc", owner="Ann", account_type="CHECKING", initial_deposit="100")
+    first = service.withdraw("acc", "80.00", command_id="w-1")
+    again = service.withdraw("acc", "80.00", command_id="w-1")  # 20.00 left: it would be refused
+    assert again.replayed and again.outcome == first.outcome
+    with pytest.raises(IdempotencyKeyReused):
+        service.withdraw("acc", "90.00", command_id="w-1")
+    with pytest.raises(InsufficientFunds):
+        service.withdraw("acc", "80.00", command_id="w-2")
+    assert service.get_account("acc").describe()["balance"] == "20.00"
+
+
+def test_the_cache_is_bounded_and_only_moves_forward():
+    from eventbank.domain.account import Account, AccountStatus, AccountType
+
+    def state(account_id: str, version: int) -> Account:
+        return Account(account_id, "Ann", AccountType.CHECKING, "USD", 0, AccountStatus.OPEN,
+                       version)  # fmt: skip
+
+    cache = AccountCache(capacity=2)
+    cache.put(state("a", 3), "h3")
+    cache.put(state("a", 2), "h2")  # an older read racing a newer write changes nothing
+    assert cache.get("a") == (state("a", 3), "h3")
+    cache.put(state("b", 1), "h")
+    cache.get("a")  # a is now the most recently used
+    cache.put(state("c", 1), "h")
+    assert (cache.get("a") is not None, cache.get("b"), cache.get("c") is not None) == (
+        True, None, True,
+    )  # fmt: skip
+    cache.forget(["a"])
+    assert cache.get("a") is None
