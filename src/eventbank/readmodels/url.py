@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from eventbank.domain.errors import InvalidInput
 from eventbank.readmodels.contract import ReadStore
-from eventbank.store.url import sqlite_path
+from eventbank.store.url import split_group_commit, sqlite_path
 
 
 def default_read_store_url(store_url: str) -> str:
@@ -24,7 +24,7 @@ def default_read_store_url(store_url: str) -> str:
         stem = path[: -len(".db")] if path.endswith(".db") else path
         return f"sqlite:///{stem}.read.db"
     if parts.scheme in ("postgresql", "postgres"):
-        return store_url
+        return split_group_commit(store_url)[0]  # group-commit options are the event store's
     if parts.scheme == "dynamodb":
         return urlunsplit(parts._replace(netloc=f"{parts.netloc}-read"))
     raise InvalidInput(f"no default read store for {store_url!r}; pass --read-store")
