@@ -73,7 +73,28 @@ def _tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-class PostgresCluster:
+class _Server:
+    """A server used as a context manager: started on entry, closed on exit or failed start."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class PostgresCluster(_Server):
     """A PostgreSQL 15 cluster of its own: ``initdb`` in a temp dir, served on a free loopback
     port with trust auth and fsync on, removed on ``close()``. initdb refuses to run as root, so
     as root the cluster belongs to the ``postgres`` system user (created if missing)."""
@@ -98,17 +119,6 @@ class PostgresCluster:
         except BaseException:
             shutil.rmtree(self.base, ignore_errors=True)
             raise
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections (after any crash recovery)."""
@@ -203,7 +213,7 @@ def drop_database(server_url: str, name: str) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-class DynamoDBLocal:
+class DynamoDBLocal(_Server):
     """AWS's DynamoDB Local (the jar ``scripts/ensure-dynamodb-local.sh`` installs) on the
     machine's Java, on a free loopback port: in memory, or file-backed in ``db_path`` so its
     tables survive ``kill()``. Clients need ``local_aws_env()`` credentials. ``jvm_options``
@@ -231,17 +241,6 @@ class DynamoDBLocal:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def store_url(self, table: str) -> str:
         return f"dynamodb://{table}?endpoint_url={self.endpoint}&region={AWS_REGION}"
