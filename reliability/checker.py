@@ -9,7 +9,9 @@ Invariants (issue 10):
 3. every acknowledged transfer is in the event store exactly once (and no transfer is there
    that no client asked for, or that was refused);
 4. every transfer is whole: its debit and its credit are both present, or neither;
-5. every indeterminate request (answer lost, retried with the same key) had at most one effect;
+5. every indeterminate request (its answer lost and the request sent again with the same key,
+   or still unanswered when the run ended) had at most one effect, and exactly one if a later
+   answer acknowledged it;
 6. after recovery the read models equal a replay and the audit is clean — the harness runs the
    Auditor and passes its findings in as ``recovery_problems``;
 7. every answer is a documented one: no 5xx but ``503 store_unavailable``, no 4xx but a refusal
@@ -137,8 +139,13 @@ def _check_transfer(
     report: CheckReport,
 ) -> None:
     effects = by_command.get(op["key"], [])
+    # Indeterminate: the run ended before an answer, or an answer was lost and the request
+    # sent again with its key. Either way it may have landed more than once; it must not have.
+    indeterminate = op["outcome"] == "indeterminate" or op.get("lost", 0) > 0
+    if indeterminate:
+        report.counts["indeterminate_requests"] += 1
     if len(effects) > 1:
-        report.flag(5 if op["outcome"] == "indeterminate" else 3,
+        report.flag(5 if indeterminate else 3,
                     f"request {op['key']} took effect {len(effects)} times")  # fmt: skip
     if op["outcome"] == "ok":
         transfer_id = op.get("transfer_id")
@@ -147,7 +154,8 @@ def _check_transfer(
         elif transfer_id not in effects:
             report.flag(3, f"acknowledged transfer {transfer_id} is not the one for {op['key']}")
     elif op["outcome"] in ("refused", "error") and effects:
-        report.flag(3, f"{op['outcome']} request {op['key']} moved money anyway")
+        report.flag(5 if indeterminate else 3,
+                    f"{op['outcome']} request {op['key']} moved money anyway")  # fmt: skip
     elif op["outcome"] == "indeterminate":
         report.counts[f"indeterminate_{'applied' if effects else 'not_applied'}"] += 1
 

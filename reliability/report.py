@@ -19,6 +19,7 @@ def render(report: CheckReport, title: list[str]) -> str:
         ("  indeterminate", counts["transfer_indeterminate"]),
         ("    of which applied", counts["indeterminate_applied"]),
         ("  failed unexpectedly", counts["transfer_error"]),
+        ("indeterminate requests (answer lost)", counts["indeterminate_requests"]),
         ("answers lost (retried, same key)", counts["answers_lost"]),
         ("acknowledged after a lost answer", counts["ok_after_lost_answer"]),
         ("503 store_unavailable answers", counts["answers_503"]),

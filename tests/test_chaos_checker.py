@@ -52,7 +52,7 @@ def test_a_clean_history_has_no_violations_and_is_counted():
     assert report.ok, report.violations
     assert report.counts == {"transfer_ok": 1, "transfer_refused": 1,
                              "transfer_indeterminate": 1, "indeterminate_not_applied": 1,
-                             "read": 1, "crash": 1}  # fmt: skip
+                             "indeterminate_requests": 1, "read": 1, "crash": 1}  # fmt: skip
 
 
 def test_lost_answers_503s_and_fault_kinds_are_counted():
@@ -62,6 +62,7 @@ def test_lost_answers_503s_and_fault_kinds_are_counted():
     counts = check(history, events, 200, ordered=True).counts
     assert (counts["answers_lost"], counts["ok_after_lost_answer"], counts["answers_503"]) == (
         2, 1, 1)  # fmt: skip
+    assert counts["indeterminate_requests"] == 2  # the lost-answer one and the unanswered one
     assert (counts["crash"], counts["crash:server_kill"], counts["fault:disk_full"]) == (2, 1, 1)
 
 
@@ -74,6 +75,12 @@ def plant(violation: str):
     elif violation == "retry applied twice":
         events += transfer("t9", "a", 4, "b", 4, 5, "k3")
         events += transfer("t10", "a", 5, "b", 5, 5, "k3")
+    elif violation == "lost answer, retry applied twice":
+        history[0]["lost"] = 1
+        events += transfer("t14", "a", 4, "b", 4, 5, "k1")
+    elif violation == "lost answer, refused retry applied":
+        history[1]["lost"] = 1
+        events += transfer("t15", "a", 4, "b", 4, 5, "k2")
     elif violation == "negative balance":
         events.append(event("a", 4, "FundsWithdrawn", 500))
     elif violation == "negative read":
@@ -100,6 +107,8 @@ def plant(violation: str):
         ("lost acknowledged transfer", 3),
         ("half transfer", 4),
         ("retry applied twice", 5),
+        ("lost answer, retry applied twice", 5),
+        ("lost answer, refused retry applied", 5),
         ("negative balance", 2),
         ("negative read", 2),
         ("changed total", 1),

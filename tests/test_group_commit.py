@@ -167,6 +167,30 @@ def test_a_refused_or_conflicting_append_fails_alone_and_the_rest_commit_togethe
     assert store.find_command("c0").fingerprint == "f"  # not overwritten by the refused one
 
 
+def test_appends_in_one_batch_see_the_ones_accepted_before_them(group_commit_url, opened):
+    """Screening is in queue order: v1 then v2 of one stream both land in one transaction;
+    a later append expecting the old head conflicts, as it would after a commit."""
+    store = opened()
+    group = store.group_commit
+    queued = [
+        ("v1", [new_event("chain", 1)], {"chain": 0}),
+        ("v2", [new_event("chain", 2)], {"chain": 1}),
+        ("stale", [new_event("chain", 2)], {"chain": 1}),
+        ("v3", [new_event("chain", 3)], {"chain": 2}),
+    ]
+    before = group.transactions
+    with ThreadPoolExecutor(len(queued)) as pool:
+        with append_lock_held(group_commit_url):
+            futures = {}
+            for number, (name, events, expected) in enumerate(queued, start=1):
+                futures[name] = pool.submit(store.append, events, expected)
+                wait_until(lambda n=number: group.in_flight == n)  # queued in this order
+        outcomes = {name: outcome(future) for name, future in futures.items()}
+    assert outcomes == {"v1": "ok", "v2": "ok", "stale": "ConcurrencyConflict", "v3": "ok"}
+    assert group.transactions - before in (1, 2)  # v1 led alone into the lock, or not
+    assert [e.version for e in store.read_stream("chain")] == [1, 2, 3]
+
+
 def test_when_the_shared_transaction_fails_no_append_in_it_is_acknowledged(
     group_commit_url, opened
 ):
@@ -384,3 +408,27 @@ def test_the_cache_is_bounded_and_only_moves_forward():
     )  # fmt: skip
     cache.forget(["a"])
     assert cache.get("a") is None
+
+
+def test_commands_of_one_process_on_one_account_take_turns_instead_of_conflicting(store):
+    """Stream locks (stream_locks.py): 8 threads hammering two accounts never meet a version
+    conflict of their own making, every transfer lands once, and no lock outlives its use."""
+    retries = Retries()
+    service = LedgerService(store, observer=retries)
+    service.open_account("hot-a", owner="Ann", account_type="CHECKING", initial_deposit="1000")
+    service.open_account("hot-b", owner="Bob", account_type="CHECKING", initial_deposit="1000")
+
+    def pay(n: int) -> None:
+        for i in range(15):
+            source, target = ("hot-a", "hot-b") if (n + i) % 2 else ("hot-b", "hot-a")
+            service.transfer(source, target, "1.00", command_id=f"t-{n}-{i}")
+
+    with ThreadPoolExecutor(8) as pool:
+        for done in [pool.submit(pay, n) for n in range(8)]:
+            done.result(timeout=60)
+    assert retries.reasons == []
+    fresh = LedgerService(store)
+    balances = [fresh.get_account(a).balance_minor for a in ("hot-a", "hot-b")]
+    assert balances == [100_000, 100_000]  # 60 each way
+    assert fresh.get_account("hot-a").version == 2 + 120
+    assert len(service._stream_locks) == 0

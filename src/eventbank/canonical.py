@@ -9,14 +9,7 @@ from typing import Any
 
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace, UTF-8 text; NaN, infinities and unknown types are refused."""
-    return json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=_refuse,
-    )
+    return _ENCODER.encode(value)
 
 
 def fingerprint(value: Any) -> str:
@@ -26,3 +19,9 @@ def fingerprint(value: Any) -> str:
 
 def _refuse(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable here")
+
+
+# Built once: json.dumps with options builds a new encoder on every call (a hot-path cost).
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse
+)

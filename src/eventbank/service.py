@@ -1,6 +1,7 @@
 """The application service: handles commands by reading, deciding and appending.
 
-Every write follows one path (``_handle``):
+Every write follows one path (``_handle``), holding this process's lock on each stream involved
+from step 1 to the end of step 3 (stream_locks.py: its own commands take turns, never race):
 
 1. Take the state of the streams involved from the account cache (cache.py), or read and fold
    them (snapshot + later events).
@@ -11,10 +12,11 @@ Every write follows one path (``_handle``):
    command's key may have been used before), answer with its first outcome (same parameters)
    or refuse (``IdempotencyKeyReused``); nothing is written. The check inside the atomic write
    is the guarantee, so no look-up is spent before deciding on the common, first run.
-5. On ``ConcurrencyConflict`` (someone else wrote first: the streams are dropped from the
+5. On ``ConcurrencyConflict`` (another process wrote first: the streams are dropped from the
    cache) or ``StoreUnavailable`` (the write did not happen, or its fate is unknown) go back to
-   1 after a jittered backoff, at most ``max_attempts`` times. Step 4 makes the retry safe: a
-   write that did land is found and replayed, never repeated.
+   1 after a jittered backoff, at most ``max_attempts`` times; a store still unavailable
+   ``UNAVAILABLE_RETRY_S`` after the command began is reported as down instead. Step 4 makes
+   the retry safe: a write that did land is found and replayed, never repeated.
 
 Outcomes of refused commands (insufficient funds, …) are not recorded: nothing happened, so a
 retry with the same key is evaluated afresh.
@@ -52,6 +54,7 @@ from eventbank.store.contract import (
     StoreUnavailable,
     chained,
 )
+from eventbank.stream_locks import StreamLocks
 
 log = logging.getLogger(__name__)
 _COMMAND_ID = re.compile(r"[!-~]{1,255}")  # printable ASCII, no spaces, as Stripe's keys
@@ -121,6 +124,7 @@ class LedgerService:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self._cache = AccountCache(cache_size)
+        self._stream_locks = StreamLocks()
 
     # ------------------------------------------------------------ reads
 
@@ -318,9 +322,10 @@ class LedgerService:
                     self.observer.command_retried(request["command"], type(last_error).__name__)
                 self._backoff(attempt)
             try:
-                return self._decide_and_append(
-                    command_id, request_fingerprint, stream_ids, decide, describe
-                )
+                with self._stream_locks.hold(stream_ids):
+                    return self._decide_and_append(
+                        command_id, request_fingerprint, stream_ids, decide, describe
+                    )
             except ConcurrencyConflict as exc:
                 self._cache.forget(exc.aggregate_ids)
                 last_error = exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -308,9 +308,8 @@ def apply(state: Account | None, event: AccountEvent) -> Account:
         delta = -event.amount_minor
     elif isinstance(event, AccountClosedEvent):
         status = AccountStatus.CLOSED
-    return replace(
-        state, balance_minor=state.balance_minor + delta, status=status, version=state.version + 1
-    )
+    return Account(state.account_id, state.owner, state.account_type, state.currency,
+                   state.balance_minor + delta, status, state.version + 1)  # fmt: skip
 
 
 def replay(events: Iterable[AccountEvent], state: Account | None = None) -> Account | None:

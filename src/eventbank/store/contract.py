@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from eventbank.canonical import canonical_json
@@ -87,10 +87,12 @@ def chained(events: Sequence[NewEvent], previous_hashes: Mapping[str, str]) -> l
     """``events`` with their chain hashes filled in, given each stream's current head hash."""
     heads = dict(previous_hashes)
     out = []
-    for event in events:
-        digest = chain_hash(heads.get(event.aggregate_id, GENESIS_HASH), event)
-        heads[event.aggregate_id] = digest
-        out.append(replace(event, hash=digest))
+    for e in events:
+        digest = chain_hash(heads.get(e.aggregate_id, GENESIS_HASH), e)
+        heads[e.aggregate_id] = digest
+        out.append(NewEvent(e.event_id, e.aggregate_id, e.aggregate_type, e.version,
+                            e.event_type, e.schema_version, e.data, e.metadata,
+                            digest))  # fmt: skip
     return out
 
 

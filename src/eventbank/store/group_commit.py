@@ -5,25 +5,28 @@ transaction per command caps throughput at about one command per flush. Writing 
 appends in one transaction pays that wait once for all of them.
 
 How (a leader and followers; no writer thread): a caller queues its append. If no batch is being
-written, the caller leads: it takes up to ``max_batch`` queued appends, writes each under its own
-savepoint inside one engine transaction, commits, and only then answers every caller in the
-batch with its own result or its own exception. Callers that arrive meanwhile wait; when the
-leader is done, the first of them leads the next batch, so batches form while a commit is on
-its way to disk.
+written, the caller leads: it takes up to ``max_batch`` queued appends, has the engine write
+them in one transaction (``write_many``: one statement reads what every check needs, the
+appends are screened in queue order, the accepted ones inserted together; screening.py),
+commits, and only then answers every caller in the batch with its own result or its own
+refusal. Callers that arrive meanwhile wait; when the leader is done, the first of them leads
+the next batch, so batches form while a commit is on its way to disk.
 
 - A lone caller leads a batch of one at once, in its own thread, on its own connection and in
-  a transaction of its own (no savepoint), exactly as without group commit: it waits for no one.
+  a transaction of its own, exactly as without group commit: it waits for no one.
 - When the previous batch had company, the leader waits up to ``max_wait_ms`` for as many
   callers as that batch had before it starts (PostgreSQL's ``commit_delay`` and
   ``commit_siblings`` idea). Waiting for company adds at most ``max_wait_ms`` to a command,
   beyond the commit of the batch ahead of it.
-- One append's own failure (a conflict, a duplicate, a refusal by a constraint: any contract
-  error) rolls back its savepoint only and is raised to that caller alone. A failure of the
-  transaction itself (lock, I/O, a lost connection, the commit, or an unexpected error in one
-  append) rolls everything back: the append that caused it gets the engine's error, every other
-  caller ``StoreUnavailable`` (retrying the command is safe). No caller is answered before the
-  commit has returned, so an acknowledged append is durable, and a crash before the commit
-  acknowledges nothing.
+- One append's own refusal (a conflict, a duplicate) is that caller's answer alone. Should the
+  engine refuse the batch's inserts for a reason screening could not foresee (a constraint or
+  trigger: any contract error), the batch is rolled back to a savepoint and written again one
+  append at a time, each under its own savepoint, so the failure stays with its append. A
+  failure of the transaction itself (lock, I/O, a lost connection, the commit, an unexpected
+  error) rolls everything back: a lone caller gets the engine's error, every caller of a
+  larger batch ``StoreUnavailable`` (retrying the command is safe). No caller is answered
+  before the commit has returned, so an acknowledged append is durable, and a crash before
+  the commit acknowledges nothing.
 
 Settings, as engine constructor arguments or store URL query parameters
 (``sqlite:///x.db?group_commit_wait_ms=1&group_commit_max=128``):
@@ -45,7 +48,6 @@ from eventbank.domain.errors import EventbankError, InvalidInput
 from eventbank.store.contract import StoreUnavailable
 
 C = TypeVar("C")  # the engine's connection
-R = TypeVar("R")
 
 DEFAULT_MAX = 128
 DEFAULT_WAIT_MS = 1.0
@@ -53,13 +55,13 @@ LIMIT_MAX = 1_000
 LIMIT_WAIT_MS = 1_000.0
 
 
-class _Append:
-    """One caller's queued write and, once its batch is done, its answer."""
+class _Waiter:
+    """One caller's queued append and, once its batch is done, its answer."""
 
-    __slots__ = ("write", "signal", "leads", "result", "error")
+    __slots__ = ("item", "signal", "leads", "result", "error")
 
-    def __init__(self, write: Callable) -> None:
-        self.write = write
+    def __init__(self, item: object) -> None:
+        self.item = item
         self.signal = threading.Lock()
         self.signal.acquire()  # released once: when answered, or when told to lead
         self.leads = False
@@ -67,18 +69,25 @@ class _Append:
         self.error: BaseException | None = None
 
 
+# write_many(conn, items): for each item, in order, its result or its own refusal.
+WriteMany = Callable[[C, list[Any]], list[Any]]
+
+
 class GroupCommit(Generic[C]):
-    """Runs writes from many threads in shared transactions (see the module docstring).
+    """Runs appends from many threads in shared transactions (see the module docstring).
 
     ``transaction()`` opens one engine transaction and commits it on a clean exit; its
-    connection must take SQL savepoints. ``transactions`` and ``appends`` count
-    committed transactions and the writes acknowledged by them; ``in_flight`` is how many
-    writes are queued or being written right now.
+    connection must take SQL savepoints. ``write_many(conn, items)`` writes items inside it and
+    returns, per item, its result or the ``EventbankError`` refusing it; it raises an
+    ``EventbankError`` if the engine refused what it wrote. ``transactions`` and ``appends``
+    count committed transactions and the appends acknowledged by them; ``in_flight`` is how
+    many appends are queued or being written right now.
     """
 
     def __init__(
         self,
         transaction: Callable[[], AbstractContextManager[C]],
+        write_many: WriteMany,
         *,
         max_batch: int = DEFAULT_MAX,
         max_wait_ms: float = DEFAULT_WAIT_MS,
@@ -90,18 +99,20 @@ class GroupCommit(Generic[C]):
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self._transaction = transaction
+        self._write_many = write_many
         self._mutex = threading.Lock()
         self._arrived = threading.Condition(self._mutex)
-        self._queue: list[_Append] = []
+        self._queue: list[_Waiter] = []
         self._leading = False  # a leader is collecting or writing a batch
         self._company = 1  # size of the previous batch: how many callers a leader waits for
         self.transactions = 0
         self.appends = 0
         self.in_flight = 0
 
-    def run(self, write: Callable[[C], R]) -> R:
-        """``write(conn)`` inside a shared transaction: its result once committed, or its error."""
-        mine = _Append(write)
+    def run(self, item: object) -> Any:
+        """``item`` written inside a shared transaction: its result once committed, or its
+        refusal (or the failure of the transaction) raised."""
+        mine = _Waiter(item)
         with self._mutex:
             self._queue.append(mine)
             self.in_flight += 1
@@ -115,7 +126,7 @@ class GroupCommit(Generic[C]):
             self._lead()
         if mine.error is not None:
             raise mine.error
-        return mine.result  # type: ignore[return-value]
+        return mine.result
 
     def _lead(self) -> None:
         with self._mutex:
@@ -133,56 +144,64 @@ class GroupCommit(Generic[C]):
                 self.in_flight -= len(batch)
                 if committed:
                     self.transactions += 1
-                    self.appends += sum(append.error is None for append in batch)
+                    self.appends += sum(waiter.error is None for waiter in batch)
                 if self._queue:
                     successor = self._queue[0]
                     successor.leads = True
                     successor.signal.release()
                 else:
                     self._leading = False
-            for append in batch:
-                if not append.leads:
-                    append.signal.release()
+            for waiter in batch:
+                if not waiter.leads:
+                    waiter.signal.release()
 
-    def _write(self, batch: list[_Append]) -> bool:
+    def _write(self, batch: list[_Waiter]) -> bool:
         """Write ``batch`` in one transaction and fill in every answer; True if it committed."""
-        if len(batch) == 1:  # alone, its transaction is its savepoint: no extra statements
-            (only,) = batch
-            try:
-                with self._transaction() as conn:
-                    only.result = only.write(conn)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
-                only.error = exc
-                return False
-            return True
-        culprit = None
+        items = [waiter.item for waiter in batch]
         try:
             with self._transaction() as conn:
-                for append in batch:
-                    culprit = append
-                    try:
-                        with _savepoint(conn):
-                            append.result = append.write(conn)
-                    except EventbankError as exc:  # its own refusal; the others go on
-                        append.error = exc
-                culprit = None
+                answers = self._answers(conn, items)
         except BaseException as exc:  # noqa: BLE001 - handed to the callers, raised there
+            if len(batch) == 1:
+                batch[0].error = exc
+                return False
             shared = (
                 f"the transaction this append shared failed ({exc}); it was rolled back or its "
                 "outcome is unknown, and retrying the command is safe"
             )
-            for append in batch:
-                if append is culprit:
-                    append.error = exc
-                elif append.error is None:
-                    append.error = StoreUnavailable(shared)
+            for waiter in batch:
+                waiter.error = StoreUnavailable(shared)
             return False
+        for waiter, answer in zip(batch, answers, strict=True):
+            if isinstance(answer, BaseException):
+                waiter.error = answer
+            else:
+                waiter.result = answer
         return True
+
+    def _answers(self, conn: C, items: list[Any]) -> list[Any]:
+        """All items at once; if the engine refuses that, one by one, each under a savepoint,
+        so that what it refused is the answer of the one item that caused it."""
+        if len(items) == 1:  # its refusal rolls the whole transaction back: no savepoint needed
+            return self._write_many(conn, items)
+        try:
+            with _savepoint(conn):
+                return self._write_many(conn, items)
+        except EventbankError:
+            pass
+        answers = []
+        for item in items:
+            try:
+                with _savepoint(conn):
+                    answers += self._write_many(conn, [item])
+            except EventbankError as exc:
+                answers.append(exc)
+        return answers
 
 
 @contextmanager
 def _savepoint(conn: Any) -> Iterator[None]:
-    """One write inside a group transaction, undone alone if it raises. Should the engine have
+    """Writes inside a group transaction, undone alone if they raise. Should the engine have
     rolled back the whole transaction already (SQLite does on a full disk), ROLLBACK TO fails,
     and with it the batch: nothing written before it in the batch is acknowledged."""
     conn.execute("SAVEPOINT append")

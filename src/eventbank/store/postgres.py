@@ -17,9 +17,10 @@ position``. Under the lock the expected-version checks are exact, as with SQLite
 Cost: one append transaction at a time per database. Each holds the lock for its checks,
 inserts and commit flush (fsync), so PostgreSQL cannot group the commits of concurrent writers
 itself; instead this engine group-commits (store/group_commit.py): concurrent appends in one
-process share one transaction, which takes the lock once, writes each append under its own
-savepoint and flushes once. A writer waits at most ``lock_timeout_s`` for the lock and then
-gets ``StoreUnavailable`` (retryable). Reads, snapshots and command look-ups never take the lock.
+process share one transaction, which takes the lock once, checks and inserts the whole batch in
+three statements (store/screening.py) and flushes once. A writer waits at most
+``lock_timeout_s`` for the lock and then gets ``StoreUnavailable`` (retryable). Reads, snapshots
+and command look-ups never take the lock.
 
 Rejected alternative: recording ``pg_current_xact_id()`` per row and reading only below
 ``pg_snapshot_xmin(pg_current_snapshot())`` keeps writers concurrent, but positions are not
@@ -45,18 +46,14 @@ from eventbank import pg
 from eventbank.canonical import canonical_json
 from eventbank.store.contract import (
     CommandRecord,
-    ConcurrencyConflict,
-    DuplicateCommand,
-    DuplicateEvent,
     NewEvent,
     RecordedEvent,
     Snapshot,
-    StoreError,
     check_append,
     check_read_limit,
-    recorded,
 )
 from eventbank.store.group_commit import DEFAULT_MAX, DEFAULT_WAIT_MS, GroupCommit
+from eventbank.store.screening import Append, Dialect, Wanted, write_appends
 from eventbank.store.url import split_group_commit
 
 SCHEMA_VERSION = 1
@@ -121,6 +118,7 @@ class PostgresEventStore:
         self.lock_timeout_s = lock_timeout_s
         self.group_commit: GroupCommit[psycopg.Connection] = GroupCommit(
             self._append_transaction,
+            functools.partial(write_appends, dialect=DIALECT),
             max_batch=group_commit_max,
             max_wait_ms=group_commit_wait_ms,
         )
@@ -183,9 +181,7 @@ class PostgresEventStore:
         command: CommandRecord | None = None,
     ) -> list[RecordedEvent]:
         check_append(events, expected_versions)
-        return self.group_commit.run(
-            lambda conn: write_batch(conn, events, expected_versions, command)
-        )
+        return self.group_commit.run(Append(events, expected_versions, command))
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         with self._connection() as conn:
@@ -201,7 +197,7 @@ class PostgresEventStore:
                     snapshot.aggregate_type,
                     snapshot.version,
                     snapshot.state_schema_version,
-                    Json(snapshot.state, dumps=canonical_json),
+                    _json(snapshot.state),
                 ),
             )
 
@@ -245,85 +241,30 @@ class PostgresEventStore:
         return Snapshot(*row) if row else None
 
 
-# One round trip answers every check of an append: is the command known, where is each named
-# stream's head (in the order given; one index probe each), which event ids are taken.
+# One round trip answers every check of a batch: which command ids are known, where is each
+# named stream's head (in the order given; one index probe each), which event ids are taken.
 _CHECK = (
-    "SELECT EXISTS (SELECT 1 FROM commands WHERE command_id = %s),"
+    "SELECT ARRAY(SELECT command_id FROM commands WHERE command_id = ANY(%s::text[])),"
     " ARRAY(SELECT COALESCE((SELECT MAX(version) FROM events WHERE aggregate_id = stream), 0)"
     " FROM unnest(%s::text[]) WITH ORDINALITY AS given(stream, n) ORDER BY n),"
     " ARRAY(SELECT event_id FROM events WHERE event_id = ANY(%s::text[]))"
 )
 
 
-def write_batch(
-    conn: psycopg.Connection,
-    events: Sequence[NewEvent],
-    expected_versions: Mapping[str, int],
-    command: CommandRecord | None,
-) -> list[RecordedEvent]:
-    """Write one validated append inside the caller's transaction, which holds the append lock:
-    one statement for the checks, one for the events, one for the command record.
+def _json(value: object) -> Json:
+    return Json(value, canonical_json)
 
-    Kept apart from transaction handling so that several commands' appends can share one
-    transaction (group commit), each under its own savepoint.
-    """
-    command_id = command.command_id if command is not None else None
-    streams = list(expected_versions)
-    known_command, heads, known_ids = conn.execute(
-        _CHECK, (command_id, streams, [event.event_id for event in events])
+
+def _read_state(conn: psycopg.Connection, need: Wanted) -> tuple[set[str], dict, set[str]]:
+    known, heads, taken = conn.execute(
+        _CHECK, (need.command_ids, need.streams, need.event_ids)
     ).fetchone()
-    if known_command:
-        raise DuplicateCommand(command_id)  # type: ignore[arg-type]
-    current = dict(zip(streams, heads, strict=True))
-    if stale := [sid for sid, expected in expected_versions.items() if current[sid] != expected]:
-        raise ConcurrencyConflict(stale)
-    if known_ids:
-        raise DuplicateEvent(known_ids)
-    rows: list[object] = []
-    for event in events:
-        rows += [
-            event.event_id, event.aggregate_id, event.aggregate_type, event.version,
-            event.event_type, event.schema_version, Json(event.data, canonical_json),
-            Json(event.metadata, canonical_json), event.hash,
-        ]  # fmt: skip
-    try:
-        position_of = dict(conn.execute(_insert_events(len(events)), rows))
-        if command is not None:
-            conn.execute(
-                "INSERT INTO commands (command_id, fingerprint, outcome) VALUES (%s, %s, %s)",
-                (command.command_id, command.fingerprint, Json(command.outcome, canonical_json)),
-            )
-    except psycopg.IntegrityError as exc:
-        raise _integrity_error(exc, events, expected_versions, command) from None
-    ordered = [position_of[event.event_id] for event in events]
-    if ordered != sorted(ordered):  # VALUES rows are inserted in order; never rely blindly
-        raise StoreError(f"PostgreSQL numbered an append's events out of order: {ordered}")
-    return [recorded(event, position) for event, position in zip(events, ordered, strict=True)]
+    return set(known), dict(zip(need.streams, heads, strict=True)), set(taken)
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_events(count: int) -> str:
-    """One INSERT for ``count`` events; rows go in in the order given, so positions follow it
-    (the RETURNING order is unspecified, hence the event ids)."""
-    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * count)
-    return (
-        "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
-        f" schema_version, data, metadata, hash) VALUES {rows} RETURNING event_id, position"
-    )
-
-
-def _integrity_error(
-    exc: psycopg.IntegrityError,
-    events: Sequence[NewEvent],
-    expected_versions: Mapping[str, int],
-    command: CommandRecord | None,
-) -> Exception:
-    """Map a constraint failure (the backstop behind the explicit checks) to a contract error."""
-    constraint = exc.diag.constraint_name
-    if constraint == "events_event_id_key":
-        return DuplicateEvent([event.event_id for event in events])
-    if constraint == "events_stream_version_key":
-        return ConcurrencyConflict(list(expected_versions))
-    if constraint == "commands_pkey" and command is not None:
-        return DuplicateCommand(command.command_id)
-    return StoreError(f"PostgreSQL refused the append: {exc}")
+_CONSTRAINTS = {"events_event_id_key": "event_id", "events_stream_version_key": "stream_version",
+                "commands_pkey": "command_id"}  # fmt: skip
+DIALECT = Dialect(
+    "PostgreSQL", "%s", _json, _read_state, psycopg.IntegrityError,
+    lambda exc: _CONSTRAINTS.get(exc.diag.constraint_name or ""),  # type: ignore[attr-defined]
+)  # fmt: skip

@@ -7,8 +7,9 @@ Because appends are serialised, ``position`` (the rowid) is assigned in commit o
 global feed can never show position 11 before position 10 is visible.
 
 Concurrent appends in one process are group-committed (store/group_commit.py): one
-``BEGIN IMMEDIATE`` transaction, one fsync, each append under its own savepoint. Other processes
-writing the same file still queue on the write lock as before.
+``BEGIN IMMEDIATE`` transaction, three statements and one fsync for the whole batch, each
+append screened alone (store/screening.py). Other processes writing the same file still queue
+on the write lock as before.
 """
 
 from __future__ import annotations
@@ -23,18 +24,14 @@ from eventbank.canonical import canonical_json
 from eventbank.sqlite_file import SqliteFile
 from eventbank.store.contract import (
     CommandRecord,
-    ConcurrencyConflict,
-    DuplicateCommand,
-    DuplicateEvent,
     NewEvent,
     RecordedEvent,
     Snapshot,
-    StoreError,
     check_append,
     check_read_limit,
-    recorded,
 )
 from eventbank.store.group_commit import DEFAULT_MAX, DEFAULT_WAIT_MS, GroupCommit
+from eventbank.store.screening import Append, Dialect, Wanted, write_appends
 
 SCHEMA_VERSION = 1
 
@@ -90,6 +87,7 @@ class SqliteEventStore:
         self.path = str(path)
         self.group_commit: GroupCommit[sqlite3.Connection] = GroupCommit(
             lambda: self._db.write_transaction(),
+            functools.partial(write_appends, dialect=DIALECT),
             max_batch=group_commit_max,
             max_wait_ms=group_commit_wait_ms,
         )
@@ -111,9 +109,7 @@ class SqliteEventStore:
         command: CommandRecord | None = None,
     ) -> list[RecordedEvent]:
         check_append(events, expected_versions)
-        return self.group_commit.run(
-            lambda conn: write_batch(conn, events, expected_versions, command)
-        )
+        return self.group_commit.run(Append(events, expected_versions, command))
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         with self._db.write_transaction() as conn:
@@ -173,10 +169,11 @@ class SqliteEventStore:
         return Snapshot(row[0], row[1], row[2], row[3], json.loads(row[4])) if row else None
 
 
-# One statement answers every check of an append: is the command known, where is each stream's
-# head, which event ids are taken (few statements matter: each one hands the GIL to other threads).
+# One statement answers every check of a batch: which command ids are known, where is each
+# stream's head, which event ids are taken (screening.py decides each append from that).
 _CHECK = (
-    "SELECT (SELECT 1 FROM commands WHERE command_id = ?),"
+    "SELECT (SELECT json_group_array(command_id) FROM commands"
+    " WHERE command_id IN (SELECT value FROM json_each(?))),"
     " (SELECT json_group_object(value, (SELECT COALESCE(MAX(version), 0) FROM events"
     " WHERE aggregate_id = streams.value)) FROM json_each(?) AS streams),"
     " (SELECT json_group_array(event_id) FROM events"
@@ -184,79 +181,23 @@ _CHECK = (
 )
 
 
-def write_batch(
-    conn: sqlite3.Connection,
-    events: Sequence[NewEvent],
-    expected_versions: Mapping[str, int],
-    command: CommandRecord | None,
-) -> list[RecordedEvent]:
-    """Write one validated append inside the caller's open write transaction.
-
-    Kept apart from transaction handling so that several commands' appends can share one
-    transaction (group commit), each under its own savepoint.
-    """
-    ids = [event.event_id for event in events]
-    command_id = command.command_id if command is not None else None
-    known_command, heads, known_ids = conn.execute(
-        _CHECK, (command_id, json.dumps(list(expected_versions)), json.dumps(ids))
-    ).fetchone()
-    if known_command:
-        raise DuplicateCommand(command_id)  # type: ignore[arg-type]
-    current = json.loads(heads)
-    if stale := [sid for sid, expected in expected_versions.items() if current[sid] != expected]:
-        raise ConcurrencyConflict(stale)
-    if known_ids := json.loads(known_ids):
-        raise DuplicateEvent(known_ids)
-    rows = [
-        value
-        for event in events
-        for value in (
-            event.event_id, event.aggregate_id, event.aggregate_type, event.version,
-            event.event_type, event.schema_version, canonical_json(event.data),
-            canonical_json(event.metadata), event.hash,
-        )
-    ]  # fmt: skip
-    try:
-        position_of = dict(conn.execute(_insert_events(len(events)), rows).fetchall())
-        if command is not None:
-            conn.execute(
-                "INSERT INTO commands (command_id, fingerprint, outcome) VALUES (?, ?, ?)",
-                (command.command_id, command.fingerprint, canonical_json(command.outcome)),
-            )
-    except sqlite3.IntegrityError as exc:
-        raise _integrity_error(exc, events, expected_versions, command) from None
-    ordered = [position_of[event.event_id] for event in events]
-    if ordered != sorted(ordered):  # VALUES rows are inserted in order; never rely blindly
-        raise StoreError(f"SQLite numbered an append's events out of order: {ordered}")
-    return [recorded(event, position) for event, position in zip(events, ordered, strict=True)]
+def _read_state(conn: sqlite3.Connection, need: Wanted) -> tuple[set[str], dict, set[str]]:
+    row = conn.execute(_CHECK, (json.dumps(need.command_ids), json.dumps(need.streams),
+                                json.dumps(need.event_ids))).fetchone()  # fmt: skip
+    return set(json.loads(row[0])), json.loads(row[1]), set(json.loads(row[2]))
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_events(count: int) -> str:
-    """One INSERT for ``count`` events; rows go in listed order, so positions follow it (the
-    RETURNING order is unspecified, hence the event ids)."""
-    rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
-    return (
-        "INSERT INTO events (event_id, aggregate_id, aggregate_type, version, event_type,"
-        f" schema_version, data, metadata, hash) VALUES {rows} RETURNING event_id, position"
-    )
-
-
-def _integrity_error(
-    exc: sqlite3.IntegrityError,
-    events: Sequence[NewEvent],
-    expected_versions: Mapping[str, int],
-    command: CommandRecord | None,
-) -> Exception:
-    """Map a constraint failure (the backstop behind the explicit checks) to a contract error."""
+def _constraint(exc: Exception) -> str | None:
     message = str(exc)
-    if "events.event_id" in message:
-        return DuplicateEvent([event.event_id for event in events])
-    if "events.aggregate_id" in message:
-        return ConcurrencyConflict(list(expected_versions))
-    if "commands.command_id" in message and command is not None:
-        return DuplicateCommand(command.command_id)
-    return StoreError(f"SQLite refused the append: {message}")
+    for column, constraint in _CONSTRAINTS.items():
+        if column in message:
+            return constraint
+    return None
+
+
+_CONSTRAINTS = {"events.event_id": "event_id", "events.aggregate_id": "stream_version",
+                "commands.command_id": "command_id"}  # fmt: skip
+DIALECT = Dialect("SQLite", "?", canonical_json, _read_state, sqlite3.IntegrityError, _constraint)
 
 
 def _recorded(row: tuple) -> RecordedEvent:

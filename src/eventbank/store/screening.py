@@ -1,0 +1,230 @@
+"""A batch of appends checked at once: what SQLite and PostgreSQL group commit write together.
+
+Why: checking each append of a group-commit batch with statements of its own (and a savepoint)
+costs several statements per append, and every statement hands the GIL to other threads and
+waits to get it back. Instead the engine reads, in one statement and while it holds its write
+lock, everything the batch's checks need (which command ids are known, each named stream's
+head version, which event ids are taken), ``screen`` decides every append in queue order as if
+the ones it accepted before were already written, and the accepted ones are inserted together.
+
+Holding the write lock makes that read exact: nobody else can write between it and the
+inserts. The unique constraints stay as the backstop; should one fire anyway (a trigger, a
+constraint ``screen`` cannot foresee), the engine's error makes group commit retry the batch
+one append at a time, each under its own savepoint (group_commit.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventbank.domain.errors import EventbankError
+from eventbank.store.contract import (
+    CommandRecord,
+    ConcurrencyConflict,
+    DuplicateCommand,
+    DuplicateEvent,
+    NewEvent,
+    RecordedEvent,
+    StoreError,
+    recorded,
+)
+
+# Rows per INSERT statement: well inside SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+ROWS_PER_INSERT = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One caller's append, already validated in shape by ``check_append``."""
+
+    events: Sequence[NewEvent]
+    expected_versions: Mapping[str, int]
+    command: CommandRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What the store must say before a batch can be screened (each list without repeats)."""
+
+    command_ids: list[str]
+    streams: list[str]
+    event_ids: list[str]
+
+
+def wanted(appends: Sequence[Append]) -> Wanted:
+    commands = {a.command.command_id: None for a in appends if a.command is not None}
+    streams = {stream: None for a in appends for stream in a.expected_versions}
+    ids = {event.event_id: None for a in appends for event in a.events}
+    return Wanted(list(commands), list(streams), list(ids))
+
+
+def screen(
+    appends: Sequence[Append],
+    known_commands: set[str],
+    heads: Mapping[str, int],
+    taken_ids: set[str],
+) -> list[EventbankError | None]:
+    """Each append's refusal, or None where it may be written; in order, each append seeing
+    the streams, command ids and event ids of those accepted before it."""
+    heads, commands, ids = dict(heads), set(known_commands), set(taken_ids)
+    verdicts: list[EventbankError | None] = []
+    for append in appends:
+        verdict = _verdict(append, commands, heads, ids)
+        verdicts.append(verdict)
+        if verdict is None:
+            if append.command is not None:
+                commands.add(append.command.command_id)
+            for event in append.events:
+                heads[event.aggregate_id] = event.version
+                ids.add(event.event_id)
+    return verdicts
+
+
+def _verdict(
+    append: Append, commands: set[str], heads: Mapping[str, int], ids: set[str]
+) -> EventbankError | None:
+    if append.command is not None and append.command.command_id in commands:
+        return DuplicateCommand(append.command.command_id)
+    expected = append.expected_versions
+    if stale := [stream for stream, version in expected.items() if heads[stream] != version]:
+        return ConcurrencyConflict(stale)
+    if taken := [event.event_id for event in append.events if event.event_id in ids]:
+        return DuplicateEvent(taken)
+    return None
+
+
+def accepted_events(
+    appends: Sequence[Append], verdicts: Sequence[EventbankError | None]
+) -> list[NewEvent]:
+    return [e for a, v in zip(appends, verdicts, strict=True) if v is None for e in a.events]
+
+
+def accepted_commands(
+    appends: Sequence[Append], verdicts: Sequence[EventbankError | None]
+) -> list[CommandRecord]:
+    return [
+        a.command
+        for a, v in zip(appends, verdicts, strict=True)
+        if v is None and a.command is not None
+    ]
+
+
+def chunks(rows: Sequence, size: int = ROWS_PER_INSERT) -> Iterator[Sequence]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def event_values(events: Sequence[NewEvent], encode: Callable[[Any], Any]) -> list[Any]:
+    """The parameters of a multi-row events INSERT, payloads passed through ``encode``."""
+    return [
+        value
+        for event in events
+        for value in (
+            event.event_id, event.aggregate_id, event.aggregate_type, event.version,
+            event.event_type, event.schema_version, encode(event.data), encode(event.metadata),
+            event.hash,
+        )
+    ]  # fmt: skip
+
+
+def command_values(commands: Sequence[CommandRecord], encode: Callable[[Any], Any]) -> list[Any]:
+    """The parameters of a multi-row commands INSERT."""
+    return [
+        value
+        for command in commands
+        for value in (command.command_id, command.fingerprint, encode(command.outcome))
+    ]
+
+
+EVENT_COLUMNS = (
+    "event_id", "aggregate_id", "aggregate_type", "version", "event_type", "schema_version",
+    "data", "metadata", "hash",
+)  # fmt: skip
+COMMAND_COLUMNS = ("command_id", "fingerprint", "outcome")
+
+
+@functools.lru_cache(maxsize=256)
+def insert_rows(
+    table: str, columns: tuple[str, ...], rows: int, marker: str, returning: str = ""
+) -> str:
+    """One INSERT of ``rows`` rows with the engine's parameter ``marker`` (? or %s). Rows go in
+    listed order, so positions follow it; RETURNING order is unspecified, so return ids."""
+    row = "(" + ", ".join([marker] * len(columns)) + ")"
+    tail = f" RETURNING {returning}" if returning else ""
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}{tail}"
+
+
+def answers(
+    appends: Sequence[Append],
+    verdicts: Sequence[EventbankError | None],
+    position_of: Mapping[str, int],
+    engine: str,
+) -> list[list[RecordedEvent] | EventbankError]:
+    """Each append's recorded events (with the positions the engine gave them) or refusal.
+    Rows are inserted in the order listed, so positions must follow it; never trust blindly."""
+    written = [event.event_id for event in accepted_events(appends, verdicts)]
+    ordered = [position_of[event_id] for event_id in written]
+    if ordered != sorted(ordered):
+        raise StoreError(f"{engine} numbered a batch's events out of order: {ordered[:20]}")
+    return [
+        verdict
+        if verdict is not None
+        else [recorded(event, position_of[event.event_id]) for event in append.events]
+        for append, verdict in zip(appends, verdicts, strict=True)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the SQL engines that screen batches.
+
+    ``read_state(conn, wanted)`` answers, in one statement: the known command ids, each stream's
+    head version, the taken event ids. ``constraint(exc)`` names the unique constraint an
+    ``integrity_error`` broke: ``event_id``, ``stream_version``, ``command_id`` or None.
+    """
+
+    name: str
+    marker: str
+    encode: Callable[[Any], Any]
+    read_state: Callable[[Any, Wanted], tuple[set[str], Mapping[str, int], set[str]]]
+    integrity_error: type[Exception]
+    constraint: Callable[[Exception], str | None]
+
+
+def write_appends(
+    conn: Any, appends: Sequence[Append], dialect: Dialect
+) -> list[list[RecordedEvent] | EventbankError]:
+    """Screen and write a batch inside the caller's transaction, which holds the engine's write
+    lock: one statement for the checks, one per 1,000 events and commands, whatever the size."""
+    verdicts = screen(appends, *dialect.read_state(conn, wanted(appends)))
+    position_of: dict[str, int] = {}
+    try:
+        for rows in chunks(accepted_events(appends, verdicts)):
+            insert = insert_rows("events", EVENT_COLUMNS, len(rows), dialect.marker,
+                                 "event_id, position")  # fmt: skip
+            values = event_values(rows, dialect.encode)
+            position_of.update(conn.execute(insert, values).fetchall())
+        for records in chunks(accepted_commands(appends, verdicts)):
+            insert = insert_rows("commands", COMMAND_COLUMNS, len(records), dialect.marker)
+            conn.execute(insert, command_values(records, dialect.encode))
+    except dialect.integrity_error as exc:
+        raise _explained(exc, appends, dialect) from None
+    return answers(appends, verdicts, position_of, dialect.name)
+
+
+def _explained(exc: Exception, appends: Sequence[Append], dialect: Dialect) -> Exception:
+    """A broken constraint (the backstop behind screening) as a contract error; exact for a
+    lone append, which is how group commit retries a batch that met one."""
+    if len(appends) == 1:
+        (append,) = appends
+        constraint = dialect.constraint(exc)
+        if constraint == "event_id":
+            return DuplicateEvent([event.event_id for event in append.events])
+        if constraint == "stream_version":
+            return ConcurrencyConflict(list(append.expected_versions))
+        if constraint == "command_id" and append.command is not None:
+            return DuplicateCommand(append.command.command_id)
+    return StoreError(f"{dialect.name} refused the append: {exc}")
