@@ -274,6 +274,11 @@ class DynamoDBLocal(_Server):
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
 
+    def restart(self) -> None:
+        """Stop and start again on the same port (in memory: empty again)."""
+        self.stop()
+        self.start()
+
     @contextmanager
     def paused(self) -> Iterator[None]:
         """SIGSTOP the JVM for the block (a store that hangs: connections open, no answers)."""

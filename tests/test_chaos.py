@@ -18,7 +18,7 @@ from reliability.serve import ServeProcess
 from reliability.servers import PostgresCluster
 from reliability.workload import Bank, amount_text, http_client, open_accounts
 
-SHORT_RUN_S = 15.0  # per engine, so that the whole suite stays near 8 minutes on 2 cores
+SHORT_RUN_S = 30.0  # per engine, as the issue asks; the soak (make chaos) runs 600 s
 TELLER = TOKENS["teller"]
 
 

@@ -167,7 +167,7 @@ def test_a_payroll_process_killed_at_random_points_resumes_exactly_once(
             if any(e.event_type == "PaymentsRecorded" for e in
                    ledger.events.read_stream(saga_id_for(key))):  # fmt: skip
                 break
-            time.sleep(0.005)
+            time.sleep(0.05)  # each look is a read the payroll process competes with
         if policy == "all-or-nothing":  # an injected failure: an account closes mid-run
             with contextlib.suppress(BalanceNotZero):
                 ledger.service.close_account(staff[80])

@@ -200,8 +200,14 @@ def test_a_runner_killed_at_random_points_resumes_without_loss_or_double_countin
     kills = 0
     try:
         while not done.is_set() or kills < 3:
+            before = reads.checkpoint(accounts.NAME)
             runner = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            time.sleep(rng.uniform(0.6, 1.5))
+            # Kill it at a random moment once it has got going (its start-up takes a while on a
+            # loaded machine), or after 3 s if there was nothing left for it to do.
+            give_up = time.monotonic() + 3
+            while reads.checkpoint(accounts.NAME) == before and time.monotonic() < give_up:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0, 0.3))
             os.kill(runner.pid, signal.SIGKILL)
             runner.wait()
             kills += 1
