@@ -202,6 +202,9 @@ def test_each_documented_error(server, teller):
     problem(teller.post(f"/accounts/{a}/deposits", content=b"{not json",
                         headers={"content-type": "application/json"}), 400,
             "malformed_json")  # fmt: skip
+    problem(teller.post(f"/accounts/{a}/deposits", content=b"[" * 20_000 + b"]" * 20_000,
+                        headers={"content-type": "application/json"}), 400,
+            "malformed_json")  # fmt: skip
     problem(teller.post(f"/accounts/{a}/deposits", content=b"{" + b" " * 70_000 + b"}",
                         headers={"content-type": "application/json"}), 413,
             "request_too_large")  # fmt: skip

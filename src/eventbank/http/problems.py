@@ -82,8 +82,16 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(422, "validation_error", detail, request, errors=errors)
 
 
+# What FastAPI says when a body fails to parse other than as invalid JSON (e.g. nested so deep
+# that the parser gives up): to the client that is malformed JSON all the same.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        return problem(400, "malformed_json", "the request body could not be parsed as JSON "
+                       "(malformed, or nested too deeply)", request)  # fmt: skip
     codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
     code = codes.get(exc.status_code, "http_error")
     return problem(exc.status_code, code, str(exc.detail), request)
