@@ -191,6 +191,28 @@ def test_appends_in_one_batch_see_the_ones_accepted_before_them(group_commit_url
     assert [e.version for e in store.read_stream("chain")] == [1, 2, 3]
 
 
+def test_a_batch_larger_than_one_insert_statement_is_written_whole_and_in_order(
+    group_commit_url, opened
+):
+    """A batch's rows go in 1,000 per INSERT (screening.ROWS_PER_INSERT); positions still
+    follow queue order across the statements."""
+    store = opened()
+    group = store.group_commit
+    sizes = (700, 700, 700)  # the first leads alone into the lock; the other two: 1,400 rows
+    with ThreadPoolExecutor(len(sizes)) as pool:
+        with append_lock_held(group_commit_url):
+            futures = []
+            for n, size in enumerate(sizes):
+                events = [new_event(f"big-{n}", v) for v in range(1, size + 1)]
+                futures.append(pool.submit(store.append, events, {f"big-{n}": 0}))
+                wait_until(lambda k=n + 1: group.in_flight == k)
+        written = [future.result(timeout=60) for future in futures]
+    positions = [event.position for batch in written for event in batch]
+    assert positions == sorted(positions) and len(set(positions)) == sum(sizes)
+    for n, size in enumerate(sizes):
+        assert [e.version for e in store.read_stream(f"big-{n}")] == list(range(1, size + 1))
+
+
 def test_when_the_shared_transaction_fails_no_append_in_it_is_acknowledged(
     group_commit_url, opened
 ):
