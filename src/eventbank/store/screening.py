@@ -96,13 +96,13 @@ def _verdict(
     return None
 
 
-def accepted_events(
+def _accepted_events(
     appends: Sequence[Append], verdicts: Sequence[EventbankError | None]
 ) -> list[NewEvent]:
     return [e for a, v in zip(appends, verdicts, strict=True) if v is None for e in a.events]
 
 
-def accepted_commands(
+def _accepted_commands(
     appends: Sequence[Append], verdicts: Sequence[EventbankError | None]
 ) -> list[CommandRecord]:
     return [
@@ -112,12 +112,12 @@ def accepted_commands(
     ]
 
 
-def chunks(rows: Sequence, size: int = ROWS_PER_INSERT) -> Iterator[Sequence]:
+def _chunks(rows: Sequence, size: int = ROWS_PER_INSERT) -> Iterator[Sequence]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
 
-def event_values(events: Sequence[NewEvent], encode: Callable[[Any], Any]) -> list[Any]:
+def _event_values(events: Sequence[NewEvent], encode: Callable[[Any], Any]) -> list[Any]:
     """The parameters of a multi-row events INSERT, payloads passed through ``encode``."""
     return [
         value
@@ -130,7 +130,7 @@ def event_values(events: Sequence[NewEvent], encode: Callable[[Any], Any]) -> li
     ]  # fmt: skip
 
 
-def command_values(commands: Sequence[CommandRecord], encode: Callable[[Any], Any]) -> list[Any]:
+def _command_values(commands: Sequence[CommandRecord], encode: Callable[[Any], Any]) -> list[Any]:
     """The parameters of a multi-row commands INSERT."""
     return [
         value
@@ -147,7 +147,7 @@ COMMAND_COLUMNS = ("command_id", "fingerprint", "outcome")
 
 
 @functools.lru_cache(maxsize=256)
-def insert_rows(
+def _insert_rows(
     table: str, columns: tuple[str, ...], rows: int, marker: str, returning: str = ""
 ) -> str:
     """One INSERT of ``rows`` rows with the engine's parameter ``marker`` (? or %s). Rows go in
@@ -157,18 +157,12 @@ def insert_rows(
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}{tail}"
 
 
-def answers(
+def _answers(
     appends: Sequence[Append],
     verdicts: Sequence[EventbankError | None],
     position_of: Mapping[str, int],
-    engine: str,
 ) -> list[list[RecordedEvent] | EventbankError]:
-    """Each append's recorded events (with the positions the engine gave them) or refusal.
-    Rows are inserted in the order listed, so positions must follow it; never trust blindly."""
-    written = [event.event_id for event in accepted_events(appends, verdicts)]
-    ordered = [position_of[event_id] for event_id in written]
-    if ordered != sorted(ordered):
-        raise StoreError(f"{engine} numbered a batch's events out of order: {ordered[:20]}")
+    """Each append's recorded events (with the positions the engine gave them) or refusal."""
     return [
         verdict
         if verdict is not None
@@ -200,19 +194,24 @@ def write_appends(
     """Screen and write a batch inside the caller's transaction, which holds the engine's write
     lock: one statement for the checks, one per 1,000 events and commands, whatever the size."""
     verdicts = screen(appends, *dialect.read_state(conn, wanted(appends)))
+    events = _accepted_events(appends, verdicts)
     position_of: dict[str, int] = {}
     try:
-        for rows in chunks(accepted_events(appends, verdicts)):
-            insert = insert_rows("events", EVENT_COLUMNS, len(rows), dialect.marker,
+        for rows in _chunks(events):
+            insert = _insert_rows("events", EVENT_COLUMNS, len(rows), dialect.marker,
                                  "event_id, position")  # fmt: skip
-            values = event_values(rows, dialect.encode)
+            values = _event_values(rows, dialect.encode)
             position_of.update(conn.execute(insert, values).fetchall())
-        for records in chunks(accepted_commands(appends, verdicts)):
-            insert = insert_rows("commands", COMMAND_COLUMNS, len(records), dialect.marker)
-            conn.execute(insert, command_values(records, dialect.encode))
+        for records in _chunks(_accepted_commands(appends, verdicts)):
+            insert = _insert_rows("commands", COMMAND_COLUMNS, len(records), dialect.marker)
+            conn.execute(insert, _command_values(records, dialect.encode))
     except dialect.integrity_error as exc:
         raise _explained(exc, appends, dialect) from None
-    return answers(appends, verdicts, position_of, dialect.name)
+    # Rows are inserted in the order listed, so positions must follow it; never trust blindly.
+    ordered = [position_of[event.event_id] for event in events]
+    if ordered != sorted(ordered):
+        raise StoreError(f"{dialect.name} numbered a batch's events out of order: {ordered[:20]}")
+    return _answers(appends, verdicts, position_of)
 
 
 def _explained(exc: Exception, appends: Sequence[Append], dialect: Dialect) -> Exception:
