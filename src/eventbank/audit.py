@@ -18,7 +18,6 @@ which pins every event before it.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from eventbank.canonical import canonical_json
 from eventbank.domain import account as domain
 from eventbank.domain.events import ACCOUNT, event_from_data
 from eventbank.domain.money import format_minor
+from eventbank.ids import new_id
 from eventbank.projections import accounts
 from eventbank.readmodels.contract import ReadStore
 from eventbank.service import current_actor
@@ -195,7 +195,7 @@ class Auditor:
             history = self.events.read_stream(AUDIT_STREAM)
             head = history[-1].hash if history else GENESIS_HASH
             event = NewEvent(
-                event_id=str(uuid.uuid4()), aggregate_id=AUDIT_STREAM, aggregate_type=AUDIT_TYPE,
+                event_id=new_id(), aggregate_id=AUDIT_STREAM, aggregate_type=AUDIT_TYPE,
                 version=len(history) + 1, event_type="AuditCompleted", schema_version=1,
                 data={"clean": report.clean, "streams": report.streams, "events": report.events,
                       "findings": dict(kinds), "digest": report.digest},

@@ -28,6 +28,7 @@ from eventbank.domain.account import AccountStatus, check_account_id
 from eventbank.domain.errors import EventbankError, InvalidInput, NotFound, RuleViolation
 from eventbank.domain.money import format_minor, parse_amount
 from eventbank.domain.payroll import Payroll, PayrollLine
+from eventbank.ids import new_id
 from eventbank.service import IdempotencyKeyReused, LedgerService, current_actor
 from eventbank.store.contract import (
     GENESIS_HASH,
@@ -323,7 +324,7 @@ class PayrollService:
                 aggregate_type = "PayrollRegistry" if stream == saga.REGISTRY else saga.PAYROLL
                 for offset, (event_type, data) in enumerate(items, start=1):
                     new.append(NewEvent(
-                        str(uuid.uuid4()), stream, aggregate_type, len(stored) + offset,
+                        new_id(), stream, aggregate_type, len(stored) + offset,
                         event_type, 1, data, {"actor": current_actor.get(), "saga_id": saga_id},
                     ))  # fmt: skip
             try:

@@ -28,7 +28,6 @@ import logging
 import random
 import re
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from eventbank.domain.account import Account
 from eventbank.domain.errors import AccountNotFound, Conflict, InvalidInput, RuleViolation
 from eventbank.domain.events import ACCOUNT, AccountEvent, event_from_data
 from eventbank.domain.money import Money, format_minor, parse_amount
+from eventbank.ids import new_id
 from eventbank.store.contract import (
     GENESIS_HASH,
     CommandRecord,
@@ -239,7 +239,7 @@ class LedgerService:
         """Debit ``from_id`` and credit ``to_id`` in one atomic append across both streams."""
         domain.check_account_id(from_id)
         domain.check_account_id(to_id)
-        transfer_id = str(uuid.uuid4())
+        transfer_id = new_id()
         request = {"command": "transfer", "from": from_id, "to": to_id, "amount": amount}
 
         def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
@@ -312,7 +312,7 @@ class LedgerService:
         describe: Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]],
     ) -> Receipt:
         supplied = bool(command_id)
-        command_id = check_command_id(command_id) if command_id else str(uuid.uuid4())
+        command_id = check_command_id(command_id) if command_id else new_id()
         request_fingerprint = fingerprint(request)
         last_error: Exception | None = None
         unavailable_deadline = time.monotonic() + UNAVAILABLE_RETRY_S
@@ -412,7 +412,7 @@ class LedgerService:
             if transfer_id := getattr(event, "transfer_id", None):
                 metadata["transfer_id"] = transfer_id
             envelopes.append(NewEvent(
-                event_id=str(uuid.uuid4()), aggregate_id=event.account_id,
+                event_id=new_id(), aggregate_id=event.account_id,
                 aggregate_type=ACCOUNT, version=next_version[event.account_id],
                 event_type=event.event_type, schema_version=event.SCHEMA_VERSION,
                 data=event.to_data(), metadata=metadata,
