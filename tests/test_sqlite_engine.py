@@ -26,10 +26,17 @@ def open_pair(path) -> LedgerService:
     return service
 
 
+def write_connection(store: SqliteEventStore) -> sqlite3.Connection:
+    """The connection every write of this process goes through (sqlite_file.py)."""
+    with store._db.write_transaction() as conn:
+        return conn
+
+
 def test_connections_are_wal_and_fully_synchronous(db_path):
-    conn = SqliteEventStore(db_path)._conn()
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    store = SqliteEventStore(db_path)
+    for conn in (store._conn(), write_connection(store)):
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
 def test_a_process_killed_inside_the_append_leaves_neither_half(db_path):
@@ -40,7 +47,8 @@ def test_a_process_killed_inside_the_append_leaves_neither_half(db_path):
         from eventbank.service import LedgerService
         from eventbank.store.sqlite import SqliteEventStore
         store = SqliteEventStore({str(db_path)!r})
-        conn = store._conn()
+        with store._db.write_transaction() as conn:  # the connection every write goes through
+            pass
         conn.create_function("crash", 0, lambda: os._exit(9))
         conn.execute("CREATE TEMP TRIGGER crash BEFORE INSERT ON events "
                      "WHEN NEW.aggregate_id = 'acc-2' BEGIN SELECT crash(); END")
@@ -61,7 +69,7 @@ def test_a_process_killed_inside_the_append_leaves_neither_half(db_path):
 
 def test_a_statement_failing_inside_the_append_rolls_back_the_whole_transfer(db_path):
     service = open_pair(db_path)
-    service.store._conn().execute(
+    write_connection(service.store).execute(
         "CREATE TEMP TRIGGER refuse BEFORE INSERT ON events WHEN NEW.aggregate_id = 'acc-2' "
         "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
     )

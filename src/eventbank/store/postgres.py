@@ -53,7 +53,14 @@ from eventbank.store.contract import (
     check_read_limit,
 )
 from eventbank.store.group_commit import DEFAULT_MAX, DEFAULT_WAIT_MS, GroupCommit
-from eventbank.store.screening import Append, Dialect, Wanted, write_appends
+from eventbank.store.screening import (
+    Append,
+    Dialect,
+    Wanted,
+    event_values,
+    events_insert,
+    write_appends,
+)
 from eventbank.store.url import split_group_commit
 
 SCHEMA_VERSION = 1
@@ -264,7 +271,16 @@ def _read_state(conn: psycopg.Connection, need: Wanted) -> tuple[set[str], dict,
 
 _CONSTRAINTS = {"events_event_id_key": "event_id", "events_stream_version_key": "stream_version",
                 "commands_pkey": "command_id"}  # fmt: skip
+
+
+def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[int]:
+    """RETURNING order is unspecified, so each position comes back with its event's id."""
+    sql = events_insert(len(events), "%s", returning="event_id, position")
+    position_of = dict(conn.execute(sql, event_values(events, _json)).fetchall())
+    return [position_of[event.event_id] for event in events]
+
+
 DIALECT = Dialect(
-    "PostgreSQL", "%s", _json, _read_state, psycopg.IntegrityError,
+    "PostgreSQL", "%s", _json, _read_state, _insert_events, psycopg.IntegrityError,
     lambda exc: _CONSTRAINTS.get(exc.diag.constraint_name or ""),  # type: ignore[attr-defined]
 )  # fmt: skip

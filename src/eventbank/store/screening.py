@@ -117,8 +117,9 @@ def _chunks(rows: Sequence, size: int = ROWS_PER_INSERT) -> Iterator[Sequence]:
         yield rows[start : start + size]
 
 
-def _event_values(events: Sequence[NewEvent], encode: Callable[[Any], Any]) -> list[Any]:
-    """The parameters of a multi-row events INSERT, payloads passed through ``encode``."""
+def event_values(events: Sequence[NewEvent], encode: Callable[[Any], Any]) -> list[Any]:
+    """The parameters of a multi-row events INSERT (``events_insert``), payloads passed
+    through ``encode``."""
     return [
         value
         for event in events
@@ -157,6 +158,11 @@ def _insert_rows(
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}{tail}"
 
 
+def events_insert(rows: int, marker: str, returning: str = "") -> str:
+    """The INSERT of ``rows`` events, parameters as ``event_values`` lists them."""
+    return _insert_rows("events", EVENT_COLUMNS, rows, marker, returning)
+
+
 def _answers(
     appends: Sequence[Append],
     verdicts: Sequence[EventbankError | None],
@@ -176,14 +182,17 @@ class Dialect:
     """What differs between the SQL engines that screen batches.
 
     ``read_state(conn, wanted)`` answers, in one statement: the known command ids, each stream's
-    head version, the taken event ids. ``constraint(exc)`` names the unique constraint an
-    ``integrity_error`` broke: ``event_id``, ``stream_version``, ``command_id`` or None.
+    head version, the taken event ids. ``insert_events(conn, events)`` inserts at most
+    ``ROWS_PER_INSERT`` events in the order given and returns their positions in that order.
+    ``constraint(exc)`` names the unique constraint an ``integrity_error`` broke:
+    ``event_id``, ``stream_version``, ``command_id`` or None.
     """
 
     name: str
     marker: str
     encode: Callable[[Any], Any]
     read_state: Callable[[Any, Wanted], tuple[set[str], Mapping[str, int], set[str]]]
+    insert_events: Callable[[Any, Sequence[NewEvent]], list[int]]
     integrity_error: type[Exception]
     constraint: Callable[[Exception], str | None]
 
@@ -195,22 +204,21 @@ def write_appends(
     lock: one statement for the checks, one per 1,000 events and commands, whatever the size."""
     verdicts = screen(appends, *dialect.read_state(conn, wanted(appends)))
     events = _accepted_events(appends, verdicts)
-    position_of: dict[str, int] = {}
+    positions: list[int] = []
     try:
         for rows in _chunks(events):
-            insert = _insert_rows("events", EVENT_COLUMNS, len(rows), dialect.marker,
-                                 "event_id, position")  # fmt: skip
-            values = _event_values(rows, dialect.encode)
-            position_of.update(conn.execute(insert, values).fetchall())
+            positions += dialect.insert_events(conn, rows)
         for records in _chunks(_accepted_commands(appends, verdicts)):
             insert = _insert_rows("commands", COMMAND_COLUMNS, len(records), dialect.marker)
             conn.execute(insert, _command_values(records, dialect.encode))
     except dialect.integrity_error as exc:
         raise _explained(exc, appends, dialect) from None
     # Rows are inserted in the order listed, so positions must follow it; never trust blindly.
-    ordered = [position_of[event.event_id] for event in events]
-    if ordered != sorted(ordered):
-        raise StoreError(f"{dialect.name} numbered a batch's events out of order: {ordered[:20]}")
+    if positions != sorted(positions):
+        raise StoreError(f"{dialect.name} numbered a batch's events out of order: {positions[:20]}")
+    position_of = {
+        event.event_id: position for event, position in zip(events, positions, strict=True)
+    }
     return _answers(appends, verdicts, position_of)
 
 

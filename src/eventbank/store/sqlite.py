@@ -27,11 +27,19 @@ from eventbank.store.contract import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    StoreError,
     check_append,
     check_read_limit,
 )
 from eventbank.store.group_commit import DEFAULT_MAX, DEFAULT_WAIT_MS, GroupCommit
-from eventbank.store.screening import Append, Dialect, Wanted, write_appends
+from eventbank.store.screening import (
+    Append,
+    Dialect,
+    Wanted,
+    event_values,
+    events_insert,
+    write_appends,
+)
 
 SCHEMA_VERSION = 1
 
@@ -197,7 +205,29 @@ def _constraint(exc: Exception) -> str | None:
 
 _CONSTRAINTS = {"events.event_id": "event_id", "events.aggregate_id": "stream_version",
                 "commands.command_id": "command_id"}  # fmt: skip
-DIALECT = Dialect("SQLite", "?", canonical_json, _read_state, sqlite3.IntegrityError, _constraint)
+
+
+def _insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list[int]:
+    """Inserted without RETURNING: Python's sqlite3 fetches RETURNING rows one step at a time,
+    handing the GIL to other threads at each, while the batch's callers wait. The rows took
+    consecutive rowids ending at ``lastrowid`` (AUTOINCREMENT under the write lock); one
+    statement reads back which events hold those positions, so that is checked, not assumed."""
+    cursor = conn.execute(events_insert(len(events), "?"), event_values(events, canonical_json))
+    last = cursor.lastrowid or 0
+    first = last - len(events) + 1
+    (ids,) = conn.execute(_IDS_BETWEEN, (first, last)).fetchone()
+    if json.loads(ids) != [event.event_id for event in events]:
+        raise StoreError(f"SQLite did not give a batch's events positions {first} to {last}")
+    return list(range(first, last + 1))
+
+
+_IDS_BETWEEN = (
+    "SELECT json_group_array(event_id) FROM"
+    " (SELECT event_id FROM events WHERE position BETWEEN ? AND ? ORDER BY position)"
+)
+DIALECT = Dialect(
+    "SQLite", "?", canonical_json, _read_state, _insert_events, sqlite3.IntegrityError, _constraint
+)
 
 
 def _recorded(row: tuple) -> RecordedEvent:
