@@ -23,10 +23,18 @@ from contextlib import closing, contextmanager
 import psycopg
 import pytest
 
+from eventbank.audit import Auditor
 from eventbank.cache import AccountCache
 from eventbank.domain.errors import InsufficientFunds, InvalidInput
 from eventbank.service import IdempotencyKeyReused, LedgerService
-from eventbank.store.contract import CommandRecord, EventStore, StoreError
+from eventbank.store.contract import (
+    CommandRecord,
+    ConcurrencyConflict,
+    EventStore,
+    StoreError,
+    chained,
+)
+from eventbank.store.group_commit import GroupCommit
 from eventbank.store.postgres import _APPEND_LOCK, _LOCK_NAMESPACE
 from eventbank.store.url import open_store, sqlite_path
 from tests.factories import new_event
@@ -189,6 +197,106 @@ def test_appends_in_one_batch_see_the_ones_accepted_before_them(group_commit_url
     assert outcomes == {"v1": "ok", "v2": "ok", "stale": "ConcurrencyConflict", "v3": "ok"}
     assert group.transactions - before in (1, 2)  # v1 led alone into the lock, or not
     assert [e.version for e in store.read_stream("chain")] == [1, 2, 3]
+
+
+def test_an_append_built_on_a_refused_one_is_refused_though_the_version_it_expects_is_there(
+    group_commit_url, opened
+):
+    """``previous_hashes`` (contract.QueuesAppends): ``next_`` was decided on ``mine`` while it
+    was queued. A third party took v2 first, so ``mine`` is refused, and ``next_`` must be too,
+    although v2 now exists as it expected. Appends built on accepted ones go through, in one
+    transaction."""
+    store = opened()
+    group = store.group_commit
+    (first,) = chained([new_event("acct", 1)], {})
+    (theirs,) = chained([new_event("acct", 2)], {"acct": first.hash})
+    (mine,) = chained([new_event("acct", 2)], {"acct": first.hash})
+    (next_,) = chained([new_event("acct", 3)], {"acct": mine.hash})
+    store.append([first], {"acct": 0})
+    store.append([theirs], {"acct": 1})
+    wait_mine = store.submit_append([mine], {"acct": 1}, None, {"acct": first.hash})
+    wait_next = store.submit_append([next_], {"acct": 2}, None, {"acct": mine.hash})
+    for wait in (wait_mine, wait_next):
+        with pytest.raises(ConcurrencyConflict):
+            wait()
+
+    (v3,) = chained([new_event("acct", 3)], {"acct": theirs.hash})
+    (v4,) = chained([new_event("acct", 4)], {"acct": v3.hash})
+    before = group.transactions
+    waits = [
+        store.submit_append([v3], {"acct": 2}, None, {"acct": theirs.hash}),
+        store.submit_append([v4], {"acct": 3}, None, {"acct": v3.hash}),
+    ]
+    assert [len(wait()) for wait in waits] == [1, 1]
+    assert group.transactions - before == 1
+    stored = [event.event_id for event in store.read_stream("acct")]
+    assert stored == [first.event_id, theirs.event_id, v3.event_id, v4.event_id]
+    with pytest.raises(InvalidInput, match="previous_hashes"):
+        store.submit_append([new_event("acct", 5)], {"acct": 4}, None, {"other": v4.hash})
+
+
+@contextmanager
+def own_batches_held(group: GroupCommit) -> Iterator[None]:
+    """This store's group commit opens no transaction until the block ends; other stores (other
+    processes) write meanwhile."""
+    gate, original = threading.Event(), group._transaction
+
+    @contextmanager
+    def gated() -> Iterator[object]:
+        gate.wait(30)
+        with original() as conn:
+            yield conn
+
+    group._transaction = gated
+    try:
+        yield
+    finally:
+        gate.set()
+        group._transaction = original
+
+
+def test_commands_on_one_account_decide_on_queued_ones_and_commit_together(
+    group_commit_url, opened
+):
+    """The stream lock is released once an append is queued: six deposits on one account are
+    all decided while the first waits for the write lock, then commit in at most two
+    transactions, each on the balance the one before it leaves."""
+    store = opened()
+    service = LedgerService(store)
+    service.open_account("hot", owner="Ann", account_type="CHECKING", initial_deposit="100")
+    group = store.group_commit
+    before = group.transactions
+    with ThreadPoolExecutor(6) as pool:
+        with append_lock_held(group_commit_url):
+            futures = [pool.submit(service.deposit, "hot", "1.00") for _ in range(6)]
+            wait_until(lambda: group.in_flight == 6)
+        receipts = [future.result(timeout=30) for future in futures]
+    assert group.transactions - before in (1, 2)
+    balances = sorted(receipt.outcome["account"]["balance"] for receipt in receipts)
+    assert balances == [f"{100 + n}.00" for n in range(1, 7)]
+    assert LedgerService(opened()).get_account("hot").balance_minor == 10_600
+
+
+def test_a_command_decided_on_a_queued_one_that_fails_is_decided_again(group_commit_url, opened):
+    """A withdrawal of 70 is decided on the 70 that a queued withdrawal of 30 will leave. Then
+    another process withdraws 50 first: the 30 conflicts and is retried (20 left), and the 70,
+    though the version it expects now exists, must conflict too and be decided again: refused.
+    Were it written, the account would be overdrawn."""
+    ours, theirs = LedgerService(opened()), LedgerService(opened())
+    ours.open_account("acct", owner="Ann", account_type="CHECKING", initial_deposit="100")
+    group = ours.store.group_commit
+    with ThreadPoolExecutor(2) as pool:
+        with own_batches_held(group):
+            thirty = pool.submit(ours.withdraw, "acct", "30")
+            wait_until(lambda: group.in_flight == 1)
+            seventy = pool.submit(ours.withdraw, "acct", "70")
+            wait_until(lambda: group.in_flight == 2)
+            theirs.withdraw("acct", "50")
+        assert thirty.result(timeout=30).outcome["account"]["balance"] == "20.00"
+        with pytest.raises(InsufficientFunds):
+            seventy.result(timeout=30)
+    assert LedgerService(opened()).get_account("acct").balance_minor == 2_000
+    assert Auditor(opened()).run().clean
 
 
 def test_a_batch_larger_than_one_insert_statement_is_written_whole_and_in_order(

@@ -1,9 +1,11 @@
 """A bounded in-process cache of account states, so a command need not re-read what it knows.
 
 An entry is an account's state at a committed version (read from the store, or appended by this
-process) with the hash at the head of its chain. Another process may have appended since, so an
-entry may be stale, and that is safe: a command decided on it names the cached version as its
-expected version and the store refuses the append (``ConcurrencyConflict``) if the stream has
+process) or at the version an append this process queued will give it (service.py drops the
+entry if that append fails), with the hash at the head of its chain. Another process may have
+appended since, so an entry may be stale, and that is safe: a command decided on it names the
+cached version and hash as expected and the store refuses the append (``ConcurrencyConflict``)
+if the stream has
 moved on; the service then forgets the entry and reads the stream again. A refusal decided on a
 cached state is likewise re-checked against the store before it is reported (service.py).
 
@@ -38,7 +40,7 @@ class AccountCache:
             return entry
 
     def put(self, state: Account, head_hash: str) -> None:
-        """Remember ``state`` (committed, with its chain head) unless a newer one is known."""
+        """Remember ``state`` (with its chain head) unless a newer one is known."""
         if not self.capacity:
             return
         with self._lock:

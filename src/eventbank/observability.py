@@ -7,10 +7,11 @@ several apps in one process never collide.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -103,10 +104,14 @@ class _ProjectionLag(Collector):
 
 
 class InstrumentedStore:
-    """An EventStore that counts and times appends, delegating everything else unchanged."""
+    """An EventStore that counts and times appends (submission to answer), delegating
+    everything else unchanged. It queues appends where the store it wraps does
+    (contract.QueuesAppends); over one that does not, ``submit_append`` appends at once, so
+    nothing the service decides on is ever still pending and no head hash needs checking."""
 
     def __init__(self, store: EventStore, metrics: Metrics, engine: str):
         self._store, self._metrics, self._engine = store, metrics, engine
+        self._queues = hasattr(type(store), "submit_append")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -117,9 +122,30 @@ class InstrumentedStore:
         expected_versions: Mapping[str, int],
         command: CommandRecord | None = None,
     ) -> list[RecordedEvent]:
-        started, outcome = time.perf_counter(), "cancelled"
+        return self.submit_append(events, expected_versions, command)()
+
+    def submit_append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None = None,
+        previous_hashes: Mapping[str, str] | None = None,
+    ) -> Callable[[], list[RecordedEvent]]:
+        started = time.perf_counter()
+        if self._queues:
+            queued = self._store.submit_append(  # type: ignore[attr-defined]
+                events, expected_versions, command, previous_hashes
+            )
+            return functools.partial(self._timed, queued, started)
+        recorded = self._timed(
+            functools.partial(self._store.append, events, expected_versions, command), started
+        )
+        return lambda: recorded
+
+    def _timed(self, answer: Callable[[], list[RecordedEvent]], started: float) -> Any:
+        outcome = "cancelled"
         try:
-            recorded = self._store.append(events, expected_versions, command)
+            recorded = answer()
             outcome = "ok"
             return recorded
         except ConcurrencyConflict:

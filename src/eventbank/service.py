@@ -1,13 +1,16 @@
 """The application service: handles commands by reading, deciding and appending.
 
 Every write follows one path (``_handle``), holding this process's lock on each stream involved
-from step 1 to the end of step 3 (stream_locks.py: its own commands take turns, never race):
+from step 1 until the append of step 3 is queued (stream_locks.py: its own commands take turns,
+never race; with a group-committing engine the next one decides on the queued append's result
+and joins its batch, see ``_decide_and_submit``):
 
 1. Take the state of the streams involved from the account cache (cache.py), or read and fold
    them (snapshot + later events).
 2. Let the pure domain decide the events. A refusal decided on cached state is decided again on
    the store's current state before it counts.
-3. Append them with the expected versions *and* the command record in one atomic write.
+3. Append them with the expected versions (and head hashes) *and* the command record in one
+   atomic write.
 4. If the command id was recorded before (the append raises ``DuplicateCommand``, or a refused
    command's key may have been used before), answer with its first outcome (same parameters)
    or refuse (``IdempotencyKeyReused``); nothing is written. The check inside the atomic write
@@ -125,6 +128,10 @@ class LedgerService:
         self.backoff_cap_s = backoff_cap_s
         self._cache = AccountCache(cache_size)
         self._stream_locks = StreamLocks()
+        # contract.QueuesAppends, if the store's class offers it: a wrapper delegating through
+        # __getattr__ that intercepts ``append`` must not be bypassed.
+        queues = hasattr(type(store), "submit_append")
+        self._submit_append = store.submit_append if queues else None  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------ reads
 
@@ -323,9 +330,10 @@ class LedgerService:
                 self._backoff(attempt)
             try:
                 with self._stream_locks.hold(stream_ids):
-                    return self._decide_and_append(
+                    settle = self._decide_and_submit(
                         command_id, request_fingerprint, stream_ids, decide, describe
                     )
+                return settle()
             except ConcurrencyConflict as exc:
                 self._cache.forget(exc.aggregate_ids)
                 last_error = exc
@@ -361,14 +369,23 @@ class LedgerService:
             )
         return Receipt(command_id, first_run.outcome, replayed=True)
 
-    def _decide_and_append(
+    def _decide_and_submit(
         self,
         command_id: str,
         request_fingerprint: str,
         stream_ids: Sequence[str],
         decide: Decision,
         describe: Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]],
-    ) -> Receipt:
+    ) -> Callable[[], Receipt]:
+        """Steps 1-3 until the append is queued; the returned call waits for it and finishes.
+
+        Where the engine queues appends (group commit), the states this command leaves are
+        cached as soon as its append is queued, and the caller releases the stream locks before
+        waiting: the next command on these streams decides on them and joins the same batch
+        instead of waiting a commit. Its append names the head hashes it built on, so the store
+        refuses it unless this one was written (contract.QueuesAppends); a failed append
+        drops its streams from the cache.
+        """
         known, cached = self._known(stream_ids)
         states = {sid: state for sid, (state, _) in known.items()}
         try:
@@ -388,15 +405,28 @@ class LedgerService:
         new_events = chained(self._envelopes(decided, states, command_id), heads)
         expected = {sid: (state.version if state else 0) for sid, state in states.items()}
         record = CommandRecord(command_id, request_fingerprint, outcome)
-        recorded = self.store.append(new_events, expected, record)
-        heads.update((event.aggregate_id, event.hash) for event in recorded)
+        if self._submit_append is None:
+            recorded = self.store.append(new_events, expected, record)
+            wait: Callable[[], list[RecordedEvent]] = lambda: recorded  # noqa: E731
+        else:
+            wait = self._submit_append(new_events, expected, record, heads)
+        after_heads = {**heads, **{event.aggregate_id: event.hash for event in new_events}}
         for sid, state in after.items():
             if state is not None:
-                self._cache.put(state, heads[sid])
-        self._snapshot_crossings(states, after, heads)
-        if self.after_append is not None:
-            self.after_append(recorded)
-        return Receipt(command_id, outcome)
+                self._cache.put(state, after_heads[sid])
+
+        def settle() -> Receipt:
+            try:
+                recorded = wait()
+            except BaseException:
+                self._cache.forget(stream_ids)  # it may hold the states this append left
+                raise
+            self._snapshot_crossings(states, after, after_heads)
+            if self.after_append is not None:
+                self.after_append(recorded)
+            return Receipt(command_id, outcome)
+
+        return settle
 
     def _envelopes(
         self, events: list[AccountEvent], states: Mapping[str, Account | None], command_id: str

@@ -17,7 +17,7 @@ refuses the same malformed requests with the same messages.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -181,6 +181,23 @@ class EventStore(Protocol):
     def load_snapshot(self, aggregate_id: str) -> Snapshot | None: ...
 
     def close(self) -> None: ...
+
+
+class QueuesAppends(EventStore, Protocol):
+    """An engine that group-commits (SQLite, PostgreSQL) can also queue an append and answer
+    later: ``submit_append`` returns the call that waits for what ``append`` would have
+    returned (or raised). Appends are written in the order submitted, so a command may be
+    decided on the outcome of one still queued; ``previous_hashes`` (each expected stream's
+    head hash) then makes the store refuse it unless that one was written, whatever version a
+    third party's event took meanwhile. The caller must make the returned call, promptly."""
+
+    def submit_append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None = None,
+        previous_hashes: Mapping[str, str] | None = None,
+    ) -> Callable[[], list[RecordedEvent]]: ...
 
 
 def check_append(

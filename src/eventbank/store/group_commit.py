@@ -39,6 +39,7 @@ Settings, as engine constructor arguments or store URL query parameters
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -112,6 +113,13 @@ class GroupCommit(Generic[C]):
     def run(self, item: object) -> Any:
         """``item`` written inside a shared transaction: its result once committed, or its
         refusal (or the failure of the transaction) raised."""
+        return self.submit(item)()
+
+    def submit(self, item: object) -> Callable[[], Any]:
+        """Queue ``item`` and return the call that waits for its answer (as ``run``). Items are
+        written in the order submitted, so a caller may submit, let another thread submit an
+        item that builds on it, and only then wait. The caller must make that call, and soon:
+        if it was chosen to lead the next batch, the queue waits for it."""
         mine = _Waiter(item)
         with self._mutex:
             self._queue.append(mine)
@@ -120,6 +128,9 @@ class GroupCommit(Generic[C]):
                 self._leading = mine.leads = True
             elif len(self._queue) >= self._company:
                 self._arrived.notify()
+        return functools.partial(self._answer, mine)
+
+    def _answer(self, mine: _Waiter) -> Any:
         if not mine.leads:
             mine.signal.acquire()  # answered, or promoted to lead the next batch
         if mine.leads:

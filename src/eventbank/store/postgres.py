@@ -36,7 +36,7 @@ back exactly as written (big integers, key order, ``\\u0000``) and match the SQL
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 import psycopg
@@ -45,17 +45,18 @@ from psycopg.types.json import Json
 from eventbank import pg
 from eventbank.canonical import canonical_json
 from eventbank.store.contract import (
+    GENESIS_HASH,
     CommandRecord,
     NewEvent,
     RecordedEvent,
     Snapshot,
-    check_append,
     check_read_limit,
 )
 from eventbank.store.group_commit import DEFAULT_MAX, DEFAULT_WAIT_MS, GroupCommit
 from eventbank.store.screening import (
-    Append,
     Dialect,
+    Head,
+    QueuedAppends,
     Wanted,
     event_values,
     events_insert,
@@ -109,7 +110,7 @@ _EVENT_COLUMNS = (
 )
 
 
-class PostgresEventStore:
+class PostgresEventStore(QueuedAppends):
     """The EventStore contract on one PostgreSQL database (created tables live in it)."""
 
     def __init__(
@@ -181,15 +182,6 @@ class PostgresEventStore:
 
     # ------------------------------------------------------------ writes
 
-    def append(
-        self,
-        events: Sequence[NewEvent],
-        expected_versions: Mapping[str, int],
-        command: CommandRecord | None = None,
-    ) -> list[RecordedEvent]:
-        check_append(events, expected_versions)
-        return self.group_commit.run(Append(events, expected_versions, command))
-
     def save_snapshot(self, snapshot: Snapshot) -> None:
         with self._connection() as conn:
             conn.execute(
@@ -252,8 +244,10 @@ class PostgresEventStore:
 # named stream's head (in the order given; one index probe each), which event ids are taken.
 _CHECK = (
     "SELECT ARRAY(SELECT command_id FROM commands WHERE command_id = ANY(%s::text[])),"
-    " ARRAY(SELECT COALESCE((SELECT MAX(version) FROM events WHERE aggregate_id = stream), 0)"
-    " FROM unnest(%s::text[]) WITH ORDINALITY AS given(stream, n) ORDER BY n),"
+    " (SELECT json_agg(json_build_array(head.version, head.hash) ORDER BY n)"
+    " FROM unnest(%s::text[]) WITH ORDINALITY AS given(stream, n) LEFT JOIN LATERAL"
+    " (SELECT version, hash FROM events WHERE aggregate_id = given.stream"
+    " ORDER BY version DESC LIMIT 1) AS head ON true),"
     " ARRAY(SELECT event_id FROM events WHERE event_id = ANY(%s::text[]))"
 )
 
@@ -262,11 +256,16 @@ def _json(value: object) -> Json:
     return Json(value, canonical_json)
 
 
-def _read_state(conn: psycopg.Connection, need: Wanted) -> tuple[set[str], dict, set[str]]:
+def _read_state(
+    conn: psycopg.Connection, need: Wanted
+) -> tuple[set[str], dict[str, Head], set[str]]:
     known, heads, taken = conn.execute(
         _CHECK, (need.command_ids, need.streams, need.event_ids)
     ).fetchone()
-    return set(known), dict(zip(need.streams, heads, strict=True)), set(taken)
+    pairs = zip(need.streams, heads or [], strict=True)
+    by_stream = {stream: (version, hash_) if version else (0, GENESIS_HASH)
+                 for stream, (version, hash_) in pairs}  # fmt: skip
+    return set(known), by_stream, set(taken)
 
 
 _CONSTRAINTS = {"events_event_id_key": "event_id", "events_stream_version_key": "stream_version",

@@ -4,8 +4,9 @@ Why: checking each append of a group-commit batch with statements of its own (an
 costs several statements per append, and every statement hands the GIL to other threads and
 waits to get it back. Instead the engine reads, in one statement and while it holds its write
 lock, everything the batch's checks need (which command ids are known, each named stream's
-head version, which event ids are taken), ``screen`` decides every append in queue order as if
-the ones it accepted before were already written, and the accepted ones are inserted together.
+head version and hash, which event ids are taken), ``screen`` decides every append in queue
+order as if the ones it accepted before were already written, and the accepted ones are
+inserted together.
 
 Holding the write lock makes that read exact: nobody else can write between it and the
 inserts. The unique constraints stay as the backstop; should one fire anyway (a trigger, a
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventbank.domain.errors import EventbankError
+from eventbank.domain.errors import EventbankError, InvalidInput
 from eventbank.store.contract import (
     CommandRecord,
     ConcurrencyConflict,
@@ -29,8 +30,10 @@ from eventbank.store.contract import (
     NewEvent,
     RecordedEvent,
     StoreError,
+    check_append,
     recorded,
 )
+from eventbank.store.group_commit import GroupCommit
 
 # Rows per INSERT statement: well inside SQLite's 32,766 and PostgreSQL's 65,535 parameters.
 ROWS_PER_INSERT = 1_000
@@ -38,11 +41,20 @@ ROWS_PER_INSERT = 1_000
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """One caller's append, already validated in shape by ``check_append``."""
+    """One caller's append, already validated in shape by ``check_append``.
+
+    ``previous_hashes`` (optional) names, per stream, the hash its head must have as well as
+    its version: an append decided on another append still in the queue must be refused if
+    that one was, even should a third party's event have taken the version it expected.
+    """
 
     events: Sequence[NewEvent]
     expected_versions: Mapping[str, int]
     command: CommandRecord | None
+    previous_hashes: Mapping[str, str] | None = None
+
+
+Head = tuple[int, str]  # a stream's (version, hash of its last event); (0, GENESIS_HASH) if new
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,35 @@ class Wanted:
     command_ids: list[str]
     streams: list[str]
     event_ids: list[str]
+
+
+class QueuedAppends:
+    """``append`` and ``submit_append`` (contract.QueuesAppends) of an engine whose appends go
+    through ``self.group_commit``; SQLite and PostgreSQL share them."""
+
+    group_commit: GroupCommit
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None = None,
+    ) -> list[RecordedEvent]:
+        return self.submit_append(events, expected_versions, command)()
+
+    def submit_append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None = None,
+        previous_hashes: Mapping[str, str] | None = None,
+    ) -> Callable[[], list[RecordedEvent]]:
+        check_append(events, expected_versions)
+        if previous_hashes is not None and previous_hashes.keys() != expected_versions.keys():
+            raise InvalidInput(
+                "previous_hashes must name exactly the streams expected_versions does"
+            )
+        return self.group_commit.submit(Append(events, expected_versions, command, previous_hashes))
 
 
 def wanted(appends: Sequence[Append]) -> Wanted:
@@ -64,7 +105,7 @@ def wanted(appends: Sequence[Append]) -> Wanted:
 def screen(
     appends: Sequence[Append],
     known_commands: set[str],
-    heads: Mapping[str, int],
+    heads: Mapping[str, Head],
     taken_ids: set[str],
 ) -> list[EventbankError | None]:
     """Each append's refusal, or None where it may be written; in order, each append seeing
@@ -78,18 +119,23 @@ def screen(
             if append.command is not None:
                 commands.add(append.command.command_id)
             for event in append.events:
-                heads[event.aggregate_id] = event.version
+                heads[event.aggregate_id] = (event.version, event.hash)
                 ids.add(event.event_id)
     return verdicts
 
 
 def _verdict(
-    append: Append, commands: set[str], heads: Mapping[str, int], ids: set[str]
+    append: Append, commands: set[str], heads: Mapping[str, Head], ids: set[str]
 ) -> EventbankError | None:
     if append.command is not None and append.command.command_id in commands:
         return DuplicateCommand(append.command.command_id)
-    expected = append.expected_versions
-    if stale := [stream for stream, version in expected.items() if heads[stream] != version]:
+    expected, hashes = append.expected_versions, append.previous_hashes
+    if stale := [
+        stream
+        for stream, version in expected.items()
+        if heads[stream][0] != version
+        or (hashes is not None and heads[stream][1] != hashes[stream])
+    ]:
         return ConcurrencyConflict(stale)
     if taken := [event.event_id for event in append.events if event.event_id in ids]:
         return DuplicateEvent(taken)
@@ -182,7 +228,7 @@ class Dialect:
     """What differs between the SQL engines that screen batches.
 
     ``read_state(conn, wanted)`` answers, in one statement: the known command ids, each stream's
-    head version, the taken event ids. ``insert_events(conn, events)`` inserts at most
+    ``Head``, the taken event ids. ``insert_events(conn, events)`` inserts at most
     ``ROWS_PER_INSERT`` events in the order given and returns their positions in that order.
     ``constraint(exc)`` names the unique constraint an ``integrity_error`` broke:
     ``event_id``, ``stream_version``, ``command_id`` or None.
@@ -191,7 +237,7 @@ class Dialect:
     name: str
     marker: str
     encode: Callable[[Any], Any]
-    read_state: Callable[[Any, Wanted], tuple[set[str], Mapping[str, int], set[str]]]
+    read_state: Callable[[Any, Wanted], tuple[set[str], Mapping[str, Head], set[str]]]
     insert_events: Callable[[Any, Sequence[NewEvent]], list[int]]
     integrity_error: type[Exception]
     constraint: Callable[[Exception], str | None]

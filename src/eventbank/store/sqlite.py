@@ -17,24 +17,25 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from eventbank.canonical import canonical_json
 from eventbank.sqlite_file import SqliteFile
 from eventbank.store.contract import (
+    GENESIS_HASH,
     CommandRecord,
     NewEvent,
     RecordedEvent,
     Snapshot,
     StoreError,
-    check_append,
     check_read_limit,
 )
 from eventbank.store.group_commit import DEFAULT_MAX, DEFAULT_WAIT_MS, GroupCommit
 from eventbank.store.screening import (
-    Append,
     Dialect,
+    Head,
+    QueuedAppends,
     Wanted,
     event_values,
     events_insert,
@@ -81,7 +82,7 @@ _EVENT_COLUMNS = (
 )
 
 
-class SqliteEventStore:
+class SqliteEventStore(QueuedAppends):
     """The EventStore contract on one SQLite file."""
 
     def __init__(
@@ -109,15 +110,6 @@ class SqliteEventStore:
         return self._conn().execute("SELECT version FROM schema_info").fetchone()[0]
 
     # ------------------------------------------------------------ writes
-
-    def append(
-        self,
-        events: Sequence[NewEvent],
-        expected_versions: Mapping[str, int],
-        command: CommandRecord | None = None,
-    ) -> list[RecordedEvent]:
-        check_append(events, expected_versions)
-        return self.group_commit.run(Append(events, expected_versions, command))
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         with self._db.write_transaction() as conn:
@@ -182,17 +174,22 @@ class SqliteEventStore:
 _CHECK = (
     "SELECT (SELECT json_group_array(command_id) FROM commands"
     " WHERE command_id IN (SELECT value FROM json_each(?))),"
-    " (SELECT json_group_object(value, (SELECT COALESCE(MAX(version), 0) FROM events"
-    " WHERE aggregate_id = streams.value)) FROM json_each(?) AS streams),"
+    " (SELECT json_group_object(value, (SELECT json_array(version, hash) FROM events"
+    " WHERE aggregate_id = streams.value ORDER BY version DESC LIMIT 1))"
+    " FROM json_each(?) AS streams),"
     " (SELECT json_group_array(event_id) FROM events"
     " WHERE event_id IN (SELECT value FROM json_each(?)))"
 )
 
 
-def _read_state(conn: sqlite3.Connection, need: Wanted) -> tuple[set[str], dict, set[str]]:
+def _read_state(
+    conn: sqlite3.Connection, need: Wanted
+) -> tuple[set[str], dict[str, Head], set[str]]:
     row = conn.execute(_CHECK, (json.dumps(need.command_ids), json.dumps(need.streams),
                                 json.dumps(need.event_ids))).fetchone()  # fmt: skip
-    return set(json.loads(row[0])), json.loads(row[1]), set(json.loads(row[2]))
+    heads = {stream: (head[0], head[1]) if head else (0, GENESIS_HASH)
+             for stream, head in json.loads(row[1]).items()}  # fmt: skip
+    return set(json.loads(row[0])), heads, set(json.loads(row[2]))
 
 
 def _constraint(exc: Exception) -> str | None:
