@@ -3,8 +3,9 @@
 Why: two commands of this process on one account would both decide on the same version, and
 the store would refuse the second (``ConcurrencyConflict``), which then backs off, re-reads and
 decides again. On a hot account most attempts were wasted that way. Holding a lock per stream
-from deciding until the append has answered makes the second command wait for the first and
-decide on its result instead: no conflict, no backoff, no re-read.
+from deciding until the append has answered (or, with a group-committing engine, until it is
+queued: service.py) makes the second command wait for the first and decide on its result
+instead: no conflict, no backoff, no re-read.
 
 Correctness never rests on these locks: another process may still append to the stream, and
 the store's expected-version check still refuses a stale append. Locks are taken in sorted
