@@ -26,8 +26,10 @@ import pytest
 from eventbank.audit import Auditor
 from eventbank.cache import AccountCache
 from eventbank.domain.errors import InsufficientFunds, InvalidInput
+from eventbank.observability import InstrumentedStore, Metrics
 from eventbank.service import IdempotencyKeyReused, LedgerService
 from eventbank.store.contract import (
+    GENESIS_HASH,
     CommandRecord,
     ConcurrencyConflict,
     EventStore,
@@ -297,6 +299,28 @@ def test_a_command_decided_on_a_queued_one_that_fails_is_decided_again(group_com
             seventy.result(timeout=30)
     assert LedgerService(opened()).get_account("acct").balance_minor == 2_000
     assert Auditor(opened()).run().clean
+
+
+def test_instrumented_appends_are_counted_and_never_left_pending(store):
+    """The HTTP service's metrics wrapper (observability.InstrumentedStore) queues appends where
+    the engine does and counts each answer; over an engine that does not queue (DynamoDB),
+    ``submit_append`` has appended before it returns, so no command is ever decided on a
+    pending append that no head hash would guard."""
+    metrics = Metrics()
+    instrumented = InstrumentedStore(store, metrics, "e")
+    (first,) = chained([new_event("m", 1)], {})
+    wait = instrumented.submit_append([first], {"m": 0}, None, {"m": GENESIS_HASH})
+    if not hasattr(type(store), "submit_append"):
+        assert [e.event_id for e in store.read_stream("m")] == [first.event_id]
+    assert [e.event_id for e in wait()] == [first.event_id]
+    with pytest.raises(ConcurrencyConflict):
+        instrumented.append([new_event("m", 1)], {"m": 0})
+
+    def count(outcome: str) -> float | None:
+        labels = {"engine": "e", "outcome": outcome}
+        return metrics.registry.get_sample_value("eventbank_appends_total", labels)
+
+    assert (count("ok"), count("conflict")) == (1.0, 1.0)
 
 
 def test_a_batch_larger_than_one_insert_statement_is_written_whole_and_in_order(
