@@ -154,13 +154,8 @@ class PostgresEventStore(QueuedAppends):
 
     @contextmanager
     def _append_transaction(self) -> Iterator[psycopg.Connection]:
-        """One transaction holding the append lock, so positions follow commit order.
-
-        In pipeline mode, statements go out without waiting for each other's answers, and the
-        batch waits only where it reads one: BEGIN, the lock, a savepoint and the checks in one
-        round trip; the inserts (their positions read back) in a second; the commit in a third.
-        """
-        with self._connection() as conn, conn.pipeline(), conn.transaction():
+        """One transaction holding the append lock, so positions follow commit order."""
+        with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_NAMESPACE, _APPEND_LOCK))
             yield conn
 
@@ -278,15 +273,9 @@ _CONSTRAINTS = {"events_event_id_key": "event_id", "events_stream_version_key": 
 
 
 def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[int]:
-    """RETURNING order is unspecified, so each position comes back with its event's id.
-
-    The nested pipeline block ends in a sync point: the answers to everything sent before it
-    (the commands' INSERT too) arrive there, a refusal is raised there, and the pipeline is
-    left usable for the ROLLBACK TO SAVEPOINT that keeps that refusal to its own append."""
+    """RETURNING order is unspecified, so each position comes back with its event's id."""
     sql = events_insert(len(events), "%s", returning="event_id, position")
-    with conn.pipeline():
-        cursor = conn.execute(sql, event_values(events, _json))
-    position_of = dict(cursor.fetchall())
+    position_of = dict(conn.execute(sql, event_values(events, _json)).fetchall())
     return [position_of[event.event_id] for event in events]
 
 

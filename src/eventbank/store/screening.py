@@ -251,12 +251,12 @@ def write_appends(
     verdicts = screen(appends, *dialect.read_state(conn, wanted(appends)))
     events = _accepted_events(appends, verdicts)
     positions: list[int] = []
-    try:  # commands first: reading the events' positions then brings any error of either
+    try:
+        for rows in _chunks(events):
+            positions += dialect.insert_events(conn, rows)
         for records in _chunks(_accepted_commands(appends, verdicts)):
             insert = _insert_rows("commands", COMMAND_COLUMNS, len(records), dialect.marker)
             conn.execute(insert, _command_values(records, dialect.encode))
-        for rows in _chunks(events):
-            positions += dialect.insert_events(conn, rows)
     except dialect.integrity_error as exc:
         raise _explained(exc, appends, dialect) from None
     # Rows are inserted in the order listed, so positions must follow it; never trust blindly.
