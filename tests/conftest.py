@@ -30,6 +30,13 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_store_url")
 
 
+# One store per engine shared by the tests of a module that take it (``<engine>_module_store_url``):
+# for many checks of one prepared state, each of which proves it left that state unchanged.
+@pytest.fixture(scope="module", params=ENGINES)
+def module_store_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_module_store_url")
+
+
 # Read-model stores plug in the same way, with a ``<engine>_read_store_url`` fixture.
 READ_ENGINES = ["sqlite", "postgres", "dynamodb"]
 

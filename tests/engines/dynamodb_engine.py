@@ -56,6 +56,12 @@ def dynamodb_store_url(dynamodb_local: DynamoDBLocal) -> Iterator[str]:
     yield from _fresh_table_url(dynamodb_local)
 
 
+@pytest.fixture(scope="module")
+def dynamodb_module_store_url(dynamodb_local: DynamoDBLocal) -> Iterator[str]:
+    """A fresh table shared by the tests of one module (see conftest's module_store_url)."""
+    yield from _fresh_table_url(dynamodb_local)
+
+
 @pytest.fixture
 def dynamodb_read_store_url(dynamodb_local: DynamoDBLocal) -> Iterator[str]:
     yield from _fresh_table_url(dynamodb_local, "read-")

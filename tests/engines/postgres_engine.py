@@ -94,6 +94,13 @@ def postgres_store_url(postgres_databases: FreshDatabases) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def postgres_module_store_url(postgres_databases: FreshDatabases) -> Iterator[str]:
+    """A fresh database shared by the tests of one module (see conftest's module_store_url)."""
+    with postgres_databases.fresh() as url:
+        yield url
+
+
 @pytest.fixture
 def postgres_read_store_url(postgres_databases: FreshDatabases) -> Iterator[str]:
     """A fresh database of its own for the read models (the default, sharing the event store's
