@@ -75,3 +75,15 @@ def store(make_store: Callable[[], EventStore]) -> EventStore:
 @pytest.fixture
 def service(store: EventStore) -> LedgerService:
     return LedgerService(store)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Figures the tests measured (``record_property("figure", text)``), printed after the run;
+    a test's own print would be lost in its xdist worker."""
+    figures = [value for report in terminalreporter.stats.get("passed", [])
+               if report.when == "call"
+               for name, value in report.user_properties if name == "figure"]  # fmt: skip
+    if figures:
+        terminalreporter.section("figures")
+        for figure in figures:
+            terminalreporter.write_line(figure)
