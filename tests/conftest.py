@@ -30,6 +30,13 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_store_url")
 
 
+# One store per engine shared by the tests of a module that take it (``<engine>_module_store_url``):
+# for many checks of one prepared state, each of which proves it left that state unchanged.
+@pytest.fixture(scope="module", params=ENGINES)
+def module_store_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue(f"{request.param}_module_store_url")
+
+
 # Read-model stores plug in the same way, with a ``<engine>_read_store_url`` fixture.
 READ_ENGINES = ["sqlite", "postgres", "dynamodb"]
 
@@ -68,3 +75,15 @@ def store(make_store: Callable[[], EventStore]) -> EventStore:
 @pytest.fixture
 def service(store: EventStore) -> LedgerService:
     return LedgerService(store)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Figures the tests measured (``record_property("figure", text)``), printed after the run;
+    a test's own print would be lost in its xdist worker."""
+    figures = [value for report in terminalreporter.stats.get("passed", [])
+               if report.when == "call"
+               for name, value in report.user_properties if name == "figure"]  # fmt: skip
+    if figures:
+        terminalreporter.section("figures")
+        for figure in figures:
+            terminalreporter.write_line(figure)

@@ -14,11 +14,11 @@ import pytest
 from eventbank.cli import main
 
 
-@pytest.fixture
-def cli(store_url, tmp_path, capsys, monkeypatch):
-    """Runs ``eventbank ARGS`` in-process against the test's store; returns (code, out, err)."""
+def cli_against(store_url: str, read_store_url: str, monkeypatch, capsys=None):
+    """Runs ``eventbank ARGS`` in-process against the store; returns (code, out, err), the
+    output empty when nothing captures it."""
     monkeypatch.setenv("EVENTBANK_STORE", store_url)
-    monkeypatch.setenv("EVENTBANK_READ_STORE", f"sqlite:///{tmp_path / 'cli.read.db'}")
+    monkeypatch.setenv("EVENTBANK_READ_STORE", read_store_url)
     monkeypatch.setenv("COLUMNS", "200")
 
     def run(*args: str) -> tuple[int, str, str]:
@@ -28,10 +28,16 @@ def cli(store_url, tmp_path, capsys, monkeypatch):
             code = 0
         except SystemExit as exit_:
             code = exit_.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        captured = capsys.readouterr() if capsys else None
+        return code, captured.out if captured else "", captured.err if captured else ""
 
     return run
+
+
+@pytest.fixture
+def cli(store_url, tmp_path, capsys, monkeypatch):
+    """The CLI against the test's own fresh store."""
+    return cli_against(store_url, f"sqlite:///{tmp_path / 'cli.read.db'}", monkeypatch, capsys)
 
 
 def event_count(cli) -> int:
@@ -73,6 +79,25 @@ def test_the_five_minute_tour(cli):
     assert event_count(cli) == 8
 
 
+@pytest.fixture(scope="module")
+def refusals_store(module_store_url, tmp_path_factory) -> tuple[str, str]:
+    """The state every refusal below starts from (6 events), set up once per engine: each
+    refusal checks it finds those 6 events and proves it changed nothing, so the next one finds
+    the store exactly as set up here."""
+    read_store_url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'cli.read.db'}"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        cli = cli_against(module_store_url, read_store_url, monkeypatch)
+        for args in [
+            ["open", "acc-1", "--owner", "Ann", "--type", "CHECKING", "--initial-deposit", "100"],
+            ["open", "eur-1", "--owner", "Eve", "--type", "CHECKING", "--currency", "EUR"],
+            ["open", "closed-1", "--owner", "Cy", "--type", "CHECKING"],
+            ["close", "closed-1"],
+            ["deposit", "acc-1", "1", "--idempotency-key", "k-1"],
+        ]:
+            assert cli(*args)[0] == 0, args
+    return module_store_url, read_store_url
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -101,19 +126,17 @@ def test_the_five_minute_tour(cli):
         (["balance", "acc-1", "--store=mysql://x"], 2, "unsupported store URL"),
     ],
 )
-def test_bad_input_exits_with_the_documented_code_and_changes_nothing(cli, args, code, message):
-    cli("open", "acc-1", "--owner", "Ann", "--type", "CHECKING", "--initial-deposit", "100")
-    cli("open", "eur-1", "--owner", "Eve", "--type", "CHECKING", "--currency", "EUR")
-    cli("open", "closed-1", "--owner", "Cy", "--type", "CHECKING")
-    cli("close", "closed-1")
-    cli("deposit", "acc-1", "1", "--idempotency-key", "k-1")
-    before = event_count(cli)
+def test_bad_input_exits_with_the_documented_code_and_changes_nothing(
+    refusals_store, capsys, monkeypatch, args, code, message
+):
+    cli = cli_against(*refusals_store, monkeypatch, capsys)
+    assert event_count(cli) == 6  # as set up: no earlier refusal changed anything
 
     exit_code, out, err = cli(*args)
     assert exit_code == code, (out, err)
     assert message in err
     assert "Traceback" not in err
-    assert event_count(cli) == before
+    assert event_count(cli) == 6
 
 
 def test_the_installed_command_exits_cleanly_with_one_line(tmp_path: Path):

