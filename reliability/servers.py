@@ -170,7 +170,12 @@ class PostgresCluster(_Server):
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            self._run("useradd", "--system", "postgres", as_owner=False)
+            # Two test workers may race to create it: useradd's exit 9 ("already exists") is fine.
+            done = subprocess.run(["useradd", "--system", "postgres"], capture_output=True,
+                                  text=True, check=False)  # fmt: skip
+            if done.returncode not in (0, 9):
+                message = f"useradd postgres: exit {done.returncode}: {done.stderr}"
+                raise ServerError(message) from None
         shutil.chown(self.base, user="postgres")
         return ["runuser", "-u", "postgres", "--"]
 
