@@ -5,9 +5,9 @@ process) or at the version an append this process queued will give it (service.p
 entry if that append fails), with the hash at the head of its chain. Another process may have
 appended since, so an entry may be stale, and that is safe: a command decided on it names the
 cached version and hash as expected and the store refuses the append (``ConcurrencyConflict``)
-if the stream has
-moved on; the service then forgets the entry and reads the stream again. A refusal decided on a
-cached state is likewise re-checked against the store before it is reported (service.py).
+if the stream has moved on; the service then forgets the entry and reads the stream again. A
+refusal decided on a cached state is likewise re-checked against the store before it is
+reported (service.py).
 
 Entries only move forward (a racing thread's older read never replaces a newer state) and the
 least recently used are dropped beyond ``capacity``.

@@ -28,6 +28,7 @@ from eventbank.store.contract import (
     EventStore,
     NewEvent,
     RecordedEvent,
+    queues_appends,
 )
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
@@ -111,7 +112,7 @@ class InstrumentedStore:
 
     def __init__(self, store: EventStore, metrics: Metrics, engine: str):
         self._store, self._metrics, self._engine = store, metrics, engine
-        self._queues = hasattr(type(store), "submit_append")
+        self._queues = queues_appends(store)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)

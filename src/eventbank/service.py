@@ -56,6 +56,7 @@ from eventbank.store.contract import (
     Snapshot,
     StoreUnavailable,
     chained,
+    queues_appends,
 )
 from eventbank.stream_locks import StreamLocks
 
@@ -128,9 +129,7 @@ class LedgerService:
         self.backoff_cap_s = backoff_cap_s
         self._cache = AccountCache(cache_size)
         self._stream_locks = StreamLocks()
-        # contract.QueuesAppends, if the store's class offers it: a wrapper delegating through
-        # __getattr__ that intercepts ``append`` must not be bypassed.
-        queues = hasattr(type(store), "submit_append")
+        queues = queues_appends(store)
         self._submit_append = store.submit_append if queues else None  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------ reads

@@ -200,6 +200,13 @@ class QueuesAppends(EventStore, Protocol):
     ) -> Callable[[], list[RecordedEvent]]: ...
 
 
+def queues_appends(store: object) -> bool:
+    """Whether ``store`` is a QueuesAppends. Asked of its class: a wrapper that delegates
+    through ``__getattr__`` and intercepts ``append`` must not be bypassed by the
+    ``submit_append`` it would hand through."""
+    return hasattr(type(store), "submit_append")
+
+
 def check_append(
     events: Sequence[NewEvent],
     expected_versions: Mapping[str, int],

@@ -110,13 +110,9 @@ class GroupCommit(Generic[C]):
         self.appends = 0
         self.in_flight = 0
 
-    def run(self, item: object) -> Any:
-        """``item`` written inside a shared transaction: its result once committed, or its
-        refusal (or the failure of the transaction) raised."""
-        return self.submit(item)()
-
     def submit(self, item: object) -> Callable[[], Any]:
-        """Queue ``item`` and return the call that waits for its answer (as ``run``). Items are
+        """Queue ``item`` and return the call that waits for its answer: its result once
+        committed, or its refusal (or the failure of the transaction) raised. Items are
         written in the order submitted, so a caller may submit, let another thread submit an
         item that builds on it, and only then wait. The caller must make that call, and soon:
         if it was chosen to lead the next batch, the queue waits for it."""
