@@ -32,11 +32,12 @@ def write_connection(store: SqliteEventStore) -> sqlite3.Connection:
         return conn
 
 
-def test_connections_are_wal_and_fully_synchronous(db_path):
+def test_connections_are_wal_fully_synchronous_with_temporary_storage_in_memory(db_path):
     store = SqliteEventStore(db_path)
     for conn in (store._conn(), write_connection(store)):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
 
 
 def test_a_process_killed_inside_the_append_leaves_neither_half(db_path):

@@ -66,6 +66,7 @@ class RawSqlite(RawSql):
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA temp_store=MEMORY")
         self._lock = threading.Lock()
 
     def _write(self, events: list[rows.EventRow], commands: list[rows.CommandRow]) -> None:
