@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.engines import ENGINES
 from bench.report import format_report, write
 from bench.run import ROOT, SYSTEMS, Config, run
-from bench.workload import MAX_TRANSFERS
+from bench.workload import MAX_TRANSFERS, client_cpu
 
 FULL = {"transfers": 10_000, "load_events": 100_000, "repeats": 7, "engines": ENGINES}
 # Under a minute: fewer transfers, a smaller large account, and by default no DynamoDB Local,
@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transfers", type=int, help=f"per scenario (1 to {MAX_TRANSFERS:,})")
     parser.add_argument("--load-events", type=int, help="events in the large account")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--any-cpu",
+        action="store_true",
+        help="let each scenario's threads run on any CPU (default: all on one, the same for "
+        "every system; bench/workload.py says why)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument(
         "--pg-url",
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         load_events=args.load_events or sizes["load_events"],
         repeats=sizes["repeats"],
         seed=args.seed,
+        cpu=None if args.any_cpu else client_cpu(),
         pg_url=args.pg_url,
         dynamodb_endpoint=args.dynamodb_endpoint,
     )

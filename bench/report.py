@@ -121,6 +121,14 @@ def load_summary(report: Report) -> str:
     )
 
 
+def threads_summary(meta: dict) -> str:
+    """Where every system's client threads ran (bench/workload.py says why one CPU)."""
+    cpu = meta.get("cpu")
+    if cpu is None:
+        return "client threads: on any CPU (--any-cpu)"
+    return f"client threads: every system's on CPU {cpu} alone (a process runs one at a time)"
+
+
 def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -138,6 +146,7 @@ def format_report(report: Report) -> str:
             else " (clean working tree)"
         ),
         f"machine: {meta['machine']}; {load_summary(report)}",
+        threads_summary(meta),
         *(f"durability, {engine}: {text}" for engine, text in meta["durability"].items()),
         "",
     ]
@@ -257,7 +266,8 @@ def chart(report: Report, path: Path) -> None:
     meta = report.meta
     figure.suptitle(
         f"eventbank benchmark, {meta['mode']}: {meta['transfers']:,} transfers per scenario\n"
-        f"commit {meta['commit'][:10]}, {meta['machine']}; {load_summary(report)}",
+        f"commit {meta['commit'][:10]}, {meta['machine']}; {load_summary(report)}\n"
+        f"{threads_summary(meta)}",
         fontsize=10,
     )
     figure.savefig(path, dpi=110)

@@ -40,6 +40,7 @@ class Config:
     load_events: int  # events in the large account of the reconstitution figure
     repeats: int
     seed: int
+    cpu: int | None = None  # the one CPU each scenario's threads run on (bench/workload.py)
     pg_url: str | None = None
     dynamodb_endpoint: str | None = None
 
@@ -78,7 +79,9 @@ def _runs(engine: Engine, config: Config, report: Report) -> Iterator[tuple[str,
     if "eventsourcing" in config.systems and engine.name in ("sqlite", "postgresql"):
 
         def peer(url: str, scenario: Scenario) -> Measurement:
-            measured, durability = measure_peer(url, scenario, config.transfers, config.seed)
+            measured, durability = measure_peer(
+                url, scenario, config.transfers, config.seed, config.cpu
+            )
             report.meta["durability"][f"{engine.name}, eventsourcing"] = durability
             return measured
 
@@ -98,7 +101,7 @@ def _local(config: Config, make: Callable[[str], Target]) -> Run:
     def one(url: str, scenario: Scenario) -> Measurement:
         target = make(url)
         try:
-            return measure(target, scenario, config.transfers, config.seed)
+            return measure(target, scenario, config.transfers, config.seed, config.cpu)
         finally:
             target.close()
 
@@ -128,6 +131,7 @@ def _meta(config: Config) -> dict:
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
         f"{platform.python_version()}, {platform.system()} {platform.release()}",
         "durability": {},
+        "cpu": config.cpu,
         # Other work on the machine skews every figure: recorded, so a reader can tell.
         "load_average": {"start": round(os.getloadavg()[0], 2)},
     }

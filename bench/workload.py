@@ -8,6 +8,11 @@ each works through its share of a seeded random list of transfers between the sc
 ``hot`` accounts (all of them unless it is the hot-account variant). Amounts are integer minor
 units; balances are large enough that no transfer is ever refused for funds, so every failure
 counted is a real one.
+
+Where a CPU is given, the scenario's threads run on that one CPU (Linux affinity, inherited by
+the threads it starts). Why: a Python process runs one thread at a time (the GIL), so it gains
+nothing from a second core, and a hand-off of the GIL to a thread sleeping on another core waits
+for a cross-CPU wake-up; every system measured here runs its threads the same way.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 ACCOUNTS = 1_000
@@ -106,6 +112,7 @@ class Measurement:
     p50_ms: float
     p99_ms: float
     load_average: float  # the machine's 1-minute load when the run ended: others' work skews it
+    cpu: int | None = None  # the one CPU the scenario's threads ran on; None: any
 
     @property
     def conflict_rate(self) -> float:
@@ -121,8 +128,38 @@ def concurrently(action: Callable[[str], object], items: Iterable[str]) -> None:
             pass
 
 
-def measure(target: Target, scenario: Scenario, transfers: int, seed: int) -> Measurement:
-    """Open the accounts, run the scenario's plan on ``target`` and time every call."""
+def client_cpu() -> int | None:
+    """The CPU to run a scenario's threads on: the last this process may use (the first tends
+    to take more of the kernel's own work); None if it may use only one anyway."""
+    allowed = os.sched_getaffinity(0)
+    return max(allowed) if len(allowed) > 1 else None
+
+
+@contextmanager
+def on_cpu(cpu: int | None) -> Iterator[None]:
+    """This thread, and the threads it starts meanwhile, run on ``cpu`` (None: unchanged)."""
+    if cpu is None:
+        yield
+        return
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # pid 0: the calling thread only
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def measure(
+    target: Target, scenario: Scenario, transfers: int, seed: int, cpu: int | None = None
+) -> Measurement:
+    """Open the accounts, run the scenario's plan on ``target`` and time every call, with the
+    scenario's threads on ``cpu`` if given (the module docstring says why)."""
+    with on_cpu(cpu):
+        measured = _measure(target, scenario, transfers, seed)
+    return replace(measured, cpu=cpu)
+
+
+def _measure(target: Target, scenario: Scenario, transfers: int, seed: int) -> Measurement:
     work = plan(scenario, transfers, seed)
     started = time.perf_counter()
     target.open_accounts([account_id(i) for i in range(ACCOUNTS)], INITIAL_MINOR)

@@ -4,9 +4,11 @@ floors (no peer library, no servers). It checks the report's shape, never a timi
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 from bench.__main__ import main
-from bench.workload import SCENARIOS
+from bench.workload import HOT, SCENARIOS, client_cpu, measure
 
 
 def test_smallest_run_writes_a_full_report(tmp_path, capsys):
@@ -40,8 +42,9 @@ def test_smallest_run_writes_a_full_report(tmp_path, capsys):
         for scenario in SCENARIOS
     }
     assert {(r["system"], r["variant"], r["scenario"]) for r in rows} == expected
+    assert report["meta"]["cpu"] == client_cpu()
     for row in rows:
-        assert row["engine"] == "sqlite"
+        assert row["engine"] == "sqlite" and row["cpu"] == client_cpu()
         assert row["ok"] == 40 and row["failed"] == {}
         assert row["transfers_per_s"] > 0 and row["events_per_s"] > 0 and row["p99_ms"] > 0
         assert row["ratios"]["raw 1 tx"] > 0 and row["ratios"]["eventsourcing"] is None
@@ -55,3 +58,41 @@ def test_smallest_run_writes_a_full_report(tmp_path, capsys):
         "hot accounts, 4 clients, 10 accounts (sqlite)",
         "SQLite, 16 clients, p99 latency",
     }
+
+
+class AffinityProbe:
+    """A target that records the CPUs each calling thread may run on."""
+
+    system, engine, variant, batch_size, events_per_transfer = "probe", "none", "-", 1, 2
+
+    def __init__(self) -> None:
+        self.seen: set[frozenset[int]] = set()
+        self.threads: set[int] = set()
+        self._lock = threading.Lock()
+
+    def open_accounts(self, account_ids, initial_minor) -> None:
+        pass
+
+    def transfer_batch(self, transfers) -> int:
+        with self._lock:
+            self.seen.add(frozenset(os.sched_getaffinity(0)))
+            self.threads.add(threading.get_ident())
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_scenario_runs_all_its_client_threads_on_the_cpu_given_and_then_lets_go():
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    probe = AffinityProbe()
+    measured = measure(probe, HOT, 40, 1, cpu)
+    assert len(probe.threads) == HOT.clients
+    assert probe.seen == {frozenset({cpu})}
+    assert measured.cpu == cpu and measured.ok == 40
+    assert os.sched_getaffinity(0) == before  # the caller's own affinity is restored
+
+    unpinned = AffinityProbe()
+    assert measure(unpinned, HOT, 40, 1).cpu is None
+    assert unpinned.seen == {frozenset(before)}

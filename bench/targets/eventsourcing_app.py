@@ -148,11 +148,13 @@ def _environment(store_url: str) -> tuple[str, dict[str, Any]]:
 
 
 def main() -> None:
-    url, scenario_name, transfers, seed = sys.argv[1:]
+    url, scenario_name, transfers, seed, cpu = sys.argv[1:]
     scenario = next(s for s in SCENARIOS if s.name == scenario_name)
     target = PeerTarget(url)
     try:
-        measured = measure(target, scenario, int(transfers), int(seed))
+        measured = measure(
+            target, scenario, int(transfers), int(seed), None if cpu == "any" else int(cpu)
+        )
     finally:
         target.close()
     print(json.dumps({"measurement": asdict(measured), "durability": target.durability}))

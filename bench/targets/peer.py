@@ -41,7 +41,7 @@ def peer_python() -> Path:
 
 
 def measure_peer(
-    store_url: str, scenario: Scenario, transfers: int, seed: int
+    store_url: str, scenario: Scenario, transfers: int, seed: int, cpu: int | None
 ) -> tuple[Measurement, str]:
     """One scenario on the peer, on the fresh store at ``store_url``; and its durability."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -54,6 +54,7 @@ def measure_peer(
             scenario.name,
             str(transfers),
             str(seed),
+            "any" if cpu is None else str(cpu),
         ],
         env=env,
     )
