@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
+from eventbank import pg
 from eventbank.service import LedgerService
 from eventbank.store.contract import (
     CommandRecord,
@@ -300,3 +301,34 @@ def test_a_schema_newer_than_this_release_is_refused_clearly(postgres_store_url,
     assert refused.returncode == 1
     assert f"schema version {SCHEMA_VERSION + 1}, newer than" in refused.stderr
     assert "upgrade eventbank" in refused.stderr
+
+
+def _terminate_other_backends(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (_dbname(url),),
+        )
+
+
+def test_a_pooled_connection_is_checked_before_use_only_after_sitting_idle(postgres_store_url):
+    """pg.IdleCheck: one in steady use is lent as it is (a dead one then fails the write as
+    StoreUnavailable, which the service retries); one idle longer than the limit is checked
+    first, so a server restart during a quiet spell costs no request a failure."""
+    pool = pg.open_pool(postgres_store_url, name="idle-check", pool_size=1, connect_timeout_s=5,
+                        lock_timeout_s=5, check_idle_after_s=0.3)  # fmt: skip
+    try:
+        with pg.connection(pool) as conn:
+            conn.execute("SELECT 1")
+        _terminate_other_backends(postgres_store_url)
+        with pytest.raises(StoreUnavailable), pg.connection(pool) as conn:
+            conn.execute("SELECT 1")  # lent at once, unchecked: it was just in use
+        with pg.connection(pool) as conn:  # the pool has replaced the broken one
+            conn.execute("SELECT 1")
+        _terminate_other_backends(postgres_store_url)
+        time.sleep(0.5)  # idle past the limit: checked, found dead, replaced before the loan
+        with pg.connection(pool) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()

@@ -6,6 +6,9 @@ table and migration lock; everything else about talking to PostgreSQL is done on
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -22,10 +25,21 @@ from eventbank.store.contract import SchemaTooNew, StoreError, StoreUnavailable
 RECONNECT_TIMEOUT_S = 5.0
 
 
+# A pooled connection idle longer than this is checked (one round trip) before it is lent.
+CHECK_IDLE_AFTER_S = 1.0
+
+
 def open_pool(
-    conninfo: str, *, name: str, pool_size: int, connect_timeout_s: int, lock_timeout_s: float
+    conninfo: str,
+    *,
+    name: str,
+    pool_size: int,
+    connect_timeout_s: int,
+    lock_timeout_s: float,
+    check_idle_after_s: float = CHECK_IDLE_AFTER_S,
 ) -> ConnectionPool:
-    """Autocommit connections whose lock waits are bounded, checked before each use."""
+    """Autocommit connections whose lock waits are bounded, checked before use if idle."""
+    idle = IdleCheck(check_idle_after_s)
     return ConnectionPool(
         conninfo,
         min_size=1,
@@ -33,11 +47,40 @@ def open_pool(
         timeout=connect_timeout_s,
         kwargs={"autocommit": True, "connect_timeout": connect_timeout_s},
         configure=partial(bound_lock_waits, lock_timeout_s=lock_timeout_s),
-        check=ConnectionPool.check_connection,  # a server restart costs no failed command
+        check=idle.check,
+        reset=idle.returned,
         reconnect_timeout=RECONNECT_TIMEOUT_S,
         name=name,
         open=True,
     )
+
+
+class IdleCheck:
+    """Checks a connection before it is lent only if it sat idle in the pool for ``after_s``.
+
+    Why: a server restart leaves the pool holding dead connections, and checking them first
+    costs no command a failure; but checking every loan was one round trip per batch (0.75 ms
+    of a 6 ms group commit at 16 clients). A connection in steady use is known to be alive;
+    should it die between two uses anyway, the write fails as ``StoreUnavailable``, which the
+    service retries, as it does for a connection lost mid-write.
+    """
+
+    def __init__(self, after_s: float):
+        self.after_s = after_s
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection, float] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def returned(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            self._returned[conn] = time.monotonic()
+
+    def check(self, conn: psycopg.Connection) -> None:
+        with self._lock:
+            returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned > self.after_s:
+            ConnectionPool.check_connection(conn)
 
 
 def bound_lock_waits(conn: psycopg.Connection, lock_timeout_s: float) -> None:

@@ -20,11 +20,11 @@ the next batch, so batches form while a commit is on its way to disk.
   beyond the commit of the batch ahead of it.
 - One append's own refusal (a conflict, a duplicate) is that caller's answer alone. Should the
   engine refuse the batch's inserts for a reason screening could not foresee (a constraint or
-  trigger: any contract error), the batch is rolled back to a savepoint and written again one
-  append at a time, each under its own savepoint, so the failure stays with its append. A
-  failure of the transaction itself (lock, I/O, a lost connection, the commit, an unexpected
-  error) rolls everything back: a lone caller gets the engine's error, every caller of a
-  larger batch ``StoreUnavailable`` (retrying the command is safe). No caller is answered
+  trigger: any contract error), the transaction is rolled back and the batch written again in a
+  new one, one append at a time, each under its own savepoint, so the failure stays with its
+  append. A failure of the transaction itself (lock, I/O, a lost connection, the commit, an
+  unexpected error) rolls everything back: a lone caller gets the engine's error, every caller
+  of a larger batch ``StoreUnavailable`` (retrying the command is safe). No caller is answered
   before the commit has returned, so an acknowledged append is durable, and a crash before
   the commit acknowledges nothing.
 
@@ -166,8 +166,7 @@ class GroupCommit(Generic[C]):
         """Write ``batch`` in one transaction and fill in every answer; True if it committed."""
         items = [waiter.item for waiter in batch]
         try:
-            with self._transaction() as conn:
-                answers = self._answers(conn, items)
+            answers = self._answers(items)
         except BaseException as exc:  # noqa: BLE001 - handed to the callers, raised there
             if len(batch) == 1:
                 batch[0].error = exc
@@ -186,24 +185,36 @@ class GroupCommit(Generic[C]):
                 waiter.result = answer
         return True
 
-    def _answers(self, conn: C, items: list[Any]) -> list[Any]:
-        """All items at once; if the engine refuses that, one by one, each under a savepoint,
-        so that what it refused is the answer of the one item that caused it."""
-        if len(items) == 1:  # its refusal rolls the whole transaction back: no savepoint needed
-            return self._write_many(conn, items)
-        try:
-            with _savepoint(conn):
-                return self._write_many(conn, items)
-        except EventbankError:
-            pass
-        answers = []
-        for item in items:
+    def _answers(self, items: list[Any]) -> list[Any]:
+        """All items in one transaction. If the engine refuses that, the transaction is rolled
+        back and the items written again in a new one, one by one, each under a savepoint, so
+        that what it refused is the answer of the one item that caused it. (No savepoint on the
+        first try: it cost two more statements in every batch for a refusal screening should
+        have foreseen.)"""
+        if len(items) > 1:
             try:
-                with _savepoint(conn):
-                    answers += self._write_many(conn, [item])
-            except EventbankError as exc:
-                answers.append(exc)
-        return answers
+                with self._transaction() as conn:
+                    try:
+                        return self._write_many(conn, items)
+                    except EventbankError as exc:
+                        raise _RefusedInBatch from exc  # out of the transaction: rolls it back
+            except _RefusedInBatch:
+                pass
+        with self._transaction() as conn:
+            if len(items) == 1:  # its refusal rolls the transaction back: no savepoint needed
+                return self._write_many(conn, items)
+            answers = []
+            for item in items:
+                try:
+                    with _savepoint(conn):
+                        answers += self._write_many(conn, [item])
+                except EventbankError as exc:
+                    answers.append(exc)
+            return answers
+
+
+class _RefusedInBatch(Exception):
+    """The engine refused a batch's writes: roll back, then write its items one by one."""
 
 
 @contextmanager
