@@ -41,6 +41,9 @@ class NewEvent:
     data: Mapping[str, Any]
     metadata: Mapping[str, Any] = field(default_factory=dict)
     hash: str = ""  # chain_hash(previous event's hash, this event); see chain_hash
+    # The canonical JSON of (data, metadata), filled in by ``chained``: engines store the very
+    # text the hash covers, and no payload is encoded twice (see encoded_payload).
+    encoded: tuple[str, str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,25 +77,54 @@ GENESIS_HASH = "0" * 64
 
 
 def chain_hash(previous_hash: str, event: NewEvent | RecordedEvent) -> str:
-    body = canonical_json({
-        "event_id": event.event_id, "aggregate_id": event.aggregate_id,
-        "aggregate_type": event.aggregate_type, "version": event.version,
-        "event_type": event.event_type, "schema_version": event.schema_version,
-        "data": event.data, "metadata": event.metadata,
-    })  # fmt: skip
+    """sha256 of the previous hash, a newline, and the canonical JSON of the event's envelope:
+    ``{"aggregate_id", "aggregate_type", "data", "event_id", "event_type", "metadata",
+    "schema_version", "version"}``. The object is written out here in its canonical key order
+    around the payload's own canonical JSON, byte for byte what encoding the whole envelope
+    gives (tests/test_hash_chain.py checks that), so the payload is encoded once."""
+    return _chain_hash(previous_hash, event, *encoded_payload(event))
+
+
+def _chain_hash(
+    previous_hash: str, event: NewEvent | RecordedEvent, data: str, metadata: str
+) -> str:
+    text = canonical_json
+    body = (
+        f'{{"aggregate_id":{text(event.aggregate_id)},'
+        f'"aggregate_type":{text(event.aggregate_type)},"data":{data},'
+        f'"event_id":{text(event.event_id)},"event_type":{text(event.event_type)},'
+        f'"metadata":{metadata},"schema_version":{_integer(event.schema_version)},'
+        f'"version":{_integer(event.version)}}}'
+    )
     return hashlib.sha256(f"{previous_hash}\n{body}".encode()).hexdigest()
 
 
+def _integer(value: object) -> str:
+    """An int's JSON is its repr (the encoder's own rule); anything else, say a bool, as JSON."""
+    return int.__repr__(value) if type(value) is int else canonical_json(value)
+
+
+def encoded_payload(event: NewEvent | RecordedEvent) -> tuple[str, str]:
+    """The canonical JSON of the event's data and metadata: as ``chained`` left it on a new
+    event, else encoded now."""
+    done = getattr(event, "encoded", None)
+    if done is not None:
+        return done
+    return canonical_json(event.data), canonical_json(event.metadata)
+
+
 def chained(events: Sequence[NewEvent], previous_hashes: Mapping[str, str]) -> list[NewEvent]:
-    """``events`` with their chain hashes filled in, given each stream's current head hash."""
+    """``events`` with their chain hashes (and payloads' canonical JSON) filled in, given each
+    stream's current head hash."""
     heads = dict(previous_hashes)
     out = []
     for e in events:
-        digest = chain_hash(heads.get(e.aggregate_id, GENESIS_HASH), e)
+        fields = (e.event_id, e.aggregate_id, e.aggregate_type, e.version, e.event_type,
+                  e.schema_version, e.data, e.metadata)  # fmt: skip
+        encoded = canonical_json(e.data), canonical_json(e.metadata)
+        digest = _chain_hash(heads.get(e.aggregate_id, GENESIS_HASH), e, *encoded)
         heads[e.aggregate_id] = digest
-        out.append(NewEvent(e.event_id, e.aggregate_id, e.aggregate_type, e.version,
-                            e.event_type, e.schema_version, e.data, e.metadata,
-                            digest))  # fmt: skip
+        out.append(NewEvent(*fields, digest, encoded))
     return out
 
 

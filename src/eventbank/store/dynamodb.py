@@ -66,6 +66,7 @@ from eventbank.store.contract import (
     StoreError,
     check_append,
     check_read_limit,
+    encoded_payload,
     recorded,
 )
 
@@ -327,13 +328,14 @@ def _refusal(failed: list[tuple[str, str]], expected_versions: Mapping[str, int]
 
 def _event_attributes(event: NewEvent) -> dict[str, dict[str, str]]:
     """Data and metadata as canonical JSON strings: integers stay exact, no Decimal, no float."""
+    data, metadata = encoded_payload(event)
     return {
         "event_id": {"S": event.event_id},
         "aggregate_type": {"S": event.aggregate_type},
         "event_type": {"S": event.event_type},
         "schema_version": _n(event.schema_version),
-        "data": {"S": canonical_json(event.data)},
-        "metadata": {"S": canonical_json(event.metadata)},
+        "data": {"S": data},
+        "metadata": {"S": metadata},
         "hash": {"S": event.hash},
     }
 

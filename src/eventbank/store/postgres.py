@@ -256,6 +256,11 @@ def _json(value: object) -> Json:
     return Json(value, canonical_json)
 
 
+def _json_text(text: str) -> Json:
+    """A parameter of JSON already encoded (the canonical text the chain hash covers)."""
+    return Json(text, str)
+
+
 def _read_state(
     conn: psycopg.Connection, need: Wanted
 ) -> tuple[set[str], dict[str, Head], set[str]]:
@@ -275,7 +280,7 @@ _CONSTRAINTS = {"events_event_id_key": "event_id", "events_stream_version_key": 
 def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[int]:
     """RETURNING order is unspecified, so each position comes back with its event's id."""
     sql = events_insert(len(events), "%s", returning="event_id, position")
-    position_of = dict(conn.execute(sql, event_values(events, _json)).fetchall())
+    position_of = dict(conn.execute(sql, event_values(events, _json_text)).fetchall())
     return [position_of[event.event_id] for event in events]
 
 

@@ -31,6 +31,7 @@ from eventbank.store.contract import (
     RecordedEvent,
     StoreError,
     check_append,
+    encoded_payload,
     recorded,
 )
 from eventbank.store.group_commit import GroupCommit
@@ -163,18 +164,18 @@ def _chunks(rows: Sequence, size: int = ROWS_PER_INSERT) -> Iterator[Sequence]:
         yield rows[start : start + size]
 
 
-def event_values(events: Sequence[NewEvent], encode: Callable[[Any], Any]) -> list[Any]:
-    """The parameters of a multi-row events INSERT (``events_insert``), payloads passed
-    through ``encode``."""
-    return [
-        value
-        for event in events
-        for value in (
+def event_values(events: Sequence[NewEvent], json_param: Callable[[str], Any]) -> list[Any]:
+    """The parameters of a multi-row events INSERT (``events_insert``); ``json_param`` makes a
+    parameter of a payload's canonical JSON text (the text the chain hash covers)."""
+    values: list[Any] = []
+    for event in events:
+        data, metadata = encoded_payload(event)
+        values += (
             event.event_id, event.aggregate_id, event.aggregate_type, event.version,
-            event.event_type, event.schema_version, encode(event.data), encode(event.metadata),
+            event.event_type, event.schema_version, json_param(data), json_param(metadata),
             event.hash,
-        )
-    ]  # fmt: skip
+        )  # fmt: skip
+    return values
 
 
 def _command_values(commands: Sequence[CommandRecord], encode: Callable[[Any], Any]) -> list[Any]:

@@ -209,7 +209,7 @@ def _insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list
     handing the GIL to other threads at each, while the batch's callers wait. The rows took
     consecutive rowids ending at ``lastrowid`` (AUTOINCREMENT under the write lock); one
     statement reads back which events hold those positions, so that is checked, not assumed."""
-    cursor = conn.execute(events_insert(len(events), "?"), event_values(events, canonical_json))
+    cursor = conn.execute(events_insert(len(events), "?"), event_values(events, str))
     last = cursor.lastrowid or 0
     first = last - len(events) + 1
     (ids,) = conn.execute(_IDS_BETWEEN, (first, last)).fetchone()
