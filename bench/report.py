@@ -125,7 +125,7 @@ def threads_summary(meta: dict) -> str:
     """Where every system's client threads ran (bench/workload.py says why one CPU)."""
     cpu = meta.get("cpu")
     if cpu is None:
-        return "client threads: on any CPU (--any-cpu)"
+        return "client threads: wherever the system put them (--any-cpu, or no CPU affinity here)"
     return f"client threads: every system's on CPU {cpu} alone (a process runs one at a time)"
 
 

@@ -130,7 +130,10 @@ def concurrently(action: Callable[[str], object], items: Iterable[str]) -> None:
 
 def client_cpu() -> int | None:
     """The CPU to run a scenario's threads on: the last this process may use (the first tends
-    to take more of the kernel's own work); None if it may use only one anyway."""
+    to take more of the kernel's own work); None if it may use only one anyway, or where the
+    system has no CPU affinity to set (not Linux)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
     allowed = os.sched_getaffinity(0)
     return max(allowed) if len(allowed) > 1 else None
 

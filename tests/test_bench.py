@@ -83,6 +83,13 @@ class AffinityProbe:
         pass
 
 
+def test_without_cpu_affinity_the_benchmark_leaves_threads_where_the_system_puts_them(
+    monkeypatch,
+):
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert client_cpu() is None
+
+
 def test_a_scenario_runs_all_its_client_threads_on_the_cpu_given_and_then_lets_go():
     before = os.sched_getaffinity(0)
     cpu = max(before)
