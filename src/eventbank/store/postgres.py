@@ -253,11 +253,11 @@ _CHECK = (
 
 
 def _json(value: object) -> Json:
-    return Json(value, canonical_json)
+    return _json_text(canonical_json(value))
 
 
 def _json_text(text: str) -> Json:
-    """A parameter of JSON already encoded (the canonical text the chain hash covers)."""
+    """A parameter of JSON already encoded (canonical; for events, the text the hash covers)."""
     return Json(text, str)
 
 
