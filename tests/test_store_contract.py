@@ -36,6 +36,28 @@ def test_appended_events_read_back_in_version_order_with_envelope_intact(store):
     assert store.read_stream("nobody") == []
 
 
+NASTY = {
+    "quotes": 'he said "pay" \\ then {"x": [1]}',
+    "controls": "\x00\x01\t\n\u2028",
+    "big": 10**30,
+    "negative": -(2**63) - 1,
+    "non_ascii": "naïve 💸 ✓",
+    "empty": {"": [None, True, False, "", []]},
+}
+
+
+def test_payloads_with_quotes_escapes_and_big_numbers_read_back_as_written(store):
+    """Events and command outcomes travel as JSON text inside engine-specific parameters
+    (PostgreSQL: binary arrays); nothing in the payload may be re-escaped or rounded."""
+    events = [new_event("nasty", 1, **NASTY), new_event("nasty", 2, **NASTY)]
+    record = CommandRecord("nasty-cmd", "f" * 64, {"outcome": NASTY})
+    recorded = store.append(events, {"nasty": 0}, record)
+    assert [e.data for e in recorded] == [NASTY, NASTY]
+    assert [e.data for e in store.read_stream("nasty")] == [NASTY, NASTY]
+    assert [e.data for e in store.read_all() if e.aggregate_id == "nasty"] == [NASTY, NASTY]
+    assert store.find_command("nasty-cmd") == record
+
+
 def test_stale_expected_version_is_a_conflict_and_writes_nothing(store):
     store.append([new_event("s1", 1)], {"s1": 0})
     with pytest.raises(ConcurrencyConflict) as caught:

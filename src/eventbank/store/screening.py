@@ -16,11 +16,11 @@ one append at a time, each under its own savepoint (group_commit.py).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eventbank.canonical import canonical_json
 from eventbank.domain.errors import EventbankError, InvalidInput
 from eventbank.store.contract import (
     CommandRecord,
@@ -36,7 +36,7 @@ from eventbank.store.contract import (
 )
 from eventbank.store.group_commit import GroupCommit
 
-# Rows per INSERT statement: well inside SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+# Rows per INSERT statement: well inside SQLite's 32,766 parameters (9,000 at most here).
 ROWS_PER_INSERT = 1_000
 
 
@@ -164,27 +164,19 @@ def _chunks(rows: Sequence, size: int = ROWS_PER_INSERT) -> Iterator[Sequence]:
         yield rows[start : start + size]
 
 
-def event_values(events: Sequence[NewEvent], json_param: Callable[[str], Any]) -> list[Any]:
-    """The parameters of a multi-row events INSERT (``events_insert``); ``json_param`` makes a
-    parameter of a payload's canonical JSON text (the text the chain hash covers)."""
-    values: list[Any] = []
-    for event in events:
-        data, metadata = encoded_payload(event)
-        values += (
-            event.event_id, event.aggregate_id, event.aggregate_type, event.version,
-            event.event_type, event.schema_version, json_param(data), json_param(metadata),
-            event.hash,
-        )  # fmt: skip
-    return values
-
-
-def _command_values(commands: Sequence[CommandRecord], encode: Callable[[Any], Any]) -> list[Any]:
-    """The parameters of a multi-row commands INSERT."""
+def event_rows(events: Sequence[NewEvent]) -> list[tuple]:
+    """Each event's column values in ``EVENT_COLUMNS`` order, its payloads as the canonical JSON
+    text the chain hash covers (what every engine stores)."""
     return [
-        value
-        for command in commands
-        for value in (command.command_id, command.fingerprint, encode(command.outcome))
-    ]
+        (event.event_id, event.aggregate_id, event.aggregate_type, event.version,
+         event.event_type, event.schema_version, *encoded_payload(event), event.hash)
+        for event in events
+    ]  # fmt: skip
+
+
+def command_rows(commands: Sequence[CommandRecord]) -> list[tuple[str, str, str]]:
+    """Each command record's values in ``COMMAND_COLUMNS`` order, its outcome as canonical JSON."""
+    return [(c.command_id, c.fingerprint, canonical_json(c.outcome)) for c in commands]
 
 
 EVENT_COLUMNS = (
@@ -192,22 +184,6 @@ EVENT_COLUMNS = (
     "data", "metadata", "hash",
 )  # fmt: skip
 COMMAND_COLUMNS = ("command_id", "fingerprint", "outcome")
-
-
-@functools.lru_cache(maxsize=256)
-def _insert_rows(
-    table: str, columns: tuple[str, ...], rows: int, marker: str, returning: str = ""
-) -> str:
-    """One INSERT of ``rows`` rows with the engine's parameter ``marker`` (? or %s). Rows go in
-    listed order, so positions follow it; RETURNING order is unspecified, so return ids."""
-    row = "(" + ", ".join([marker] * len(columns)) + ")"
-    tail = f" RETURNING {returning}" if returning else ""
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}{tail}"
-
-
-def events_insert(rows: int, marker: str, returning: str = "") -> str:
-    """The INSERT of ``rows`` events, parameters as ``event_values`` lists them."""
-    return _insert_rows("events", EVENT_COLUMNS, rows, marker, returning)
 
 
 def _answers(
@@ -230,16 +206,16 @@ class Dialect:
 
     ``read_state(conn, wanted)`` answers, in one statement: the known command ids, each stream's
     ``Head``, the taken event ids. ``insert_events(conn, events)`` inserts at most
-    ``ROWS_PER_INSERT`` events in the order given and returns their positions in that order.
+    ``ROWS_PER_INSERT`` events in the order given and returns their positions in that order;
+    ``insert_commands(conn, commands)`` inserts at most ``ROWS_PER_INSERT`` command records.
     ``constraint(exc)`` names the unique constraint an ``integrity_error`` broke:
     ``event_id``, ``stream_version``, ``command_id`` or None.
     """
 
     name: str
-    marker: str
-    encode: Callable[[Any], Any]
     read_state: Callable[[Any, Wanted], tuple[set[str], Mapping[str, Head], set[str]]]
     insert_events: Callable[[Any, Sequence[NewEvent]], list[int]]
+    insert_commands: Callable[[Any, Sequence[CommandRecord]], None]
     integrity_error: type[Exception]
     constraint: Callable[[Exception], str | None]
 
@@ -256,8 +232,7 @@ def write_appends(
         for rows in _chunks(events):
             positions += dialect.insert_events(conn, rows)
         for records in _chunks(_accepted_commands(appends, verdicts)):
-            insert = _insert_rows("commands", COMMAND_COLUMNS, len(records), dialect.marker)
-            conn.execute(insert, _command_values(records, dialect.encode))
+            dialect.insert_commands(conn, records)
     except dialect.integrity_error as exc:
         raise _explained(exc, appends, dialect) from None
     # Rows are inserted in the order listed, so positions must follow it; never trust blindly.

@@ -33,12 +33,14 @@ from eventbank.store.contract import (
 )
 from eventbank.store.group_commit import DEFAULT_MAX, DEFAULT_WAIT_MS, GroupCommit
 from eventbank.store.screening import (
+    COMMAND_COLUMNS,
+    EVENT_COLUMNS,
     Dialect,
     Head,
     QueuedAppends,
     Wanted,
-    event_values,
-    events_insert,
+    command_rows,
+    event_rows,
     write_appends,
 )
 
@@ -209,7 +211,8 @@ def _insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list
     handing the GIL to other threads at each, while the batch's callers wait. The rows took
     consecutive rowids ending at ``lastrowid`` (AUTOINCREMENT under the write lock); one
     statement reads back which events hold those positions, so that is checked, not assumed."""
-    cursor = conn.execute(events_insert(len(events), "?"), event_values(events, str))
+    values = [value for row in event_rows(events) for value in row]
+    cursor = conn.execute(_insert_rows("events", EVENT_COLUMNS, len(events)), values)
     last = cursor.lastrowid or 0
     first = last - len(events) + 1
     (ids,) = conn.execute(_IDS_BETWEEN, (first, last)).fetchone()
@@ -222,8 +225,22 @@ _IDS_BETWEEN = (
     "SELECT json_group_array(event_id) FROM"
     " (SELECT event_id FROM events WHERE position BETWEEN ? AND ? ORDER BY position)"
 )
+
+
+def _insert_commands(conn: sqlite3.Connection, commands: Sequence[CommandRecord]) -> None:
+    values = [value for row in command_rows(commands) for value in row]
+    conn.execute(_insert_rows("commands", COMMAND_COLUMNS, len(commands)), values)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_rows(table: str, columns: tuple[str, ...], rows: int) -> str:
+    """One INSERT of ``rows`` rows (SQLite inserts them in the order listed)."""
+    row = "(" + ", ".join(["?"] * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}"
+
+
 DIALECT = Dialect(
-    "SQLite", "?", canonical_json, _read_state, _insert_events, sqlite3.IntegrityError, _constraint
+    "SQLite", _read_state, _insert_events, _insert_commands, sqlite3.IntegrityError, _constraint
 )
 
 
