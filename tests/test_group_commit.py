@@ -164,9 +164,9 @@ def test_a_refused_or_conflicting_append_fails_alone_and_the_rest_commit_togethe
         "ConcurrencyConflict", "DuplicateCommand", "DuplicateEvent", "StoreError",
     ]  # fmt: skip
     assert sorted(outcomes[name] for name in racing) == ["ConcurrencyConflict", "ok"]
-    # One transaction for whatever the first caller took before it met the lock, one for the
-    # rest that queued behind it: 13 appends acknowledged, in at most two commits.
-    assert group.transactions - before[0] in (1, 2)
+    # The leader takes its batch once its transaction is open, i.e. after the lock: everything
+    # queued meanwhile goes in that one transaction (two with a batch taken before the lock).
+    assert group.transactions - before[0] == 1
     assert group.appends - before[1] == len(plain) + 1
     for events, _, command in plain.values():
         stored = [store.read_stream(event.aggregate_id)[0].event_id for event in events]
@@ -197,7 +197,7 @@ def test_appends_in_one_batch_see_the_ones_accepted_before_them(group_commit_url
                 wait_until(lambda n=number: group.in_flight == n)  # queued in this order
         outcomes = {name: outcome(future) for name, future in futures.items()}
     assert outcomes == {"v1": "ok", "v2": "ok", "stale": "ConcurrencyConflict", "v3": "ok"}
-    assert group.transactions - before in (1, 2)  # v1 led alone into the lock, or not
+    assert group.transactions - before == 1  # v1 leads, meets the lock, then takes them all
     assert [e.version for e in store.read_stream("chain")] == [1, 2, 3]
 
 
@@ -261,8 +261,8 @@ def test_commands_on_one_account_decide_on_queued_ones_and_commit_together(
     group_commit_url, opened
 ):
     """The stream lock is released once an append is queued: six deposits on one account are
-    all decided while the first waits for the write lock, then commit in at most two
-    transactions, each on the balance the one before it leaves."""
+    all decided while the first waits for the write lock, then commit in one transaction, each
+    on the balance the one before it leaves."""
     store = opened()
     service = LedgerService(store)
     service.open_account("hot", owner="Ann", account_type="CHECKING", initial_deposit="100")
@@ -273,7 +273,7 @@ def test_commands_on_one_account_decide_on_queued_ones_and_commit_together(
             futures = [pool.submit(service.deposit, "hot", "1.00") for _ in range(6)]
             wait_until(lambda: group.in_flight == 6)
         receipts = [future.result(timeout=30) for future in futures]
-    assert group.transactions - before in (1, 2)
+    assert group.transactions - before == 1
     balances = sorted(receipt.outcome["account"]["balance"] for receipt in receipts)
     assert balances == [f"{100 + n}.00" for n in range(1, 7)]
     assert LedgerService(opened()).get_account("hot").balance_minor == 10_600
@@ -330,7 +330,7 @@ def test_a_batch_larger_than_one_insert_statement_is_written_whole_and_in_order(
     follow queue order across the statements."""
     store = opened()
     group = store.group_commit
-    sizes = (700, 700, 700)  # the first leads alone into the lock; the other two: 1,400 rows
+    sizes = (700, 700, 700)  # one batch of 2,100 rows once the lock is released
     with ThreadPoolExecutor(len(sizes)) as pool:
         with append_lock_held(group_commit_url):
             futures = []

@@ -5,19 +5,20 @@ transaction per command caps throughput at about one command per flush. Writing 
 appends in one transaction pays that wait once for all of them.
 
 How (a leader and followers; no writer thread): a caller queues its append. If no batch is being
-written, the caller leads: it takes up to ``max_batch`` queued appends, has the engine write
-them in one transaction (``write_many``: one statement reads what every check needs, the
-appends are screened in queue order, the accepted ones inserted together; screening.py),
-commits, and only then answers every caller in the batch with its own result or its own
-refusal. Callers that arrive meanwhile wait; when the leader is done, the first of them leads
-the next batch, so batches form while a commit is on its way to disk.
+written, the caller leads: it opens an engine transaction, takes up to ``max_batch`` queued
+appends (those that arrived while the transaction opened included), has the engine write them
+in it (``write_many``: one statement reads what every check needs, the appends are screened in
+queue order, the accepted ones inserted together; screening.py), commits, and only then
+answers every caller in the batch with its own result or its own refusal. Callers that arrive
+meanwhile wait; when the leader is done, the first of them leads the next batch, so batches
+form while a commit is on its way to disk.
 
 - A lone caller leads a batch of one at once, in its own thread, on its own connection and in
   a transaction of its own, exactly as without group commit: it waits for no one.
 - When the previous batch had company, the leader waits up to ``max_wait_ms`` for as many
-  callers as that batch had before it starts (PostgreSQL's ``commit_delay`` and
-  ``commit_siblings`` idea). Waiting for company adds at most ``max_wait_ms`` to a command,
-  beyond the commit of the batch ahead of it.
+  callers as that batch had before it writes (PostgreSQL's ``commit_delay`` and
+  ``commit_siblings`` idea), its transaction already open. Waiting for company adds at most
+  ``max_wait_ms`` to a command, beyond the commit of the batch ahead of it.
 - One append's own refusal (a conflict, a duplicate) is that caller's answer alone. Should the
   engine refuse the batch's inserts for a reason screening could not foresee (a constraint or
   trigger: any contract error), the transaction is rolled back and the batch written again in a
@@ -136,12 +137,7 @@ class GroupCommit(Generic[C]):
         return mine.result
 
     def _lead(self) -> None:
-        with self._mutex:
-            company = min(self._company, self.max_batch)
-            if len(self._queue) < company and self.max_wait_s:
-                self._arrived.wait_for(lambda: len(self._queue) >= company, self.max_wait_s)
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
+        batch: list[_Waiter] = []  # filled by _write once its transaction is open
         committed = False
         try:
             committed = self._write(batch)
@@ -162,12 +158,25 @@ class GroupCommit(Generic[C]):
                 if not waiter.leads:
                     waiter.signal.release()
 
+    def _gather(self, *, wait: bool = True) -> list[_Waiter]:
+        """Take the next batch off the queue: up to ``max_batch`` callers, after waiting up to
+        ``max_wait_s`` for as many as the previous batch had (with ``wait``)."""
+        with self._mutex:
+            company = min(self._company, self.max_batch)
+            if wait and len(self._queue) < company and self.max_wait_s:
+                self._arrived.wait_for(lambda: len(self._queue) >= company, self.max_wait_s)
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+        return batch
+
     def _write(self, batch: list[_Waiter]) -> bool:
-        """Write ``batch`` in one transaction and fill in every answer; True if it committed."""
-        items = [waiter.item for waiter in batch]
+        """Gather ``batch``, write it in one transaction and fill in every answer; True if it
+        committed."""
         try:
-            answers = self._answers(items)
+            answers = self._answers(batch)
         except BaseException as exc:  # noqa: BLE001 - handed to the callers, raised there
+            if not batch:  # the transaction failed before the batch was taken: it shares that
+                batch += self._gather(wait=False)
             if len(batch) == 1:
                 batch[0].error = exc
                 return False
@@ -185,29 +194,36 @@ class GroupCommit(Generic[C]):
                 waiter.result = answer
         return True
 
-    def _answers(self, items: list[Any]) -> list[Any]:
-        """All items in one transaction. If the engine refuses that, the transaction is rolled
-        back and the items written again in a new one, one by one, each under a savepoint, so
-        that what it refused is the answer of the one item that caused it. (No savepoint on the
-        first try: it cost two more statements in every batch for a refusal screening should
-        have foreseen.)"""
-        if len(items) > 1:
-            try:
-                with self._transaction() as conn:
-                    try:
-                        return self._write_many(conn, items)
-                    except EventbankError as exc:
-                        raise _RefusedInBatch from exc  # out of the transaction: rolls it back
-            except _RefusedInBatch:
-                pass
+    def _answers(self, batch: list[_Waiter]) -> list[Any]:
+        """Open the transaction, gather the batch into ``batch`` and write it all in that
+        transaction. The batch is gathered only once the transaction is open: opening it costs
+        the engine a statement or two (PostgreSQL: BEGIN and the append lock, two round trips),
+        during which the next callers get on with deciding, and the wait for company overlaps
+        them. (The engine's write lock is then held up to ``max_wait_s`` longer; writers in
+        other processes wait that much more.)
+
+        If the engine refuses the writes, the transaction is rolled back and the items written
+        again in a new one, one by one, each under a savepoint, so that what it refused is the
+        answer of the one item that caused it. (No savepoint on the first try: it cost two more
+        statements in every batch for a refusal screening should have foreseen.) A lone item's
+        refusal is its answer: its transaction is rolled back and nothing else was in it."""
+        try:
+            with self._transaction() as conn:
+                batch += self._gather()
+                try:
+                    return self._write_many(conn, [waiter.item for waiter in batch])
+                except EventbankError as exc:
+                    if len(batch) == 1:
+                        raise
+                    raise _RefusedInBatch from exc  # out of the transaction: rolls it back
+        except _RefusedInBatch:
+            pass
         with self._transaction() as conn:
-            if len(items) == 1:  # its refusal rolls the transaction back: no savepoint needed
-                return self._write_many(conn, items)
             answers = []
-            for item in items:
+            for waiter in batch:
                 try:
                     with _savepoint(conn):
-                        answers += self._write_many(conn, [item])
+                        answers += self._write_many(conn, [waiter.item])
                 except EventbankError as exc:
                     answers.append(exc)
             return answers
