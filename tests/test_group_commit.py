@@ -34,10 +34,12 @@ from eventbank.store.contract import (
     ConcurrencyConflict,
     EventStore,
     StoreError,
+    StoreUnavailable,
     chained,
 )
 from eventbank.store.group_commit import GroupCommit
-from eventbank.store.postgres import _APPEND_LOCK, _LOCK_NAMESPACE
+from eventbank.store.postgres import _APPEND_LOCK, _LOCK_NAMESPACE, PostgresEventStore
+from eventbank.store.sqlite import SqliteEventStore
 from eventbank.store.url import open_store, sqlite_path
 from tests.factories import new_event
 
@@ -428,6 +430,28 @@ def test_a_writer_killed_mid_run_loses_no_acknowledged_append_and_leaves_no_half
         versions = [e.version for e in store.read_stream(f"w{w}-a")]
         assert versions == list(range(1, len(versions) + 1))
         assert len(store.read_stream(f"w{w}-b")) == len(versions)
+
+
+def test_when_the_write_lock_is_never_granted_every_queued_append_is_told_and_none_written(
+    group_commit_url,
+):
+    """The leader opens its transaction before it takes its batch; when that fails (its wait
+    for the engine's write lock times out), the callers queued meanwhile share the failure:
+    each gets a retryable error, none is answered as written, and the next append goes in."""
+    if group_commit_url.startswith("sqlite"):
+        store: EventStore = SqliteEventStore(sqlite_path(group_commit_url), busy_timeout_s=0.3)
+    else:
+        store = PostgresEventStore(group_commit_url, lock_timeout_s=0.3)
+    streams = [f"s{n}" for n in range(4)]
+    with ThreadPoolExecutor(len(streams)) as pool, append_lock_held(group_commit_url):
+        futures = [pool.submit(store.append, [new_event(s, 1)], {s: 0}) for s in streams]
+        errors = [future.exception(timeout=30) for future in futures]
+    assert [type(error) for error in errors] == [StoreUnavailable] * len(streams)
+    assert store.group_commit.in_flight == 0 and store.group_commit.transactions == 0
+    assert store.read_all() == []
+    store.append([new_event("after", 1)], {"after": 0})
+    assert [event.aggregate_id for event in store.read_all()] == ["after"]
+    store.close()
 
 
 def test_a_lone_append_waits_for_no_one_and_commits_alone(opened):
