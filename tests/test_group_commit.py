@@ -166,8 +166,8 @@ def test_a_refused_or_conflicting_append_fails_alone_and_the_rest_commit_togethe
         "ConcurrencyConflict", "DuplicateCommand", "DuplicateEvent", "StoreError",
     ]  # fmt: skip
     assert sorted(outcomes[name] for name in racing) == ["ConcurrencyConflict", "ok"]
-    # The leader takes its batch once its transaction is open, i.e. after the lock: everything
-    # queued meanwhile goes in that one transaction (two with a batch taken before the lock).
+    # The leader takes its batch once its transaction is open, i.e. once it holds the lock:
+    # everything queued meanwhile commits in that one transaction.
     assert group.transactions - before[0] == 1
     assert group.appends - before[1] == len(plain) + 1
     for events, _, command in plain.values():
