@@ -170,8 +170,8 @@ class GroupCommit(Generic[C]):
         return batch
 
     def _write(self, batch: list[_Waiter]) -> bool:
-        """Gather ``batch``, write it in one transaction and fill in every answer; True if it
-        committed."""
+        """Write the next batch in one transaction (``_answers`` gathers it into ``batch``) and
+        fill in every answer; True if it committed."""
         try:
             answers = self._answers(batch)
         except BaseException as exc:  # noqa: BLE001 - handed to the callers, raised there

@@ -211,8 +211,7 @@ def _insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> list
     handing the GIL to other threads at each, while the batch's callers wait. The rows took
     consecutive rowids ending at ``lastrowid`` (AUTOINCREMENT under the write lock); one
     statement reads back which events hold those positions, so that is checked, not assumed."""
-    values = [value for row in event_rows(events) for value in row]
-    cursor = conn.execute(_insert_rows("events", EVENT_COLUMNS, len(events)), values)
+    cursor = _insert_rows(conn, "events", EVENT_COLUMNS, event_rows(events))
     last = cursor.lastrowid or 0
     first = last - len(events) + 1
     (ids,) = conn.execute(_IDS_BETWEEN, (first, last)).fetchone()
@@ -228,13 +227,19 @@ _IDS_BETWEEN = (
 
 
 def _insert_commands(conn: sqlite3.Connection, commands: Sequence[CommandRecord]) -> None:
-    values = [value for row in command_rows(commands) for value in row]
-    conn.execute(_insert_rows("commands", COMMAND_COLUMNS, len(commands)), values)
+    _insert_rows(conn, "commands", COMMAND_COLUMNS, command_rows(commands))
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple]
+) -> sqlite3.Cursor:
+    """One multi-row INSERT of ``rows`` (SQLite inserts them in the order listed)."""
+    values = [value for row in rows for value in row]
+    return conn.execute(_insert_statement(table, columns, len(rows)), values)
 
 
 @functools.lru_cache(maxsize=256)
-def _insert_rows(table: str, columns: tuple[str, ...], rows: int) -> str:
-    """One INSERT of ``rows`` rows (SQLite inserts them in the order listed)."""
+def _insert_statement(table: str, columns: tuple[str, ...], rows: int) -> str:
     row = "(" + ", ".join(["?"] * len(columns)) + ")"
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}"
 
