@@ -2,8 +2,10 @@
 
 Per engine, scenario by scenario: eventbank, the eventsourcing peer, the raw floors, each on a
 store of its own, one after the other, so rows compared in the table ran close together in
-time. After eventbank's 16-client run its store's read models are rebuilt (projection
-events/s), and a store of its own holds the reconstitution accounts.
+time. Then, where there are raw SQL floors and several clients, the engine alone with the
+rows built beforehand (bench/ceiling.py). After eventbank's 16-client run its store's read
+models are rebuilt (projection events/s), and a store of its own holds the reconstitution
+accounts.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.ceiling import Ceiling, measure_ceiling
 from bench.engines import Engine, open_engines
 from bench.reconstitution import measure_loads, measure_rebuild
 from bench.report import Report
@@ -29,6 +32,7 @@ from eventbank.store.group_commit import DEFAULT_MAX as GROUP_COMMIT_MAX
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ("eventbank", "eventsourcing", "raw")
 RAW_BATCH = GROUP_COMMIT_MAX  # transfers per transaction in the batched floor
+RAW_SQL = {"sqlite": RawSqlite, "postgresql": RawPostgres}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,13 @@ def run(config: Config, progress: Callable[[str], None] = print) -> Report:
                             report.rebuilds.append(measure_rebuild(url))
                     report.measurements.append(measured)
                     progress(_progress_line(measured))
+                if "raw" in config.systems and engine.name in RAW_SQL and scenario.clients > 1:
+                    ceiling = _ceiling(engine, scenario, config)
+                    report.ceilings.append(ceiling)
+                    progress(
+                        f"{engine.name}: engine alone, {ceiling.per_transaction}/tx, "
+                        f"{scenario.name}: {ceiling.transfers_per_s:,.0f} transfers/s"
+                    )
             if "eventbank" in config.systems:
                 with engine.fresh() as url:
                     report.loads += measure_loads(url, (100, config.load_events), config.repeats)
@@ -87,14 +98,23 @@ def _runs(engine: Engine, config: Config, report: Report) -> Iterator[tuple[str,
 
         yield "eventsourcing", peer
     if "raw" in config.systems:
-        if engine.name == "sqlite":
-            yield "raw", _local(config, lambda url: RawSqlite(url, 1))
-            yield "raw", _local(config, lambda url: RawSqlite(url, RAW_BATCH))
-        elif engine.name == "postgresql":
-            yield "raw", _local(config, lambda url: RawPostgres(url, 1))
-            yield "raw", _local(config, lambda url: RawPostgres(url, RAW_BATCH))
+        if engine.name in RAW_SQL:
+            raw = RAW_SQL[engine.name]
+            yield "raw", _local(config, lambda url: raw(url, 1))
+            yield "raw", _local(config, lambda url: raw(url, RAW_BATCH))
         else:
             yield "raw", _local(config, RawDynamo)
+
+
+def _ceiling(engine: Engine, scenario: Scenario, config: Config) -> Ceiling:
+    """The engine alone, on a store of its own, with as many transfers per transaction as the
+    scenario has clients (bench/ceiling.py)."""
+    with engine.fresh() as url:
+        raw = RAW_SQL[engine.name](url, scenario.clients)
+        try:
+            return measure_ceiling(raw, scenario, config.transfers, config.seed, config.cpu)
+        finally:
+            raw.close()
 
 
 def _local(config: Config, make: Callable[[str], Target]) -> Run:

@@ -111,6 +111,7 @@ class Measurement:
     events_per_s: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float  # this process's CPU (all its threads) per successful transfer while measured
     load_average: float  # the machine's 1-minute load when the run ended: others' work skews it
     cpu: int | None = None  # the one CPU the scenario's threads ran on; None: any
 
@@ -196,10 +197,10 @@ def _measure(target: Target, scenario: Scenario, transfers: int, seed: int) -> M
     for thread in threads:
         thread.start()
     gate.wait()
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.join()
-    seconds = time.perf_counter() - began
+    seconds, cpu_s = time.perf_counter() - began, time.process_time() - cpu_began
     ok = len(latencies)
     return Measurement(
         system=target.system,
@@ -219,6 +220,7 @@ def _measure(target: Target, scenario: Scenario, transfers: int, seed: int) -> M
         events_per_s=ok * target.events_per_transfer / seconds,
         p50_ms=percentile_ms(latencies, 0.50),
         p99_ms=percentile_ms(latencies, 0.99),
+        cpu_us=cpu_s / ok * 1e6 if ok else 0.0,
         load_average=round(os.getloadavg()[0], 2),
     )
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 
 from bench.__main__ import main
-from bench.workload import HOT, SCENARIOS, client_cpu, measure
+from bench.ceiling import measure_ceiling
+from bench.targets.raw_sql import RawSqlite
+from bench.workload import ACCOUNTS, CONCURRENT, HOT, SCENARIOS, client_cpu, measure, plan
 
 
 def test_smallest_run_writes_a_full_report(tmp_path, capsys):
@@ -47,12 +50,18 @@ def test_smallest_run_writes_a_full_report(tmp_path, capsys):
         assert row["engine"] == "sqlite" and row["cpu"] == client_cpu()
         assert row["ok"] == 40 and row["failed"] == {}
         assert row["transfers_per_s"] > 0 and row["events_per_s"] > 0 and row["p99_ms"] > 0
+        assert row["cpu_us"] > 0
         assert row["ratios"]["raw 1 tx"] > 0 and row["ratios"]["eventsourcing"] is None
         assert f"{row['transfers_per_s']:,.0f}" in printed
     assert [load["events"] for load in report["reconstitution"]] == [100, 300]
     assert all(load["snapshot_ms"] > 0 for load in report["reconstitution"])
     (rebuild,) = report["projection_rebuild"]
     assert rebuild["events"] == 2 * (1_000 + 40) and rebuild["events_per_s"] > 0
+    alone = {(c["scenario"], c["per_transaction"]) for c in report["engine_alone"]}
+    assert alone == {(CONCURRENT.name, 16), (HOT.name, 4)}
+    assert all(c["transfers"] == 40 and c["transfers_per_s"] > 0 for c in report["engine_alone"])
+    by_name = {bar["name"]: bar for bar in report["bars"]}
+    assert "(engine alone, 16/tx: " in by_name["SQLite, 16 clients, durable"]["measured"]
     assert {bar["name"] for bar in report["bars"] if bar["passed"] is not None} == {
         "SQLite, 16 clients, durable",
         "hot accounts, 4 clients, 10 accounts (sqlite)",
@@ -103,3 +112,40 @@ def test_a_scenario_runs_all_its_client_threads_on_the_cpu_given_and_then_lets_g
     unpinned = AffinityProbe()
     assert measure(unpinned, HOT, 40, 1).cpu is None
     assert unpinned.seen == {frozenset(before)}
+
+
+class CountingRawSqlite(RawSqlite):
+    """The SQLite floor, noting how many transfers each transaction held."""
+
+    def __init__(self, url: str, batch_size: int):
+        super().__init__(url, batch_size)
+        self.sizes: list[int] = []
+
+    def write(self, events, commands) -> None:
+        self.sizes.append(len(commands))
+        super().write(events, commands)
+
+
+def test_engine_alone_writes_every_planned_transfer_as_many_per_transaction_as_clients(tmp_path):
+    path = tmp_path / "alone.db"
+    raw = CountingRawSqlite(f"sqlite:///{path}", CONCURRENT.clients)
+    try:
+        ceiling = measure_ceiling(raw, CONCURRENT, 40, seed=1)
+    finally:
+        raw.close()
+
+    assert raw.sizes[0] == ACCOUNTS  # the accounts, opened in one transaction before timing
+    assert raw.sizes[1:] == [16, 16, 8]
+    assert (ceiling.per_transaction, ceiling.transfers) == (16, 40)
+    assert ceiling.transfers_per_s > 0 and ceiling.ms_per_transaction > 0
+    with sqlite3.connect(path) as conn:
+        written = conn.execute(
+            "SELECT aggregate_id, json_extract(data, '$.to_account_id'),"
+            " json_extract(data, '$.amount_minor') FROM events"
+            " WHERE event_type = 'TransferredOut' ORDER BY position"
+        ).fetchall()
+        (commands,) = conn.execute("SELECT count(*) FROM commands").fetchone()
+    planned = sorted(
+        (t.source, t.target, t.amount_minor) for c in plan(CONCURRENT, 40, 1) for t in c
+    )
+    assert sorted(written) == planned and commands == ACCOUNTS + 40

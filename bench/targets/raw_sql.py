@@ -23,9 +23,10 @@ from eventbank.store.url import sqlite_path
 
 
 class RawSql(ABC):
-    """What both floors share: build the rows, then ``_write`` them in one transaction."""
+    """What both floors share: build the rows, then ``write`` them in one transaction."""
 
     system = "raw"
+    engine: str
     events_per_transfer = 2
 
     def __init__(self, batch_size: int):
@@ -36,20 +37,26 @@ class RawSql(ABC):
     def open_accounts(self, account_ids: Sequence[str], initial_minor: int) -> None:
         self._versions.take(account_ids, 2)
         opened = [rows.opening(account, initial_minor) for account in account_ids]
-        self._write([e for events, _ in opened for e in events], [c for _, c in opened])
+        self.write([e for events, _ in opened for e in events], [c for _, c in opened])
 
     def transfer_batch(self, transfers: Sequence[Transfer]) -> int:
+        self.write(*self.rows_of(transfers))
+        return 0  # nothing is checked, so nothing conflicts
+
+    def rows_of(
+        self, transfers: Sequence[Transfer]
+    ) -> tuple[list[rows.EventRow], list[rows.CommandRow]]:
+        """The transfers' events and command records, at the next versions of their accounts."""
         events, commands = [], []
         for t in transfers:
             before = self._versions.take([t.source, t.target])
             written, command = rows.transfer(t, *before)
             events += written
             commands.append(command)
-        self._write(events, commands)
-        return 0  # nothing is checked, so nothing conflicts
+        return events, commands
 
     @abstractmethod
-    def _write(self, events: list[rows.EventRow], commands: list[rows.CommandRow]) -> None:
+    def write(self, events: list[rows.EventRow], commands: list[rows.CommandRow]) -> None:
         """Insert the rows in one durable transaction."""
 
 
@@ -69,7 +76,7 @@ class RawSqlite(RawSql):
         self._conn.execute("PRAGMA temp_store=MEMORY")
         self._lock = threading.Lock()
 
-    def _write(self, events: list[rows.EventRow], commands: list[rows.CommandRow]) -> None:
+    def write(self, events: list[rows.EventRow], commands: list[rows.CommandRow]) -> None:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -111,7 +118,7 @@ class RawPostgres(RawSql):
                 self._connections.append(conn)
         return conn
 
-    def _write(self, events: list[rows.EventRow], commands: list[rows.CommandRow]) -> None:
+    def write(self, events: list[rows.EventRow], commands: list[rows.CommandRow]) -> None:
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cursor:
             cursor.executemany(

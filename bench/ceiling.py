@@ -1,0 +1,60 @@
+"""The engine alone: the raw floor's writes with every row built beforehand and nothing else.
+
+Why: with C clients, each waiting for its answer before it sends the next, group commit can put
+at most C transfers in one transaction, and both SQL engines write one transaction at a time
+(SQLite has one writer; eventbank's PostgreSQL engine serialises appends so that the global
+feed never skips, store/postgres.py). The scenario's transfers written C per transaction, one
+transaction after another, with their rows already built, no logic and no checks, is therefore
+about the most any implementation of these writes could do on this machine. A goal above it is
+above the machine and the database library, not behind eventbank's code.
+
+Timed: the inserts and commits only (``RawSql.write``), on one thread, on the scenario's CPU.
+The CPU figure is this process's (the driver, and SQLite's own work); PostgreSQL's server
+runs in processes of its own and is not in it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+from bench.targets.raw_sql import RawSql
+from bench.workload import ACCOUNTS, INITIAL_MINOR, Scenario, account_id, on_cpu, plan
+
+
+@dataclass(frozen=True, slots=True)
+class Ceiling:
+    engine: str
+    scenario: str
+    per_transaction: int  # the scenario's clients: the most one transaction can hold
+    transfers: int
+    transfers_per_s: float
+    ms_per_transaction: float
+    cpu_us_per_transfer: float  # this process's CPU while writing, per transfer
+
+
+def measure_ceiling(
+    raw: RawSql, scenario: Scenario, transfers: int, seed: int, cpu: int | None = None
+) -> Ceiling:
+    """Write the scenario's planned transfers through ``raw`` (on a fresh store), the rows of
+    ``scenario.clients`` transfers per transaction, all built before the clock starts."""
+    raw.open_accounts([account_id(i) for i in range(ACCOUNTS)], INITIAL_MINOR)
+    per_client = plan(scenario, transfers, seed)
+    work = [t for turn in itertools.zip_longest(*per_client) for t in turn if t is not None]
+    size = scenario.clients
+    batches = [raw.rows_of(work[start : start + size]) for start in range(0, len(work), size)]
+    with on_cpu(cpu):
+        wall, processor = time.perf_counter(), time.process_time()
+        for events, commands in batches:
+            raw.write(events, commands)
+        wall, processor = time.perf_counter() - wall, time.process_time() - processor
+    return Ceiling(
+        engine=raw.engine,
+        scenario=scenario.name,
+        per_transaction=size,
+        transfers=len(work),
+        transfers_per_s=len(work) / wall,
+        ms_per_transaction=wall / len(batches) * 1000,
+        cpu_us_per_transfer=processor / len(work) * 1e6,
+    )
