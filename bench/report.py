@@ -261,7 +261,8 @@ COLORS = {"eventbank": "tab:blue", "eventsourcing": "tab:orange", RAW_TX: "tab:g
 
 
 def chart(report: Report, path: Path) -> None:
-    """Transfers/s per system, one panel per engine, scenarios side by side; goals dashed."""
+    """Transfers/s per system, one panel per engine, scenarios side by side; goals dashed, the
+    engine alone dotted."""
     from matplotlib.figure import Figure  # only needed here; keeps `import bench` light
 
     engines = list(dict.fromkeys(m.engine for m in report.measurements))
@@ -281,10 +282,12 @@ def chart(report: Report, path: Path) -> None:
                            label=label, color=color)  # fmt: skip
             ax.bar_label(drawn, labels=[f"{v:,.0f}" if v else "" for v in values], fontsize=7,
                          rotation=90, padding=2)  # fmt: skip
-        goals = [(x, GOALS.get((engine, s.name))) for x, s in enumerate(SCENARIOS)]
-        for n, (x, goal) in enumerate((x, goal) for x, goal in goals if goal):
-            ax.hlines(goal, x - width / 2, x + 0.8 - width / 2, colors="black",
-                      linestyles="dashed", label="goal" if n == 0 else None)  # fmt: skip
+        alone = {(c.engine, c.scenario): c.transfers_per_s for c in report.ceilings}
+        for label, values, style in (("goal", GOALS, "dashed"), ("engine alone", alone, "dotted")):
+            at = [(x, values.get((engine, s.name))) for x, s in enumerate(SCENARIOS)]
+            for n, (x, value) in enumerate((x, value) for x, value in at if value):
+                ax.hlines(value, x - width / 2, x + 0.8 - width / 2, colors="black",
+                          linestyles=style, label=label if n == 0 else None)  # fmt: skip
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(SCENARIOS))],
                       [s.name.replace(": ", "\n") for s in SCENARIOS])  # fmt: skip
         ax.set_title(engine)
