@@ -2,15 +2,15 @@
 
 Why: with C clients, each waiting for its answer before it sends the next, group commit can put
 at most C transfers in one transaction, and both SQL engines write one transaction at a time
-(SQLite has one writer; eventbank's PostgreSQL engine serialises appends so that the global
-feed never skips, store/postgres.py). The scenario's transfers written C per transaction, one
-transaction after another, with their rows already built, no logic and no checks, is therefore
-about the most any implementation of these writes could do on this machine. A goal above it is
-above the machine and the database library, not behind eventbank's code.
+(SQLite has one writer; eventbank's PostgreSQL engine serialises appends so that the global feed
+never skips, engines/postgres/event_store.py). The scenario's transfers written C per
+transaction, one transaction after another, with their rows already built, no logic and no
+checks, is therefore about the most any implementation of these writes could do on this machine.
+A goal above it is above the machine and the database library, not behind eventbank's code.
 
 Timed: the inserts and commits only (``RawSql.write``), on one thread, on the scenario's CPU.
-The CPU figure is this process's (the driver, and SQLite's own work); PostgreSQL's server
-runs in processes of its own and is not in it.
+The CPU figure is this process's (the driver, and SQLite's own work); PostgreSQL's server runs
+in processes of its own and is not in it.
 """
 
 from __future__ import annotations

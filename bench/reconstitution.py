@@ -14,10 +14,10 @@ import uuid
 from dataclasses import dataclass
 
 from bench.engines import engine_of
-from eventbank.service import LedgerService
+from eventbank.application.service import LedgerService
+from eventbank.engines.urls import open_store
+from eventbank.ports.event_store import MAX_EVENTS_PER_APPEND, NewEvent, chained
 from eventbank.store import dynamodb
-from eventbank.store.contract import MAX_EVENTS_PER_APPEND, NewEvent, chained
-from eventbank.store.url import open_store
 from eventbank.wiring import open_ledger
 
 

@@ -27,7 +27,7 @@ from bench.targets.peer import measure_peer
 from bench.targets.raw_dynamodb import RawDynamo
 from bench.targets.raw_sql import RawPostgres, RawSqlite
 from bench.workload import ACCOUNTS, CONCURRENT, SCENARIOS, Measurement, Scenario, Target, measure
-from eventbank.store.group_commit import DEFAULT_MAX as GROUP_COMMIT_MAX
+from eventbank.engines.sql.group_commit import DEFAULT_MAX as GROUP_COMMIT_MAX
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ("eventbank", "eventsourcing", "raw")

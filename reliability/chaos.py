@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 
-from eventbank.audit import Auditor
-from eventbank.store.contract import MAX_READ_LIMIT, EventStore, RecordedEvent
+from eventbank.application.auditor import Auditor
+from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore, RecordedEvent
 from eventbank.wiring import open_ledger
 from reliability.checker import CheckReport, check
 from reliability.deployments import ENGINES, Deployment, deploy, run_nemesis

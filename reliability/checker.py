@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventbank.store.contract import RecordedEvent
+from eventbank.ports.event_store import RecordedEvent
 
 _SIGN = {"FundsDeposited": 1, "TransferredIn": 1, "FundsWithdrawn": -1, "TransferredOut": -1}
 INVARIANTS = {

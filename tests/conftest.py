@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from eventbank.service import LedgerService
-from eventbank.store.contract import EventStore
-from eventbank.store.url import open_store
+from eventbank.application.service import LedgerService
+from eventbank.engines.urls import open_store
+from eventbank.ports.event_store import EventStore
 
 ENGINES = ["sqlite", "postgres", "dynamodb"]
 ORDERED_ENGINES = ["sqlite", "postgres"]  # read_all follows commit order (DESIGN.md, point 4)

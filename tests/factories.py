@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from eventbank.store.contract import NewEvent
+from eventbank.ports.event_store import NewEvent
 
 
 def new_event(

@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 
 import psycopg
 
-from eventbank.canonical import canonical_json
-from eventbank.store.contract import EventStore, RecordedEvent
-from eventbank.store.url import sqlite_path
+from eventbank.domain.canonical import canonical_json
+from eventbank.engines.urls import sqlite_path
+from eventbank.ports.event_store import EventStore, RecordedEvent
 
 
 class Tamperer:
@@ -31,7 +31,7 @@ class Tamperer:
 
     def write(self, event: RecordedEvent) -> None:
         if self.scheme == "dynamodb":
-            from eventbank.store.dynamodb import _event_attributes
+            from eventbank.engines.dynamodb.event_store import _event_attributes
 
             item = {"PK": {"S": event.aggregate_id}, "SK": {"N": str(event.version)},
                     **_event_attributes(event)}  # fmt: skip

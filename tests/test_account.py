@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from eventbank.domain import account as acc
 from eventbank.domain.errors import (
     AccountAlreadyExists,
-    AccountClosed,
+    AccountIsClosed,
     AccountNotFound,
     BalanceLimitExceeded,
     BalanceNotZero,
@@ -90,7 +90,7 @@ def test_operations_on_unknown_or_closed_accounts_are_refused():
         acc.decide(None, acc.Deposit("nope", usd(1)))
     closed = acc.apply(opened(), acc.decide(opened(), acc.CloseAccount("a1"))[0])
     for command in (acc.Deposit("a1", usd(1)), acc.Withdraw("a1", usd(1)), acc.CloseAccount("a1")):
-        with pytest.raises(AccountClosed):
+        with pytest.raises(AccountIsClosed):
             acc.decide(closed, command)
 
 
@@ -176,7 +176,7 @@ def test_random_command_sequences_keep_balance_equal_to_the_sum_of_events(steps,
         }[kind]
         try:
             events = acc.decide(state, command)
-        except (InsufficientFunds, BalanceNotZero, AccountClosed):
+        except (InsufficientFunds, BalanceNotZero, AccountIsClosed):
             continue
         for event in events:
             state = acc.apply(state, event)

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import generate_latest
 
-from eventbank.observability import InstrumentedStore, Metrics
+from eventbank.application.observability import InstrumentedStore, Metrics
 from eventbank.wiring import open_ledger
 
 RULES = Path(__file__).parent.parent / "deploy" / "prometheus" / "alerts.yml"

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from eventbank.audit import AUDIT_STREAM, Auditor
+from eventbank.application.auditor import AUDIT_STREAM, Auditor
+from eventbank.application.service import current_actor
 from eventbank.cli import main
-from eventbank.service import current_actor
-from eventbank.store.contract import chained, recorded
+from eventbank.ports.event_store import chained, recorded
 from eventbank.wiring import open_ledger
 from tests.tamper import Tamperer
 from tests.test_projections import run_workload

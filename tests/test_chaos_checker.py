@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from eventbank.store.contract import RecordedEvent
+from eventbank.ports.event_store import RecordedEvent
 from reliability.checker import check
 from reliability.report import render
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 
-from eventbank.queries import ACTIVITY_TAIL, AccountQueries
-from eventbank.readmodels.url import open_read_store
-from eventbank.service import LedgerService
-from eventbank.store.url import open_store
+from eventbank.application.queries import ACTIVITY_TAIL, AccountQueries
+from eventbank.application.service import LedgerService
+from eventbank.engines.urls import open_read_store, open_store
 from tests.serving import AUDITOR, TELLER, Server, serve
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -13,15 +13,15 @@ import boto3
 import pytest
 
 from eventbank.domain.errors import InvalidInput
-from eventbank.store.contract import (
+from eventbank.engines.dynamodb.event_store import DynamoEventStore
+from eventbank.engines.urls import open_store
+from eventbank.ports.event_store import (
     BatchTooLarge,
     CommandRecord,
     ConcurrencyConflict,
     StoreError,
     StoreUnavailable,
 )
-from eventbank.store.dynamodb import DynamoEventStore
-from eventbank.store.url import open_store
 from tests.factories import new_event
 
 ROUNDS = 30

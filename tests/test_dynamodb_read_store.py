@@ -11,7 +11,10 @@ from functools import partial
 
 import pytest
 
-from eventbank.readmodels.contract import (
+from eventbank.engines.dynamodb.event_store import DynamoEventStore
+from eventbank.engines.dynamodb.read_store import DynamoReadStore
+from eventbank.ports.event_store import StoreError
+from eventbank.ports.read_store import (
     BalanceRow,
     Change,
     CurrencyTotal,
@@ -20,9 +23,6 @@ from eventbank.readmodels.contract import (
     ReadStoreError,
     TransactionRow,
 )
-from eventbank.readmodels.dynamodb import DynamoReadStore
-from eventbank.store.contract import StoreError
-from eventbank.store.dynamodb import DynamoEventStore
 
 P = "accounts"
 

@@ -1,9 +1,9 @@
-"""Group commit (store/group_commit.py) keeps every guarantee of a lone append, on the engines
+"""Group commit (engines/sql/group_commit.py) keeps every guarantee of a lone append, on the engines
 that have it (SQLite, PostgreSQL): a refused or conflicting append in a batch fails alone, a
 killed writer leaves every acknowledged append stored and none half-written, and a lone append
 waits for nobody. Then the service's hot path, on every engine: a stale cached account
-(cache.py) still gives the right answer, a hot account is not re-read, and a repeated command is
-replayed although no look-up precedes deciding.
+(account_cache.py) still gives the right answer, a hot account is not re-read, and a repeated
+command is replayed although no look-up precedes deciding.
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ from contextlib import closing, contextmanager
 import psycopg
 import pytest
 
-from eventbank.audit import Auditor
-from eventbank.cache import AccountCache
+from eventbank.application.account_cache import AccountCache
+from eventbank.application.auditor import Auditor
+from eventbank.application.observability import InstrumentedStore, Metrics
+from eventbank.application.service import IdempotencyKeyReused, LedgerService
 from eventbank.domain.errors import InsufficientFunds, InvalidInput
-from eventbank.observability import InstrumentedStore, Metrics
-from eventbank.service import IdempotencyKeyReused, LedgerService
-from eventbank.store.contract import (
+from eventbank.engines.postgres.event_store import _APPEND_LOCK, _LOCK_NAMESPACE, PostgresEventStore
+from eventbank.engines.sql.group_commit import GroupCommit
+from eventbank.engines.sqlite.event_store import SqliteEventStore
+from eventbank.engines.urls import open_store, sqlite_path
+from eventbank.ports.event_store import (
     GENESIS_HASH,
     CommandRecord,
     ConcurrencyConflict,
@@ -37,10 +41,6 @@ from eventbank.store.contract import (
     StoreUnavailable,
     chained,
 )
-from eventbank.store.group_commit import GroupCommit
-from eventbank.store.postgres import _APPEND_LOCK, _LOCK_NAMESPACE, PostgresEventStore
-from eventbank.store.sqlite import SqliteEventStore
-from eventbank.store.url import open_store, sqlite_path
 from tests.factories import new_event
 
 
@@ -373,8 +373,8 @@ def test_when_the_shared_transaction_fails_no_append_in_it_is_acknowledged(
 # of streams, printing each acknowledged key the moment its append returns.
 _CRASHING_WRITER = textwrap.dedent("""
     import os, sys, threading
-    from eventbank.store.contract import CommandRecord, NewEvent
-    from eventbank.store.url import open_store
+    from eventbank.ports.event_store import CommandRecord, NewEvent
+    from eventbank.engines.urls import open_store
 
     store = open_store(sys.argv[1])
 

@@ -14,8 +14,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventbank.canonical import canonical_json
-from eventbank.store.contract import NewEvent, chain_hash, chained, encoded_payload, recorded
+from eventbank.domain.canonical import canonical_json
+from eventbank.ports.event_store import NewEvent, chain_hash, chained, encoded_payload, recorded
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text()

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from eventbank.audit import Auditor
+from eventbank.application.auditor import Auditor
+from eventbank.application.payroll_service import PayrollRejected, PayrollService
 from eventbank.domain.errors import BalanceNotZero
 from eventbank.domain.events import ACCOUNT, AccountOpened
-from eventbank.payroll import PayrollRejected, PayrollService
-from eventbank.store.contract import NewEvent, chained
+from eventbank.ports.event_store import NewEvent, chained
 from eventbank.wiring import open_ledger
 
 EVENTBANK = str(Path(sys.executable).parent / "eventbank")

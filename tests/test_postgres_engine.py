@@ -21,21 +21,21 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from eventbank import pg
-from eventbank.service import LedgerService
-from eventbank.store.contract import (
+from eventbank.application.service import LedgerService
+from eventbank.engines.postgres import connection as pg
+from eventbank.engines.postgres.event_store import (
+    _APPEND_LOCK,
+    _LOCK_NAMESPACE,
+    SCHEMA_VERSION,
+    PostgresEventStore,
+)
+from eventbank.ports.event_store import (
     CommandRecord,
     ConcurrencyConflict,
     DuplicateCommand,
     DuplicateEvent,
     SchemaTooNew,
     StoreUnavailable,
-)
-from eventbank.store.postgres import (
-    _APPEND_LOCK,
-    _LOCK_NAMESPACE,
-    SCHEMA_VERSION,
-    PostgresEventStore,
 )
 from tests.factories import new_event
 

@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
+from eventbank.application.projections.runner import ProjectionRunner, Projector
+from eventbank.application.service import LedgerService
 from eventbank.cli import main
-from eventbank.projections.runner import ProjectionRunner, Projector
-from eventbank.readmodels.postgres import SCHEMA_VERSION, PostgresReadStore
-from eventbank.service import LedgerService
-from eventbank.store.contract import SchemaTooNew
-from eventbank.store.postgres import SCHEMA_VERSION as EVENT_SCHEMA_VERSION
-from eventbank.store.postgres import PostgresEventStore
+from eventbank.engines.postgres.event_store import SCHEMA_VERSION as EVENT_SCHEMA_VERSION
+from eventbank.engines.postgres.event_store import PostgresEventStore
+from eventbank.engines.postgres.read_store import SCHEMA_VERSION, PostgresReadStore
+from eventbank.ports.event_store import SchemaTooNew
 from eventbank.wiring import open_ledger
 from tests.test_projections import assert_read_models_equal_replay, run_workload
 

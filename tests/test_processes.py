@@ -9,9 +9,9 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
+from eventbank.application.service import LedgerService
 from eventbank.domain.errors import EventbankError
-from eventbank.service import LedgerService
-from eventbank.store.url import open_store
+from eventbank.engines.urls import open_store
 
 ROUNDS = 12
 _worker: dict = {}

@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from eventbank.application.projections import accounts
+from eventbank.application.projections.runner import ProjectionRunner, Projector
+from eventbank.application.queries import AccountQueries
+from eventbank.application.service import LedgerService
 from eventbank.domain.errors import RuleViolation
 from eventbank.domain.money import format_minor
-from eventbank.projections import accounts
-from eventbank.projections.runner import ProjectionRunner, Projector
-from eventbank.queries import AccountQueries
-from eventbank.readmodels.url import open_read_store
-from eventbank.service import LedgerService
-from eventbank.store.contract import NewEvent
-from eventbank.store.url import open_store
+from eventbank.engines.urls import open_read_store, open_store
+from eventbank.ports.event_store import NewEvent
 from eventbank.wiring import open_ledger
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from eventbank.readmodels.contract import (
+from eventbank.engines.urls import open_read_store
+from eventbank.ports.read_store import (
     BalanceRow,
     Change,
     CurrencyTotal,
@@ -12,7 +13,6 @@ from eventbank.readmodels.contract import (
     ReadStoreError,
     TransactionRow,
 )
-from eventbank.readmodels.url import open_read_store
 
 P = "accounts"
 

@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
+from eventbank.application.service import IdempotencyKeyReused, LedgerService, RetriesExhausted
 from eventbank.domain.errors import (
-    AccountClosed,
+    AccountIsClosed,
     AccountNotFound,
     CurrencyMismatch,
     InsufficientFunds,
@@ -15,8 +16,7 @@ from eventbank.domain.errors import (
     InvalidInput,
     SelfTransfer,
 )
-from eventbank.service import IdempotencyKeyReused, LedgerService, RetriesExhausted
-from eventbank.store.contract import ConcurrencyConflict
+from eventbank.ports.event_store import ConcurrencyConflict
 
 
 def open_pair(service: LedgerService, balance: str = "100.00") -> None:
@@ -170,7 +170,7 @@ def test_retries_are_bounded_and_fail_clearly(store):
         (lambda s: s.deposit("ghost", "1"), AccountNotFound),
         (lambda s: s.transfer("acc-1", "acc-1", "1"), SelfTransfer),
         (lambda s: s.transfer("acc-1", "eur-1", "1"), CurrencyMismatch),
-        (lambda s: s.transfer("acc-1", "gone", "1"), AccountClosed),
+        (lambda s: s.transfer("acc-1", "gone", "1"), AccountIsClosed),
         (lambda s: s.open_account("acc-2", owner="X", account_type="LOAN"), InvalidInput),
         (lambda s: s.deposit("acc-1", "1", command_id="has space"), InvalidInput),
     ],
@@ -191,12 +191,12 @@ def test_closing_needs_a_zero_balance_and_a_closed_account_stays_closed(service)
     service.transfer("acc-1", "acc-2", "100")
     service.close_account("acc-1")
     assert service.get_account("acc-1").describe()["status"] == "CLOSED"
-    with pytest.raises(AccountClosed):
+    with pytest.raises(AccountIsClosed):
         service.close_account("acc-1")
 
 
 def test_old_events_are_upcast_on_read_and_never_rewritten(service, store):
-    from eventbank.store.contract import NewEvent
+    from eventbank.ports.event_store import NewEvent
 
     service.open_account("old", owner="Ann", account_type="CHECKING")
     v1 = {"account_id": "old", "amount_minor": 700, "currency": "USD"}  # before `channel` existed
@@ -235,7 +235,7 @@ def test_snapshots_are_taken_every_n_events_and_loading_starts_from_them(store):
 
 
 def test_a_snapshot_of_another_state_schema_is_ignored_not_misread(store):
-    from eventbank.store.contract import Snapshot
+    from eventbank.ports.event_store import Snapshot
 
     service = LedgerService(store)
     service.open_account("snap", owner="Ann", account_type="CHECKING", initial_deposit="5")

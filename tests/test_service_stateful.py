@@ -13,10 +13,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from eventbank.application.service import LedgerService
 from eventbank.domain.errors import InsufficientFunds
 from eventbank.domain.money import format_minor
-from eventbank.service import LedgerService
-from eventbank.store.sqlite import SqliteEventStore
+from eventbank.engines.sqlite.event_store import SqliteEventStore
 
 amounts = st.integers(min_value=1, max_value=20_000)
 

@@ -8,12 +8,12 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eventbank.application.service import LedgerService
 from eventbank.domain import account as domain
 from eventbank.domain.errors import InsufficientFunds
 from eventbank.domain.events import event_from_data
 from eventbank.domain.money import format_minor
-from eventbank.service import LedgerService
-from eventbank.store.contract import chain_hash
+from eventbank.ports.event_store import chain_hash
 
 _accounts = itertools.count()
 

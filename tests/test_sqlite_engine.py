@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from eventbank.service import LedgerService
-from eventbank.store.contract import SchemaTooNew, StoreError
-from eventbank.store.sqlite import SCHEMA_VERSION, SqliteEventStore
+from eventbank.application.service import LedgerService
+from eventbank.engines.sqlite.event_store import SCHEMA_VERSION, SqliteEventStore
+from eventbank.ports.event_store import SchemaTooNew, StoreError
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def open_pair(path) -> LedgerService:
 
 
 def write_connection(store: SqliteEventStore) -> sqlite3.Connection:
-    """The connection every write of this process goes through (sqlite_file.py)."""
+    """The connection every write of this process goes through (engines/sqlite/connection.py)."""
     with store._db.write_transaction() as conn:
         return conn
 
@@ -45,8 +45,8 @@ def test_a_process_killed_inside_the_append_leaves_neither_half(db_path):
     open_pair(db_path).store.close()
     script = textwrap.dedent(f"""
         import os
-        from eventbank.service import LedgerService
-        from eventbank.store.sqlite import SqliteEventStore
+        from eventbank.application.service import LedgerService
+        from eventbank.engines.sqlite.event_store import SqliteEventStore
         store = SqliteEventStore({str(db_path)!r})
         with store._db.write_transaction() as conn:  # the connection every write goes through
             pass

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from eventbank.domain.errors import InvalidInput
-from eventbank.store.contract import (
+from eventbank.ports.event_store import (
     BatchTooLarge,
     CommandRecord,
     ConcurrencyConflict,

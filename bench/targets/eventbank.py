@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from bench.engines import engine_of
 from bench.workload import Transfer, concurrently
+from eventbank.application.service import LedgerService
 from eventbank.domain.money import format_minor
-from eventbank.service import LedgerService
-from eventbank.store.url import open_store
+from eventbank.engines.urls import open_store
 
 CURRENCY = "USD"
 

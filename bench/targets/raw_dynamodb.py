@@ -1,12 +1,12 @@
 """The DynamoDB floor: ``TransactWriteItems`` calls of the same shape as eventbank's appends.
 
-Per transfer, as store/dynamodb.py writes it: a ``ConditionCheck`` that each account's current
-version exists, a conditional ``Put`` of each event with its ``EVENT#`` guard, and the ``CMD#``
-record (7 items), with a client request token. No state is loaded and nothing is decided or
-hashed. The floor knows every version because it holds a lock per account while its call is in
-flight, so its checks never fail. Like eventbank it retries what DynamoDB calls transient
-(DynamoDB Local times out on its own locks under concurrency), with eventbank's backoff and
-budget. eventbank's overhead over this floor is what its own code costs.
+Per transfer, as engines/dynamodb/event_store.py writes it: a ``ConditionCheck`` that each
+account's current version exists, a conditional ``Put`` of each event with its ``EVENT#`` guard,
+and the ``CMD#`` record (7 items), with a client request token. No state is loaded and nothing
+is decided or hashed. The floor knows every version because it holds a lock per account while
+its call is in flight, so its checks never fail. Like eventbank it retries what DynamoDB calls
+transient (DynamoDB Local times out on its own locks under concurrency), with eventbank's
+backoff and budget. eventbank's overhead over this floor is what its own code costs.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from botocore.exceptions import ClientError
 
 from bench.targets import rows
 from bench.workload import Transfer, concurrently
-from eventbank.dynamo import BACKOFF_BASE_S, BACKOFF_CAP_S, TRANSIENT, error_code
-from eventbank.store.dynamodb import DynamoEventStore
+from eventbank.engines.dynamodb.event_store import DynamoEventStore
+from eventbank.engines.dynamodb.table import BACKOFF_BASE_S, BACKOFF_CAP_S, TRANSIENT, error_code
 
 TIMEOUT_S = 10.0  # eventbank's DynamoDB retry budget per operation
 

@@ -17,9 +17,9 @@ import psycopg
 
 from bench.targets import rows
 from bench.workload import Transfer
-from eventbank.store.postgres import PostgresEventStore
-from eventbank.store.sqlite import SqliteEventStore
-from eventbank.store.url import sqlite_path
+from eventbank.engines.postgres.event_store import PostgresEventStore
+from eventbank.engines.sqlite.event_store import SqliteEventStore
+from eventbank.engines.urls import sqlite_path
 
 
 class RawSql(ABC):

@@ -7,14 +7,13 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from eventbank.observability import InstrumentedStore, Metrics
-from eventbank.projections.runner import ProjectionRunner, Projector
-from eventbank.queries import AccountQueries
-from eventbank.readmodels.contract import ReadStore
-from eventbank.readmodels.url import default_read_store_url, open_read_store
-from eventbank.service import LedgerService
-from eventbank.store.contract import EventStore, RecordedEvent
-from eventbank.store.url import open_store
+from eventbank.application.observability import InstrumentedStore, Metrics
+from eventbank.application.projections.runner import ProjectionRunner, Projector
+from eventbank.application.queries import AccountQueries
+from eventbank.application.service import LedgerService
+from eventbank.engines.urls import default_read_store_url, open_read_store, open_store
+from eventbank.ports.event_store import EventStore, RecordedEvent
+from eventbank.ports.read_store import ReadStore
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from eventbank.cli.payroll import payroll_app
 from eventbank.cli.projections import projections_app
 from eventbank.cli.serve import serve_app, tokens_app
 from eventbank.domain.errors import Conflict, EventbankError, InvalidInput, RuleViolation
-from eventbank.store.url import DEFAULT_STORE_URL
+from eventbank.engines.urls import DEFAULT_STORE_URL
 
 EXIT_UNEXPECTED, EXIT_INVALID, EXIT_REFUSED, EXIT_CONFLICT = 1, 2, 3, 4
 

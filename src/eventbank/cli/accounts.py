@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from eventbank.application.service import Receipt
 from eventbank.cli.common import (
     AccountId,
     Amount,
@@ -19,8 +20,7 @@ from eventbank.cli.common import (
     out,
     print_json,
 )
-from eventbank.service import Receipt
-from eventbank.store.contract import MAX_READ_LIMIT
+from eventbank.ports.event_store import MAX_READ_LIMIT
 
 accounts_app = typer.Typer()
 
@@ -220,6 +220,6 @@ def demo(
     ] = None,
 ) -> None:
     """Show each guarantee on a real store: atomic transfers, no overdraft, idempotent retries."""
-    from eventbank.demo import run_demo
+    from eventbank.cli.demo import run_demo
 
     run_demo(out, store)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from eventbank.audit import Auditor, stream_ids, vars_of
+from eventbank.application.auditor import Auditor, stream_ids, vars_of
 from eventbank.cli.common import JsonFlag, ledger_from, out, print_json
 from eventbank.domain.errors import InvalidInput
 

@@ -9,11 +9,11 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from eventbank.application.payroll_service import PayrollRejected, PayrollService
 from eventbank.cli.common import JsonFlag, ledger_from, out, print_json
 from eventbank.domain.errors import InvalidInput
 from eventbank.domain.money import format_minor
 from eventbank.domain.payroll import Payroll
-from eventbank.payroll import PayrollRejected, PayrollService
 
 payroll_app = typer.Typer(no_args_is_help=True)
 MAX_FILE_BYTES = 8 * 1024 * 1024

@@ -40,8 +40,8 @@ def serve(
 
     import uvicorn
 
+    from eventbank.application.observability import Metrics, configure_json_logging
     from eventbank.http.app import create_app
-    from eventbank.observability import Metrics, configure_json_logging
     from eventbank.wiring import open_ledger
 
     if json_logs:

@@ -15,7 +15,7 @@ from typing import Any
 
 from eventbank.domain.errors import (
     AccountAlreadyExists,
-    AccountClosed,
+    AccountIsClosed,
     AccountNotFound,
     BalanceLimitExceeded,
     BalanceNotZero,
@@ -25,9 +25,7 @@ from eventbank.domain.errors import (
     SelfTransfer,
 )
 from eventbank.domain.events import (
-    AccountClosed as AccountClosedEvent,
-)
-from eventbank.domain.events import (
+    AccountClosed,
     AccountEvent,
     AccountOpened,
     FundsDeposited,
@@ -190,7 +188,7 @@ def require_open(state: Account | None, account_id: str) -> Account:
     if state is None:
         raise AccountNotFound(f"account {account_id!r} does not exist")
     if state.status is AccountStatus.CLOSED:
-        raise AccountClosed(f"account {account_id!r} is closed")
+        raise AccountIsClosed(f"account {account_id!r} is closed")
     return state
 
 
@@ -250,7 +248,7 @@ def decide(state: Account | None, command: Command) -> list[AccountEvent]:
                     f"account {account_id!r} still holds {account.balance}; "
                     "withdraw or transfer it before closing"
                 )
-            return [AccountClosedEvent(account_id)]
+            return [AccountClosed(account_id)]
     raise TypeError(f"not an account command: {command!r}")
 
 
@@ -306,7 +304,7 @@ def apply(state: Account | None, event: AccountEvent) -> Account:
         delta = event.amount_minor
     elif isinstance(event, FundsWithdrawn | TransferredOut):
         delta = -event.amount_minor
-    elif isinstance(event, AccountClosedEvent):
+    elif isinstance(event, AccountClosed):
         status = AccountStatus.CLOSED
     return Account(state.account_id, state.owner, state.account_type, state.currency,
                    state.balance_minor + delta, status, state.version + 1)  # fmt: skip

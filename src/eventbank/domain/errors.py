@@ -50,7 +50,7 @@ class AccountAlreadyExists(RuleViolation):
     code = "account_exists"
 
 
-class AccountClosed(RuleViolation):
+class AccountIsClosed(RuleViolation):
     code = "account_closed"
 
 

@@ -1,4 +1,4 @@
-"""The FastAPI application: routes that parse, authenticate and format — nothing more.
+"""The FastAPI application: middleware, error handlers, and one router per resource.
 
 Every POST takes an ``Idempotency-Key`` header (the command id; generated when absent). A retry
 with the same key and body gets the first response again (same status and body, plus the header
@@ -14,47 +14,30 @@ import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventbank import __version__
+from eventbank.application.observability import Metrics, command_id, request_id
+from eventbank.application.payroll_service import PayrollService
 from eventbank.domain.errors import EventbankError
 from eventbank.http import problems
-from eventbank.http.auth import Token, TokenStore
+from eventbank.http.accounts import account_routes
+from eventbank.http.audits import audit_routes
+from eventbank.http.auth import TokenStore, permission_guard
 from eventbank.http.dashboard import dashboard_routes
-from eventbank.http.params import (
-    READ_ERRORS,
-    WRITE_ERRORS,
-    IdempotencyKey,
-    MinVersion,
-    problem_responses,
-)
+from eventbank.http.operations import operation_routes
+from eventbank.http.params import problem_responses
 from eventbank.http.payrolls import MAX_PAYROLL_BYTES, payroll_routes
-from eventbank.http.schemas import (
-    AccountView,
-    CommandResult,
-    EventPage,
-    Health,
-    MoneyRequest,
-    MovementPage,
-    OpenAccountRequest,
-    Problem,
-    TransferRequest,
-    TransferView,
-)
-from eventbank.observability import Metrics, command_id, request_id
-from eventbank.payroll import PayrollService
-from eventbank.service import Receipt, current_actor
+from eventbank.http.schemas import Problem
+from eventbank.http.transfers import transfer_routes
 from eventbank.wiring import Ledger
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_PAGE = 1000
 log = logging.getLogger("eventbank.http")
 
 
@@ -109,138 +92,13 @@ def create_app(
             "duration_ms": round(elapsed_s * 1000, 2)}})  # fmt: skip
         return response
 
-    bearer = HTTPBearer(auto_error=False, description="A token from `serve` or the token file.")
-
-    def allowed(permission: str):  # type: ignore[no-untyped-def]
-        async def check(
-            credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-        ) -> Token:
-            header = f"Bearer {credentials.credentials}" if credentials else None
-            token = tokens.require(header, permission)
-            current_actor.set(token.name)
-            return token
-
-        return Depends(check)
-
-    def result(receipt: Receipt, response: Response) -> dict[str, Any]:
-        command_id.set(receipt.command_id)
-        if receipt.replayed:
-            response.headers["Idempotent-Replayed"] = "true"
-        return dict(receipt.outcome)
-
-    service, queries = ledger.service, ledger.queries
-    write = {"dependencies": [allowed("write")], "responses": WRITE_ERRORS,
-             "response_model": CommandResult, "response_model_exclude_none": True,
-             "response_model_by_alias": True}  # fmt: skip
-
-    @app.post("/accounts", status_code=201, tags=["accounts"], **write)
-    def open_account(body: OpenAccountRequest, response: Response, key: IdempotencyKey = None):
-        """Open an account, optionally with an initial deposit."""
-        return result(service.open_account(
-            body.account_id, owner=body.owner, account_type=body.type, currency=body.currency,
-            initial_deposit=body.initial_deposit, command_id=key), response)  # fmt: skip
-
-    @app.get("/accounts/{account_id}", tags=["accounts"], response_model=AccountView,
-             dependencies=[allowed("read")], responses=READ_ERRORS)  # fmt: skip
-    def get_account(account_id: str, min_version: MinVersion = 0):
-        """An account's balance and status, from the read model."""
-        return queries.balance(account_id, min_version)
-
-    @app.get("/accounts/{account_id}/transactions", tags=["accounts"],
-             response_model=MovementPage, dependencies=[allowed("read")],
-             responses=READ_ERRORS)  # fmt: skip
-    def list_transactions(
-        account_id: str,
-        after_version: Annotated[int, Query(ge=0, le=2**62)] = 0,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-        min_version: MinVersion = 0,
-    ):
-        """Money movements, oldest first, paginated by account version."""
-        items = queries.history(account_id, after_version, limit, min_version)
-        last = items[-1]["version"] if len(items) == limit else None
-        return {"items": items, "next_after_version": last}
-
-    @app.post("/accounts/{account_id}/deposits", status_code=201, tags=["money"], **write)
-    def deposit(
-        account_id: str, body: MoneyRequest, response: Response, key: IdempotencyKey = None
-    ):
-        """Deposit money from outside the bank."""
-        return result(service.deposit(account_id, body.amount, command_id=key), response)
-
-    @app.post("/accounts/{account_id}/withdrawals", status_code=201, tags=["money"], **write)
-    def withdraw(
-        account_id: str, body: MoneyRequest, response: Response, key: IdempotencyKey = None
-    ):
-        """Withdraw money; never below zero."""
-        return result(service.withdraw(account_id, body.amount, command_id=key), response)
-
-    @app.post("/accounts/{account_id}/close", tags=["accounts"], **write)
-    def close_account(account_id: str, response: Response, key: IdempotencyKey = None):
-        """Close an account whose balance is zero."""
-        return result(service.close_account(account_id, command_id=key), response)
-
-    @app.post("/transfers", status_code=201, tags=["money"], **write)
-    def transfer(body: TransferRequest, response: Response, key: IdempotencyKey = None):
-        """Move money between two accounts of one currency: both halves or neither."""
-        return result(service.transfer(body.from_account_id, body.to_account_id, body.amount,
-                                       command_id=key), response)  # fmt: skip
-
-    @app.get("/transfers/{transfer_id}", tags=["money"], response_model=TransferView,
-             dependencies=[allowed("read")], responses=READ_ERRORS)  # fmt: skip
-    def get_transfer(transfer_id: str):
-        """A transfer, once projected."""
-        return queries.transfer(transfer_id)
-
-    @app.get("/events", tags=["audit"], response_model=EventPage,
-             dependencies=[allowed("events")], responses=READ_ERRORS)  # fmt: skip
-    def list_events(
-        after_position: Annotated[int, Query(ge=0, le=2**62)] = 0,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    ):
-        """The raw event feed in global order (auditors and admins)."""
-        found = ledger.events.read_all(after_position, limit)
-        items = [{"position": e.position, "event_id": e.event_id, "aggregate_id": e.aggregate_id,
-                  "aggregate_type": e.aggregate_type, "version": e.version,
-                  "event_type": e.event_type, "schema_version": e.schema_version,
-                  "data": dict(e.data), "metadata": dict(e.metadata)} for e in found]  # fmt: skip
-        last = found[-1].position if len(found) == limit else None
-        return {"items": items, "next_after_position": last}
-
-    @app.get("/healthz", tags=["operations"], response_model=Health)
-    def healthz():
-        """The process is up."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["operations"], response_model=Health,
-             responses={503: {"model": Health, "description": "Not ready"}})  # fmt: skip
-    def readyz(response: Response):
-        """The event store answers and the projections are not stalled."""
-        checks = {}
-        try:
-            ledger.events.find_command("readyz-probe")
-            checks["event_store"] = "ok"
-            lag = ledger.runner.status()
-            stalled = lag.lag_seconds > stall_after_s or lag.failures
-            checks["projections"] = "ok"
-            if stalled:
-                checks["projections"] = f"stalled: {lag.lag_seconds} s, {len(lag.failures)} parked"
-        except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
-            checks.setdefault("event_store", f"unreachable: {type(exc).__name__}")
-            checks.setdefault("projections", "unknown")
-        ready = all(v == "ok" for v in checks.values())
-        response.status_code = 200 if ready else 503
-        return {"status": "ok" if ready else "unavailable", "checks": checks}
-
-    @app.get("/metrics", tags=["operations"], response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})  # fmt: skip
-    def prometheus_metrics():
-        """Prometheus text exposition."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    app.include_router(
-        payroll_routes(payrolls, saga_runner, {"read": allowed("read"), "write": allowed("write")})
-    )
-    app.include_router(dashboard_routes(ledger, allowed))
+    guard = permission_guard(tokens)
+    app.include_router(account_routes(ledger, guard))
+    app.include_router(transfer_routes(ledger, guard))
+    app.include_router(payroll_routes(payrolls, saga_runner, guard))
+    app.include_router(audit_routes(ledger, guard))
+    app.include_router(operation_routes(ledger, guard, metrics, stall_after_s=stall_after_s))
+    app.include_router(dashboard_routes())
     _document_problem_schema(app)
     return app
 

@@ -19,9 +19,15 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from eventbank.application.service import current_actor
 from eventbank.domain.errors import EventbankError, InvalidInput
 
 PERMISSIONS: dict[str, frozenset[str]] = {
@@ -119,3 +125,22 @@ def ensure_admin_token(path: Path) -> str | None:
     if any(t.role == "admin" for t in TokenStore.load(path).tokens):
         return None
     return add_token(path, "admin", "admin")
+
+
+def permission_guard(tokens: TokenStore) -> Callable[[str], Any]:
+    """``guard(permission)``: a route dependency that admits a bearer token whose role has
+    ``permission``, and records the token's name as the actor of what the request does."""
+    bearer = HTTPBearer(auto_error=False, description="A token from `serve` or the token file.")
+
+    def guard(permission: str) -> Any:
+        async def check(
+            credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+        ) -> Token:
+            header = f"Bearer {credentials.credentials}" if credentials else None
+            token = tokens.require(header, permission)
+            current_actor.set(token.name)
+            return token
+
+        return Depends(check)
+
+    return guard

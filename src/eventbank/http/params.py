@@ -1,9 +1,12 @@
 """Parameter types and documented error responses shared by every route module."""
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Header, Query
+from fastapi import Header, Query, Response
 
+from eventbank.application.observability import command_id
+from eventbank.application.service import Receipt
 from eventbank.http import problems
 
 
@@ -23,3 +26,15 @@ IdempotencyKey = Annotated[
 MinVersion = Annotated[
     int, Query(ge=0, le=2**62, description="Read-your-writes: at least this account version.")
 ]
+
+
+Guard = Callable[[str], Any]
+"""``guard(permission)``: a route dependency that admits only tokens whose role has it."""
+
+
+def answer(receipt: Receipt, response: Response) -> dict[str, Any]:
+    """A command's outcome as the response body; a replayed command says so in a header."""
+    command_id.set(receipt.command_id)
+    if receipt.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return dict(receipt.outcome)

@@ -8,15 +8,15 @@ answers ``202`` with its id at once and is paid in the background. ``GET`` shows
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
+from eventbank.application.payroll_service import PayrollService
 from eventbank.domain.errors import InvalidInput
-from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, IdempotencyKey
-from eventbank.payroll import PayrollService
+from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, Guard, IdempotencyKey
 
 MAX_PAYROLL_BYTES = 2 * 1024 * 1024
 _CSV_EXAMPLE = "account_id,amount,reference\nacc-2,2500.00,salary-2026-11\n"
@@ -39,9 +39,7 @@ class PayrollView(BaseModel):
     failures: dict[str, str]
 
 
-def payroll_routes(
-    payrolls: PayrollService, runner: ThreadPoolExecutor, dependencies: dict[str, Any]
-) -> APIRouter:
+def payroll_routes(payrolls: PayrollService, runner: ThreadPoolExecutor, guard: Guard) -> APIRouter:
     router = APIRouter(tags=["payroll"])
     body = {"required": True, "content": {
         "text/csv": {"schema": {"type": "string"}, "example": _CSV_EXAMPLE},
@@ -50,7 +48,7 @@ def payroll_routes(
                                  '"reference": "salary-2026-11"}\n'}}}  # fmt: skip
 
     @router.post("/payrolls", status_code=202, response_model=PayrollView,
-                 dependencies=[dependencies["write"]], responses=WRITE_ERRORS,
+                 dependencies=[guard("write")], responses=WRITE_ERRORS,
                  openapi_extra={"requestBody": body})  # fmt: skip
     async def start_payroll(
         request: Request,
@@ -79,7 +77,7 @@ def payroll_routes(
         return payroll.summary()
 
     @router.get("/payrolls/{payroll_id}", response_model=PayrollView,
-                dependencies=[dependencies["read"]], responses=READ_ERRORS)  # fmt: skip
+                dependencies=[guard("read")], responses=READ_ERRORS)  # fmt: skip
     def get_payroll(payroll_id: str):
         """A payroll's progress: lines paid, failed and compensated, and money moved."""
         return payrolls.status(payroll_id).summary()

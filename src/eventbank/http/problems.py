@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from eventbank.application.observability import request_id
+from eventbank.application.service import IdempotencyKeyReused
 from eventbank.domain.errors import (
     Conflict,
     EventbankError,
@@ -22,9 +24,7 @@ from eventbank.domain.errors import (
     RuleViolation,
 )
 from eventbank.http.auth import Forbidden, Unauthorized
-from eventbank.observability import request_id
-from eventbank.service import IdempotencyKeyReused
-from eventbank.store.contract import StoreUnavailable
+from eventbank.ports.event_store import StoreUnavailable
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("eventbank.http")

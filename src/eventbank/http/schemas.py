@@ -144,3 +144,100 @@ class Problem(BaseModel):
     instance: str
     request_id: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+# The dashboard's, audits' and operations' bodies.
+
+
+class WhoAmI(BaseModel):
+    name: str
+    role: str
+    permissions: list[str]
+
+
+class AccountPage(BaseModel):
+    items: list[AccountView]
+    next_after: str | None = Field(
+        description="Pass as after for the next page; null when this is the last page."
+    )
+
+
+class StoredEvent(EventView):
+    hash: str = Field(description="sha256 of the previous event's hash and this event.")
+
+
+class StoredEventPage(BaseModel):
+    items: list[StoredEvent]
+    next_after_version: int | None
+
+
+class CurrencyTotal(BaseModel):
+    currency: str
+    accounts_open: int
+    balance: Annotated[str, Field(examples=["1250.00"])]
+
+
+class ProjectionLag(BaseModel):
+    checkpoint: int
+    lag_events: int
+    lag_capped: bool
+    lag_seconds: float
+    parked_streams: int
+    last_error: str | None
+
+
+class RateBucket(BaseModel):
+    start: str
+    events_per_s: float | None = Field(description="null: the sample does not cover it.")
+    transfers_per_s: float | None
+
+
+class Activity(BaseModel):
+    bucket_seconds: int
+    window_seconds: int
+    sampled_events: int
+    buckets: list[RateBucket]
+
+
+class Stats(BaseModel):
+    generated_at: str
+    accounts_open: int
+    totals: list[CurrencyTotal]
+    projection: ProjectionLag
+    activity: Activity
+
+
+class AuditRecord(BaseModel):
+    """One ``AuditCompleted`` event of the ``audit#trail`` stream."""
+
+    version: int
+    clean: bool
+    streams: int
+    events: int
+    findings: dict[str, int] = Field(description="Count of findings by kind.")
+    digest: str
+    hash: str
+    actor: str | None
+    recorded_at: str | None
+
+
+class Finding(BaseModel):
+    kind: str
+    stream: str | None
+    version: int | None
+    detail: str
+
+
+class Books(BaseModel):
+    balances: str
+    deposits: str
+    withdrawals: str
+
+
+class AuditReport(BaseModel):
+    clean: bool
+    streams: int
+    events: int
+    findings: list[Finding]
+    books: dict[str, Books]
+    digest: str

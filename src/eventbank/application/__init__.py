@@ -1,0 +1,1 @@
+"""The application layer: commands, sagas, queries, audit and projections, over the ports."""

@@ -1,0 +1,294 @@
+"""``eventbank audit``: prove the books from the events themselves.
+
+Three checks, each finding naming the stream, version and kind of break:
+
+1. Integrity: every stream's versions run 1, 2, 3 … without gaps, and every stored hash equals
+   ``chain_hash(previous hash, event)`` — a changed, removed, reordered or forged event breaks it.
+2. Conservation: per currency, the sum of all balances equals external deposits minus external
+   withdrawals; every transfer id has exactly one debit and one credit of equal amount; no
+   balance is ever negative.
+3. Read models: every projected row, movement and total equals a replay of the events.
+
+What the chain does not do on its own: someone able to rewrite the *whole* store can recompute
+every hash. The head hashes (``digest()``) close that gap once published somewhere the ledger's
+operators cannot rewrite: ``verify_digest`` checks the store still contains each published head,
+which pins every event before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from eventbank.application.ids import new_id
+from eventbank.application.projections import accounts
+from eventbank.application.service import current_actor
+from eventbank.domain import account as domain
+from eventbank.domain.canonical import canonical_json
+from eventbank.domain.events import ACCOUNT, event_from_data
+from eventbank.domain.money import format_minor
+from eventbank.ports.event_store import (
+    GENESIS_HASH,
+    ConcurrencyConflict,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    chain_hash,
+    chained,
+)
+from eventbank.ports.read_store import ReadStore
+
+AUDIT_STREAM = "audit#trail"  # "#" never appears in an account id, so no account collides
+AUDIT_TYPE = "Audit"
+_FEED_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: str  # version_gap | chain_break | unreadable_event | negative_balance |
+    #            transfer_unbalanced | conservation_break | read_model_mismatch | digest_mismatch
+    stream: str | None
+    version: int | None
+    detail: str
+
+
+@dataclass
+class CurrencyBooks:
+    balances_minor: int = 0
+    deposits_minor: int = 0
+    withdrawals_minor: int = 0
+
+
+@dataclass
+class AuditReport:
+    streams: int = 0
+    events: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    books: dict[str, CurrencyBooks] = field(default_factory=dict)
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+    @property
+    def digest(self) -> str:
+        return digest_of(self.heads)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "clean": self.clean,
+            "streams": self.streams,
+            "events": self.events,
+            "findings": [vars_of(f) for f in self.findings],
+            "books": {
+                c: {
+                    "balances": format_minor(b.balances_minor, c),
+                    "deposits": format_minor(b.deposits_minor, c),
+                    "withdrawals": format_minor(b.withdrawals_minor, c),
+                }
+                for c, b in sorted(self.books.items())
+            },  # fmt: skip
+            "digest": self.digest,
+        }
+
+
+def vars_of(finding: Finding) -> dict[str, Any]:
+    return {"kind": finding.kind, "stream": finding.stream, "version": finding.version,
+            "detail": finding.detail}  # fmt: skip
+
+
+def digest_of(heads: Mapping[str, Mapping[str, Any]]) -> str:
+    """One sha256 over every stream's head (version and hash): publish it to pin the store."""
+    return hashlib.sha256(canonical_json(dict(sorted(heads.items()))).encode()).hexdigest()
+
+
+def stream_ids(events: EventStore) -> list[str]:
+    """Every stream that appears in the global feed, in first-seen order."""
+    seen: dict[str, None] = {}
+    after = 0
+    while page := events.read_all(after, _FEED_PAGE):
+        seen.update((e.aggregate_id, None) for e in page)
+        after = page[-1].position or after
+        if len(page) < _FEED_PAGE:
+            break
+    return list(seen)
+
+
+class Auditor:
+    def __init__(self, events: EventStore, reads: ReadStore | None = None):
+        self.events, self.reads = events, reads
+
+    def run(
+        self,
+        streams: list[str] | None = None,
+        on_stream: Callable[[str], None] | None = None,
+    ) -> AuditReport:
+        """Audit ``streams`` (default: every stream in the feed), calling ``on_stream`` after
+        each so a caller can show progress."""
+        report = AuditReport()
+        transfers: dict[str, list[tuple[str, RecordedEvent, int, str]]] = defaultdict(list)
+        replayed: dict[str, tuple[Any, list[Any]]] = {}
+        for stream in streams if streams is not None else stream_ids(self.events):
+            stored = self.events.read_stream(stream)
+            report.streams += 1
+            report.events += len(stored)
+            if stored:
+                report.heads[stream] = {"version": stored[-1].version, "hash": stored[-1].hash}
+            report.findings.extend(_integrity(stream, stored))
+            if stored and stored[0].aggregate_type == ACCOUNT:
+                report.findings.extend(self._books(stream, stored, report, transfers))
+                if self.reads is not None:
+                    replayed[stream] = _safe_replay(stored)
+            if on_stream is not None:
+                on_stream(stream)
+        report.findings.extend(_transfer_findings(transfers))
+        report.findings.extend(_conservation_findings(report.books))
+        if self.reads is not None:
+            report.findings.extend(_read_model_findings(self.reads, replayed))
+        return report
+
+    def _books(
+        self,
+        stream: str,
+        stored: list[RecordedEvent],
+        report: AuditReport,
+        transfers: dict[str, list[tuple[str, RecordedEvent, int, str]]],
+    ) -> Iterator[Finding]:
+        state = None
+        for event in stored:
+            try:
+                fact = event_from_data(event.event_type, dict(event.data), event.schema_version)
+                state = domain.apply(state, fact)
+            except Exception as exc:  # noqa: BLE001 - any undecodable event is a finding
+                yield Finding("unreadable_event", stream, event.version, f"{exc}")
+                return
+            books = report.books.setdefault(state.currency, CurrencyBooks())
+            amount = getattr(fact, "amount_minor", 0)
+            if event.event_type == "FundsDeposited":
+                books.deposits_minor += amount
+            elif event.event_type == "FundsWithdrawn":
+                books.withdrawals_minor += amount
+            elif event.event_type in ("TransferredOut", "TransferredIn"):
+                transfers[fact.transfer_id].append(
+                    (event.event_type, event, amount, state.currency)
+                )
+            if state.balance_minor < 0:
+                shown = format_minor(state.balance_minor, state.currency)
+                yield Finding("negative_balance", stream, event.version, f"balance {shown}")
+        if state is not None:
+            report.books.setdefault(
+                state.currency, CurrencyBooks()
+            ).balances_minor += state.balance_minor
+
+    def record(self, report: AuditReport, clock: Callable[[], datetime] | None = None) -> None:
+        """Append the audit's result to the ``audit`` stream (who ran it, when, what it found)."""
+        now = (clock or (lambda: datetime.now(UTC)))()
+        kinds: dict[str, int] = defaultdict(int)
+        for finding in report.findings:
+            kinds[finding.kind] += 1
+        for _ in range(10):
+            history = self.events.read_stream(AUDIT_STREAM)
+            head = history[-1].hash if history else GENESIS_HASH
+            event = NewEvent(
+                event_id=new_id(), aggregate_id=AUDIT_STREAM, aggregate_type=AUDIT_TYPE,
+                version=len(history) + 1, event_type="AuditCompleted", schema_version=1,
+                data={"clean": report.clean, "streams": report.streams, "events": report.events,
+                      "findings": dict(kinds), "digest": report.digest},
+                metadata={"actor": current_actor.get(), "recorded_at": now.isoformat()},
+            )  # fmt: skip
+            try:
+                self.events.append(
+                    chained([event], {AUDIT_STREAM: head}), {AUDIT_STREAM: len(history)}
+                )
+                return
+            except ConcurrencyConflict:
+                continue  # another audit recorded first: chain after it
+
+    def verify_digest(self, published: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
+        """Each published head must still be in the store with the same hash."""
+        findings = []
+        for stream, head in sorted(published.items()):
+            version, expected = int(head["version"]), head["hash"]
+            found = self.events.read_stream(stream, version - 1)[:1]
+            if not found or found[0].version != version or found[0].hash != expected:
+                actual = found[0].hash if found else "missing"
+                findings.append(Finding("digest_mismatch", stream, version,
+                                        f"published hash {expected}, stored {actual}"))  # fmt: skip
+        return findings
+
+
+def _integrity(stream: str, stored: list[RecordedEvent]) -> Iterator[Finding]:
+    previous = GENESIS_HASH
+    for expected_version, event in enumerate(stored, start=1):
+        if event.version != expected_version:
+            detail = f"expected version {expected_version}, found {event.version}"
+            yield Finding("version_gap", stream, expected_version, detail)
+        if chain_hash(previous, event) != event.hash:
+            yield Finding("chain_break", stream, event.version,
+                          f"stored hash {event.hash[:16]}… does not match the event's content "
+                          "and its predecessor")  # fmt: skip
+        previous = event.hash
+
+
+def _safe_replay(stored: list[RecordedEvent]) -> tuple[Any, list[Any]]:
+    try:
+        return accounts.replay(stored)
+    except Exception:  # noqa: BLE001 - already reported as unreadable_event
+        return None, []
+
+
+def _transfer_findings(
+    transfers: Mapping[str, list[tuple[str, RecordedEvent, int, str]]],
+) -> Iterator[Finding]:
+    for transfer_id, halves in transfers.items():
+        debits = [h for h in halves if h[0] == "TransferredOut"]
+        credits = [h for h in halves if h[0] == "TransferredIn"]
+        _, first, _, _ = halves[0]
+        if len(debits) != 1 or len(credits) != 1:
+            yield Finding("transfer_unbalanced", first.aggregate_id, first.version,
+                          f"transfer {transfer_id} has {len(debits)} debit(s) and "
+                          f"{len(credits)} credit(s)")  # fmt: skip
+        elif debits[0][2:] != credits[0][2:]:
+            yield Finding("transfer_unbalanced", first.aggregate_id, first.version,
+                          f"transfer {transfer_id} debits {debits[0][2]} {debits[0][3]} but "
+                          f"credits {credits[0][2]} {credits[0][3]}")  # fmt: skip
+
+
+def _conservation_findings(books: Mapping[str, CurrencyBooks]) -> Iterator[Finding]:
+    for currency, b in sorted(books.items()):
+        if b.balances_minor != b.deposits_minor - b.withdrawals_minor:
+            yield Finding(
+                "conservation_break", None, None,
+                f"{currency}: balances sum to {format_minor(b.balances_minor, currency)} but "
+                f"deposits minus withdrawals is "
+                f"{format_minor(b.deposits_minor - b.withdrawals_minor, currency)}",
+            )  # fmt: skip
+
+
+def _read_model_findings(
+    reads: ReadStore, replayed: Mapping[str, tuple[Any, list[Any]]]
+) -> Iterator[Finding]:
+    expected_totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for stream, (row, moves) in replayed.items():
+        if row is None:
+            continue
+        totals = expected_totals[row.currency]
+        totals[0] += row.status == "OPEN"
+        totals[1] += row.balance_minor
+        if reads.balance(stream) != row:
+            yield Finding("read_model_mismatch", stream, row.version,
+                          "account_balances row differs from a replay")  # fmt: skip
+        if reads.transactions(stream, 0, 10_000) != moves[:10_000]:
+            yield Finding("read_model_mismatch", stream, None,
+                          "account_transactions differ from a replay")  # fmt: skip
+    for extra in {r.account_id for r in reads.all_balances()} - set(replayed):
+        yield Finding("read_model_mismatch", extra, None, "row for a stream with no events")
+    actual = {t.currency: [t.accounts_open, t.balance_minor] for t in reads.totals()}
+    if actual != dict(expected_totals):
+        yield Finding("read_model_mismatch", None, None,
+                      f"totals {actual} differ from a replay {dict(expected_totals)}")  # fmt: skip

@@ -1,0 +1,336 @@
+"""Payroll: pay many employees from one account as a saga that survives any crash.
+
+``start`` validates every line before any money moves (malformed lines, unknown or closed
+accounts, currency mismatches, duplicate lines, insufficient total funds — all reported
+together, line by line) and records the saga. ``run`` pays the pending lines one transfer each,
+with command ids ``<saga>:pay:<line>``, recording outcomes every ``record_every`` lines; under
+``all-or-nothing`` a failure compensates every paid line with reverse transfers
+(``<saga>:undo:<line>``). A process killed anywhere is finished by ``resume_all``: a line paid
+but not yet recorded is re-run, and its command id makes the transfer answer from its first
+run, so nobody is paid twice and nobody is skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from eventbank.application.ids import new_id
+from eventbank.application.service import IdempotencyKeyReused, LedgerService, current_actor
+from eventbank.domain import payroll as saga
+from eventbank.domain.account import AccountStatus, check_account_id
+from eventbank.domain.canonical import canonical_json
+from eventbank.domain.errors import EventbankError, InvalidInput, NotFound, RuleViolation
+from eventbank.domain.money import format_minor, parse_amount
+from eventbank.domain.payroll import Payroll, PayrollLine
+from eventbank.ports.event_store import (
+    GENESIS_HASH,
+    ConcurrencyConflict,
+    EventStore,
+    NewEvent,
+    chained,
+)
+
+Progress = Callable[[int, int], None]  # (lines with an outcome, all lines)
+
+
+class PayrollRejected(InvalidInput):
+    code = "payroll_rejected"
+
+    def __init__(self, problems: list[dict[str, Any]]):
+        self.problems = problems
+        shown = "; ".join(f"line {p['line'] or '-'}: {p['problem']}" for p in problems[:20])
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        super().__init__(f"payroll refused, nothing was paid: {shown}{more}")
+
+
+class PayrollNotFound(NotFound):
+    code = "payroll_not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class RawLine:
+    line_no: int
+    account_id: str
+    amount: Any
+    reference: str
+
+
+def parse_lines(text: str, fmt: str = "csv") -> tuple[list[RawLine], list[dict[str, Any]]]:
+    """Lines of ``account_id,amount,reference`` (CSV, header optional) or JSON objects (jsonl)."""
+    rows, problems = [], []
+    if fmt == "csv":
+        for line_no, fields in enumerate(_csv_records(text, problems), start=1):
+            if not fields or not "".join(fields).strip():
+                continue
+            cells = [f.strip() for f in fields]
+            if line_no == 1 and [c.lower() for c in cells[:2]] == ["account_id", "amount"]:
+                continue
+            if len(cells) not in (2, 3):
+                problems.append(
+                    {"line": line_no, "problem": "expected account_id,amount,reference"}
+                )
+                continue
+            rows.append(RawLine(line_no, cells[0], cells[1], cells[2] if len(cells) == 3 else ""))
+    elif fmt == "jsonl":
+        for line_no, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                rows.append(RawLine(line_no, obj["account_id"], obj["amount"],
+                                    str(obj.get("reference", ""))))  # fmt: skip
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+                problems.append({"line": line_no, "problem": "expected a JSON object with "
+                                 "account_id, amount and reference"})  # fmt: skip
+    else:
+        raise InvalidInput(f"format must be csv or jsonl, not {fmt!r}")
+    return rows, problems
+
+
+def _csv_records(text: str, problems: list[dict[str, Any]]) -> Iterator[list[str]]:
+    """CSV records; a lone CR ends a line too (newline=""), and what the csv module cannot
+    read (e.g. a field over its size limit) is reported as a problem, not raised."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        yield from reader
+    except csv.Error as exc:
+        problems.append({"line": reader.line_num, "problem": f"not valid CSV: {exc}"})
+
+
+def _checksum(lines: list[tuple[str, int, str]]) -> str:
+    """sha256 of the payroll's content (account, amount in minor units, reference per line)."""
+    return hashlib.sha256(canonical_json([list(line) for line in lines]).encode()).hexdigest()
+
+
+def _checksum_of_text(text: str, fmt: str, currency: str) -> str | None:
+    """The checksum ``text`` would have, or None if it does not even parse."""
+    rows, problems = parse_lines(text, fmt)
+    try:
+        amounts = [parse_amount(r.amount, currency).amount_minor for r in rows]
+    except EventbankError:
+        return None
+    if problems:
+        return None
+    return _checksum([(r.account_id, a, r.reference) for r, a in zip(rows, amounts, strict=True)])
+
+
+class PayrollService:
+    def __init__(self, ledger: LedgerService, *, record_every: int = 25):
+        self.ledger = ledger
+        self.events: EventStore = ledger.store
+        self.record_every = record_every
+
+    # ------------------------------------------------------------ start
+
+    def start(
+        self,
+        employer_id: str,
+        text: str,
+        *,
+        fmt: str = "csv",
+        policy: str = "all-or-nothing",
+        idempotency_key: str | None = None,
+    ) -> Payroll:
+        """Validate every line and record the saga; nothing is paid yet (see ``run``)."""
+        saga.check_policy(policy)
+        saga_id = "payroll#" + (
+            hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+            if idempotency_key else uuid.uuid4().hex
+        )  # fmt: skip
+        existing = self.load(saga_id) if idempotency_key else None
+        if existing is not None:  # a retry: answer with the first run, before re-validating
+            if (existing.employer_id, existing.policy, existing.checksum) != (
+                employer_id, policy, _checksum_of_text(text, fmt, existing.currency)
+            ):  # fmt: skip
+                raise IdempotencyKeyReused(
+                    f"idempotency key {idempotency_key!r} started a different payroll"
+                )
+            return existing
+        lines, currency = self._validated(employer_id, text, fmt)
+        checksum = _checksum([(ln.account_id, ln.amount_minor, ln.reference) for ln in lines])
+        payroll = Payroll(saga_id, employer_id, currency, policy, checksum, len(lines),
+                          sum(ln.amount_minor for ln in lines))  # fmt: skip
+        chunks = [lines[i : i + saga.LINES_PER_EVENT]
+                  for i in range(0, len(lines), saga.LINES_PER_EVENT)]  # fmt: skip
+        try:
+            self._append(saga_id, [saga.started(payroll), *map(saga.lines_recorded, chunks)],
+                         registry=("PayrollRegistered", {"saga_id": saga_id}))  # fmt: skip
+        except ConcurrencyConflict:  # the same key, started concurrently: answer like a retry
+            return self.start(employer_id, text, fmt=fmt, policy=policy,
+                              idempotency_key=idempotency_key)  # fmt: skip
+        return self.status(saga_id)
+
+    def _validated(self, employer_id: str, text: str, fmt: str) -> tuple[list[PayrollLine], str]:
+        rows, problems = parse_lines(text, fmt)
+        employer = self.ledger.get_account(employer_id)
+        if employer.status is AccountStatus.CLOSED:
+            raise RuleViolation(f"employer account {employer_id!r} is closed")
+        if len(rows) + len(problems) > saga.MAX_LINES:
+            raise InvalidInput(f"a payroll has at most {saga.MAX_LINES} lines; split the file")
+        if not rows and not problems:
+            raise InvalidInput("the payroll has no lines")
+        lines, seen = [], {}
+        for row in rows:
+            try:
+                account_id = check_account_id(row.account_id)
+                amount = parse_amount(row.amount, employer.currency)
+                if account_id == employer_id:
+                    raise InvalidInput("the employer cannot pay itself")
+                account = self.ledger.get_account(account_id)
+                if account.status is AccountStatus.CLOSED:
+                    raise RuleViolation(f"account {account_id!r} is closed")
+                if account.currency != employer.currency:
+                    raise RuleViolation(f"account {account_id!r} holds {account.currency}, "
+                                        f"the employer pays {employer.currency}")  # fmt: skip
+                if (account_id, row.reference) in seen:
+                    raise InvalidInput(f"duplicate of line {seen[(account_id, row.reference)]} "
+                                       "(same account and reference)")  # fmt: skip
+            except EventbankError as exc:
+                problems.append({"line": row.line_no, "problem": str(exc)})
+                continue
+            seen[(account_id, row.reference)] = row.line_no
+            lines.append(PayrollLine(row.line_no, account_id, amount.amount_minor, row.reference))
+        total = sum(ln.amount_minor for ln in lines)
+        if total > employer.balance_minor:
+            problems.append({"line": None, "problem":
+                             f"insufficient funds: the payroll totals "
+                             f"{format_minor(total, employer.currency)} {employer.currency}, "
+                             f"{employer_id!r} holds {employer.balance}"})  # fmt: skip
+        if problems:
+            raise PayrollRejected(sorted(problems, key=lambda p: p["line"] or 0))
+        return lines, employer.currency
+
+    # ------------------------------------------------------------ run and resume
+
+    def run(self, saga_id: str, on_progress: Progress | None = None) -> Payroll:
+        """Pay (and, if the policy says so, compensate) until the saga is finished."""
+        payroll = self.status(saga_id)
+        if payroll.status == "running":
+            stop_on_failure = payroll.policy == "all-or-nothing"
+            payroll = self._steps(payroll, "pay", stop_on_failure, on_progress)
+        if payroll.status == "compensating":
+            payroll = self._steps(payroll, "undo", False, on_progress)
+        if not payroll.finished:
+            status = payroll.finish_status()
+            closing = ("PayrollClosed", {"saga_id": saga_id, "status": status})
+            with suppress(ConcurrencyConflict):  # another resumer finished it first
+                self._append(saga_id, [saga.finished(status, payroll)], registry=closing)
+            payroll = self.status(saga_id)
+        return payroll
+
+    def _steps(
+        self, payroll: Payroll, step: str, stop_on_failure: bool, on_progress: Progress | None
+    ) -> Payroll:
+        """Run each outstanding ``pay`` (employer -> line) or ``undo`` (line -> employer)
+        transfer, recording outcomes every ``record_every`` steps and at a stopping failure."""
+        paying = step == "pay"
+        lines = payroll.pending if paying else payroll.to_compensate
+        record = saga.payments_recorded if paying else saga.compensations_recorded
+        done = "paid" if paying else "compensated"
+        outcomes: list[list[Any]] = []
+        for line in lines:
+            source, target = (payroll.employer_id, line.account_id)[:: 1 if paying else -1]
+            amount = format_minor(line.amount_minor, payroll.currency)
+            key = f"{payroll.saga_id}:{step}:{line.line_no}"
+            try:
+                receipt = self.ledger.transfer(source, target, amount, command_id=key)
+                outcomes.append([line.line_no, done, receipt.outcome["transfer_id"]])
+            except RuleViolation as exc:  # undo: e.g. the employee spent it; needs a human
+                outcomes.append([line.line_no, "failed", f"{exc.code}: {exc}"])
+            stop = stop_on_failure and outcomes[-1][1] == "failed"
+            if stop or len(outcomes) >= self.record_every:
+                payroll = self._record(payroll, record(outcomes), on_progress)
+                outcomes = []
+            if stop:
+                break
+        if outcomes:
+            payroll = self._record(payroll, record(outcomes), on_progress)
+        return payroll
+
+    def resume_all(self, on_progress: Progress | None = None) -> list[Payroll]:
+        """Finish or compensate every saga that was started and never closed."""
+        registered: dict[str, None] = {}
+        for event in self.events.read_stream(saga.REGISTRY):
+            if event.event_type == "PayrollRegistered":
+                registered[event.data["saga_id"]] = None
+            else:
+                registered.pop(event.data["saga_id"], None)
+        return [self.run(saga_id, on_progress) for saga_id in registered]
+
+    # ------------------------------------------------------------ state
+
+    def load(self, saga_id: str) -> Payroll | None:
+        state = None
+        for event in self.events.read_stream(saga_id):
+            state = saga.apply(state, event.event_type, dict(event.data))
+        return state
+
+    def status(self, saga_id: str) -> Payroll:
+        """The saga, by its id with or without the ``payroll#`` prefix."""
+        stream = saga_id if saga_id.startswith("payroll#") else f"payroll#{saga_id}"
+        if not stream[len("payroll#") :].isalnum() or (payroll := self.load(stream)) is None:
+            raise PayrollNotFound(f"payroll {saga_id!r} does not exist")
+        return payroll
+
+    def _record(
+        self, payroll: Payroll, event: tuple[str, dict[str, Any]], on_progress: Progress | None
+    ) -> Payroll:
+        """Record step outcomes. If another process recorded some first (two resumers), keep
+        only the lines still without an outcome: their transfers were idempotent anyway."""
+        event_type, data = event
+        while data["outcomes"]:
+            try:
+                self._append(payroll.saga_id, [(event_type, data)])
+                break
+            except ConcurrencyConflict:
+                payroll = self.status(payroll.saga_id)
+                known = (
+                    (payroll.paid | payroll.failed)
+                    if event_type == "PaymentsRecorded"
+                    else (payroll.compensated | payroll.compensation_failed)
+                )
+                data = {"outcomes": [o for o in data["outcomes"] if o[0] not in known]}
+        payroll = self.status(payroll.saga_id)
+        if on_progress is not None:
+            on_progress(len(payroll.paid) + len(payroll.failed), payroll.line_count)
+        return payroll
+
+    def _append(
+        self,
+        saga_id: str,
+        events: list[tuple[str, dict[str, Any]]],
+        registry: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Append saga events (and a registry entry, atomically) chained onto each stream's head.
+
+        A concurrent writer on the registry is retried; one on the saga stream itself means
+        another process is running this saga, which the caller must not race: it is refused.
+        """
+        for _ in range(20):
+            streams = {saga_id: events} | ({saga.REGISTRY: [registry]} if registry else {})
+            heads, expected, new = {}, {}, []
+            for stream, items in streams.items():
+                stored = self.events.read_stream(stream)
+                heads[stream] = stored[-1].hash if stored else GENESIS_HASH
+                expected[stream] = len(stored)
+                aggregate_type = "PayrollRegistry" if stream == saga.REGISTRY else saga.PAYROLL
+                for offset, (event_type, data) in enumerate(items, start=1):
+                    new.append(NewEvent(
+                        new_id(), stream, aggregate_type, len(stored) + offset,
+                        event_type, 1, data, {"actor": current_actor.get(), "saga_id": saga_id},
+                    ))  # fmt: skip
+            try:
+                self.events.append(chained(new, heads), expected)
+                return
+            except ConcurrencyConflict as exc:
+                if saga_id in exc.aggregate_ids:
+                    raise
+        raise ConcurrencyConflict([saga.REGISTRY])

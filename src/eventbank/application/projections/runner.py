@@ -1,0 +1,232 @@
+"""Following the event feed into read models: exactly once, in stream order, never dropping.
+
+- ``Projector.project(events, checkpoint)`` turns a batch into changes. Per stream, an event at or
+  below the row's version is a duplicate and skipped; one beyond the next version means a gap,
+  and the missing events are fetched from the stream first. Changes and the checkpoint are
+  committed together by the read store, so a crash anywhere re-delivers at most a batch, which
+  the version guard then skips.
+- A handler that raises *parks* its stream: the failure is recorded (before the checkpoint moves
+  past it) with the version it stopped at, later events of that stream wait, every other stream
+  goes on. Parked streams are retried with capped exponential backoff until they succeed; a
+  parked failure is visible in ``status()`` and never silently dropped.
+- ``ProjectionRunner`` is the background loop (``eventbank projections run``); the same
+  ``Projector`` serves inline projection right after a command's append.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from eventbank.application.projections import accounts
+from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore, RecordedEvent
+from eventbank.ports.read_store import BalanceRow, Change, Failure, ReadStore
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[BalanceRow | None, RecordedEvent], Change]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Projector:
+    def __init__(
+        self,
+        events: EventStore,
+        reads: ReadStore,
+        *,
+        handler: Handler = accounts.project,
+        name: str = accounts.NAME,
+        clock: Callable[[], datetime] = _utcnow,
+        retry_base_s: float = 1.0,
+        retry_cap_s: float = 300.0,
+    ):
+        self.events, self.reads, self.handler, self.name = events, reads, handler, name
+        self.clock = clock
+        self.retry_base_s, self.retry_cap_s = retry_base_s, retry_cap_s
+
+    def project(self, batch: Sequence[RecordedEvent], checkpoint: int | None = None) -> int:
+        """Apply ``batch`` (and move the checkpoint to ``checkpoint``); returns changes written."""
+        relevant = [e for e in batch if accounts.handles(e)]
+        parked = {f.aggregate_id for f in self.reads.failures(self.name)} if relevant else set()
+        rows = self.reads.balances([e.aggregate_id for e in relevant])
+        changes: list[Change] = []
+        for event in relevant:
+            stream = event.aggregate_id
+            if stream in parked:
+                continue  # waits for its retry, which reads the stream from where it stopped
+            row = rows.get(stream)
+            current = row.version if row else 0
+            if event.version <= current:
+                continue  # delivered twice
+            pending = [event]
+            if event.version > current + 1:  # a gap: fetch what is missing, in order
+                pending = [
+                    e
+                    for e in self.events.read_stream(stream, current)
+                    if e.version <= event.version
+                ]
+            fresh, failure = self._fold(row, pending)
+            changes.extend(fresh)
+            if fresh:
+                rows[stream] = fresh[-1].row
+            if failure is not None:
+                self._park(stream, failure[0], failure[1], previous=None)
+                parked.add(stream)
+        self.reads.apply(self.name, changes, checkpoint)
+        return len(changes)
+
+    def retry_parked(self) -> int:
+        """Retry every parked stream that is due; returns how many recovered."""
+        recovered = 0
+        now = self.clock().isoformat()
+        for failure in self.reads.failures(self.name):
+            if failure.next_attempt_at > now:
+                continue
+            row = self.reads.balance(failure.aggregate_id)
+            pending = self.events.read_stream(failure.aggregate_id, row.version if row else 0)
+            changes, still_failing = self._fold(row, pending)
+            self.reads.apply(self.name, changes)
+            if still_failing is None:
+                self.reads.clear_failure(self.name, failure.aggregate_id)
+                recovered += 1
+            else:
+                self._park(failure.aggregate_id, *still_failing, previous=failure)
+        return recovered
+
+    def _fold(
+        self, row: BalanceRow | None, events: Sequence[RecordedEvent]
+    ) -> tuple[list[Change], tuple[RecordedEvent, Exception] | None]:
+        changes = []
+        for event in events:
+            try:
+                change = self.handler(row, event)
+            except Exception as exc:  # noqa: BLE001 - any handler bug parks only its stream
+                return changes, (event, exc)
+            changes.append(change)
+            row = change.row
+        return changes, None
+
+    def _park(
+        self, stream: str, event: RecordedEvent, exc: Exception, previous: Failure | None
+    ) -> None:
+        attempts = previous.attempts + 1 if previous else 1
+        now = self.clock()
+        delay_s = min(self.retry_cap_s, self.retry_base_s * 2 ** (attempts - 1))
+        log.warning("projection %s parked %s at v%s: %s", self.name, stream, event.version, exc)
+        self.reads.save_failure(
+            Failure(
+                projection=self.name,
+                aggregate_id=stream,
+                version=event.version,
+                error=f"{type(exc).__name__}: {exc}"[:500],
+                attempts=attempts,
+                first_failed_at=previous.first_failed_at if previous else now.isoformat(),
+                next_attempt_at=(now + timedelta(seconds=delay_s)).isoformat(),
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    name: str
+    checkpoint: int
+    lag_events: int  # capped at MAX_READ_LIMIT; ``lag_capped`` says so
+    lag_capped: bool
+    lag_seconds: float  # age of the oldest event not yet projected; 0 when caught up
+    failures: list[Failure]
+    last_error: str | None
+
+
+class ProjectionRunner:
+    """Polls the feed and projects it; survives errors by backing off, never by skipping."""
+
+    def __init__(
+        self,
+        projector: Projector,
+        *,
+        batch_size: int = 500,
+        poll_interval_s: float = 0.2,
+        error_backoff_cap_s: float = 30.0,
+    ):
+        self.projector = projector
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        self.error_backoff_cap_s = error_backoff_cap_s
+        self.last_error: str | None = None
+
+    def run_once(self) -> int:
+        """Retry due parked streams, then project one batch; returns events read from the feed."""
+        p = self.projector
+        p.retry_parked()
+        batch = p.events.read_all(p.reads.checkpoint(p.name), self.batch_size)
+        if batch:
+            p.project(batch, batch[-1].position)
+        return len(batch)
+
+    def run(self, stop: threading.Event, on_batch: Callable[[int], None] | None = None) -> None:
+        """Loop until ``stop`` is set; a failing batch is retried with capped backoff."""
+        errors = 0
+        while not stop.is_set():
+            try:
+                handled = self.run_once()
+                errors, self.last_error = 0, None
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+                errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("projection batch failed (attempt %s)", errors)
+                stop.wait(min(self.error_backoff_cap_s, 0.1 * 2**errors))
+                continue
+            if on_batch is not None and handled:
+                on_batch(handled)
+            if handled < self.batch_size:
+                stop.wait(self.poll_interval_s)
+
+    def catch_up(self, on_batch: Callable[[int], None] | None = None) -> int:
+        """Project until the feed is exhausted; returns events read."""
+        total = 0
+        while handled := self.run_once():
+            total += handled
+            if on_batch is not None:
+                on_batch(handled)
+        return total
+
+    def rebuild(self, on_batch: Callable[[int], None] | None = None) -> tuple[int, float]:
+        """Drop the read models and replay the whole store; returns (events, seconds)."""
+        started = time.perf_counter()
+        self.projector.reads.reset(self.projector.name)
+        total = self.catch_up(on_batch)
+        return total, time.perf_counter() - started
+
+    def status(self) -> ProjectionStatus:
+        """Lag counts events past the checkpoint that no read-model row reflects yet (inline
+        projection applies events without moving the checkpoint)."""
+        p = self.projector
+        checkpoint = p.reads.checkpoint(p.name)
+        behind = p.events.read_all(checkpoint, MAX_READ_LIMIT)
+        rows = p.reads.balances([e.aggregate_id for e in behind if accounts.handles(e)])
+        pending = [
+            e
+            for e in behind
+            if accounts.handles(e)
+            and e.version > (rows[e.aggregate_id].version if e.aggregate_id in rows else 0)
+        ]
+        lag_seconds = 0.0
+        if pending and (recorded_at := pending[0].metadata.get("recorded_at")):
+            age = p.clock() - datetime.fromisoformat(recorded_at)
+            lag_seconds = max(0.0, age.total_seconds())
+        return ProjectionStatus(
+            name=p.name,
+            checkpoint=checkpoint,
+            lag_events=len(pending),
+            lag_capped=len(behind) == MAX_READ_LIMIT,
+            lag_seconds=round(lag_seconds, 3),
+            failures=p.reads.failures(p.name),
+            last_error=self.last_error,
+        )

@@ -1,0 +1,181 @@
+"""The query side: balances, statements and totals served from the read models.
+
+Read-your-writes: a caller that passes ``min_version`` (the version a write returned) gets an
+answer at least that new. The read model is polled for up to ``wait_s``; if it is still behind
+(a slow or stopped projection), the answer is computed by replaying the account's events from
+the event store with the same projection function — slower, never stale. An account missing
+from the read model is also checked against the event store before it is called unknown.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from eventbank.application.auditor import AUDIT_STREAM
+from eventbank.application.projections import accounts
+from eventbank.domain.account import check_account_id, describe_account
+from eventbank.domain.errors import AccountNotFound, InvalidInput, NotFound
+from eventbank.domain.money import format_minor
+from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore, RecordedEvent
+from eventbank.ports.read_store import BalanceRow, ReadStore, TransactionRow
+
+ACTIVITY_TAIL = 2_000  # feed events sampled before the projection checkpoint (as many after)
+ACTIVITY_WINDOW_S, ACTIVITY_BUCKET_S = 300, 10
+
+
+class TransferNotFound(NotFound):
+    code = "transfer_not_found"
+
+
+class AuditNotFound(NotFound):
+    code = "audit_not_found"
+
+
+class AccountQueries:
+    def __init__(self, reads: ReadStore, events: EventStore, *, wait_s: float = 1.0):
+        self.reads, self.events, self.wait_s = reads, events, wait_s
+
+    def balance(self, account_id: str, min_version: int = 0) -> dict[str, Any]:
+        return describe_account(self._resolve(account_id, min_version)[0])
+
+    def history(
+        self, account_id: str, after_version: int = 0, limit: int = 100, min_version: int = 0
+    ) -> list[dict[str, Any]]:
+        """Money movements after ``after_version``, oldest first, at most ``limit``."""
+        if type(limit) is not int or not 1 <= limit <= MAX_READ_LIMIT:
+            raise InvalidInput(f"limit must be an integer from 1 to {MAX_READ_LIMIT}")
+        _, replayed_moves = self._resolve(account_id, min_version)
+        if replayed_moves is None:
+            moves = self.reads.transactions(account_id, after_version, limit)
+        else:
+            moves = [t for t in replayed_moves if t.version > after_version][:limit]
+        return [describe_transaction(t) for t in moves]
+
+    def transfer(self, transfer_id: str) -> dict[str, Any]:
+        """One transfer, from its two projected halves."""
+        halves = {t.kind: t for t in self.reads.transfer(transfer_id)}
+        if set(halves) != {"transfer_out", "transfer_in"}:
+            raise TransferNotFound(f"transfer {transfer_id!r} is not known (yet)")
+        debit, credit = halves["transfer_out"], halves["transfer_in"]
+        return {
+            "transfer_id": transfer_id,
+            "amount": format_minor(debit.amount_minor, debit.currency),
+            "currency": debit.currency,
+            "from_account_id": debit.account_id,
+            "to_account_id": credit.account_id,
+            "recorded_at": debit.recorded_at,
+        }
+
+    def totals(self) -> list[dict[str, Any]]:
+        return [
+            {"currency": t.currency, "accounts_open": t.accounts_open,
+             "balance": format_minor(t.balance_minor, t.currency)}
+            for t in self.reads.totals()
+        ]  # fmt: skip
+
+    def find_accounts(self, q: str = "", after: str = "", limit: int = 50) -> list[dict[str, Any]]:
+        """Accounts in id order after ``after`` whose id or owner contains ``q`` (any case), at
+        most ``limit``. Filters ``all_balances()`` in memory, so every call reads every row:
+        O(accounts) per page, fine for thousands; a read-store query would replace it beyond."""
+        needle = q.casefold()
+        found = sorted(
+            (r for r in self.reads.all_balances()
+             if r.account_id > after
+             and (needle in r.account_id.casefold() or needle in r.owner.casefold())),
+            key=lambda r: r.account_id,
+        )  # fmt: skip
+        return [describe_account(r) for r in found[:limit]]
+
+    def account_events(
+        self, account_id: str, after_version: int = 0, limit: int = 100
+    ) -> list[RecordedEvent]:
+        """An account's stored events after ``after_version``, oldest first, at most ``limit``
+        (the store reads every event after ``after_version``: page from near the head)."""
+        self.balance(account_id)  # an unknown account is a 404, not an empty page
+        return self.events.read_stream(account_id, after_version)[:limit]
+
+    def latest_audit(self) -> dict[str, Any]:
+        """The last recorded audit run (the trail holds one event per run and is read whole)."""
+        trail = self.events.read_stream(AUDIT_STREAM)
+        if not trail:
+            raise AuditNotFound("no audit has been recorded yet")
+        last = trail[-1]
+        return {**dict(last.data), "version": last.version, "hash": last.hash,
+                "actor": last.metadata.get("actor"),
+                "recorded_at": last.metadata.get("recorded_at")}  # fmt: skip
+
+    def activity(self, checkpoint: int, now: datetime) -> dict[str, Any]:
+        """Events and transfers per second in ``ACTIVITY_BUCKET_S`` buckets over the last
+        ``ACTIVITY_WINDOW_S`` seconds, from the feed's ``recorded_at`` metadata.
+
+        Bounded: one feed read of at most ``2 * ACTIVITY_TAIL`` events, starting that many
+        positions before the projection ``checkpoint`` (dense positions on SQLite and PostgreSQL;
+        DynamoDB's sequence numbers are sparse, so there the sample starts near the checkpoint).
+        A bucket the sample does not fully cover is ``None`` (unknown), not 0. Events without
+        ``recorded_at`` (a payroll saga's own bookkeeping) are not counted."""
+        start, limit = max(0, checkpoint - ACTIVITY_TAIL), 2 * ACTIVITY_TAIL
+        feed = self.events.read_all(start, limit)
+        stamped = [(datetime.fromisoformat(e.metadata["recorded_at"]), e.event_type)
+                   for e in feed if e.metadata.get("recorded_at")]  # fmt: skip
+        times = [at for at, _ in stamped]
+        first = now - timedelta(seconds=ACTIVITY_WINDOW_S)
+        known_from = first if start == 0 else min(times, default=now)  # older events unread
+        known_to = now if len(feed) < limit else max(times, default=first)  # newer ones unread
+        size = timedelta(seconds=ACTIVITY_BUCKET_S)
+        counts = [[0, 0] for _ in range(ACTIVITY_WINDOW_S // ACTIVITY_BUCKET_S)]
+        for at, event_type in stamped:
+            index = (at - first) // size
+            if 0 <= index < len(counts):
+                counts[index][0] += 1
+                counts[index][1] += event_type == "TransferredOut"  # one per transfer
+        buckets = []
+        for n, (events, transfers) in enumerate(counts):
+            begins = first + n * size
+            known = known_from <= begins and begins + size <= known_to
+            buckets.append({
+                "start": begins.isoformat(),
+                "events_per_s": round(events / ACTIVITY_BUCKET_S, 2) if known else None,
+                "transfers_per_s": round(transfers / ACTIVITY_BUCKET_S, 2) if known else None,
+            })  # fmt: skip
+        return {"bucket_seconds": ACTIVITY_BUCKET_S, "window_seconds": ACTIVITY_WINDOW_S,
+                "sampled_events": len(feed), "buckets": buckets}  # fmt: skip
+
+    def _resolve(
+        self, account_id: str, min_version: int
+    ) -> tuple[BalanceRow, list[TransactionRow] | None]:
+        """The account's row, from the read model (moves None) or from a replay (moves given)."""
+        check_account_id(account_id)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            row = self.reads.balance(account_id)
+            if row is not None and row.version >= min_version:
+                return row, None
+            if (row is None and min_version == 0) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        replayed, moves = self._replay(account_id)
+        if replayed is None or replayed.version < min_version:
+            raise AccountNotFound(
+                f"account {account_id!r} does not exist"
+                + (f" at version {min_version}" if replayed is not None else "")
+            )
+        return replayed, moves
+
+    def _replay(self, account_id: str) -> tuple[BalanceRow | None, list[TransactionRow]]:
+        """The account's row and movements computed straight from its events."""
+        return accounts.replay(self.events.read_stream(account_id))
+
+
+def describe_transaction(t: TransactionRow) -> dict[str, Any]:
+    return {
+        "version": t.version,
+        "kind": t.kind,
+        "amount": format_minor(t.amount_minor, t.currency),
+        "currency": t.currency,
+        "balance_after": format_minor(t.balance_after_minor, t.currency),
+        "counterparty": t.counterparty,
+        "transfer_id": t.transfer_id,
+        "recorded_at": t.recorded_at,
+    }

@@ -1,0 +1,1 @@
+"""Storage engines (SQLite, PostgreSQL, DynamoDB), each behind the contracts in ``ports``."""

@@ -1,0 +1,1 @@
+"""The DynamoDB engine: events and read models in two tables."""

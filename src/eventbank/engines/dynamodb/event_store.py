@@ -1,0 +1,355 @@
+"""The DynamoDB engine: one table, one ``TransactWriteItems`` per append, a feed from Streams.
+
+Table: ``PK`` (S) = aggregate id, ``SK`` (N) = version. ``SK = 0`` is never a version, so it
+holds the bookkeeping items, each under a prefixed ``PK``: ``EVENT#<event id>`` (makes event ids
+unique), ``CMD#<command id>`` (fingerprint + outcome: makes commands idempotent) and
+``SNAP#<aggregate id>`` (the newest snapshot). Every put in an append carries
+``attribute_not_exists(PK)``, so two writers at one version can never both land (the seed keyed
+its table on ``EventId`` alone, and both did). A stream is gapless, since an append at
+``expected + 1`` also checks that version ``expected`` exists; so "exactly at version N" means
+"N exists (if N > 0) and N + 1 does not". For a stream with new events the put at N + 1 is the
+second half; a stream only named in ``expected_versions`` gets a ``ConditionCheck`` for it.
+An append costs two items per event (event + guard), one per expected version > 0, one per
+event-less stream and one for the command: more than 100 (DynamoDB's transaction limit) is
+refused with ``BatchTooLarge`` before anything is sent.
+
+Retries: throttling, transaction conflicts, server errors and lost connections are retried with
+full-jitter backoff within ``timeout_s``, then ``StoreUnavailable``. An append keeps one client
+request token across retries whose fate is unknown (a lost response), so DynamoDB applies it at
+most once; a cancelled attempt wrote nothing and takes a fresh token. The token is random per
+call rather than a hash of the batch: within DynamoDB's 10-minute token window an identical
+batch sent again by a later call would otherwise be acknowledged as done instead of refused.
+
+The feed (``read_all``) reads the table's DynamoDB stream (``NEW_IMAGE``). An event's
+``position`` is its stream record's sequence number, an integer that increases within a shard,
+so no global counter is needed (one would serialise every append through one hot item). Limits:
+
+- Shards are merged by sequence number. DynamoDB Local has one shard per table, where this is
+  exact: every event once, in commit order. On AWS a busy table has several shards; a stream's
+  events stay in one shard lineage (per-stream order holds), but sequence numbers of different
+  shards are no global order, so a cursor can pass an event that a lagging shard publishes
+  later. Projections survive that: they see the version gap and read the stream
+  (``Projector.project``), the "per-stream reads" of DESIGN.md.
+- On AWS, records reach the stream about a second after the write (DynamoDB Local publishes
+  them before the write returns): the feed is eventually consistent; ``read_stream`` is not.
+- Streams keep records for 24 hours. A consumer must keep up within that; a cursor older than
+  the retained window raises ``StoreError`` rather than silently skipping, and ``read_all(0)``
+  starts at the oldest retained record.
+- ``position`` is ``None`` on events from ``append`` and ``read_stream``: it exists only once
+  the stream has published the event.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from eventbank.domain.canonical import canonical_json
+from eventbank.domain.errors import InvalidInput
+from eventbank.engines.dynamodb.table import TRANSIENT, DynamoTable, Retry
+from eventbank.engines.dynamodb.table import error_code as _code
+from eventbank.engines.dynamodb.table import number as _n
+from eventbank.ports.event_store import (
+    BatchTooLarge,
+    CommandRecord,
+    ConcurrencyConflict,
+    DuplicateCommand,
+    DuplicateEvent,
+    NewEvent,
+    RecordedEvent,
+    Snapshot,
+    StoreError,
+    check_append,
+    check_read_limit,
+    encoded_payload,
+    recorded,
+)
+
+MAX_TRANSACTION_ITEMS = 100  # DynamoDB's TransactWriteItems limit
+MAX_EVENTS_PER_APPEND = MAX_TRANSACTION_ITEMS // 2  # every event needs its EVENT# guard
+STREAM_PAGE = 1000  # the GetRecords maximum
+_KEY_SCHEMA = [{"AttributeName": "PK", "KeyType": "HASH"},
+               {"AttributeName": "SK", "KeyType": "RANGE"}]  # fmt: skip
+_ATTRIBUTES = [{"AttributeName": "PK", "AttributeType": "S"},
+               {"AttributeName": "SK", "AttributeType": "N"}]  # fmt: skip
+
+
+class DynamoEventStore(DynamoTable):
+    """The EventStore contract on one DynamoDB table (see the module docstring)."""
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        timeout_s: float = 10.0,
+    ):
+        super().__init__(table, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s)
+        self._streams = self._client("dynamodbstreams")
+        try:
+            self._stream_arn = self._open_table()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        super().close()
+        self._streams.close()
+
+    # ------------------------------------------------------------ table
+
+    def _open_table(self) -> str:
+        """Create the table if missing (idempotent, race-safe), wait until ACTIVE, check it."""
+        table, created = self._ensure_table(
+            _KEY_SCHEMA, _ATTRIBUTES,
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        )  # fmt: skip
+        stream = table.get("StreamSpecification", {})
+        if (
+            table["KeySchema"] != _KEY_SCHEMA
+            or sorted(table["AttributeDefinitions"], key=str) != sorted(_ATTRIBUTES, key=str)
+            or stream.get("StreamViewType") not in ("NEW_IMAGE", "NEW_AND_OLD_IMAGES")
+        ):
+            raise StoreError(
+                f"table {self.table} is not an eventbank event table: it needs hash key PK (S), "
+                "range key SK (N) and a NEW_IMAGE stream (see infra/terraform)"
+            )
+        if created:
+            # Durability beyond the write path; DynamoDB Local does not implement it.
+            with suppress(ClientError):
+                self._call(
+                    self._ddb.update_continuous_backups, TableName=self.table,
+                    PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+                    passthrough={"UnknownOperationException"},
+                )  # fmt: skip
+        return table["LatestStreamArn"]
+
+    # ------------------------------------------------------------ writes
+
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None = None,
+    ) -> list[RecordedEvent]:
+        check_append(events, expected_versions, max_events=MAX_EVENTS_PER_APPEND)
+        items, roles = self._transaction(events, expected_versions, command)
+        if len(items) > MAX_TRANSACTION_ITEMS:
+            raise BatchTooLarge(
+                f"this append needs {len(items)} DynamoDB transaction items; the limit is "
+                f"{MAX_TRANSACTION_ITEMS}. Split large batch work into a saga."
+            )
+        token = uuid.uuid4().hex
+
+        def attempt() -> None:
+            nonlocal token
+            try:
+                self._ddb.transact_write_items(TransactItems=items, ClientRequestToken=token)
+            except ClientError as exc:
+                if _code(exc) != "TransactionCanceledException":
+                    raise
+                reasons = [
+                    r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])
+                ]
+                if len(reasons) != len(roles):
+                    raise StoreError(f"DynamoDB cancelled the append: {exc}") from None
+                failed = [role for role, r in zip(roles, reasons, strict=True) if r != "None"]
+                if "ConditionalCheckFailed" in reasons:
+                    raise _refusal(failed, expected_versions) from None
+                if not all(r in TRANSIENT for r in reasons if r != "None"):
+                    raise StoreError(f"DynamoDB cancelled the append: {reasons}") from None
+                token = uuid.uuid4().hex  # nothing was written: the next try is a new request
+                raise Retry(f"append cancelled: {reasons}") from None
+
+        self._retrying(attempt)
+        return [recorded(e, None) for e in events]
+
+    def _transaction(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None,
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        """The TransactItems, and beside each the (kind, id) that its failed condition means."""
+        items: list[dict[str, Any]] = []
+        roles: list[tuple[str, str]] = []
+
+        def add(role: tuple[str, str], pk: str, sk: int, item: dict | None, exists=False) -> None:
+            condition = "attribute_exists(PK)" if exists else "attribute_not_exists(PK)"
+            key = {"PK": {"S": pk}, "SK": _n(sk)}
+            body = {"Key": key} if item is None else {"Item": {**key, **item}}
+            action = "ConditionCheck" if item is None else "Put"
+            items.append({action: {"TableName": self.table, "ConditionExpression": condition,
+                                   **body}})  # fmt: skip
+            roles.append(role)
+
+        written = {event.aggregate_id for event in events}
+        for stream, expected in expected_versions.items():
+            if expected > 0:
+                add(("stream", stream), stream, expected, None, exists=True)
+            if stream not in written:
+                add(("stream", stream), stream, expected + 1, None)
+        for e in events:
+            add(("stream", e.aggregate_id), e.aggregate_id, e.version, _event_attributes(e))
+            guard = {"aggregate_id": {"S": e.aggregate_id}, "version": _n(e.version)}
+            add(("event", e.event_id), f"EVENT#{e.event_id}", 0, guard)
+        if command is not None:
+            record = {"fingerprint": {"S": command.fingerprint},
+                      "outcome": {"S": canonical_json(command.outcome)}}  # fmt: skip
+            add(("command", command.command_id), f"CMD#{command.command_id}", 0, record)
+        return items, roles
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Newest wins: a conditional put that only replaces an older snapshot."""
+        item = {
+            "PK": {"S": f"SNAP#{snapshot.aggregate_id}"},
+            "SK": _n(0),
+            "aggregate_type": {"S": snapshot.aggregate_type},
+            "version": _n(snapshot.version),
+            "state_schema_version": _n(snapshot.state_schema_version),
+            "state": {"S": canonical_json(snapshot.state)},
+        }
+        with suppress(ClientError):  # an equal or newer snapshot is already stored
+            self._call(
+                self._ddb.put_item, TableName=self.table, Item=item,
+                ConditionExpression="attribute_not_exists(PK) OR #version < :version",
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues={":version": _n(snapshot.version)},
+                passthrough={"ConditionalCheckFailedException"},
+            )  # fmt: skip
+
+    # ------------------------------------------------------------ reads
+
+    def find_command(self, command_id: str) -> CommandRecord | None:
+        item = self._get(f"CMD#{command_id}")
+        if item is None:
+            return None
+        return CommandRecord(command_id, item["fingerprint"]["S"], json.loads(item["outcome"]["S"]))
+
+    def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
+        item = self._get(f"SNAP#{aggregate_id}")
+        if item is None:
+            return None
+        return Snapshot(
+            aggregate_id,
+            item["aggregate_type"]["S"],
+            int(item["version"]["N"]),
+            int(item["state_schema_version"]["N"]),
+            json.loads(item["state"]["S"]),
+        )
+
+    def _get(self, pk: str) -> dict[str, Any] | None:
+        key = {"PK": {"S": pk}, "SK": _n(0)}
+        return self._call(
+            self._ddb.get_item, TableName=self.table, Key=key, ConsistentRead=True
+        ).get("Item")
+
+    def read_stream(self, aggregate_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """A consistent Query, paged until DynamoDB stops returning a ``LastEvaluatedKey``."""
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "PK = :stream AND SK > :after",
+            "ExpressionAttributeValues": {
+                ":stream": {"S": aggregate_id},
+                ":after": _n(after_version),
+            },
+            "ConsistentRead": True,
+        }
+        events = []
+        while True:
+            page = self._call(self._ddb.query, **query)
+            events += [_recorded(item) for item in page["Items"]]
+            if "LastEvaluatedKey" not in page:
+                return events
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to ``limit`` events after ``after_position``, merged from every shard in order."""
+        check_read_limit(limit)
+        if type(after_position) is not int or after_position < 0:
+            raise InvalidInput("after_position must be an integer >= 0")
+        events: list[RecordedEvent] = []
+        request = {"StreamArn": self._stream_arn}
+        while True:
+            described = self._call(self._streams.describe_stream, **request)["StreamDescription"]
+            for shard in described["Shards"]:
+                end = shard["SequenceNumberRange"].get("EndingSequenceNumber")
+                if end is None or int(end) > after_position:
+                    events += self._read_shard(shard, after_position, limit)
+            if "LastEvaluatedShardId" not in described:
+                break
+            request["ExclusiveStartShardId"] = described["LastEvaluatedShardId"]
+        events.sort(key=lambda e: e.position or 0)
+        # A shard cut off at ``limit`` events cannot let another shard's later record in first.
+        return events[:limit]
+
+    def _read_shard(self, shard: dict, after_position: int, limit: int) -> list[RecordedEvent]:
+        start = {"ShardIteratorType": "TRIM_HORIZON"}
+        if after_position >= int(shard["SequenceNumberRange"]["StartingSequenceNumber"]):
+            start = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+                     "SequenceNumber": f"{after_position:021d}"}  # fmt: skip
+        try:
+            iterator = self._call(
+                self._streams.get_shard_iterator, StreamArn=self._stream_arn,
+                ShardId=shard["ShardId"], passthrough={"TrimmedDataAccessException"}, **start,
+            )["ShardIterator"]  # fmt: skip
+        except ClientError:
+            raise StoreError(
+                f"feed position {after_position} is older than the stream's 24-hour retention; "
+                "read the streams it missed with read_stream"
+            ) from None
+        events: list[RecordedEvent] = []
+        while iterator and len(events) < limit:
+            page = self._call(self._streams.get_records, ShardIterator=iterator, Limit=STREAM_PAGE)
+            for record in page["Records"]:
+                change = record["dynamodb"]
+                if record["eventName"] == "INSERT" and change["Keys"]["SK"]["N"] != "0":
+                    events.append(_recorded(change["NewImage"], int(change["SequenceNumber"])))
+            if not page["Records"]:
+                break  # the open end of the shard: nothing newer yet
+            iterator = page.get("NextShardIterator")
+        return events
+
+
+def _refusal(failed: list[tuple[str, str]], expected_versions: Mapping[str, int]) -> Exception:
+    """Name what a cancelled append clashed with, in the SQLite engine's precedence."""
+    if commands := [ident for kind, ident in failed if kind == "command"]:
+        return DuplicateCommand(commands[0])
+    if streams := {ident for kind, ident in failed if kind == "stream"}:
+        return ConcurrencyConflict([s for s in expected_versions if s in streams])
+    return DuplicateEvent([ident for kind, ident in failed if kind == "event"])
+
+
+def _event_attributes(event: NewEvent) -> dict[str, dict[str, str]]:
+    """Data and metadata as canonical JSON strings: integers stay exact, no Decimal, no float."""
+    data, metadata = encoded_payload(event)
+    return {
+        "event_id": {"S": event.event_id},
+        "aggregate_type": {"S": event.aggregate_type},
+        "event_type": {"S": event.event_type},
+        "schema_version": _n(event.schema_version),
+        "data": {"S": data},
+        "metadata": {"S": metadata},
+        "hash": {"S": event.hash},
+    }
+
+
+def _recorded(item: Mapping[str, Any], position: int | None = None) -> RecordedEvent:
+    return RecordedEvent(
+        item["event_id"]["S"],
+        item["PK"]["S"],
+        item["aggregate_type"]["S"],
+        int(item["SK"]["N"]),
+        item["event_type"]["S"],
+        int(item["schema_version"]["N"]),
+        json.loads(item["data"]["S"]),
+        json.loads(item["metadata"]["S"]),
+        position,
+        item["hash"]["S"],
+    )

@@ -1,0 +1,391 @@
+"""Read models on DynamoDB, in a table of their own (``TABLE-read`` beside the events' ``TABLE``).
+
+Keys are strings (``PK``, ``SK``), so one ``Query`` answers each read in the order it needs:
+
+| item | PK | SK |
+|---|---|---|
+| balance row | ``ACCOUNT#<id>`` | ``ROW`` |
+| movement | ``ACCOUNT#<id>`` | ``TX#<version, 20 digits>`` (version order) |
+| transfer half | ``TRANSFER#<transfer id>`` | kind (descending: ``transfer_out`` first) |
+| currency total | ``TOTALS`` | currency |
+| checkpoint | ``CHECKPOINT`` | projection |
+| failure | ``FAILURE#<projection>`` | aggregate id |
+
+Exactly once without one big transaction. SQLite commits a batch's changes and its checkpoint
+together; DynamoDB cannot, as a ``TransactWriteItems`` holds at most 100 items and may not touch
+one item twice (a batch has hundreds of changes, many on one currency's totals). So each change is
+one transaction — its balance row, put only if the row is exactly one version behind (absent for
+version 1); its movement; its transfer half; an ``ADD`` of its deltas to its currency's totals —
+and the checkpoint moves after the batch, only forward. A crash in between re-delivers changes
+already written; their version conditions fail and they are skipped as duplicates, so nothing
+counts twice, and the totals move in the same transactions as the balances, so they never drift.
+A batch is first checked against a consistent read of its rows, so a gap refuses it before
+anything is written; the conditions still guard against a concurrent writer.
+
+The cost of totals: every change to a currency's accounts updates that currency's one totals
+item. A transactional write costs twice a plain one, the totals item adds one such write per
+change, one item sustains about 1,000 writes/s on AWS, and concurrent transactions on it cancel
+each other (``TransactionConflict``, retried with backoff). So totals cap projection throughput
+per currency; sharding the item (N per currency, summed on read) would lift the cap.
+
+Numbers: money is a DynamoDB number (exact, 38 digits; balances are bounded at 10**17), read from
+the low-level client as text and turned into ``int`` — never a float, never a ``Decimal``. Feed
+positions (DynamoDB stream sequence numbers reach 40 digits, more than a number holds) are
+stored as 40-digit zero-padded strings, which compare in numeric order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import suppress
+from itertools import islice
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from eventbank.engines.dynamodb.table import TRANSIENT, DynamoTable, Retry, error_code, number
+from eventbank.ports.event_store import StoreError
+from eventbank.ports.read_store import (
+    BalanceRow,
+    Change,
+    CurrencyTotal,
+    Failure,
+    ReadStoreError,
+    TransactionRow,
+)
+
+_KEY_SCHEMA = [{"AttributeName": "PK", "KeyType": "HASH"},
+               {"AttributeName": "SK", "KeyType": "RANGE"}]  # fmt: skip
+_ATTRIBUTES = [{"AttributeName": "PK", "AttributeType": "S"},
+               {"AttributeName": "SK", "AttributeType": "S"}]  # fmt: skip
+_ROW = "ROW"
+_TOTALS = "TOTALS"
+_CHECKPOINT = "CHECKPOINT"
+_VERSION_DIGITS = 20
+_POSITION_DIGITS = 40
+_GET_BATCH = 100  # the BatchGetItem maximum
+_WRITE_BATCH = 25  # the BatchWriteItem maximum
+
+
+class DynamoReadStore(DynamoTable):
+    """The ReadStore contract on one DynamoDB table (see the module docstring)."""
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        timeout_s: float = 10.0,
+    ):
+        super().__init__(table, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s)
+        try:
+            described, _ = self._ensure_table(_KEY_SCHEMA, _ATTRIBUTES)
+            if described["KeySchema"] != _KEY_SCHEMA or sorted(
+                described["AttributeDefinitions"], key=str
+            ) != sorted(_ATTRIBUTES, key=str):
+                raise StoreError(
+                    f"table {table} is not an eventbank read-model table: it needs hash key "
+                    "PK (S) and range key SK (S)"
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------ writes
+
+    def apply(
+        self, projection: str, changes: Sequence[Change], checkpoint: int | None = None
+    ) -> None:
+        if checkpoint is not None and not 0 <= checkpoint < 10**_POSITION_DIGITS:
+            raise ReadStoreError(f"checkpoint {checkpoint} is not a feed position")
+        for change, before in self._plan(changes):
+            self._write(change, before)
+        if checkpoint is not None:
+            with suppress(ClientError):  # already at or past it
+                self._call(
+                    self._ddb.put_item, TableName=self.table,
+                    Item={**_key(_CHECKPOINT, projection), "position": _position(checkpoint)},
+                    ConditionExpression="attribute_not_exists(PK) OR #position < :position",
+                    ExpressionAttributeNames={"#position": "position"},
+                    ExpressionAttributeValues={":position": _position(checkpoint)},
+                    passthrough={"ConditionalCheckFailedException"},
+                )  # fmt: skip
+
+    def _plan(self, changes: Sequence[Change]) -> list[tuple[Change, BalanceRow | None]]:
+        """The changes still to write, each with the row it follows; a gap refuses them all."""
+        rows = self.balances([c.row.account_id for c in changes])
+        plan = []
+        for change in changes:
+            before = rows.get(change.row.account_id)
+            at = before.version if before else 0
+            if change.row.version <= at:
+                continue  # delivered twice
+            if change.row.version > at + 1:
+                raise _gap(change.row, at)
+            plan.append((change, before))
+            rows[change.row.account_id] = change.row
+        return plan
+
+    def _write(self, change: Change, before: BalanceRow | None) -> None:
+        """One transaction; a lost response needs no request token, as a retry of a write that
+        landed fails its version condition and is skipped like any duplicate."""
+        items = _transaction_items(self.table, change, before)
+
+        def attempt() -> bool:
+            try:
+                self._ddb.transact_write_items(TransactItems=items)
+            except ClientError as exc:
+                if error_code(exc) != "TransactionCanceledException":
+                    raise
+                reasons = [
+                    r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])
+                ]
+                if reasons[:1] == ["ConditionalCheckFailed"]:  # the balance row's guard
+                    return False
+                if not reasons or not all(r in TRANSIENT for r in reasons if r != "None"):
+                    raise StoreError(f"DynamoDB cancelled a read-model write: {reasons}") from None
+                raise Retry(f"read-model write cancelled: {reasons}") from None
+            return True
+
+        if not self._retrying(attempt):  # another writer moved the row since _plan read it
+            current = self.balance(change.row.account_id)
+            if current is None or current.version < change.row.version:
+                raise _gap(change.row, current.version if current else 0)
+
+    def save_failure(self, failure: Failure) -> None:
+        item = {
+            **_key(f"FAILURE#{failure.projection}", failure.aggregate_id),
+            "version": number(failure.version),
+            "error": {"S": failure.error},
+            "attempts": number(failure.attempts),
+            "first_failed_at": {"S": failure.first_failed_at},
+            "next_attempt_at": {"S": failure.next_attempt_at},
+        }
+        self._call(self._ddb.put_item, TableName=self.table, Item=item)
+
+    def clear_failure(self, projection: str, aggregate_id: str) -> None:
+        self._call(
+            self._ddb.delete_item, TableName=self.table,
+            Key=_key(f"FAILURE#{projection}", aggregate_id),
+        )  # fmt: skip
+
+    def reset(self, projection: str) -> None:
+        """Forget everything this projection wrote, so a rebuild starts from nothing: a Scan of
+        the keys, deleted page by page in batches (other projections' state is kept)."""
+        scanned = self._pages(self._ddb.scan, ProjectionExpression="PK, SK")
+        keys = (_key(i["PK"]["S"], i["SK"]["S"]) for i in scanned if _written_by(projection, i))
+        while batch := list(islice(keys, _WRITE_BATCH)):
+            pending = {self.table: [{"DeleteRequest": {"Key": key}} for key in batch]}
+
+            def attempt() -> None:
+                nonlocal pending
+                pending = self._ddb.batch_write_item(RequestItems=pending)["UnprocessedItems"]
+                if pending:
+                    raise Retry(f"{len(pending[self.table])} deletes left unprocessed")
+
+            self._retrying(attempt)
+
+    # ------------------------------------------------------------ reads
+
+    def checkpoint(self, projection: str) -> int:
+        item = self._call(
+            self._ddb.get_item, TableName=self.table, Key=_key(_CHECKPOINT, projection),
+            ConsistentRead=True,
+        ).get("Item")  # fmt: skip
+        return int(item["position"]["S"]) if item else 0
+
+    def balance(self, account_id: str) -> BalanceRow | None:
+        return self.balances([account_id]).get(account_id)
+
+    def balances(self, account_ids: Sequence[str]) -> dict[str, BalanceRow]:
+        """Consistent reads, 100 keys per BatchGetItem, unprocessed keys retried with backoff."""
+        ids = list(dict.fromkeys(account_ids))
+        found: dict[str, BalanceRow] = {}
+        for start in range(0, len(ids), _GET_BATCH):
+            keys = [_key(f"ACCOUNT#{i}", _ROW) for i in ids[start : start + _GET_BATCH]]
+            pending = {self.table: {"Keys": keys, "ConsistentRead": True}}
+
+            def attempt() -> None:
+                nonlocal pending
+                page = self._ddb.batch_get_item(RequestItems=pending)
+                found.update(
+                    (r.account_id, r) for r in map(_row, page["Responses"].get(self.table, []))
+                )
+                pending = page["UnprocessedKeys"]
+                if pending:
+                    raise Retry(f"{len(pending[self.table]['Keys'])} keys left unprocessed")
+
+            self._retrying(attempt)
+        return found
+
+    def all_balances(self) -> list[BalanceRow]:
+        """A Scan of the whole table (every movement is read too): for audits, not hot paths."""
+        rows = self._pages(
+            self._ddb.scan, FilterExpression="SK = :row",
+            ExpressionAttributeValues={":row": {"S": _ROW}},
+        )  # fmt: skip
+        return sorted(map(_row, rows), key=lambda r: r.account_id)
+
+    def transactions(
+        self, account_id: str, after_version: int = 0, limit: int = 100
+    ) -> list[TransactionRow]:
+        if limit < 1:
+            return []  # DynamoDB refuses Limit=0
+        items = self._pages(
+            self._ddb.query, Limit=limit,
+            KeyConditionExpression="PK = :account AND SK BETWEEN :after AND :last",
+            ExpressionAttributeValues={
+                ":account": {"S": f"ACCOUNT#{account_id}"},
+                ":after": {"S": _move_sk(after_version + 1)},
+                ":last": {"S": _move_sk(10**_VERSION_DIGITS - 1)},
+            },
+        )  # fmt: skip
+        return [_move(item) for item in islice(items, limit)]
+
+    def transfer(self, transfer_id: str) -> list[TransactionRow]:
+        """Both halves of one transfer (debit first), once projected."""
+        items = self._pages(
+            self._ddb.query, KeyConditionExpression="PK = :transfer", ScanIndexForward=False,
+            ExpressionAttributeValues={":transfer": {"S": f"TRANSFER#{transfer_id}"}},
+        )  # fmt: skip
+        return [_move(item) for item in items]
+
+    def totals(self) -> list[CurrencyTotal]:
+        items = self._pages(
+            self._ddb.query, KeyConditionExpression="PK = :totals",
+            ExpressionAttributeValues={":totals": {"S": _TOTALS}},
+        )  # fmt: skip
+        return [
+            CurrencyTotal(item["SK"]["S"], int(item["accounts_open"]["N"]),
+                          int(item["balance_minor"]["N"]))
+            for item in items
+        ]  # fmt: skip
+
+    def failures(self, projection: str) -> list[Failure]:
+        items = self._pages(
+            self._ddb.query, KeyConditionExpression="PK = :failures",
+            ExpressionAttributeValues={":failures": {"S": f"FAILURE#{projection}"}},
+        )  # fmt: skip
+        return [
+            Failure(projection, item["SK"]["S"], int(item["version"]["N"]), item["error"]["S"],
+                    int(item["attempts"]["N"]), item["first_failed_at"]["S"],
+                    item["next_attempt_at"]["S"])
+            for item in items
+        ]  # fmt: skip
+
+    def _pages(self, operation: Any, **request: Any) -> Iterator[dict[str, Any]]:
+        """The items of a consistent Query or Scan, page after page, as the caller consumes them."""
+        request = {"TableName": self.table, "ConsistentRead": True, **request}
+        while True:
+            page = self._call(operation, **request)
+            yield from page["Items"]
+            if "LastEvaluatedKey" not in page:
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _transaction_items(
+    table: str, change: Change, before: BalanceRow | None
+) -> list[dict[str, Any]]:
+    """The row (only if still at ``before``), its movement and transfer half, and the deltas
+    added to its currency's totals (an account's currency never changes)."""
+    row, move = change.row, change.transaction
+    guard: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(PK)"}
+    if before is not None:
+        guard = {"ConditionExpression": "#version = :before",
+                 "ExpressionAttributeNames": {"#version": "version"},
+                 "ExpressionAttributeValues": {":before": number(before.version)}}  # fmt: skip
+    opened = (row.status == "OPEN") - (before is not None and before.status == "OPEN")
+    items: list[dict[str, Any]] = [
+        {"Put": {"TableName": table, "Item": _row_item(row), **guard}},
+        {"Update": {
+            "TableName": table, "Key": _key(_TOTALS, row.currency),
+            "UpdateExpression": "ADD #balance :balance, #open :open",
+            "ExpressionAttributeNames": {"#balance": "balance_minor", "#open": "accounts_open"},
+            "ExpressionAttributeValues": {
+                ":balance": number(row.balance_minor - (before.balance_minor if before else 0)),
+                ":open": number(opened),
+            },
+        }},
+    ]  # fmt: skip
+    if move is not None:
+        items.append({"Put": {"TableName": table, "Item": _move_item(move)}})
+        if move.transfer_id is not None:
+            half = {**_move_item(move), **_key(f"TRANSFER#{move.transfer_id}", move.kind)}
+            items.append({"Put": {"TableName": table, "Item": half}})
+    return items
+
+
+def _gap(row: BalanceRow, at: int) -> ReadStoreError:
+    return ReadStoreError(f"gap in {row.account_id}: read model at v{at}, change is v{row.version}")
+
+
+def _written_by(projection: str, item: dict[str, Any]) -> bool:
+    """Everything but other projections' checkpoints and failures."""
+    pk, sk = item["PK"]["S"], item["SK"]["S"]
+    if pk == _CHECKPOINT:
+        return sk == projection
+    return not pk.startswith("FAILURE#") or pk == f"FAILURE#{projection}"
+
+
+def _key(pk: str, sk: str) -> dict[str, dict[str, str]]:
+    return {"PK": {"S": pk}, "SK": {"S": sk}}
+
+
+def _move_sk(version: int) -> str:
+    return f"TX#{version:0{_VERSION_DIGITS}d}"
+
+
+def _position(checkpoint: int) -> dict[str, str]:
+    return {"S": f"{checkpoint:0{_POSITION_DIGITS}d}"}
+
+
+def _row_item(row: BalanceRow) -> dict[str, dict[str, str]]:
+    return {
+        **_key(f"ACCOUNT#{row.account_id}", _ROW),
+        "account_id": {"S": row.account_id},
+        "owner": {"S": row.owner},
+        "account_type": {"S": row.account_type},
+        "currency": {"S": row.currency},
+        "balance_minor": number(row.balance_minor),
+        "status": {"S": row.status},
+        "version": number(row.version),
+        "updated_at": {"S": row.updated_at},
+    }
+
+
+def _row(item: dict[str, Any]) -> BalanceRow:
+    return BalanceRow(
+        item["account_id"]["S"], item["owner"]["S"], item["account_type"]["S"],
+        item["currency"]["S"], int(item["balance_minor"]["N"]), item["status"]["S"],
+        int(item["version"]["N"]), item["updated_at"]["S"],
+    )  # fmt: skip
+
+
+def _move_item(t: TransactionRow) -> dict[str, dict[str, str]]:
+    """A movement; counterparty and transfer id are left out when they are None."""
+    item = {
+        **_key(f"ACCOUNT#{t.account_id}", _move_sk(t.version)),
+        "account_id": {"S": t.account_id},
+        "version": number(t.version),
+        "kind": {"S": t.kind},
+        "amount_minor": number(t.amount_minor),
+        "currency": {"S": t.currency},
+        "balance_after_minor": number(t.balance_after_minor),
+        "recorded_at": {"S": t.recorded_at},
+    }
+    if t.counterparty is not None:
+        item["counterparty"] = {"S": t.counterparty}
+    if t.transfer_id is not None:
+        item["transfer_id"] = {"S": t.transfer_id}
+    return item
+
+
+def _move(item: dict[str, Any]) -> TransactionRow:
+    return TransactionRow(
+        item["account_id"]["S"], int(item["version"]["N"]), item["kind"]["S"],
+        int(item["amount_minor"]["N"]), item["currency"]["S"],
+        item.get("counterparty", {}).get("S"), item.get("transfer_id", {}).get("S"),
+        int(item["balance_after_minor"]["N"]), item["recorded_at"]["S"],
+    )  # fmt: skip

@@ -1,0 +1,1 @@
+"""The PostgreSQL engine: events and read models in one database."""

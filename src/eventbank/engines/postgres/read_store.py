@@ -1,0 +1,332 @@
+"""Read models on PostgreSQL: by default in the event store's own database, beside ``events``.
+
+Same tables and semantics as the SQLite read store. Unlike SQLite, PostgreSQL lets two
+projection processes write at once, so ``apply`` relies on row locks rather than a file lock:
+
+- Each upsert is guarded by ``version = excluded.version - 1`` and locks its row, whether it
+  applies or is skipped, until commit; a second process delivering the same change waits, then
+  sees the committed version and skips it as a duplicate. Nothing is double counted.
+- A batch's changes are applied in account-id order (each account keeping its own order), so two
+  batches always take their row locks in the same order and cannot deadlock each other.
+- Statements are pipelined (``executemany``), so a batch of thousands of changes costs a few
+  round trips, not one per change.
+
+Its schema version is recorded in ``read_schema_info``, apart from the event store's
+``schema_info``, since both may share a database. Ids and currencies use the "C" collation, so
+listings sort by code point, as on SQLite, whatever the database's locale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+
+from eventbank.engines.postgres import connection as pg
+from eventbank.ports.read_store import (
+    BalanceRow,
+    Change,
+    CurrencyTotal,
+    Failure,
+    ReadStoreError,
+    TransactionRow,
+)
+
+SCHEMA_VERSION = 1
+
+# Advisory locks are keyed (namespace, key) per database; the namespace is "read" in ASCII.
+_LOCK_NAMESPACE = 0x72656164
+_MIGRATION_LOCK = 1
+
+# Migration N brings the schema from version N-1 to N. Append only; never edit a shipped one.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE account_balances (
+        account_id    text COLLATE "C" PRIMARY KEY,
+        owner         text   NOT NULL,
+        account_type  text   NOT NULL,
+        currency      text   COLLATE "C" NOT NULL,
+        balance_minor bigint NOT NULL,
+        status        text   NOT NULL,
+        version       bigint NOT NULL,
+        updated_at    text   NOT NULL
+    );
+    CREATE TABLE account_transactions (
+        account_id          text   COLLATE "C" NOT NULL,
+        version             bigint NOT NULL,
+        kind                text   COLLATE "C" NOT NULL,
+        amount_minor        bigint NOT NULL,
+        currency            text   NOT NULL,
+        counterparty        text,
+        transfer_id         text,
+        balance_after_minor bigint NOT NULL,
+        recorded_at         text   NOT NULL,
+        PRIMARY KEY (account_id, version)
+    );
+    CREATE INDEX account_transactions_by_transfer ON account_transactions (transfer_id)
+        WHERE transfer_id IS NOT NULL;
+    -- sum() of bigint is numeric: a total cannot overflow, and it is read back as an exact int.
+    CREATE VIEW totals AS
+        SELECT currency, count(*) FILTER (WHERE status = 'OPEN') AS accounts_open,
+               sum(balance_minor) AS balance_minor
+        FROM account_balances GROUP BY currency;
+    CREATE TABLE projection_checkpoints (
+        projection text   PRIMARY KEY,
+        position   bigint NOT NULL
+    );
+    CREATE TABLE projection_failures (
+        projection      text   NOT NULL,
+        aggregate_id    text   COLLATE "C" NOT NULL,
+        version         bigint NOT NULL,
+        error           text   NOT NULL,
+        attempts        bigint NOT NULL,
+        first_failed_at text   NOT NULL,
+        next_attempt_at text   NOT NULL,
+        PRIMARY KEY (projection, aggregate_id)
+    );
+    """,
+)
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+_BALANCE_COLUMNS = (
+    "account_id, owner, account_type, currency, balance_minor, status, version, updated_at"
+)
+_TRANSACTION_COLUMNS = (
+    "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
+    " balance_after_minor, recorded_at"
+)
+_FAILURE_COLUMNS = (
+    "projection, aggregate_id, version, error, attempts, first_failed_at, next_attempt_at"
+)
+
+# Returns a row only when the change was written; a skipped one (guard false) returns none.
+_UPSERT_BALANCE = (
+    f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
+    " SELECT %(id)s, %(owner)s, %(type)s, %(currency)s, %(balance)s, %(status)s, %(version)s,"
+    " %(updated_at)s"
+    # an absent row may only start at version 1: anything else is a gap
+    " WHERE %(version)s = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = %(id)s)"
+    " ON CONFLICT (account_id) DO UPDATE SET"
+    " owner = excluded.owner, account_type = excluded.account_type,"
+    " currency = excluded.currency, balance_minor = excluded.balance_minor,"
+    " status = excluded.status, version = excluded.version, updated_at = excluded.updated_at"
+    " WHERE account_balances.version = excluded.version - 1"
+    " RETURNING true"
+)
+
+
+class PostgresReadStore:
+    """The ReadStore contract on one PostgreSQL database."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        pool_size: int = 10,
+        connect_timeout_s: int = 10,
+        lock_timeout_s: float = 10.0,
+    ):
+        pg.migrate(
+            conninfo,
+            _MIGRATIONS,
+            version_table="read_schema_info",
+            lock=(_LOCK_NAMESPACE, _MIGRATION_LOCK),
+            component="eventbank read-model",
+            connect_timeout_s=connect_timeout_s,
+            lock_timeout_s=lock_timeout_s,
+        )
+        self._pool = pg.open_pool(
+            conninfo,
+            name="eventbank-reads",
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            lock_timeout_s=lock_timeout_s,
+        )
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresReadStore:
+        """``postgresql://user:password@host:port/dbname?…``; libpq reads the URL as it is."""
+        return cls(url)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    # ------------------------------------------------------------ writes
+
+    def apply(
+        self, projection: str, changes: Sequence[Change], checkpoint: int | None = None
+    ) -> None:
+        # One lock order for every batch (see above); the sort is stable, so each account's
+        # changes keep their order.
+        ordered = sorted(changes, key=lambda change: change.row.account_id)
+        with pg.connection(self._pool) as conn, conn.transaction():
+            applied = _upsert_balances(conn, ordered)
+            if gap := _first_gap(conn, ordered, applied):
+                raise gap
+            _insert_transactions(conn, ordered, applied)
+            if checkpoint is not None:
+                conn.execute(
+                    "INSERT INTO projection_checkpoints (projection, position) VALUES (%s, %s)"
+                    " ON CONFLICT (projection) DO UPDATE SET position = excluded.position"
+                    " WHERE excluded.position > projection_checkpoints.position",
+                    (projection, checkpoint),
+                )
+
+    def save_failure(self, failure: Failure) -> None:
+        with pg.connection(self._pool) as conn:
+            conn.execute(
+                f"INSERT INTO projection_failures ({_FAILURE_COLUMNS})"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (projection, aggregate_id)"
+                " DO UPDATE SET version = excluded.version, error = excluded.error,"
+                " attempts = excluded.attempts, first_failed_at = excluded.first_failed_at,"
+                " next_attempt_at = excluded.next_attempt_at",
+                (failure.projection, failure.aggregate_id, failure.version, failure.error,
+                 failure.attempts, failure.first_failed_at, failure.next_attempt_at),
+            )  # fmt: skip
+
+    def clear_failure(self, projection: str, aggregate_id: str) -> None:
+        with pg.connection(self._pool) as conn:
+            conn.execute(
+                "DELETE FROM projection_failures WHERE projection = %s AND aggregate_id = %s",
+                (projection, aggregate_id),
+            )
+
+    def reset(self, projection: str) -> None:
+        """Forget everything this projection wrote, so a rebuild starts from nothing."""
+        with pg.connection(self._pool) as conn, conn.transaction():
+            # Wait for in-flight applies and hold off new ones (readers go on), as SQLite's
+            # write lock does, so no concurrent batch survives the reset half-applied.
+            conn.execute("LOCK TABLE account_balances, account_transactions IN EXCLUSIVE MODE")
+            for table in ("account_balances", "account_transactions"):
+                conn.execute(f"DELETE FROM {table}")
+            conn.execute("DELETE FROM projection_checkpoints WHERE projection = %s", (projection,))
+            conn.execute("DELETE FROM projection_failures WHERE projection = %s", (projection,))
+
+    # ------------------------------------------------------------ reads
+
+    def checkpoint(self, projection: str) -> int:
+        with pg.connection(self._pool) as conn:
+            row = conn.execute(
+                "SELECT position FROM projection_checkpoints WHERE projection = %s", (projection,)
+            ).fetchone()
+        return row[0] if row else 0
+
+    def balance(self, account_id: str) -> BalanceRow | None:
+        return self.balances([account_id]).get(account_id)
+
+    def balances(self, account_ids: Sequence[str]) -> dict[str, BalanceRow]:
+        if not account_ids:
+            return {}
+        with pg.connection(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_BALANCE_COLUMNS} FROM account_balances WHERE account_id = ANY(%s)",
+                (list(account_ids),),
+            ).fetchall()
+        return {r[0]: BalanceRow(*r) for r in rows}
+
+    def all_balances(self) -> list[BalanceRow]:
+        with pg.connection(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_BALANCE_COLUMNS} FROM account_balances ORDER BY account_id"
+            ).fetchall()
+        return [BalanceRow(*r) for r in rows]
+
+    def transactions(
+        self, account_id: str, after_version: int = 0, limit: int = 100
+    ) -> list[TransactionRow]:
+        with pg.connection(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions"
+                " WHERE account_id = %s AND version > %s ORDER BY version LIMIT %s",
+                (account_id, after_version, limit),
+            ).fetchall()
+        return [TransactionRow(*r) for r in rows]
+
+    def transfer(self, transfer_id: str) -> list[TransactionRow]:
+        """Both halves of one transfer (debit first), once projected."""
+        with pg.connection(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = %s"
+                " ORDER BY kind DESC",
+                (transfer_id,),
+            ).fetchall()
+        return [TransactionRow(*r) for r in rows]
+
+    def totals(self) -> list[CurrencyTotal]:
+        with pg.connection(self._pool) as conn:
+            rows = conn.execute(
+                "SELECT currency, accounts_open, balance_minor FROM totals ORDER BY currency"
+            ).fetchall()
+        return [CurrencyTotal(currency, n, int(minor)) for currency, n, minor in rows]
+
+    def failures(self, projection: str) -> list[Failure]:
+        with pg.connection(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_FAILURE_COLUMNS} FROM projection_failures WHERE projection = %s"
+                " ORDER BY aggregate_id",
+                (projection,),
+            ).fetchall()
+        return [Failure(*r) for r in rows]
+
+
+def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> list[bool]:
+    """Run every guarded upsert in one pipeline; says, per change, whether it was written."""
+    if not changes:
+        return []
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            _UPSERT_BALANCE,
+            [{"id": r.account_id, "owner": r.owner, "type": r.account_type,
+              "currency": r.currency, "balance": r.balance_minor, "status": r.status,
+              "version": r.version, "updated_at": r.updated_at}
+             for r in (change.row for change in changes)],
+            returning=True,
+        )  # fmt: skip
+        return [result.fetchone() is not None for result in cursor.results()]
+
+
+def _first_gap(
+    conn: psycopg.Connection, changes: Sequence[Change], applied: Sequence[bool]
+) -> ReadStoreError | None:
+    """A skipped change must be a duplicate; a row behind it would mean a gap slipped through.
+
+    What each skipped change saw is rebuilt walking back from the rows as they are now: a
+    skipped row stays locked until commit, so after a skip it moved only by this batch's own
+    guarded updates, each exactly one version up from where the row was before it.
+    """
+    skipped = {c.row.account_id for c, ok in zip(changes, applied, strict=True) if not ok}
+    if not skipped:
+        return None
+    seen: dict[str, int] = dict(
+        conn.execute(
+            "SELECT account_id, version FROM account_balances WHERE account_id = ANY(%s)",
+            (list(skipped),),
+        ).fetchall()
+    )
+    gap = None
+    for change, ok in zip(reversed(changes), reversed(applied), strict=True):
+        row = change.row
+        if ok:
+            seen[row.account_id] = row.version - 1
+        elif seen.get(row.account_id, 0) < row.version:
+            gap = ReadStoreError(
+                f"gap in {row.account_id}: read model at v{seen.get(row.account_id, 0)},"
+                f" change is v{row.version}"
+            )
+    return gap
+
+
+def _insert_transactions(
+    conn: psycopg.Connection, changes: Sequence[Change], applied: Sequence[bool]
+) -> None:
+    """Record the movements of the changes just written (a skipped one's is already there)."""
+    moves = [c.transaction for c, ok in zip(changes, applied, strict=True) if ok and c.transaction]
+    if not moves:
+        return
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO account_transactions ({_TRANSACTION_COLUMNS})"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [(t.account_id, t.version, t.kind, t.amount_minor, t.currency, t.counterparty,
+              t.transfer_id, t.balance_after_minor, t.recorded_at) for t in moves],
+        )  # fmt: skip

@@ -1,0 +1,273 @@
+"""Group commit: the appends of concurrent callers share one durable transaction.
+
+Why: a durable commit waits for the disk (SQLite's WAL fsync, PostgreSQL's WAL flush), so one
+transaction per command caps throughput at about one command per flush. Writing many commands'
+appends in one transaction pays that wait once for all of them.
+
+How (a leader and followers; no writer thread): a caller queues its append. If no batch is being
+written, the caller leads: it opens an engine transaction, takes up to ``max_batch`` queued
+appends (those that arrived while the transaction opened included), has the engine write them
+in it (``write_many``: one statement reads what every check needs, the appends are screened in
+queue order, the accepted ones inserted together; screening.py), commits, and only then
+answers every caller in the batch with its own result or its own refusal. Callers that arrive
+meanwhile wait; when the leader is done, the first of them leads the next batch, so batches
+form while a commit is on its way to disk.
+
+- A lone caller leads a batch of one at once, in its own thread, on its own connection and in
+  a transaction of its own, exactly as without group commit: it waits for no one.
+- When the previous batch had company, the leader waits up to ``max_wait_ms`` for as many
+  callers as that batch had before it writes (PostgreSQL's ``commit_delay`` and
+  ``commit_siblings`` idea), its transaction already open. Waiting for company adds at most
+  ``max_wait_ms`` to a command, beyond the commit of the batch ahead of it.
+- One append's own refusal (a conflict, a duplicate) is that caller's answer alone. Should the
+  engine refuse the batch's inserts for a reason screening could not foresee (a constraint or
+  trigger: any contract error), the transaction is rolled back and the batch written again in a
+  new one, one append at a time, each under its own savepoint, so the failure stays with its
+  append. A failure of the transaction itself (lock, I/O, a lost connection, the commit, an
+  unexpected error) rolls everything back: a lone caller gets the engine's error, every caller
+  of a larger batch ``StoreUnavailable`` (retrying the command is safe). No caller is answered
+  before the commit has returned, so an acknowledged append is durable, and a crash before
+  the commit acknowledges nothing.
+
+Settings, as engine constructor arguments or store URL query parameters
+(``sqlite:///x.db?group_commit_wait_ms=1&group_commit_max=128``):
+
+- ``group_commit_max`` (default 128, 1 to 1000): most appends in one transaction; 1 turns group
+  commit off (one transaction per append).
+- ``group_commit_wait_ms`` (default 1, 0 to 1000): longest a leader waits for company; 0 never
+  waits (batches then form only while a commit is in flight).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Generic, TypeVar
+from urllib.parse import unquote
+
+from eventbank.domain.errors import EventbankError, InvalidInput
+from eventbank.ports.event_store import StoreUnavailable
+
+C = TypeVar("C")  # the engine's connection
+
+DEFAULT_MAX = 128
+DEFAULT_WAIT_MS = 1.0
+LIMIT_MAX = 1_000
+LIMIT_WAIT_MS = 1_000.0
+
+
+class _Waiter:
+    """One caller's queued append and, once its batch is done, its answer."""
+
+    __slots__ = ("item", "signal", "leads", "result", "error")
+
+    def __init__(self, item: object) -> None:
+        self.item = item
+        self.signal = threading.Lock()
+        self.signal.acquire()  # released once: when answered, or when told to lead
+        self.leads = False
+        self.result: object = None
+        self.error: BaseException | None = None
+
+
+# write_many(conn, items): for each item, in order, its result or its own refusal.
+WriteMany = Callable[[C, list[Any]], list[Any]]
+
+
+class GroupCommit(Generic[C]):
+    """Runs appends from many threads in shared transactions (see the module docstring).
+
+    ``transaction()`` opens one engine transaction and commits it on a clean exit; its
+    connection must take SQL savepoints. ``write_many(conn, items)`` writes items inside it and
+    returns, per item, its result or the ``EventbankError`` refusing it; it raises an
+    ``EventbankError`` if the engine refused what it wrote. ``transactions`` and ``appends``
+    count committed transactions and the appends acknowledged by them; ``in_flight`` is how
+    many appends are queued or being written right now.
+    """
+
+    def __init__(
+        self,
+        transaction: Callable[[], AbstractContextManager[C]],
+        write_many: WriteMany,
+        *,
+        max_batch: int = DEFAULT_MAX,
+        max_wait_ms: float = DEFAULT_WAIT_MS,
+    ):
+        if type(max_batch) is not int or not 1 <= max_batch <= LIMIT_MAX:
+            raise InvalidInput(f"group_commit_max must be an integer from 1 to {LIMIT_MAX}")
+        if not isinstance(max_wait_ms, int | float) or not 0 <= max_wait_ms <= LIMIT_WAIT_MS:
+            raise InvalidInput(f"group_commit_wait_ms must be from 0 to {LIMIT_WAIT_MS:g}")
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self._transaction = transaction
+        self._write_many = write_many
+        self._mutex = threading.Lock()
+        self._arrived = threading.Condition(self._mutex)
+        self._queue: list[_Waiter] = []
+        self._leading = False  # a leader is collecting or writing a batch
+        self._company = 1  # size of the previous batch: how many callers a leader waits for
+        self.transactions = 0
+        self.appends = 0
+        self.in_flight = 0
+
+    def submit(self, item: object) -> Callable[[], Any]:
+        """Queue ``item`` and return the call that waits for its answer: its result once
+        committed, or its refusal (or the failure of the transaction) raised. Items are
+        written in the order submitted, so a caller may submit, let another thread submit an
+        item that builds on it, and only then wait. The caller must make that call, and soon:
+        if it was chosen to lead the next batch, the queue waits for it."""
+        mine = _Waiter(item)
+        with self._mutex:
+            self._queue.append(mine)
+            self.in_flight += 1
+            if not self._leading:
+                self._leading = mine.leads = True
+            elif len(self._queue) >= self._company:
+                self._arrived.notify()
+        return functools.partial(self._answer, mine)
+
+    def _answer(self, mine: _Waiter) -> Any:
+        if not mine.leads:
+            mine.signal.acquire()  # answered, or promoted to lead the next batch
+        if mine.leads:
+            self._lead()
+        if mine.error is not None:
+            raise mine.error
+        return mine.result
+
+    def _lead(self) -> None:
+        batch: list[_Waiter] = []  # filled by _write once its transaction is open
+        committed = False
+        try:
+            committed = self._write(batch)
+        finally:
+            with self._mutex:
+                self._company = len(batch)
+                self.in_flight -= len(batch)
+                if committed:
+                    self.transactions += 1
+                    self.appends += sum(waiter.error is None for waiter in batch)
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.leads = True
+                    successor.signal.release()
+                else:
+                    self._leading = False
+            for waiter in batch:
+                if not waiter.leads:
+                    waiter.signal.release()
+
+    def _gather(self, *, wait: bool = True) -> list[_Waiter]:
+        """Take the next batch off the queue: up to ``max_batch`` callers, after waiting up to
+        ``max_wait_s`` for as many as the previous batch had (with ``wait``)."""
+        with self._mutex:
+            company = min(self._company, self.max_batch)
+            if wait and len(self._queue) < company and self.max_wait_s:
+                self._arrived.wait_for(lambda: len(self._queue) >= company, self.max_wait_s)
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+        return batch
+
+    def _write(self, batch: list[_Waiter]) -> bool:
+        """Write the next batch in one transaction (``_answers`` gathers it into ``batch``) and
+        fill in every answer; True if it committed."""
+        try:
+            answers = self._answers(batch)
+        except BaseException as exc:  # noqa: BLE001 - handed to the callers, raised there
+            if not batch:  # the transaction failed before the batch was taken: it shares that
+                batch += self._gather(wait=False)
+            if len(batch) == 1:
+                batch[0].error = exc
+                return False
+            shared = (
+                f"the transaction this append shared failed ({exc}); it was rolled back or its "
+                "outcome is unknown, and retrying the command is safe"
+            )
+            for waiter in batch:
+                waiter.error = StoreUnavailable(shared)
+            return False
+        for waiter, answer in zip(batch, answers, strict=True):
+            if isinstance(answer, BaseException):
+                waiter.error = answer
+            else:
+                waiter.result = answer
+        return True
+
+    def _answers(self, batch: list[_Waiter]) -> list[Any]:
+        """Open the transaction, gather the batch into ``batch`` and write it all in that
+        transaction. The batch is gathered only once the transaction is open: opening it costs
+        the engine a statement or two (PostgreSQL: BEGIN and the append lock, two round trips),
+        during which the next callers get on with deciding, and the wait for company overlaps
+        them. (The engine's write lock is then held up to ``max_wait_s`` longer; writers in
+        other processes wait that much more.)
+
+        If the engine refuses the writes, the transaction is rolled back and the items written
+        again in a new one, one by one, each under a savepoint, so that what it refused is the
+        answer of the one item that caused it. (No savepoint on the first try: it cost two more
+        statements in every batch for a refusal screening should have foreseen.) A lone item's
+        refusal is its answer: its transaction is rolled back and nothing else was in it."""
+        try:
+            with self._transaction() as conn:
+                batch += self._gather()
+                try:
+                    return self._write_many(conn, [waiter.item for waiter in batch])
+                except EventbankError as exc:
+                    if len(batch) == 1:
+                        raise
+                    raise _RefusedInBatch from exc  # out of the transaction: rolls it back
+        except _RefusedInBatch:
+            pass
+        with self._transaction() as conn:
+            answers = []
+            for waiter in batch:
+                try:
+                    with _savepoint(conn):
+                        answers += self._write_many(conn, [waiter.item])
+                except EventbankError as exc:
+                    answers.append(exc)
+            return answers
+
+
+class _RefusedInBatch(Exception):
+    """The engine refused a batch's writes: roll back, then write its items one by one."""
+
+
+@contextmanager
+def _savepoint(conn: Any) -> Iterator[None]:
+    """Writes inside a group transaction, undone alone if they raise. Should the engine have
+    rolled back the whole transaction already (SQLite does on a full disk), ROLLBACK TO fails,
+    and with it the batch: nothing written before it in the batch is acknowledged."""
+    conn.execute("SAVEPOINT append")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK TO SAVEPOINT append")
+        conn.execute("RELEASE SAVEPOINT append")
+        raise
+    conn.execute("RELEASE SAVEPOINT append")
+
+
+def split_group_commit(url: str) -> tuple[str, dict[str, int | float]]:
+    """``url`` without its group-commit query parameters, and those as engine keyword arguments.
+
+    Other parameters are kept byte for byte (libpq reads PostgreSQL's); the values are checked
+    by the engines' GroupCommit.
+    """
+    base, _, query = url.partition("?")
+    kept, options = [], {}
+    for piece in query.split("&") if query else []:
+        key, _, text = piece.partition("=")
+        parse = _GROUP_COMMIT_PARAMETERS.get(key)
+        if parse is None:
+            kept.append(piece)
+            continue
+        try:
+            options[key] = parse(unquote(text))
+        except ValueError:
+            raise InvalidInput(f"{key} must be a number, not {unquote(text)!r}") from None
+    return (f"{base}?{'&'.join(kept)}" if kept else base), options
+
+
+_GROUP_COMMIT_PARAMETERS = {"group_commit_max": int, "group_commit_wait_ms": float}

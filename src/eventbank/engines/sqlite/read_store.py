@@ -1,0 +1,235 @@
+"""Read models in their own SQLite file, next to the event store (``eventbank.db`` ->
+``eventbank.read.db``).
+
+A separate file rather than tables in the event store's file: SQLite has one writer per file,
+so keeping projections apart means a projection write never holds the lock a payment needs,
+and the read models can be deleted and rebuilt without touching the source of truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from eventbank.engines.sqlite.connection import SqliteFile
+from eventbank.ports.read_store import (
+    BalanceRow,
+    Change,
+    CurrencyTotal,
+    Failure,
+    ReadStoreError,
+    TransactionRow,
+)
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE account_balances (
+        account_id    TEXT PRIMARY KEY,
+        owner         TEXT    NOT NULL,
+        account_type  TEXT    NOT NULL,
+        currency      TEXT    NOT NULL,
+        balance_minor INTEGER NOT NULL,
+        status        TEXT    NOT NULL,
+        version       INTEGER NOT NULL,
+        updated_at    TEXT    NOT NULL
+    );
+    CREATE TABLE account_transactions (
+        account_id          TEXT    NOT NULL,
+        version             INTEGER NOT NULL,
+        kind                TEXT    NOT NULL,
+        amount_minor        INTEGER NOT NULL,
+        currency            TEXT    NOT NULL,
+        counterparty        TEXT,
+        transfer_id         TEXT,
+        balance_after_minor INTEGER NOT NULL,
+        recorded_at         TEXT    NOT NULL,
+        PRIMARY KEY (account_id, version)
+    );
+    CREATE INDEX account_transactions_by_transfer ON account_transactions (transfer_id)
+        WHERE transfer_id IS NOT NULL;
+    CREATE VIEW totals AS
+        SELECT currency, SUM(status = 'OPEN') AS accounts_open, SUM(balance_minor) AS balance_minor
+        FROM account_balances GROUP BY currency;
+    CREATE TABLE projection_checkpoints (
+        projection TEXT PRIMARY KEY,
+        position   INTEGER NOT NULL
+    );
+    CREATE TABLE projection_failures (
+        projection      TEXT    NOT NULL,
+        aggregate_id    TEXT    NOT NULL,
+        version         INTEGER NOT NULL,
+        error           TEXT    NOT NULL,
+        attempts        INTEGER NOT NULL,
+        first_failed_at TEXT    NOT NULL,
+        next_attempt_at TEXT    NOT NULL,
+        PRIMARY KEY (projection, aggregate_id)
+    );
+    """,
+)
+
+_BALANCE_COLUMNS = (
+    "account_id, owner, account_type, currency, balance_minor, status, version, updated_at"
+)
+_TRANSACTION_COLUMNS = (
+    "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
+    " balance_after_minor, recorded_at"
+)
+_FAILURE_COLUMNS = (
+    "projection, aggregate_id, version, error, attempts, first_failed_at, next_attempt_at"
+)
+
+
+class SqliteReadStore:
+    """The ReadStore contract on one SQLite file."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 10.0):
+        self.path = str(path)
+        self._db = SqliteFile(self.path, _MIGRATIONS, busy_timeout_s=busy_timeout_s)
+        self._conn = self._db.conn
+
+    def close(self) -> None:
+        self._db.close()
+
+    # ------------------------------------------------------------ writes
+
+    def apply(
+        self, projection: str, changes: Sequence[Change], checkpoint: int | None = None
+    ) -> None:
+        with self._db.write_transaction() as conn:
+            for change in changes:
+                row = change.row
+                applied = conn.execute(
+                    f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
+                    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"
+                    # an absent row may only start at version 1: anything else is a gap
+                    " WHERE ?7 = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = ?1)"
+                    " ON CONFLICT (account_id) DO UPDATE SET"
+                    " owner = excluded.owner, account_type = excluded.account_type,"
+                    " currency = excluded.currency, balance_minor = excluded.balance_minor,"
+                    " status = excluded.status, version = excluded.version,"
+                    " updated_at = excluded.updated_at"
+                    " WHERE account_balances.version = excluded.version - 1",
+                    (row.account_id, row.owner, row.account_type, row.currency,
+                     row.balance_minor, row.status, row.version, row.updated_at),
+                ).rowcount  # fmt: skip
+                if not applied:
+                    _require_already_applied(conn, row)
+                    continue
+                if change.transaction is not None:
+                    t = change.transaction
+                    conn.execute(
+                        f"INSERT INTO account_transactions ({_TRANSACTION_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (t.account_id, t.version, t.kind, t.amount_minor, t.currency,
+                         t.counterparty, t.transfer_id, t.balance_after_minor, t.recorded_at),
+                    )  # fmt: skip
+            if checkpoint is not None:
+                conn.execute(
+                    "INSERT INTO projection_checkpoints VALUES (?, ?) ON CONFLICT (projection)"
+                    " DO UPDATE SET position = excluded.position"
+                    " WHERE excluded.position > projection_checkpoints.position",
+                    (projection, checkpoint),
+                )
+
+    def save_failure(self, failure: Failure) -> None:
+        with self._db.write_transaction() as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO projection_failures ({_FAILURE_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (failure.projection, failure.aggregate_id, failure.version, failure.error,
+                 failure.attempts, failure.first_failed_at, failure.next_attempt_at),
+            )  # fmt: skip
+
+    def clear_failure(self, projection: str, aggregate_id: str) -> None:
+        with self._db.write_transaction() as conn:
+            conn.execute(
+                "DELETE FROM projection_failures WHERE projection = ? AND aggregate_id = ?",
+                (projection, aggregate_id),
+            )
+
+    def reset(self, projection: str) -> None:
+        """Forget everything this projection wrote, so a rebuild starts from nothing."""
+        with self._db.write_transaction() as conn:
+            for table in ("account_balances", "account_transactions"):
+                conn.execute(f"DELETE FROM {table}")
+            conn.execute("DELETE FROM projection_checkpoints WHERE projection = ?", (projection,))
+            conn.execute("DELETE FROM projection_failures WHERE projection = ?", (projection,))
+
+    # ------------------------------------------------------------ reads
+
+    def checkpoint(self, projection: str) -> int:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT position FROM projection_checkpoints WHERE projection = ?", (projection,)
+            )
+            .fetchone()
+        )
+        return row[0] if row else 0
+
+    def balance(self, account_id: str) -> BalanceRow | None:
+        return self.balances([account_id]).get(account_id)
+
+    def balances(self, account_ids: Sequence[str]) -> dict[str, BalanceRow]:
+        found: dict[str, BalanceRow] = {}
+        ids = list(dict.fromkeys(account_ids))
+        for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            rows = self._conn().execute(
+                f"SELECT {_BALANCE_COLUMNS} FROM account_balances"
+                f" WHERE account_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update((r[0], BalanceRow(*r)) for r in rows)
+        return found
+
+    def all_balances(self) -> list[BalanceRow]:
+        rows = self._conn().execute(
+            f"SELECT {_BALANCE_COLUMNS} FROM account_balances ORDER BY account_id"
+        )
+        return [BalanceRow(*r) for r in rows]
+
+    def transactions(
+        self, account_id: str, after_version: int = 0, limit: int = 100
+    ) -> list[TransactionRow]:
+        rows = self._conn().execute(
+            f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions"
+            " WHERE account_id = ? AND version > ? ORDER BY version LIMIT ?",
+            (account_id, after_version, limit),
+        )
+        return [TransactionRow(*r) for r in rows]
+
+    def transfer(self, transfer_id: str) -> list[TransactionRow]:
+        """Both halves of one transfer (debit first), once projected."""
+        rows = self._conn().execute(
+            f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ?"
+            " ORDER BY kind DESC",
+            (transfer_id,),
+        )
+        return [TransactionRow(*r) for r in rows]
+
+    def totals(self) -> list[CurrencyTotal]:
+        rows = self._conn().execute(
+            "SELECT currency, accounts_open, balance_minor FROM totals ORDER BY currency"
+        )
+        return [CurrencyTotal(*r) for r in rows]
+
+    def failures(self, projection: str) -> list[Failure]:
+        rows = self._conn().execute(
+            f"SELECT {_FAILURE_COLUMNS} FROM projection_failures WHERE projection = ?"
+            " ORDER BY aggregate_id",
+            (projection,),
+        )
+        return [Failure(*r) for r in rows]
+
+
+def _require_already_applied(conn, row: BalanceRow) -> None:
+    """A skipped change must be a duplicate; a row behind it would mean a gap slipped through."""
+    current = conn.execute(
+        "SELECT version FROM account_balances WHERE account_id = ?", (row.account_id,)
+    ).fetchone()
+    if current is None or current[0] < row.version:
+        at = current[0] if current else 0
+        raise ReadStoreError(
+            f"gap in {row.account_id}: read model at v{at}, change is v{row.version}"
+        )

@@ -1,0 +1,112 @@
+"""``/accounts``: open, list, read, deposit, withdraw, close; an account's movements and events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from eventbank.http.params import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    Guard,
+    IdempotencyKey,
+    MinVersion,
+    answer,
+)
+from eventbank.http.schemas import (
+    AccountPage,
+    AccountView,
+    CommandResult,
+    MoneyRequest,
+    MovementPage,
+    OpenAccountRequest,
+    StoredEvent,
+    StoredEventPage,
+)
+from eventbank.wiring import Ledger
+
+MAX_PAGE = 1000
+MAX_ACCOUNTS_PAGE = 200
+
+
+def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
+    router = APIRouter(tags=["accounts"])
+    service, queries = ledger.service, ledger.queries
+    reader = guard("read")
+    write = {"dependencies": [guard("write")], "responses": WRITE_ERRORS,
+             "response_model": CommandResult, "response_model_exclude_none": True,
+             "response_model_by_alias": True}  # fmt: skip
+
+    @router.post("/accounts", status_code=201, **write)
+    def open_account(body: OpenAccountRequest, response: Response, key: IdempotencyKey = None):
+        """Open an account, optionally with an initial deposit."""
+        return answer(service.open_account(
+            body.account_id, owner=body.owner, account_type=body.type, currency=body.currency,
+            initial_deposit=body.initial_deposit, command_id=key), response)  # fmt: skip
+
+    @router.get("/accounts", response_model=AccountPage, dependencies=[reader],
+                responses=READ_ERRORS)  # fmt: skip
+    def list_accounts(
+        q: Annotated[str, Query(max_length=64, description="Part of an id or owner.")] = "",
+        after: Annotated[str, Query(max_length=64, description="The last id seen.")] = "",
+        limit: Annotated[int, Query(ge=1, le=MAX_ACCOUNTS_PAGE)] = 50,
+    ):
+        """Accounts in id order from the read model; searches id and owner, any case."""
+        found = queries.find_accounts(q, after, limit + 1)
+        more = len(found) > limit
+        return {"items": found[:limit], "next_after": found[limit - 1]["account_id"] if more
+                else None}  # fmt: skip
+
+    @router.get("/accounts/{account_id}", response_model=AccountView, dependencies=[reader],
+                responses=READ_ERRORS)  # fmt: skip
+    def get_account(account_id: str, min_version: MinVersion = 0):
+        """An account's balance and status, from the read model."""
+        return queries.balance(account_id, min_version)
+
+    @router.get("/accounts/{account_id}/transactions", response_model=MovementPage,
+                dependencies=[reader], responses=READ_ERRORS)  # fmt: skip
+    def list_transactions(
+        account_id: str,
+        after_version: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        min_version: MinVersion = 0,
+    ):
+        """Money movements, oldest first, paginated by account version."""
+        items = queries.history(account_id, after_version, limit, min_version)
+        last = items[-1]["version"] if len(items) == limit else None
+        return {"items": items, "next_after_version": last}
+
+    @router.get("/accounts/{account_id}/events", tags=["audit"], response_model=StoredEventPage,
+                dependencies=[guard("events")], responses=READ_ERRORS)  # fmt: skip
+    def list_account_events(
+        account_id: str,
+        after_version: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    ):
+        """An account's stored events with their chain hashes, oldest first, by version."""
+        found = queries.account_events(account_id, after_version, limit)
+        items = [{name: getattr(e, name) for name in StoredEvent.model_fields} for e in found]
+        last = found[-1].version if len(found) == limit else None
+        return {"items": items, "next_after_version": last}
+
+    @router.post("/accounts/{account_id}/deposits", status_code=201, tags=["money"], **write)
+    def deposit(
+        account_id: str, body: MoneyRequest, response: Response, key: IdempotencyKey = None
+    ):
+        """Deposit money from outside the bank."""
+        return answer(service.deposit(account_id, body.amount, command_id=key), response)
+
+    @router.post("/accounts/{account_id}/withdrawals", status_code=201, tags=["money"], **write)
+    def withdraw(
+        account_id: str, body: MoneyRequest, response: Response, key: IdempotencyKey = None
+    ):
+        """Withdraw money; never below zero."""
+        return answer(service.withdraw(account_id, body.amount, command_id=key), response)
+
+    @router.post("/accounts/{account_id}/close", **write)
+    def close_account(account_id: str, response: Response, key: IdempotencyKey = None):
+        """Close an account whose balance is zero."""
+        return answer(service.close_account(account_id, command_id=key), response)
+
+    return router

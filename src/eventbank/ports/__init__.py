@@ -1,0 +1,1 @@
+"""The contracts the application needs from storage: the event store and the read store."""

@@ -1,0 +1,280 @@
+"""The event-store port: what every engine (SQLite, PostgreSQL, DynamoDB) promises.
+
+- ``append(events, expected_versions, command)`` is atomic across streams. Every stream named
+  in ``expected_versions`` must be at exactly that version (0 = must not exist) or nothing is
+  written and ``ConcurrencyConflict`` names the streams. A known ``event_id`` raises
+  ``DuplicateEvent``; a known command id raises ``DuplicateCommand``. The command record
+  (id, parameter fingerprint, outcome) is written in the same atomic write as the events, so a
+  retried command is recognised and answered with its first outcome.
+- ``read_stream`` returns a stream in version order; ``read_all`` the global feed in position
+  order, where the engine has one.
+- Snapshots are a cache of folded state, never a source of truth.
+
+``check_append`` is the one place the shape of an append is validated, so every engine
+refuses the same malformed requests with the same messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from eventbank.domain.canonical import canonical_json
+from eventbank.domain.errors import Conflict, EventbankError, InvalidInput
+
+MAX_EVENTS_PER_APPEND = 1_000
+MAX_READ_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be appended: the envelope of DESIGN.md without store-assigned fields."""
+
+    event_id: str
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    event_type: str
+    schema_version: int
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    hash: str = ""  # chain_hash(previous event's hash, this event); see chain_hash
+    # The canonical JSON of (data, metadata), filled in by ``chained``: engines store the very
+    # text the hash covers, and no payload is encoded twice (see encoded_payload).
+    encoded: tuple[str, str] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored; ``position`` is the global order where the engine has one."""
+
+    event_id: str
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    event_type: str
+    schema_version: int
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    position: int | None
+    hash: str
+
+
+def recorded(event: NewEvent, position: int | None) -> RecordedEvent:
+    """The RecordedEvent an engine returns for ``event`` once stored at ``position``."""
+    return RecordedEvent(
+        event.event_id, event.aggregate_id, event.aggregate_type, event.version,
+        event.event_type, event.schema_version, event.data, event.metadata, position, event.hash,
+    )  # fmt: skip
+
+
+# The audit chain: each event's hash covers the previous event's hash in its stream and the
+# event's own canonical JSON, so rewriting, removing or reordering any stored event breaks every
+# hash after it. Version 1 chains from GENESIS_HASH.
+GENESIS_HASH = "0" * 64
+
+
+def chain_hash(previous_hash: str, event: NewEvent | RecordedEvent) -> str:
+    """sha256 of the previous hash, a newline, and the canonical JSON of the event's envelope:
+    ``{"aggregate_id", "aggregate_type", "data", "event_id", "event_type", "metadata",
+    "schema_version", "version"}``. The object is written out here in its canonical key order
+    around the payload's own canonical JSON, byte for byte what encoding the whole envelope
+    gives (tests/test_hash_chain.py checks that), so the payload is encoded once."""
+    return _chain_hash(previous_hash, event, *encoded_payload(event))
+
+
+def _chain_hash(
+    previous_hash: str, event: NewEvent | RecordedEvent, data: str, metadata: str
+) -> str:
+    text = canonical_json
+    body = (
+        f'{{"aggregate_id":{text(event.aggregate_id)},'
+        f'"aggregate_type":{text(event.aggregate_type)},"data":{data},'
+        f'"event_id":{text(event.event_id)},"event_type":{text(event.event_type)},'
+        f'"metadata":{metadata},"schema_version":{_integer(event.schema_version)},'
+        f'"version":{_integer(event.version)}}}'
+    )
+    return hashlib.sha256(f"{previous_hash}\n{body}".encode()).hexdigest()
+
+
+def _integer(value: object) -> str:
+    """An int's JSON is its repr (the encoder's own rule); anything else, say a bool, as JSON."""
+    return int.__repr__(value) if type(value) is int else canonical_json(value)
+
+
+def encoded_payload(event: NewEvent | RecordedEvent) -> tuple[str, str]:
+    """The canonical JSON of the event's data and metadata: as ``chained`` left it on a new
+    event, else encoded now."""
+    done = getattr(event, "encoded", None)
+    if done is not None:
+        return done
+    return canonical_json(event.data), canonical_json(event.metadata)
+
+
+def chained(events: Sequence[NewEvent], previous_hashes: Mapping[str, str]) -> list[NewEvent]:
+    """``events`` with their chain hashes (and payloads' canonical JSON) filled in, given each
+    stream's current head hash."""
+    heads = dict(previous_hashes)
+    out = []
+    for e in events:
+        fields = (e.event_id, e.aggregate_id, e.aggregate_type, e.version, e.event_type,
+                  e.schema_version, e.data, e.metadata)  # fmt: skip
+        encoded = canonical_json(e.data), canonical_json(e.metadata)
+        digest = _chain_hash(heads.get(e.aggregate_id, GENESIS_HASH), e, *encoded)
+        heads[e.aggregate_id] = digest
+        out.append(NewEvent(*fields, digest, encoded))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """A handled command: its id, a fingerprint of its parameters, and the outcome to replay."""
+
+    command_id: str
+    fingerprint: str
+    outcome: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Folded state of one stream at ``version``, tagged with the state's schema version."""
+
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    state_schema_version: int
+    state: Mapping[str, Any]
+
+
+class StoreError(EventbankError):
+    code = "store_error"
+
+
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer eventbank; refusing beats misreading it."""
+
+    code = "schema_too_new"
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached or the write's fate is unknown; safe to retry the command."""
+
+    code = "store_unavailable"
+
+
+class ConcurrencyConflict(Conflict):
+    code = "concurrency_conflict"
+
+    def __init__(self, aggregate_ids: Sequence[str]):
+        self.aggregate_ids = tuple(aggregate_ids)
+        super().__init__(
+            f"stream(s) {', '.join(self.aggregate_ids)} changed concurrently; re-read and retry"
+        )
+
+
+class DuplicateEvent(Conflict):
+    code = "duplicate_event"
+
+    def __init__(self, event_ids: Sequence[str]):
+        self.event_ids = tuple(event_ids)
+        super().__init__(f"event id(s) already stored: {', '.join(self.event_ids)}")
+
+
+class DuplicateCommand(Conflict):
+    code = "duplicate_command"
+
+    def __init__(self, command_id: str):
+        self.command_id = command_id
+        super().__init__(f"command {command_id!r} was already handled")
+
+
+class BatchTooLarge(InvalidInput):
+    code = "batch_too_large"
+
+
+class EventStore(Protocol):
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None = None,
+    ) -> list[RecordedEvent]: ...
+
+    def find_command(self, command_id: str) -> CommandRecord | None: ...
+
+    def read_stream(self, aggregate_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
+
+    def save_snapshot(self, snapshot: Snapshot) -> None: ...
+
+    def load_snapshot(self, aggregate_id: str) -> Snapshot | None: ...
+
+    def close(self) -> None: ...
+
+
+class QueuesAppends(EventStore, Protocol):
+    """An engine that group-commits (SQLite, PostgreSQL) can also queue an append and answer
+    later: ``submit_append`` returns the call that waits for what ``append`` would have
+    returned (or raised). Appends are written in the order submitted, so a command may be
+    decided on the outcome of one still queued; ``previous_hashes`` (each expected stream's
+    head hash) then makes the store refuse it unless that one was written, whatever version a
+    third party's event took meanwhile. The caller must make the returned call, promptly."""
+
+    def submit_append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        command: CommandRecord | None = None,
+        previous_hashes: Mapping[str, str] | None = None,
+    ) -> Callable[[], list[RecordedEvent]]: ...
+
+
+def queues_appends(store: object) -> bool:
+    """Whether ``store`` is a QueuesAppends. Asked of its class: a wrapper that delegates
+    through ``__getattr__`` and intercepts ``append`` must not be bypassed by the
+    ``submit_append`` it would hand through."""
+    return hasattr(type(store), "submit_append")
+
+
+def check_append(
+    events: Sequence[NewEvent],
+    expected_versions: Mapping[str, int],
+    max_events: int = MAX_EVENTS_PER_APPEND,
+) -> None:
+    """Refuse a malformed append before any engine touches storage.
+
+    Each event's stream must be named in ``expected_versions`` and the events of one stream
+    must carry consecutive versions starting right after the expected one.
+    """
+    if not events:
+        raise InvalidInput("an append needs at least one event")
+    if len(events) > max_events:
+        raise BatchTooLarge(
+            f"{len(events)} events in one append; the limit is {max_events}. "
+            "Split large batch work into a saga."
+        )
+    for aggregate_id, version in expected_versions.items():
+        if type(version) is not int or version < 0:
+            raise InvalidInput(f"expected version of {aggregate_id!r} must be an integer >= 0")
+    next_version = dict(expected_versions)
+    seen_ids: set[str] = set()
+    for event in events:
+        if event.aggregate_id not in next_version:
+            raise InvalidInput(f"stream {event.aggregate_id!r} has no expected version")
+        next_version[event.aggregate_id] += 1
+        if event.version != next_version[event.aggregate_id]:
+            raise InvalidInput(
+                f"event {event.event_id} has version {event.version} in {event.aggregate_id!r}; "
+                f"expected {next_version[event.aggregate_id]}"
+            )
+        if event.event_id in seen_ids:
+            raise DuplicateEvent([event.event_id])
+        seen_ids.add(event.event_id)
+
+
+def check_read_limit(limit: int) -> None:
+    if type(limit) is not int or not 1 <= limit <= MAX_READ_LIMIT:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_READ_LIMIT}")
