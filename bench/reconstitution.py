@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from bench.engines import engine_of
 from eventbank.application.service import LedgerService
+from eventbank.engines.dynamodb import event_store as dynamodb
 from eventbank.engines.urls import open_store
 from eventbank.ports.event_store import MAX_EVENTS_PER_APPEND, NewEvent, chained
-from eventbank.store import dynamodb
 from eventbank.wiring import open_ledger
 
 

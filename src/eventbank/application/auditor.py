@@ -29,7 +29,7 @@ from eventbank.application.projections import accounts
 from eventbank.application.service import current_actor
 from eventbank.domain import account as domain
 from eventbank.domain.canonical import canonical_json
-from eventbank.domain.events import ACCOUNT, event_from_data
+from eventbank.domain.events import ACCOUNT, TransferredIn, TransferredOut, event_from_data
 from eventbank.domain.money import format_minor
 from eventbank.ports.event_store import (
     GENESIS_HASH,
@@ -173,7 +173,7 @@ class Auditor:
                 books.deposits_minor += amount
             elif event.event_type == "FundsWithdrawn":
                 books.withdrawals_minor += amount
-            elif event.event_type in ("TransferredOut", "TransferredIn"):
+            elif isinstance(fact, TransferredOut | TransferredIn):
                 transfers[fact.transfer_id].append(
                     (event.event_type, event, amount, state.currency)
                 )

@@ -65,7 +65,8 @@ class RawLine:
 
 def parse_lines(text: str, fmt: str = "csv") -> tuple[list[RawLine], list[dict[str, Any]]]:
     """Lines of ``account_id,amount,reference`` (CSV, header optional) or JSON objects (jsonl)."""
-    rows, problems = [], []
+    rows: list[RawLine] = []
+    problems: list[dict[str, Any]] = []
     if fmt == "csv":
         for line_no, fields in enumerate(_csv_records(text, problems), start=1):
             if not fields or not "".join(fields).strip():
@@ -177,7 +178,8 @@ class PayrollService:
             raise InvalidInput(f"a payroll has at most {saga.MAX_LINES} lines; split the file")
         if not rows and not problems:
             raise InvalidInput("the payroll has no lines")
-        lines, seen = [], {}
+        lines: list[saga.PayrollLine] = []
+        seen: dict[tuple[str, str], int] = {}
         for row in rows:
             try:
                 account_id = check_account_id(row.account_id)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from eventbank.application.account_cache import AccountCache
 from eventbank.application.ids import new_id
@@ -399,7 +399,9 @@ class LedgerService:
         after = dict(states)
         for event in decided:
             after[event.account_id] = domain.apply(after[event.account_id], event)
-        outcome = {"command_id": command_id, **describe(after, decided)}
+        # every stream the command names holds an account once its events are applied
+        opened = cast("Mapping[str, Account]", after)
+        outcome = {"command_id": command_id, **describe(opened, decided)}
         heads = {sid: head for sid, (_, head) in known.items()}
         new_events = chained(self._envelopes(decided, states, command_id), heads)
         expected = {sid: (state.version if state else 0) for sid, state in states.items()}
@@ -457,7 +459,8 @@ class LedgerService:
         """Snapshot each stream that crossed a multiple of ``snapshot_every``. A snapshot is a
         cache: failing to save one never fails the command that already landed."""
         for stream, state in after.items():
-            old_version = before[stream].version if before[stream] else 0
+            previous = before[stream]
+            old_version = previous.version if previous else 0
             if (
                 state is None
                 or state.version // self.snapshot_every == old_version // self.snapshot_every

@@ -131,7 +131,7 @@ def from_snapshot(data: dict[str, Any]) -> Account:
 class OpenAccount:
     account_id: str
     owner: str
-    account_type: AccountType
+    account_type: AccountType | str  # any spelling of a type's value; checked below
     currency: str
     initial_deposit: Money | None = None
     channel: str = "unknown"

@@ -11,7 +11,6 @@ is refused (``UnknownSchemaVersion``) rather than misread.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -85,9 +84,15 @@ class AccountClosed(AccountEvent):
     pass
 
 
-@functools.cache
 def _field_names(cls: type[AccountEvent]) -> tuple[str, ...]:
-    return tuple(field.name for field in fields(cls))
+    """The dataclass fields of ``cls``, looked up once per event type."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(field.name for field in fields(cls))
+    return names
+
+
+_FIELD_NAMES: dict[type[AccountEvent], tuple[str, ...]] = {}
 
 
 EVENT_TYPES: dict[str, type[AccountEvent]] = {

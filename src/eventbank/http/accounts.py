@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
@@ -34,7 +34,7 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
     router = APIRouter(tags=["accounts"])
     service, queries = ledger.service, ledger.queries
     reader = guard("read")
-    write = {"dependencies": [guard("write")], "responses": WRITE_ERRORS,
+    write: dict[str, Any] = {"dependencies": [guard("write")], "responses": WRITE_ERRORS,
              "response_model": CommandResult, "response_model_exclude_none": True,
              "response_model_by_alias": True}  # fmt: skip
 

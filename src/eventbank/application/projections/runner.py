@@ -103,7 +103,7 @@ class Projector:
     def _fold(
         self, row: BalanceRow | None, events: Sequence[RecordedEvent]
     ) -> tuple[list[Change], tuple[RecordedEvent, Exception] | None]:
-        changes = []
+        changes: list[Change] = []
         for event in events:
             try:
                 change = self.handler(row, event)

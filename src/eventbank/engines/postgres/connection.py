@@ -12,6 +12,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -128,15 +129,23 @@ def migrate(
         raise StoreError(f"PostgreSQL refused the schema migration: {exc}") from None
 
 
+def one_row(cursor: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate, a scalar select)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise StoreError("PostgreSQL returned no row where a query always returns one")
+    return row
+
+
 def _apply_migrations(
     conn: psycopg.Connection, migrations: Sequence[str], version_table: str, component: str
 ) -> None:
     """Bring the schema to ``len(migrations)``; needs no CREATE privilege when already there."""
     table = sql.Identifier(version_table)
-    if conn.execute("SELECT to_regclass(%s)", (version_table,)).fetchone()[0] is None:
+    if one_row(conn.execute("SELECT to_regclass(%s)", (version_table,)))[0] is None:
         conn.execute(sql.SQL("CREATE TABLE {} (version bigint NOT NULL)").format(table))
         conn.execute(sql.SQL("INSERT INTO {} (version) VALUES (0)").format(table))
-    current = conn.execute(sql.SQL("SELECT version FROM {}").format(table)).fetchone()[0]
+    current = one_row(conn.execute(sql.SQL("SELECT version FROM {}").format(table)))[0]
     target = len(migrations)
     if current > target:
         info = conn.info

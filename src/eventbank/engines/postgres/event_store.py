@@ -1,7 +1,7 @@
 """The PostgreSQL engine: psycopg 3 over a connection pool; every append is one transaction.
 
-Global order without skipped events (DESIGN.md, point 4)
---------------------------------------------------------
+Global order without skipped events (docs/architecture.md)
+----------------------------------------------------------
 ``position`` comes from an identity sequence, and ``nextval`` is not transactional: if appends
 ran concurrently, a transaction could take position 10, another take 11 and commit first, and a
 reader paging ``position > 9`` would see 11, move its cursor past 10 and never see it.
@@ -180,7 +180,7 @@ class PostgresEventStore(QueuedAppends):
 
     def schema_version(self) -> int:
         with self._connection() as conn:
-            return conn.execute("SELECT version FROM schema_info").fetchone()[0]
+            return int(pg.one_row(conn.execute("SELECT version FROM schema_info"))[0])
 
     # ------------------------------------------------------------ writes
 
@@ -262,9 +262,9 @@ def _json(value: object) -> Json:
 def _read_state(
     conn: psycopg.Connection, need: Wanted
 ) -> tuple[set[str], dict[str, Head], set[str]]:
-    known, heads, taken = conn.execute(
-        _CHECK, (need.command_ids, need.streams, need.event_ids)
-    ).fetchone()
+    known, heads, taken = pg.one_row(
+        conn.execute(_CHECK, (need.command_ids, need.streams, need.event_ids))
+    )
     pairs = zip(need.streams, heads or [], strict=True)
     by_stream = {stream: (version, hash_) if version else (0, GENESIS_HASH)
                  for stream, (version, hash_) in pairs}  # fmt: skip
@@ -306,7 +306,8 @@ def _columns(rows: list[tuple]) -> list[list]:
 
 def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[int]:
     """RETURNING order is unspecified, so each position comes back with its event's id."""
-    position_of = dict(conn.execute(_INSERT_EVENTS, _columns(event_rows(events))).fetchall())
+    rows = conn.execute(_INSERT_EVENTS, _columns(event_rows(events))).fetchall()
+    position_of: dict[str, int] = dict(rows)
     return [position_of[event.event_id] for event in events]
 
 

@@ -44,7 +44,7 @@ import functools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 from urllib.parse import unquote
 
 from eventbank.domain.errors import EventbankError, InvalidInput
@@ -249,25 +249,29 @@ def _savepoint(conn: Any) -> Iterator[None]:
     conn.execute("RELEASE SAVEPOINT append")
 
 
-def split_group_commit(url: str) -> tuple[str, dict[str, int | float]]:
+class GroupCommitOptions(TypedDict, total=False):
+    group_commit_max: int
+    group_commit_wait_ms: float
+
+
+def split_group_commit(url: str) -> tuple[str, GroupCommitOptions]:
     """``url`` without its group-commit query parameters, and those as engine keyword arguments.
 
     Other parameters are kept byte for byte (libpq reads PostgreSQL's); the values are checked
     by the engines' GroupCommit.
     """
     base, _, query = url.partition("?")
-    kept, options = [], {}
+    kept, options = [], GroupCommitOptions()
     for piece in query.split("&") if query else []:
         key, _, text = piece.partition("=")
-        parse = _GROUP_COMMIT_PARAMETERS.get(key)
-        if parse is None:
-            kept.append(piece)
-            continue
+        value = unquote(text)
         try:
-            options[key] = parse(unquote(text))
+            if key == "group_commit_max":
+                options["group_commit_max"] = int(value)
+            elif key == "group_commit_wait_ms":
+                options["group_commit_wait_ms"] = float(value)
+            else:
+                kept.append(piece)
         except ValueError:
-            raise InvalidInput(f"{key} must be a number, not {unquote(text)!r}") from None
+            raise InvalidInput(f"{key} must be a number, not {value!r}") from None
     return (f"{base}?{'&'.join(kept)}" if kept else base), options
-
-
-_GROUP_COMMIT_PARAMETERS = {"group_commit_max": int, "group_commit_wait_ms": float}
