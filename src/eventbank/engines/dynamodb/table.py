@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Collection
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import boto3
@@ -72,8 +72,7 @@ class DynamoTable:
             read_timeout=timeout_s,
             max_pool_connections=32,
         )
-        self._client_options = {"endpoint_url": endpoint_url, "region_name": region,
-                                "config": config}  # fmt: skip
+        self._endpoint_url, self._region, self._config = endpoint_url, region, config
         self._ddb = self._client("dynamodb")
 
     @classmethod
@@ -91,10 +90,15 @@ class DynamoTable:
             parts.netloc, endpoint_url=params.get("endpoint_url"), region=params.get("region")
         )
 
-    def _client(self, service: str) -> Any:
+    def _client(self, service: Literal["dynamodb", "dynamodbstreams"]) -> Any:
         try:
             with _SESSION_LOCK:  # clients are thread-safe, sessions are not
-                return _session().client(service, **self._client_options)
+                return _session().client(
+                    service,
+                    endpoint_url=self._endpoint_url,
+                    region_name=self._region,
+                    config=self._config,
+                )
         except NoRegionError:
             raise InvalidInput(
                 "no AWS region: add ?region=… to the URL or set AWS_DEFAULT_REGION"
