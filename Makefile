@@ -3,24 +3,40 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+# make run PORT=8080 HOST=0.0.0.0 (HOST is not read from the environment, where it may name the
+# machine rather than an interface to listen on)
+PORT ?= 8000
+HOST := 127.0.0.1
 
-.PHONY: install run test test-servers lint bench chaos clean
+.PHONY: install install-dev run test test-servers lint bench chaos clean
 
-$(STAMP): pyproject.toml
+# Serving needs eventbank alone; the test, lint, bench and chaos tools are the dev extras.
+$(RUN_STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+# The dev extras hold everything serving needs too, so they make the run stamp as well.
+$(DEV_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $@
+	@touch $@ $(RUN_STAMP)
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-## Start the HTTP service on the embedded SQLite default (http://127.0.0.1:8000/docs).
+install-dev: $(DEV_STAMP)
+
+## Start the HTTP service on the embedded SQLite default: make run [PORT=8000] [HOST=127.0.0.1].
+## It prints the dashboard and API docs URLs, the admin token on first start, then the logs.
 run: install
-	$(BIN)/eventbank serve
+	$(BIN)/eventbank serve --host $(HOST) --port $(PORT)
 
 ## Install what the tests need and run the whole suite against real engines.
-test: install test-servers
+test: install-dev test-servers
 	$(BIN)/ruff check src tests bench reliability
 	$(BIN)/ruff format --check src tests bench reliability
 	$(BIN)/pytest
@@ -33,7 +49,7 @@ test-servers:
 
 ## Benchmark (README, "Performance"): eventbank vs the eventsourcing library vs raw-SQL floors
 ## on every engine; table printed, JSON + PNG in benchmarks/results/. make bench [QUICK=1]
-bench: install
+bench: install-dev
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-dynamodb-local.sh
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
@@ -43,12 +59,12 @@ bench: install
 ENGINE ?= all
 DURATION ?= 600
 INTERVAL ?= 0.5:3
-chaos: install
+chaos: install-dev
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-dynamodb-local.sh
 	$(BIN)/python -m reliability.chaos --engine $(ENGINE) --duration $(DURATION) --interval $(INTERVAL)
 
-lint: install
+lint: install-dev
 	$(BIN)/ruff check src tests bench reliability
 	$(BIN)/ruff format --check src tests bench reliability
 

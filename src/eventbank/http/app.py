@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +27,7 @@ from eventbank.application.payroll_service import PayrollService
 from eventbank.domain.errors import EventbankError
 from eventbank.http import problems
 from eventbank.http.accounts import account_routes
+from eventbank.http.api_docs import api_docs_routes
 from eventbank.http.audits import audit_routes
 from eventbank.http.auth import TokenStore, permission_guard
 from eventbank.http.dashboard import dashboard_routes
@@ -66,6 +67,8 @@ def create_app(
         "Money is a decimal string in the account's currency. Errors are RFC 9457 problem+json "
         "with a stable `code`.",
         responses=problem_responses(500),
+        docs_url=None,  # /docs and /redoc: api_docs.py, with no CDN
+        redoc_url=None,
     )
     app.add_exception_handler(EventbankError, problems.eventbank_error)
     app.add_exception_handler(RequestValidationError, problems.validation_error)
@@ -76,7 +79,9 @@ def create_app(
     )
 
     @app.middleware("http")
-    async def observe(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
         request_id.set(rid[:64])
         command_id.set(request.headers.get("Idempotency-Key"))
@@ -99,6 +104,7 @@ def create_app(
     app.include_router(audit_routes(ledger, guard))
     app.include_router(operation_routes(ledger, guard, metrics, stall_after_s=stall_after_s))
     app.include_router(dashboard_routes())
+    app.include_router(api_docs_routes(app))
     _document_problem_schema(app)
     return app
 
@@ -116,7 +122,7 @@ def _document_problem_schema(app: FastAPI) -> None:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it
 
 
 class _BodyLimit:
