@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -27,6 +27,7 @@ from eventbank.ports.event_store import (
     DuplicateEvent,
     EventStore,
     NewEvent,
+    QueuesAppends,
     RecordedEvent,
     queues_appends,
 )
@@ -134,7 +135,7 @@ class InstrumentedStore:
     ) -> Callable[[], list[RecordedEvent]]:
         started = time.perf_counter()
         if self._queues:
-            queued = self._store.submit_append(  # type: ignore[attr-defined]
+            queued = cast(QueuesAppends, self._store).submit_append(
                 events, expected_versions, command, previous_hashes
             )
             return functools.partial(self._timed, queued, started)
@@ -181,9 +182,10 @@ class JsonLogFormatter(logging.Formatter):
 
 
 def configure_json_logging(level: int = logging.INFO) -> None:
+    formatter = JsonLogFormatter()
+    formatter.converter = time.gmtime
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLogFormatter())
-    handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -44,7 +44,7 @@ from eventbank.domain import account as domain
 from eventbank.domain.account import Account
 from eventbank.domain.canonical import fingerprint
 from eventbank.domain.errors import AccountNotFound, Conflict, InvalidInput, RuleViolation
-from eventbank.domain.events import ACCOUNT, AccountEvent, event_from_data
+from eventbank.domain.events import ACCOUNT, AccountEvent, Movement, event_from_data
 from eventbank.domain.money import Money, format_minor, parse_amount
 from eventbank.ports.event_store import (
     GENESIS_HASH,
@@ -129,8 +129,7 @@ class LedgerService:
         self.backoff_cap_s = backoff_cap_s
         self._cache = AccountCache(cache_size)
         self._stream_locks = StreamLocks()
-        queues = queues_appends(store)
-        self._submit_append = store.submit_append if queues else None  # type: ignore[attr-defined]
+        self._submit_append = store.submit_append if queues_appends(store) else None
 
     # ------------------------------------------------------------ reads
 
@@ -477,8 +476,11 @@ class LedgerService:
 
 
 def _amount_of(event: AccountEvent) -> dict[str, str]:
-    minor, currency = event.amount_minor, event.currency  # type: ignore[attr-defined]
-    return {"amount": format_minor(minor, currency), "currency": currency}
+    """The amount of a money movement (the first event a deposit, withdrawal or transfer
+    decides) as the API shows it."""
+    movement = cast(Movement, event)
+    return {"amount": format_minor(movement.amount_minor, movement.currency),
+            "currency": movement.currency}  # fmt: skip
 
 
 def check_command_id(command_id: str) -> str:

@@ -84,6 +84,10 @@ class AccountClosed(AccountEvent):
     pass
 
 
+Movement = FundsDeposited | FundsWithdrawn | TransferredOut | TransferredIn
+"""The events that move money: each carries ``amount_minor`` and ``currency``."""
+
+
 def _field_names(cls: type[AccountEvent]) -> tuple[str, ...]:
     """The dataclass fields of ``cls``, looked up once per event type."""
     names = _FIELD_NAMES.get(cls)

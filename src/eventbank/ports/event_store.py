@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from eventbank.domain.canonical import canonical_json
 from eventbank.domain.errors import Conflict, EventbankError, InvalidInput
@@ -30,7 +30,8 @@ MAX_READ_LIMIT = 10_000
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event about to be appended: the envelope of DESIGN.md without store-assigned fields."""
+    """An event about to be appended: the envelope (docs/architecture.md) without the fields the
+    store assigns."""
 
     event_id: str
     aggregate_id: str
@@ -232,7 +233,7 @@ class QueuesAppends(EventStore, Protocol):
     ) -> Callable[[], list[RecordedEvent]]: ...
 
 
-def queues_appends(store: object) -> bool:
+def queues_appends(store: object) -> TypeGuard[QueuesAppends]:
     """Whether ``store`` is a QueuesAppends. Asked of its class: a wrapper that delegates
     through ``__getattr__`` and intercepts ``append`` must not be bypassed by the
     ``submit_append`` it would hand through."""

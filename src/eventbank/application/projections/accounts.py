@@ -7,12 +7,14 @@ the write side about what an event means.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 from eventbank.domain import account as domain
 from eventbank.domain.events import (
     ACCOUNT,
     FundsDeposited,
     FundsWithdrawn,
+    Movement,
     TransferredIn,
     TransferredOut,
     event_from_data,
@@ -62,7 +64,7 @@ def project(row: BalanceRow | None, event: RecordedEvent) -> Change:
             account_id=state.account_id,
             version=state.version,
             kind=kind,
-            amount_minor=domain_event.amount_minor,  # type: ignore[attr-defined]
+            amount_minor=cast(Movement, domain_event).amount_minor,  # every kind in _KINDS is one
             currency=state.currency,
             counterparty=getattr(domain_event, "to_account_id", None)
             or getattr(domain_event, "from_account_id", None),

@@ -315,7 +315,12 @@ def _insert_commands(conn: psycopg.Connection, commands: Sequence[CommandRecord]
     conn.execute(_INSERT_COMMANDS, _columns(command_rows(commands)))
 
 
+def _constraint(exc: Exception) -> str | None:
+    """Which of our unique constraints a ``psycopg.IntegrityError`` broke, if any."""
+    diag = getattr(exc, "diag", None)
+    return _CONSTRAINTS.get(diag.constraint_name or "") if diag is not None else None
+
+
 DIALECT = Dialect(
-    "PostgreSQL", _read_state, _insert_events, _insert_commands, psycopg.IntegrityError,
-    lambda exc: _CONSTRAINTS.get(exc.diag.constraint_name or ""),  # type: ignore[attr-defined]
-)  # fmt: skip
+    "PostgreSQL", _read_state, _insert_events, _insert_commands, psycopg.IntegrityError, _constraint
+)
