@@ -47,14 +47,14 @@ test-servers:
 	bash scripts/ensure-dynamodb-local.sh
 	bash scripts/ensure-browser.sh
 
-## Benchmark (README, "Performance"): eventbank vs the eventsourcing library vs raw-SQL floors
+## Benchmark (docs/performance.md): eventbank vs the eventsourcing library vs raw-SQL floors
 ## on every engine; table printed, JSON + PNG in benchmarks/results/. make bench [QUICK=1]
 bench: install-dev
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-dynamodb-local.sh
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
-## Chaos soak: faults injected under load, then every invariant checked (README, "Reliability").
+## Chaos soak: faults injected under load, then every invariant checked (docs/reliability.md).
 ## make chaos [ENGINE=sqlite|postgres|dynamodb|all] [DURATION=seconds] [INTERVAL=min:max]
 ENGINE ?= all
 DURATION ?= 600

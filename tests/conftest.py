@@ -17,7 +17,7 @@ from eventbank.engines.urls import open_store
 from eventbank.ports.event_store import EventStore
 
 ENGINES = ["sqlite", "postgres", "dynamodb"]
-ORDERED_ENGINES = ["sqlite", "postgres"]  # read_all follows commit order (DESIGN.md, point 4)
+ORDERED_ENGINES = ["sqlite", "postgres"]  # read_all follows commit order (docs/architecture.md)
 pytest_plugins = [
     "tests.engines.sqlite_engine",
     "tests.engines.postgres_engine",

@@ -1,6 +1,6 @@
 """Chaos, short: faults under load on every engine, then every invariant checked; and the
 resource faults (a full disk under SQLite, PostgreSQL stopped) answered with a clear 503 and
-recovered from without a restart. The long run is ``make chaos`` (README, "Reliability")."""
+recovered from without a restart. The long run is ``make chaos`` (docs/reliability.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""DynamoDB-specific behaviour, on DynamoDB Local: the seed's race fixed, the 100-item transaction
-limit, atomic transfers, paginated reads of long streams, the table the engine creates, and the
-time budget on an unreachable endpoint."""
+"""DynamoDB-specific behaviour, on DynamoDB Local: the EventId-key race fixed, the 100-item
+transaction limit, atomic transfers, paginated reads of long streams, the table the engine
+creates, and the time budget on an unreachable endpoint."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def dynamodb(dynamodb_local_endpoint: str):
 
 
 def test_two_withdrawals_at_one_version_never_both_land(make_store):
-    """The seed's flaw: its table was keyed on EventId, so two racing events at version 6 with
-    different ids both passed ``attribute_not_exists(EventId)``. Here exactly one lands."""
+    """The original specification's flaw: a table keyed on EventId, so two racing events at
+    version 6 with different ids both passed ``attribute_not_exists(EventId)``. Here exactly
+    one lands."""
     first, second = make_store(), make_store()
     first.append([new_event("acc", 1, kind="opened")], {"acc": 0})
     for version in range(1, ROUNDS + 1):

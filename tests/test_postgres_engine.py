@@ -56,7 +56,7 @@ class SlowCommitStore(PostgresEventStore):
 
 
 def test_a_reader_following_the_feed_sees_every_event_once_in_order(postgres_store_url):
-    """DESIGN.md point 4: concurrent writers, each slow to commit, never make the feed skip.
+    """The feed never skips (docs/architecture.md): concurrent writers, each slow to commit.
 
     Verified to fail without the engine's append lock (its ``pg_advisory_xact_lock`` line
     removed, leaving the naive ``position > after ORDER BY position`` feed): 5 runs of 5 failed,

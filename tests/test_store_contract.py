@@ -1,4 +1,4 @@
-"""The store contract (DESIGN.md), written once and run against every engine unchanged."""
+"""The store contract (docs/architecture.md), written once and run on every engine unchanged."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ Table: ``PK`` (S) = aggregate id, ``SK`` (N) = version. ``SK = 0`` is never a ve
 holds the bookkeeping items, each under a prefixed ``PK``: ``EVENT#<event id>`` (makes event ids
 unique), ``CMD#<command id>`` (fingerprint + outcome: makes commands idempotent) and
 ``SNAP#<aggregate id>`` (the newest snapshot). Every put in an append carries
-``attribute_not_exists(PK)``, so two writers at one version can never both land (the seed keyed
-its table on ``EventId`` alone, and both did). A stream is gapless, since an append at
+``attribute_not_exists(PK)``, so two writers at one version can never both land (a table keyed
+on ``EventId`` alone lets both land: docs/architecture.md). A stream is gapless, since an append at
 ``expected + 1`` also checks that version ``expected`` exists; so "exactly at version N" means
 "N exists (if N > 0) and N + 1 does not". For a stream with new events the put at N + 1 is the
 second half; a stream only named in ``expected_versions`` gets a ``ConditionCheck`` for it.
@@ -29,7 +29,7 @@ so no global counter is needed (one would serialise every append through one hot
   events stay in one shard lineage (per-stream order holds), but sequence numbers of different
   shards are no global order, so a cursor can pass an event that a lagging shard publishes
   later. Projections survive that: they see the version gap and read the stream
-  (``Projector.project``), the "per-stream reads" of DESIGN.md.
+  (``Projector.project``): per-stream reads stand in for a global order.
 - On AWS, records reach the stream about a second after the write (DynamoDB Local publishes
   them before the write returns): the feed is eventually consistent; ``read_stream`` is not.
 - Streams keep records for 24 hours. A consumer must keep up within that; a cursor older than
