@@ -39,6 +39,7 @@ run: install
 test: install-dev test-servers
 	$(BIN)/ruff check src tests bench reliability
 	$(BIN)/ruff format --check src tests bench reliability
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 ## Everything the engine tests need that pip does not install (one line per engine).
@@ -64,9 +65,11 @@ chaos: install-dev
 	bash scripts/ensure-dynamodb-local.sh
 	$(BIN)/python -m reliability.chaos --engine $(ENGINE) --duration $(DURATION) --interval $(INTERVAL)
 
+## Lint, format check and type check (mypy over src/, settings in pyproject.toml).
 lint: install-dev
 	$(BIN)/ruff check src tests bench reliability
 	$(BIN)/ruff format --check src tests bench reliability
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

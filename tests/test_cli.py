@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,7 +122,17 @@ def refusals_store(module_store_url, tmp_path_factory) -> tuple[str, str]:
         (["open", "bad id", "--owner", "X", "--type", "CHECKING"], 2, "invalid account id"),
         (["close", "acc-1"], 3, "still holds"),
         (["deposit", "acc-1", "2", "--idempotency-key", "k-1"], 4, "different request"),
-        (["withdraw", "acc-1"], 2, "Missing argument"),
+        (["withdraw", "acc-1"], 2, "Missing argument 'AMOUNT'"),
+        (["withdraw", "acc-1", "-5"], 2, "amounts are positive"),
+        (["deposit", "acc-1", "-5"], 2, "amounts are positive"),
+        (["deposit", "acc-1", "-0.50", "--json"], 2, "amounts are positive"),
+        (["transfer", "acc-1", "eur-1", "-5"], 2, "amounts are positive"),
+        (
+            ["open", "new-1", "--owner", "X", "--type", "CHECKING", "--initial-deposit", "-5"],
+            2,
+            "amounts are positive",
+        ),
+        (["withdraw", "acc-1", "5", "--jsn"], 2, "No such option: --jsn"),
         (["--store", "mysql://x", "balance", "acc-1"], 2, "unsupported store URL"),
         (["balance", "acc-1", "--store=mysql://x"], 2, "unsupported store URL"),
     ],
@@ -137,6 +148,90 @@ def test_bad_input_exits_with_the_documented_code_and_changes_nothing(
     assert message in err
     assert "Traceback" not in err
     assert event_count(cli) == 6
+
+
+@pytest.mark.parametrize("command", ["withdraw", "deposit"])
+def test_a_negative_amount_is_refused_as_an_amount_and_moves_nothing(
+    refusals_store, capsys, monkeypatch, command
+):
+    """Click would read ``-5`` as an unknown option; it is an amount, and amounts are positive."""
+    cli = cli_against(*refusals_store, monkeypatch, capsys)
+    before = cli("balance", "acc-1", "--json")
+
+    assert cli(command, "acc-1", "-5") == (
+        2,
+        "",
+        "error: Invalid value for 'AMOUNT': amounts are positive; got '-5' "
+        f"(see eventbank {command} --help)\n",
+    )
+    assert cli("balance", "acc-1", "--json") == before
+    assert event_count(cli) == 6
+
+
+@pytest.fixture
+def storeless_cli(tmp_path, capsys, monkeypatch):
+    """The CLI for what fails or answers before any store is opened (help, usage errors)."""
+    store = f"sqlite:///{tmp_path / 'unused.db'}"
+    return cli_against(store, f"sqlite:///{tmp_path / 'unused.read.db'}", monkeypatch, capsys)
+
+
+def command_paths(cli, *group: str) -> list[tuple[str, ...]]:
+    """Every command under ``eventbank GROUP``, read from the Commands section of its help."""
+    code, out, _ = cli(*group, "--help")
+    assert code == 0, out
+    names = re.findall(r"^  (\S+)  ", out.partition("\nCommands:\n")[2], re.MULTILINE)
+    paths = [(*group, name) for name in names]
+    subgroups = [path for path in paths if "\nCommands:\n" in cli(*path, "--help")[1]]
+    return paths + [sub for path in subgroups for sub in command_paths(cli, *path)]
+
+
+BOX_DRAWING = re.compile(r"[\u2500-\u257f]")  # │ ╭ ─ ╰ …
+
+
+def test_help_shows_plain_names_no_type_tags_no_placeholders_no_boxes(storeless_cli):
+    paths = [(), *command_paths(storeless_cli)]
+    for path in paths:  # the top-level help first
+        if path == ("bench",):
+            continue  # its --help is the benchmark harness's own (argparse)
+        code, out, err = storeless_cli(*path, "--help")
+        assert (code, err) == (0, ""), path
+        assert out.startswith(f"Usage: {' '.join(['eventbank', *path])} "), out
+        assert not re.search(r"<[a-z][a-z ]*>", out), out  # <bool>, <str>, <int range>
+        assert not re.search(r"\{\w+\}", out), out  # {account_id}
+        assert not BOX_DRAWING.search(out), out
+    assert {("deposit",), ("transfer",), ("payroll", "start"), ("tokens", "add")} <= set(paths)
+    assert (
+        "Usage: eventbank transfer [OPTIONS] FROM_ID TO_ID AMOUNT\n"
+        in storeless_cli("transfer", "--help")[1]
+    )
+
+
+@pytest.mark.parametrize("columns", ["40", "200"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["deposit", "acc-1"], "error: Missing argument 'AMOUNT'. (see eventbank deposit --help)"),
+        (["transfer"], "error: Missing argument 'FROM_ID'. (see eventbank transfer --help)"),
+        (["withdraw", "acc-1", "5", "--jsn"], "error: No such option: --jsn"),
+        (["history", "acc-1", "--limit", "0"], "error: Invalid value for '--limit'"),
+        (["withdraw", "acc-1", "5", "6"], "error: Got unexpected extra argument"),
+        (["payroll", "start"], "error: Missing argument 'FILE'."),
+        (["no-such-command"], "error: No such command 'no-such-command'."),
+        (  # a negative number elsewhere must not cost the key its "requires an argument"
+            ["open", "x", "--owner", "-5", "--type", "CHECKING", "--idempotency-key"],
+            "error: Option '--idempotency-key' requires an argument.",
+        ),
+        (["--store", f"mysql://{'x' * 80}", "balance", "a"], "error: unsupported store URL"),
+    ],
+)
+def test_an_error_is_one_line_on_stderr_at_any_terminal_width(
+    storeless_cli, monkeypatch, columns, args, message
+):
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, err = storeless_cli(*args)
+    assert (code, out) == (2, "")
+    assert err.startswith(message) and err.count("\n") == 1 and err.endswith("\n"), err
+    assert not BOX_DRAWING.search(err), err
 
 
 def test_the_installed_command_exits_cleanly_with_one_line(tmp_path: Path):

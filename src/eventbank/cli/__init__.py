@@ -1,8 +1,9 @@
 """The ``eventbank`` command line: a thin Typer layer over the application service.
 
 Exit codes: 0 done; 2 bad input or usage; 3 refused by a business rule; 4 conflict (retries
-exhausted, or an idempotency key reused with other parameters); 1 anything unexpected.
-Messages go to stderr as one line; no traceback for a user mistake.
+exhausted, or an idempotency key reused with other parameters); 5 ``audit`` found something;
+1 anything unexpected. Messages go to stderr as one line at any terminal width, with no box and
+no traceback for a user mistake.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from typer import TyperException as ClickError  # Typer vendors Click; its errors derive from it
+from typer.core import TyperCommand
 
 from eventbank.cli.accounts import accounts_app
 from eventbank.cli.audit import audit_app
 from eventbank.cli.bench import bench_app
-from eventbank.cli.common import Settings
+from eventbank.cli.common import Command, Settings
 from eventbank.cli.payroll import payroll_app
 from eventbank.cli.projections import projections_app
 from eventbank.cli.serve import serve_app, tokens_app
@@ -29,6 +31,7 @@ app = typer.Typer(
     help="eventbank: an event-sourced core-banking ledger in which every money movement is ACID.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # Click's plain help, no boxes; errors are formatted by main()
     add_completion=False,
 )
 app.add_typer(accounts_app)
@@ -40,6 +43,20 @@ app.add_typer(tokens_app, name="tokens", help="API tokens for the HTTP service."
 app.add_typer(payroll_app, name="payroll", help="Batch payments as resumable sagas.")
 
 
+def _use_eventbank_commands(typer_app: typer.Typer) -> None:
+    """Build every command, those of the sub-apps too, with common.Command: plain help, and
+    negative amounts read as arguments."""
+    for info in typer_app.registered_commands:
+        if info.cls in (None, TyperCommand):  # a command that asked for a class keeps it
+            info.cls = Command
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _use_eventbank_commands(group.typer_instance)
+
+
+_use_eventbank_commands(app)
+
+
 @app.callback()
 def options(
     ctx: typer.Context,
@@ -47,6 +64,7 @@ def options(
         str,
         typer.Option(
             "--store",
+            metavar="URL",
             envvar="EVENTBANK_STORE",
             help="Event store URL: sqlite:///relative.db, sqlite:////abs.db, postgresql://…, "
             "dynamodb://TABLE?endpoint_url=…",
@@ -56,6 +74,7 @@ def options(
         str | None,
         typer.Option(
             "--read-store",
+            metavar="URL",
             envvar="EVENTBANK_READ_STORE",
             help="Read-model store URL; default: X.read.db beside a sqlite:///X.db event store.",
         ),
@@ -88,17 +107,42 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """Entry point: run the CLI, turning eventbank errors into one stderr line and an exit code."""
-    err = Console(stderr=True, highlight=False)
+    """Entry point: run the CLI, turning every error into one stderr line and an exit code."""
     try:
-        app(args=hoist_global_options(sys.argv[1:]), prog_name="eventbank")
+        code = app(
+            args=hoist_global_options(sys.argv[1:]), prog_name="eventbank", standalone_mode=False
+        )
+    except ClickError as exc:  # usage: a missing argument, an unknown option, a bad value
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `eventbank`: the help, not an error
+            print(exc.format_message(), file=sys.stderr)
+        else:
+            _fail("error", _usage_message(exc))
+        sys.exit(exc.exit_code)
     except EventbankError as exc:
         prefix, code = next((p, c) for family, p, c in _OUTCOMES if isinstance(exc, family))
-        err.print(f"{prefix}: {exc}", markup=False)
+        _fail(prefix, str(exc))
         sys.exit(code)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback to users
-        err.print(f"unexpected error: {type(exc).__name__}: {exc}", markup=False)
+    except typer.Abort:
+        _fail("error", "aborted")
         sys.exit(EXIT_UNEXPECTED)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback to users
+        _fail("unexpected error", f"{type(exc).__name__}: {exc}")
+        sys.exit(EXIT_UNEXPECTED)
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(N) comes back as N
+
+
+def _usage_message(exc: ClickError) -> str:
+    ctx = getattr(exc, "ctx", None)
+    hint = ""
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        hint = f" (see {ctx.command_path} {ctx.help_option_names[0]})"
+    return exc.format_message() + hint
+
+
+def _fail(prefix: str, message: str) -> None:
+    """One line on stderr whatever the terminal's width (Rich would wrap it to fit)."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"{prefix}: {line}", file=sys.stderr, flush=True)
 
 
 # error family -> (message prefix, exit code); the first match wins

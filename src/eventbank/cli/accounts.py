@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -15,10 +16,11 @@ from eventbank.cli.common import (
     Amount,
     IdempotencyKey,
     JsonFlag,
-    Settings,
     ledger_from,
     out,
+    positive_amount,
     print_json,
+    settings_of,
 )
 from eventbank.ports.event_store import MAX_READ_LIMIT
 
@@ -41,7 +43,7 @@ def _balance_line(account: dict[str, Any]) -> str:
 def init(ctx: typer.Context) -> None:
     """Create (or migrate) the event store and the read-model store. Safe to run again."""
     ledger_from(ctx)
-    out.print(f"event store ready at {ctx.find_object(Settings).store_url}")
+    out.print(f"event store ready at {settings_of(ctx).store_url}")
 
 
 @accounts_app.command("open")
@@ -49,10 +51,18 @@ def open_account(
     ctx: typer.Context,
     account_id: AccountId,
     owner: Annotated[str, typer.Option("--owner", help="Account holder's name.")],
-    account_type: Annotated[str, typer.Option("--type", help="CHECKING or SAVINGS.")],
+    account_type: Annotated[
+        str, typer.Option("--type", metavar="TYPE", help="CHECKING or SAVINGS.")
+    ],
     currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
     initial_deposit: Annotated[
-        str | None, typer.Option("--initial-deposit", help="Decimal amount to deposit at once.")
+        str | None,
+        typer.Option(
+            "--initial-deposit",
+            metavar="AMOUNT",
+            parser=positive_amount,
+            help="Decimal amount to deposit at once.",
+        ),
     ] = None,
     idempotency_key: IdempotencyKey = None,
     as_json: JsonFlag = False,
@@ -66,7 +76,7 @@ def open_account(
     _report(receipt, as_json, f"opened {account['type']} account; {_balance_line(account)}")
 
 
-def _money_command(method: str, verb: str, doc: str):  # type: ignore[no-untyped-def]
+def _money_command(method: str, verb: str, doc: str) -> Callable[..., None]:
     """Deposit and withdraw differ only in the service method and the words: one body."""
 
     def command(
@@ -127,6 +137,7 @@ MinVersion = Annotated[
     int,
     typer.Option(
         "--min-version",
+        metavar="VERSION",
         min=0,
         help="Read-your-writes: answer as of at least this account version (from a write).",
     ),
@@ -153,8 +164,12 @@ def balance(
 def history(
     ctx: typer.Context,
     account_id: AccountId,
-    after_version: Annotated[int, typer.Option(min=0, help="Start after this version.")] = 0,
-    limit: Annotated[int, typer.Option(min=1, max=MAX_READ_LIMIT, help="At most this many.")] = 100,
+    after_version: Annotated[
+        int, typer.Option(metavar="VERSION", min=0, help="Start after this version.")
+    ] = 0,
+    limit: Annotated[
+        int, typer.Option(metavar="N", min=1, max=MAX_READ_LIMIT, help="At most this many.")
+    ] = 100,
     min_version: MinVersion = 0,
     as_json: JsonFlag = False,
 ) -> None:
@@ -186,9 +201,13 @@ def totals(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @accounts_app.command()
 def events(
     ctx: typer.Context,
-    aggregate: Annotated[str | None, typer.Option(help="Only this stream (account id).")] = None,
-    after: Annotated[int, typer.Option(help="Global position to start after.", min=0)] = 0,
-    limit: Annotated[int, typer.Option(help="At most this many events.", min=1)] = 100,
+    aggregate: Annotated[
+        str | None, typer.Option(metavar="ACCOUNT_ID", help="Only this stream (account id).")
+    ] = None,
+    after: Annotated[
+        int, typer.Option(metavar="POSITION", help="Global position to start after.", min=0)
+    ] = 0,
+    limit: Annotated[int, typer.Option(metavar="N", help="At most this many events.", min=1)] = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """List stored events: the global feed, or one stream."""
@@ -207,7 +226,8 @@ def events(
         return
     table = Table("pos", "stream", "ver", "event", "data")
     for r in rows:
-        table.add_row(str(r["position"]), r["aggregate_id"], str(r["version"]), r["event_type"],
+        table.add_row(str(r["position"]), str(r["aggregate_id"]), str(r["version"]),
+                      str(r["event_type"]),
                       json.dumps(r["data"], sort_keys=True))  # fmt: skip
     out.print(table)
 
@@ -216,7 +236,10 @@ def events(
 def demo(
     store: Annotated[
         str | None,
-        typer.Option(help="Store URL for the demo; a fresh temporary SQLite file by default."),
+        typer.Option(
+            metavar="URL",
+            help="Store URL for the demo; a fresh temporary SQLite file by default.",
+        ),
     ] = None,
 ) -> None:
     """Show each guarantee on a real store: atomic transfers, no overdraft, idempotent retries."""

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from eventbank.application.auditor import Auditor, stream_ids, vars_of
+from eventbank.application.auditor import Auditor, AuditReport, stream_ids, vars_of
 from eventbank.cli.common import JsonFlag, ledger_from, out, print_json
 from eventbank.domain.errors import InvalidInput
 
@@ -28,7 +28,11 @@ def audit(
     ] = False,
     verify_digest: Annotated[
         Path | None,
-        typer.Option("--verify-digest", help="Check the store still holds a published digest."),
+        typer.Option(
+            "--verify-digest",
+            metavar="FILE",
+            help="Check the store still holds a published digest.",
+        ),
     ] = None,
 ) -> None:
     """Verify every stream's hash chain and versions, that money is conserved, and that the read
@@ -61,7 +65,7 @@ def _published_heads(path: Path) -> dict:
         raise InvalidInput(f"cannot read a published digest from {path}: {exc}") from None
 
 
-def _print_report(report) -> None:  # type: ignore[no-untyped-def]
+def _print_report(report: AuditReport) -> None:
     verdict = (
         "[green]clean[/green]" if report.clean else f"[red]{len(report.findings)} finding(s)[/red]"
     )

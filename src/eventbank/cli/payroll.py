@@ -28,7 +28,8 @@ def start(
         str, typer.Option(help="all-or-nothing (compensate on failure) or best-effort.")
     ] = "all-or-nothing",
     idempotency_key: Annotated[
-        str | None, typer.Option(help="Running the same file again with this key pays once.")
+        str | None,
+        typer.Option(metavar="KEY", help="Running the same file again with this key pays once."),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from eventbank.cli.common import JsonFlag, Settings, ledger_from, out, print_json
+from eventbank.cli.common import JsonFlag, ledger_from, out, print_json, settings_of
 
 projections_app = typer.Typer(no_args_is_help=True)
 
@@ -19,9 +19,14 @@ projections_app = typer.Typer(no_args_is_help=True)
 @projections_app.command()
 def run(
     ctx: typer.Context,
-    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Events per batch.")] = 500,
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", min=1, max=10_000, help="Events per batch.")
+    ] = 500,
     poll_interval_s: Annotated[
-        float, typer.Option("--poll-interval", min=0.01, max=60, help="Seconds between polls.")
+        float,
+        typer.Option(
+            "--poll-interval", metavar="SECONDS", min=0.01, max=60, help="Seconds between polls."
+        ),
     ] = 0.2,
 ) -> None:
     """Follow the event feed and keep the read models up to date until stopped (Ctrl-C)."""
@@ -31,7 +36,7 @@ def run(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    out.print(f"projecting {ctx.find_object(Settings).store_url} (Ctrl-C stops)", markup=False)
+    out.print(f"projecting {settings_of(ctx).store_url} (Ctrl-C stops)", markup=False)
     runner.run(stop)
     out.print("stopped")
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 from eventbank import __version__
-from eventbank.cli.common import Settings, out
+from eventbank.cli.common import Settings, out, settings_of
 from eventbank.domain.errors import InvalidInput
 from eventbank.engines.urls import default_read_store_url
 from eventbank.http.auth import PERMISSIONS, TokenStore, add_token, ensure_admin_token
@@ -55,7 +55,7 @@ def serve(
         configure_json_logging()
     else:
         logging.basicConfig(level=logging.INFO)
-    settings = ctx.find_object(Settings)
+    settings = settings_of(ctx)
     metrics = Metrics()
     ledger = open_ledger(
         settings.store_url, settings.read_store_url, metrics=metrics, channel="api"
