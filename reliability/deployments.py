@@ -140,7 +140,8 @@ def _dynamodb(ddb: DynamoDBLocal, folder: Path, tokens: Mapping[str, str]) -> De
     def kill_both(_: random.Random) -> None:
         """The JVM dies only once the server is dead and its last writes have settled: DynamoDB
         Local acknowledges a TransactWriteItems before it has committed it, so killing it under
-        load loses acknowledged writes — the emulator's flaw, not eventbank's (docs/reliability.md)."""
+        load loses acknowledged writes — the emulator's flaw, not eventbank's
+        (docs/reliability.md)."""
         server.kill()
         time.sleep(DYNAMODB_SETTLE_S)
         ddb.kill()
