@@ -34,6 +34,9 @@ def test_alert_rules_cover_the_specification_and_use_real_series(tmp_path):
     assert "> 0.05" in rules["EventbankTransactionFailureRateHigh"]["expr"]
     assert "> 0.2" in rules["EventbankWriteLatencyHigh"]["expr"]
     assert "> 30" in rules["EventbankProjectionLagHigh"]["expr"]
+    # /readyz does not fail on parked streams; this alert is what reports them
+    parked = rules["EventbankProjectionStreamsParked"]
+    assert "eventbank_projection_parked_streams" in parked["expr"] and "> 0" in parked["expr"]
     series = exported_series(tmp_path)
     for name, rule in rules.items():
         assert rule["annotations"]["summary"] and rule["labels"]["severity"], name

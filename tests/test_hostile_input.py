@@ -203,3 +203,53 @@ def test_hostile_payrolls(ledger: Ledger, lines: list[str], employer: str, fmt: 
     ledger.send("POST", f"/payrolls?from_account_id={escaped(employer)}",
                 content="\n".join(lines).encode("utf-8", "surrogatepass"),
                 headers={"Content-Type": fmt})  # fmt: skip
+
+
+# ------------------------------------------------------------------ duplicate JSON keys
+
+
+C = "dup-payee"
+
+
+def balances(ledger: Ledger) -> list[str]:
+    if ledger.teller.get(f"/accounts/{C}").status_code == 404:  # a third account: a 2nd payee
+        body = {"account_id": C, "owner": "C", "type": "CHECKING"}
+        assert ledger.teller.post("/accounts", json=body).status_code == 201
+        ledger.new_events()
+    return [ledger.teller.get(f"/accounts/{a}").json()["balance"] for a in (A, B, C)]
+
+
+def refused_as_malformed(ledger: Ledger, path: str, body: str, key: str) -> None:
+    """Refused with 400 malformed_json naming ``key``; ``send`` checks nothing was written."""
+    before = balances(ledger)
+    response = ledger.send("POST", path, content=body.encode(),
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["code"] == "malformed_json" and f"'{key}'" in problem["detail"], problem
+    assert balances(ledger) == before
+
+
+def test_a_deposit_naming_its_amount_twice_is_refused(ledger: Ledger):
+    refused_as_malformed(ledger, f"/accounts/{B}/deposits",
+                         '{"amount": "1.00", "amount": "2.00"}', "amount")  # fmt: skip
+
+
+def test_a_transfer_naming_its_payee_twice_is_refused(ledger: Ledger):
+    body = f'{{"from_account_id": "{A}", "to_account_id": "{B}", "to_account_id": "{C}", '
+    refused_as_malformed(ledger, "/transfers", body + '"amount": "1.00"}', "to_account_id")
+
+
+def test_a_duplicate_key_at_any_depth_is_refused(ledger: Ledger):
+    body = f'{{"from_account_id": "{A}", "to_account_id": "{B}", "amount": "1.00", '
+    refused_as_malformed(ledger, "/transfers", body + '"note": [{"x": 1, "x": 2}]}', "x")
+
+
+def test_a_payroll_json_line_naming_a_key_twice_is_refused(ledger: Ledger):
+    before = balances(ledger)
+    line = f'{{"account_id": "{B}", "amount": "1.00", "amount": "900.00", "reference": "nov"}}'
+    response = ledger.send("POST", f"/payrolls?from_account_id={A}", content=line.encode(),
+                           headers={"Content-Type": "application/x-ndjson"})  # fmt: skip
+    assert response.status_code == 422 and response.json()["code"] == "payroll_rejected"
+    assert "duplicate key 'amount'" in response.json()["detail"], response.text
+    assert balances(ledger) == before

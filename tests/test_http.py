@@ -16,6 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from eventbank.application.projections import accounts
+from eventbank.engines.urls import open_read_store
+from eventbank.ports.read_store import Failure
+from reliability.serve import ServeProcess
+from reliability.servers import PostgresCluster
 from tests.serving import AUDITOR, TELLER, Server, serve, start_server, stop_server
 
 
@@ -121,7 +126,11 @@ def test_health_readiness_metrics_and_openapi(server):
         assert anonymous.get("/healthz").json() == {"status": "ok", "checks": {}}
         ready = anonymous.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json()["checks"] == {"event_store": "ok", "projections": "ok"}
+        assert ready.json() == {
+            "status": "ok",
+            "parked_streams": 0,
+            "checks": {"event_store": "ok", "projections": "ok"},
+        }
         spec = anonymous.get("/openapi.json").json()
     transfer_body = spec["paths"]["/transfers"]["post"]["requestBody"]["content"]
     schema_ref = transfer_body["application/json"]["schema"]["$ref"].split("/")[-1]
@@ -164,6 +173,45 @@ def test_metrics_series_move_when_requests_are_made(server, teller):
     assert "eventbank_command_retries_total" in after
     for gauge in ("eventbank_projection_lag_events", "eventbank_projection_lag_seconds"):
         assert f'{gauge}{{projection="accounts"}} 0.0' in after
+
+
+def test_a_parked_stream_is_reported_but_only_an_unreachable_store_makes_it_unready(tmp_path):
+    with PostgresCluster() as pg:
+        url = pg.create_database()
+        reads = open_read_store(url)
+        # What the runner records when a handler keeps failing on one stream's event.
+        reads.save_failure(
+            Failure(
+                accounts.NAME,
+                "poisoned",
+                2,
+                "RuntimeError: handler bug",
+                1,
+                "2026-01-01T00:00:00+00:00",
+                "2999-01-01T00:00:00+00:00",
+            )
+        )
+        reads.close()
+        server = ServeProcess(url, tmp_path, {"auditor": AUDITOR})
+        server.start()
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as anonymous:
+                ready = anonymous.get("/readyz")
+                assert ready.status_code == 200, ready.text
+                assert ready.json() == {
+                    "status": "degraded",
+                    "parked_streams": 1,
+                    "checks": {"event_store": "ok", "projections": "ok"},
+                }
+                metrics = anonymous.get("/metrics").text
+                assert sample(metrics, "eventbank_projection_parked_streams") == 1
+                pg.stop("fast")
+                down = anonymous.get("/readyz")
+                assert down.status_code == 503, down.text
+                assert down.json()["status"] == "unavailable"
+                assert down.json()["checks"]["event_store"].startswith("unreachable")
+        finally:
+            server.stop()
 
 
 # ------------------------------------------------------------------ every documented error

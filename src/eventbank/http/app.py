@@ -1,9 +1,10 @@
 """The FastAPI application: middleware, error handlers, and one router per resource.
 
-Every POST takes an ``Idempotency-Key`` header (the command id; generated when absent). A retry
-with the same key and body gets the first response again (same status and body, plus the header
-``Idempotent-Replayed: true``) and moves no money; the same key with another body is a 422
-``idempotency_key_reused``. Request bodies over ``max_body_bytes`` are refused with 413.
+Every POST takes an ``Idempotency-Key`` header (the command id; generated when absent, except
+on ``POST /payrolls``, which requires one). A retry with the same key and body gets the first
+response again (same status and body, plus the header ``Idempotent-Replayed: true``) and moves
+no money; the same key with another body is a 422 ``idempotency_key_reused``. Request bodies
+over ``max_body_bytes`` are refused with 413.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,9 +31,15 @@ from eventbank.http.api_docs import api_docs_routes
 from eventbank.http.audits import audit_routes
 from eventbank.http.auth import TokenStore, permission_guard
 from eventbank.http.dashboard import dashboard_routes
+from eventbank.http.json_bodies import RefuseDuplicateKeys
 from eventbank.http.operations import operation_routes
 from eventbank.http.params import problem_responses
-from eventbank.http.payrolls import MAX_PAYROLL_BYTES, payroll_routes
+from eventbank.http.payrolls import (
+    MAX_PAYROLL_BYTES,
+    RESUME_EVERY_S,
+    PayrollRunner,
+    payroll_routes,
+)
 from eventbank.http.schemas import Problem
 from eventbank.http.transfers import transfer_routes
 from eventbank.wiring import Ledger
@@ -49,15 +55,20 @@ def create_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     stall_after_s: float = 30.0,
+    payroll_resume_every_s: float | None = RESUME_EVERY_S,
 ) -> FastAPI:
+    """``payroll_resume_every_s``: how often unfinished payrolls are run again (a failed run is
+    finished without a restart); None resumes them only at start."""
     payrolls = PayrollService(ledger.service)
-    saga_runner = ThreadPoolExecutor(1, thread_name_prefix="payroll")
+    saga_runner = PayrollRunner(payrolls, payroll_resume_every_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        saga_runner.submit(payrolls.resume_all)  # finish what a crash left unfinished
-        yield
-        saga_runner.shutdown(wait=False, cancel_futures=True)
+        saga_runner.start()  # finish what a crash left unfinished, then resume periodically
+        try:
+            yield
+        finally:
+            saga_runner.stop()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -74,6 +85,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, problems.validation_error)
     app.add_exception_handler(HTTPException, problems.http_error)
     app.add_exception_handler(Exception, problems.unexpected_error)
+    app.add_middleware(RefuseDuplicateKeys)  # inside the body limit, which bounds what it reads
     app.add_middleware(
         _BodyLimit, max_body_bytes=max_body_bytes, overrides={"/payrolls": MAX_PAYROLL_BYTES}
     )

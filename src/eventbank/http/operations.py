@@ -20,30 +20,35 @@ def operation_routes(
     router = APIRouter(tags=["operations"])
     reader = guard("read")
 
-    @router.get("/healthz", response_model=Health)
+    @router.get("/healthz", response_model=Health, response_model_exclude_none=True)
     def healthz():
         """The process is up."""
         return {"status": "ok"}
 
-    @router.get("/readyz", response_model=Health,
+    @router.get("/readyz", response_model=Health, response_model_exclude_none=True,
                 responses={503: {"model": Health, "description": "Not ready"}})  # fmt: skip
     def readyz(response: Response):
-        """The event store answers and the projections are not stalled."""
+        """Ready means able to serve: the event store answers and the projections are not
+        stalled (lag over the limit). A parked stream (a poisoned event) does not make a replica
+        unready, as every replica would share it: it is reported here (``status`` ``degraded``,
+        ``parked_streams``), in metrics and by an alert."""
         checks = {}
+        parked = None
         try:
             ledger.events.find_command("readyz-probe")
             checks["event_store"] = "ok"
             lag = ledger.runner.status()
-            stalled = lag.lag_seconds > stall_after_s or lag.failures
+            parked = len(lag.failures)
             checks["projections"] = "ok"
-            if stalled:
-                checks["projections"] = f"stalled: {lag.lag_seconds} s, {len(lag.failures)} parked"
+            if lag.lag_seconds > stall_after_s:
+                checks["projections"] = f"stalled: {lag.lag_seconds} s behind"
         except Exception as exc:  # noqa: BLE001 - readiness reports, it does not raise
             checks.setdefault("event_store", f"unreachable: {type(exc).__name__}")
             checks.setdefault("projections", "unknown")
         ready = all(v == "ok" for v in checks.values())
         response.status_code = 200 if ready else 503
-        return {"status": "ok" if ready else "unavailable", "checks": checks}
+        status = "unavailable" if not ready else "degraded" if parked else "ok"
+        return {"status": status, "checks": checks, "parked_streams": parked}
 
     @router.get("/metrics", response_class=Response,
                 responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})  # fmt: skip

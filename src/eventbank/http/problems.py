@@ -23,6 +23,7 @@ from eventbank.domain.errors import (
     NotFound,
     RuleViolation,
 )
+from eventbank.domain.json_input import MalformedJson
 from eventbank.http.auth import Forbidden, Unauthorized
 from eventbank.ports.event_store import StoreUnavailable
 
@@ -34,6 +35,7 @@ _STATUS_BY_CLASS: tuple[tuple[type[Exception], int], ...] = (
     (Forbidden, 403),
     (NotFound, 404),
     (IdempotencyKeyReused, 422),
+    (MalformedJson, 400),
     (StoreUnavailable, 503),
     (InvalidInput, 422),
     (RuleViolation, 409),

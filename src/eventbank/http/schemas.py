@@ -129,8 +129,16 @@ class EventPage(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="unavailable (503): a check failed; degraded (200): ready, but some streams "
+        "are parked"
+    )
     checks: dict[str, str] = {}
+    parked_streams: int | None = Field(
+        None,
+        description="Streams a projection has parked on a failing event (readiness only); "
+        "they do not make the service unready (see eventbank_projection_parked_streams).",
+    )
 
 
 class Problem(BaseModel):
