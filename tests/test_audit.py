@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections import Counter
 
 import pytest
 
-from eventbank.application.auditor import AUDIT_STREAM, Auditor
+from eventbank.application.auditor import AUDIT_STREAM, Auditor, AuditReport
+from eventbank.application.queries import AccountQueries
 from eventbank.application.service import current_actor
 from eventbank.cli import main
-from eventbank.ports.event_store import chained, recorded
+from eventbank.domain.errors import Conflict
+from eventbank.ports.event_store import ConcurrencyConflict, chained, recorded
 from eventbank.wiring import open_ledger
 from tests.tamper import Tamperer
 from tests.test_projections import run_workload
@@ -58,6 +61,91 @@ def test_an_untampered_store_is_clean_and_the_run_is_recorded(ledger):
     assert recorded[0].metadata["actor"] == "auditor-7"
     assert recorded[0].data["clean"] is True and recorded[0].data["digest"] == report.digest
     assert auditor.run().clean  # the audit stream's own chain verifies too
+
+
+class CountingReads:
+    """Wraps a real store and counts the events its read_stream calls return, per stream."""
+
+    def __init__(self, store):
+        self._store, self.read = store, Counter()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def read_stream(self, aggregate_id, after_version=0, **bounds):
+        found = self._store.read_stream(aggregate_id, after_version, **bounds)
+        self.read[aggregate_id] += len(found)
+        return found
+
+
+def test_recording_an_audit_and_reading_the_latest_read_one_event_however_long_the_trail(ledger):
+    counting = CountingReads(ledger.events)
+    auditor, queries = Auditor(counting), AccountQueries(ledger.reads, counting)
+    read_per_run = []
+    for earlier_runs in (1, 20):
+        for _ in range(earlier_runs):
+            auditor.record(AuditReport())  # the trail grows
+        counting.read.clear()
+        auditor.record(AuditReport())
+        latest = queries.latest_audit()
+        read_per_run.append(counting.read[AUDIT_STREAM])
+    assert latest["version"] == 1 + 1 + 20 + 1
+    assert read_per_run == [2, 2]  # the head before appending, the head for latest_audit
+
+
+def test_a_page_of_account_events_reads_only_that_page(ledger):
+    counting = CountingReads(ledger.events)
+    page = AccountQueries(ledger.reads, counting).account_events("a", after_version=1, limit=2)
+    assert [e.version for e in page] == [2, 3]
+    assert counting.read["a"] == 2  # not every event after version 1
+
+
+class AlwaysConflicting:
+    """Wraps a real store whose every append loses a race."""
+
+    def __init__(self, store):
+        self._store, self.appends = store, 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def append(self, events, expected_versions, command=None):
+        self.appends += 1
+        raise ConcurrencyConflict(list(expected_versions))
+
+
+def test_an_audit_that_loses_every_race_for_the_trail_says_so_instead_of_vanishing(ledger):
+    losing = AlwaysConflicting(ledger.events)
+    with pytest.raises(ConcurrencyConflict, match="not recorded") as caught:
+        Auditor(losing).record(AuditReport())
+    assert isinstance(caught.value, Conflict) and caught.value.code == "audit_not_recorded"
+    assert caught.value.aggregate_ids == (AUDIT_STREAM,)
+    assert losing.appends == 10  # bounded retries, then the error
+    assert ledger.events.read_stream(AUDIT_STREAM) == []
+
+
+class TrimmedFeed:
+    """Wraps a real store whose feed no longer holds the events up to ``kept_after`` (as
+    DynamoDB Streams after 24 hours): ``read_all`` starts at the oldest record still held."""
+
+    def __init__(self, store, kept_after: int):
+        self._store, self.kept_after = store, kept_after
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def read_all(self, after_position=0, limit=1000):
+        return self._store.read_all(max(after_position, self.kept_after), limit)
+
+
+def test_the_audit_covers_streams_whose_events_have_left_the_feed(ledger):
+    trimmed = TrimmedFeed(ledger.events, ledger.events.read_all(0, 10_000)[-1].position)
+    ledger.service.open_account("c", owner="Cy", account_type="CHECKING", initial_deposit="7")
+    assert {e.aggregate_id for e in trimmed.read_all()} == {"c"}  # a and b left the feed
+    report = Auditor(trimmed, ledger.reads).run()
+    assert report.clean, report.findings  # no read-model row "for a stream with no events"
+    assert (report.streams, report.events, set(report.heads)) == (3, 5 + 2 + 2, {"a", "b", "c"})
+    assert report.books["USD"].balances_minor == 10_000 + 1_000 - 500 + 700
 
 
 def test_a_changed_amount_breaks_the_chain_at_that_event(ledger, tamper):
@@ -135,6 +223,7 @@ def test_the_cli_exits_5_with_findings_and_0_when_clean(tmp_path, capsys, monkey
             return exit_.code or 0
         return 0
 
+    assert run("init") == 0  # only init (and serve) create a store
     run("open", "a", "--owner", "A", "--type", "CHECKING", "--initial-deposit", "5")
     capsys.readouterr()
     assert run("audit", "--json") == 0

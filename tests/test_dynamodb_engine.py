@@ -1,6 +1,6 @@
 """DynamoDB-specific behaviour, on DynamoDB Local: the EventId-key race fixed, the 100-item
-transaction limit, atomic transfers, paginated reads of long streams, the table the engine
-creates, and the time budget on an unreachable endpoint."""
+transaction limit, atomic transfers, paginated reads of long streams, the stream registry, the
+table the engine creates, and the time budget on an unreachable endpoint."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import boto3
 import pytest
 
 from eventbank.domain.errors import InvalidInput
+from eventbank.engines.dynamodb import event_store as dynamo
 from eventbank.engines.dynamodb.event_store import DynamoEventStore
 from eventbank.engines.urls import open_store
 from eventbank.ports.event_store import (
@@ -72,9 +73,10 @@ def test_two_withdrawals_at_one_version_never_both_land(make_store):
 @pytest.mark.parametrize(
     ("events", "expected", "command", "items"),
     [
-        (50, {"s": 0}, False, 100),  # 50 events + 50 event-id guards
-        (49, {"s": 1}, True, 100),  # + "version 1 exists" + the command record
-        (50, {"s": 0}, True, 101),
+        (49, {"s": 0}, False, 99),  # 49 events + 49 event-id guards + the stream's registry
+        (49, {"s": 0}, True, 100),  # + the command record
+        (50, {"s": 0}, False, 101),
+        (49, {"s": 1}, True, 100),  # 98 + "version 1 exists" + the command record
         (49, {"s": 1, "other": 0}, True, 101),  # + "other has no version 1"
     ],
 )
@@ -139,11 +141,71 @@ def test_a_stream_of_thousands_of_events_reads_back_whole_and_in_order(store):
     assert [e.version for e in store.read_stream("long", after_version=2_400)] == list(
         range(2_401, total + 1)
     )
+    # Bounded reads stop at their limit, across Query pages, in either direction.
+    assert [e.version for e in store.read_stream("long", limit=1, backwards=True)] == [total]
+    assert [e.version for e in store.read_stream("long", 100, limit=1_500)] == list(
+        range(101, 1_601)
+    )
+    assert [e.version for e in store.read_stream("long", 1_000, backwards=True)] == list(
+        range(total, 1_000, -1)
+    )
     feed, position = [], 0
     while page := store.read_all(after_position=position, limit=1_000):
         feed += page
         position = page[-1].position
     assert [e.version for e in feed] == list(range(1, total + 1))
+
+
+def _registry(dynamodb, table: str) -> list[dict]:
+    """The registry items (negative SK) and the marker saying the registry is complete."""
+    return dynamodb.scan(
+        TableName=table, FilterExpression="SK < :zero OR PK = :marker",
+        ExpressionAttributeValues={":zero": {"N": "0"}, ":marker": {"S": "META#stream-registry"}},
+    )["Items"]  # fmt: skip
+
+
+def test_streams_written_before_the_registry_existed_are_listed_after_a_backfill(
+    store, make_store, dynamodb
+):
+    store.append([new_event("old-1", 1), new_event("old-2", 1)], {"old-1": 0, "old-2": 0})
+    store.append([new_event("old-1", 2)], {"old-1": 1})
+    before = _registry(dynamodb, store.table)
+    assert len(before) == 3  # two streams, one registry item each, and the marker
+    for item in before:  # as a table written by an eventbank without the registry
+        dynamodb.delete_item(TableName=store.table, Key={"PK": item["PK"], "SK": item["SK"]})
+    assert sorted(make_store().stream_ids()) == ["old-1", "old-2"]  # a new handle backfills
+    assert sorted(map(str, _registry(dynamodb, store.table))) == sorted(map(str, before))
+    store.append([new_event("new", 1)], {"new": 0})
+    assert sorted(make_store().stream_ids()) == ["new", "old-1", "old-2"]
+
+
+def test_registry_items_never_show_as_events_even_under_a_stream_of_the_same_key(store):
+    """A stream may be named like a registry partition: its events and the registry items
+    share the partition key but never the sort keys (versions > 0, registry < 0)."""
+    store.append([new_event("acc", 1)], {"acc": 0})
+    shard, _ = dynamo._registry_key("acc")
+    lookalike = dynamo._registry_pk(shard)  # the partition holding acc's registry item
+    store.append([new_event(lookalike, 1), new_event(lookalike, 2)], {lookalike: 0})
+    assert [e.version for e in store.read_stream(lookalike)] == [1, 2]
+    assert [e.version for e in store.read_stream(lookalike, backwards=True)] == [2, 1]
+    assert sorted(store.stream_ids()) == sorted(["acc", lookalike])
+    assert sorted((e.aggregate_id, e.version) for e in store.read_all()) == sorted(
+        [("acc", 1), (lookalike, 1), (lookalike, 2)]
+    )
+
+
+def test_stream_ids_pages_across_the_registry_partitions(store):
+    streams = [f"s{n}" for n in range(40)]
+    for start in range(0, len(streams), 20):
+        batch = streams[start : start + 20]
+        store.append([new_event(s, 1) for s in batch], dict.fromkeys(batch, 0))
+    assert len({dynamo._registry_key(s)[0] for s in streams}) > 1  # several partitions
+    pages, after = [], ""
+    while page := store.stream_ids(after, limit=7):
+        pages.append(page)
+        after = page[-1]
+    assert [len(p) for p in pages] == [7] * 5 + [5]
+    assert sorted(s for p in pages for s in p) == sorted(streams)
 
 
 def test_integers_beyond_float_and_dynamodb_numbers_round_trip_exactly(store):

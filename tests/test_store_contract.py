@@ -14,6 +14,7 @@ from eventbank.ports.event_store import (
     DuplicateCommand,
     DuplicateEvent,
     Snapshot,
+    stream_head,
 )
 from tests.factories import new_event
 
@@ -34,6 +35,70 @@ def test_appended_events_read_back_in_version_order_with_envelope_intact(store):
     )  # fmt: skip
     assert [e.version for e in store.read_stream("s1", after_version=1)] == [2, 3]
     assert store.read_stream("nobody") == []
+
+
+def test_a_stream_reads_in_bounded_pages_forwards_and_backwards(store):
+    events = [new_event("s1", v, n=v) for v in range(1, 6)]
+    store.append(events, {"s1": 0})
+    store.append([new_event("s2", 1)], {"s2": 0})
+
+    def versions(*args, **kwargs):
+        return [e.version for e in store.read_stream("s1", *args, **kwargs)]
+
+    assert versions(limit=1, backwards=True) == [5]  # the head, one event read
+    assert versions(limit=2) == [1, 2]
+    assert versions(2, limit=2) == [3, 4]  # after_version and limit: one page
+    assert versions(3, limit=10_000) == [4, 5]
+    assert versions(backwards=True) == [5, 4, 3, 2, 1]
+    assert versions(2, backwards=True) == [5, 4, 3]  # after_version stays the lower bound
+    assert versions(3, limit=1, backwards=True) == [5]
+    assert versions(5, limit=1, backwards=True) == versions(9, limit=3) == []
+    assert store.read_stream("s1", limit=5) == store.read_stream("s1")  # whole envelopes
+    assert store.read_stream("s1", backwards=True) == store.read_stream("s1")[::-1]
+    assert store.read_stream("nobody", limit=1, backwards=True) == []
+    head = stream_head(store, "s1")
+    assert head is not None and (head.event_id, head.hash) == (events[-1].event_id, events[-1].hash)
+    assert stream_head(store, "nobody") is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"limit": 0}, {"limit": -1}, {"limit": 10_001}, {"limit": True}, {"limit": 1.0},
+     {"limit": "1"}, {"after_version": -1}, {"after_version": "0"}, {"backwards": "yes"}],
+)  # fmt: skip
+def test_a_malformed_stream_read_is_refused(store, bad):
+    store.append([new_event("s1", 1)], {"s1": 0})
+    with pytest.raises(InvalidInput):
+        store.read_stream("s1", **bad)
+
+
+def test_stream_ids_pages_through_every_stream_with_events_once(store):
+    names = ["acc-1", "acc-2", "b", "payroll#x", "audit#trail", "z9"]
+    for name in names:
+        store.append([new_event(name, 1), new_event(name, 2)], {name: 0})
+    store.append([new_event("guarded", 1)], {"guarded": 0, "acc-1": 2})
+    with pytest.raises(ConcurrencyConflict):  # a refused append creates no stream
+        store.append([new_event("refused", 1), new_event("b", 2)], {"refused": 0, "b": 1})
+    # only named, never written: no stream
+    store.append([new_event("guarded", 2)], {"guarded": 1, "empty": 0})
+    everything = store.stream_ids()
+    assert sorted(everything) == sorted([*names, "guarded"])
+    pages, after = [], ""
+    while page := store.stream_ids(after, limit=2):
+        assert len(page) <= 2
+        pages += page
+        after = page[-1]
+    assert pages == everything  # the same order, page by page
+    assert store.stream_ids(everything[2], limit=10) == everything[3:]
+    assert store.stream_ids(everything[-1]) == []
+
+
+@pytest.mark.parametrize(
+    "bad", [{"limit": 0}, {"limit": 10_001}, {"limit": None}, {"after": None}, {"after": 3}]
+)
+def test_a_malformed_stream_listing_is_refused(store, bad):
+    with pytest.raises(InvalidInput):
+        store.stream_ids(**bad)
 
 
 NASTY = {

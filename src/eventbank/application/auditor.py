@@ -29,6 +29,7 @@ from eventbank.application.projections import accounts
 from eventbank.application.service import current_actor
 from eventbank.domain import account as domain
 from eventbank.domain.canonical import canonical_json
+from eventbank.domain.errors import Conflict
 from eventbank.domain.events import ACCOUNT, TransferredIn, TransferredOut, event_from_data
 from eventbank.domain.money import format_minor
 from eventbank.ports.event_store import (
@@ -39,12 +40,28 @@ from eventbank.ports.event_store import (
     RecordedEvent,
     chain_hash,
     chained,
+    stream_head,
 )
 from eventbank.ports.read_store import ReadStore
 
 AUDIT_STREAM = "audit#trail"  # "#" never appears in an account id, so no account collides
 AUDIT_TYPE = "Audit"
-_FEED_PAGE = 1000
+RECORD_ATTEMPTS = 10  # appends tried by ``Auditor.record`` before it gives up
+_STREAM_PAGE = 1000
+
+
+class AuditNotRecorded(ConcurrencyConflict):
+    """The audit ran but its record lost every race for the audit trail's head."""
+
+    code = "audit_not_recorded"
+
+    def __init__(self, attempts: int):
+        self.aggregate_ids = (AUDIT_STREAM,)
+        Conflict.__init__(
+            self,
+            f"the audit ran but was not recorded: {AUDIT_STREAM} changed concurrently on each of "
+            f"{attempts} attempts; run the audit again",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +125,14 @@ def digest_of(heads: Mapping[str, Mapping[str, Any]]) -> str:
 
 
 def stream_ids(events: EventStore) -> list[str]:
-    """Every stream that appears in the global feed, in first-seen order."""
-    seen: dict[str, None] = {}
-    after = 0
-    while page := events.read_all(after, _FEED_PAGE):
-        seen.update((e.aggregate_id, None) for e in page)
-        after = page[-1].position or after
-        if len(page) < _FEED_PAGE:
+    """Every stream in the store, in the store's order, listed by the store itself (not from
+    the feed: DynamoDB's holds 24 hours, and an audit must cover every stream ever written)."""
+    found: list[str] = []
+    while page := events.stream_ids(found[-1] if found else "", _STREAM_PAGE):
+        found += page
+        if len(page) < _STREAM_PAGE:
             break
-    return list(seen)
+    return found
 
 
 class Auditor:
@@ -128,7 +144,7 @@ class Auditor:
         streams: list[str] | None = None,
         on_stream: Callable[[str], None] | None = None,
     ) -> AuditReport:
-        """Audit ``streams`` (default: every stream in the feed), calling ``on_stream`` after
+        """Audit ``streams`` (default: every stream in the store), calling ``on_stream`` after
         each so a caller can show progress."""
         report = AuditReport()
         transfers: dict[str, list[tuple[str, RecordedEvent, int, str]]] = defaultdict(list)
@@ -186,35 +202,40 @@ class Auditor:
             ).balances_minor += state.balance_minor
 
     def record(self, report: AuditReport, clock: Callable[[], datetime] | None = None) -> None:
-        """Append the audit's result to the ``audit`` stream (who ran it, when, what it found)."""
+        """Append the audit's result to the ``audit`` stream (who ran it, when, what it found),
+        chained onto the trail's head: one event read per attempt, however long the trail.
+        Raises ``AuditNotRecorded`` (a ConcurrencyConflict) after ``RECORD_ATTEMPTS`` lost
+        races."""
         now = (clock or (lambda: datetime.now(UTC)))()
         kinds: dict[str, int] = defaultdict(int)
         for finding in report.findings:
             kinds[finding.kind] += 1
-        for _ in range(10):
-            history = self.events.read_stream(AUDIT_STREAM)
-            head = history[-1].hash if history else GENESIS_HASH
+        for _ in range(RECORD_ATTEMPTS):
+            head = stream_head(self.events, AUDIT_STREAM)
+            version = head.version if head else 0
             event = NewEvent(
                 event_id=new_id(), aggregate_id=AUDIT_STREAM, aggregate_type=AUDIT_TYPE,
-                version=len(history) + 1, event_type="AuditCompleted", schema_version=1,
+                version=version + 1, event_type="AuditCompleted", schema_version=1,
                 data={"clean": report.clean, "streams": report.streams, "events": report.events,
                       "findings": dict(kinds), "digest": report.digest},
                 metadata={"actor": current_actor.get(), "recorded_at": now.isoformat()},
             )  # fmt: skip
+            previous = head.hash if head else GENESIS_HASH
             try:
                 self.events.append(
-                    chained([event], {AUDIT_STREAM: head}), {AUDIT_STREAM: len(history)}
+                    chained([event], {AUDIT_STREAM: previous}), {AUDIT_STREAM: version}
                 )
                 return
             except ConcurrencyConflict:
                 continue  # another audit recorded first: chain after it
+        raise AuditNotRecorded(RECORD_ATTEMPTS)
 
     def verify_digest(self, published: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
         """Each published head must still be in the store with the same hash."""
         findings = []
         for stream, head in sorted(published.items()):
             version, expected = int(head["version"]), head["hash"]
-            found = self.events.read_stream(stream, version - 1)[:1]
+            found = self.events.read_stream(stream, version - 1, limit=1) if version >= 1 else []
             if not found or found[0].version != version or found[0].hash != expected:
                 actual = found[0].hash if found else "missing"
                 findings.append(Finding("digest_mismatch", stream, version,

@@ -18,9 +18,11 @@ from eventbank.application.projections import accounts
 from eventbank.domain.account import check_account_id, describe_account
 from eventbank.domain.errors import AccountNotFound, InvalidInput, NotFound
 from eventbank.domain.money import format_minor
-from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore, RecordedEvent
-from eventbank.ports.read_store import BalanceRow, ReadStore, TransactionRow
+from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore, RecordedEvent, stream_head
+from eventbank.ports.read_store import MAX_ACCOUNTS_PAGE, BalanceRow, ReadStore, TransactionRow
 
+SEARCH_SCAN = 2_000  # rows one account search examines at most (find_accounts)
+SEARCH_CHUNK = 500  # rows per further read while searching: a page filled early stops reading
 ACTIVITY_TAIL = 2_000  # feed events sampled before the projection checkpoint (as many after)
 ACTIVITY_WINDOW_S, ACTIVITY_BUCKET_S = 300, 10
 
@@ -75,33 +77,51 @@ class AccountQueries:
             for t in self.reads.totals()
         ]  # fmt: skip
 
-    def find_accounts(self, q: str = "", after: str = "", limit: int = 50) -> list[dict[str, Any]]:
+    def find_accounts(
+        self, q: str = "", after: str = "", limit: int = 50
+    ) -> tuple[list[dict[str, Any]], str | None]:
         """Accounts in id order after ``after`` whose id or owner contains ``q`` (any case), at
-        most ``limit``. Filters ``all_balances()`` in memory, so every call reads every row:
-        O(accounts) per page, fine for thousands; a read-store query would replace it beyond."""
+        most ``limit``, and the ``after`` of the next page (None: no account is left after it).
+
+        Bounded, whatever the store's size: rows are read in id order from ``after`` through the
+        read store's index (``accounts_page``), ``limit + 1`` without ``q``; with ``q`` at most
+        ``SEARCH_SCAN`` rows are examined, so a rare match costs no more than a common one. A
+        search page may therefore hold fewer than ``limit`` accounts, even none, and still have
+        a next page: the cursor is then the last id examined, and the search goes on from it."""
+        if type(limit) is not int or not 1 <= limit <= MAX_ACCOUNTS_PAGE - 1:
+            raise InvalidInput(f"limit must be an integer from 1 to {MAX_ACCOUNTS_PAGE - 1}")
         needle = q.casefold()
-        found = sorted(
-            (r for r in self.reads.all_balances()
-             if r.account_id > after
-             and (needle in r.account_id.casefold() or needle in r.owner.casefold())),
-            key=lambda r: r.account_id,
-        )  # fmt: skip
-        return [describe_account(r) for r in found[:limit]]
+        budget = max(limit + 1, SEARCH_SCAN) if needle else limit + 1
+        found: list[BalanceRow] = []
+        cursor, step = after, limit + 1  # enough when every row matches; then larger reads
+        while budget > 0:
+            asked = min(budget, step)
+            step = SEARCH_CHUNK
+            rows = self.reads.accounts_page(cursor, asked)
+            budget -= len(rows)
+            for r in rows:
+                if needle in r.account_id.casefold() or needle in r.owner.casefold():
+                    if len(found) == limit:  # one more than asked for: there is a next page
+                        return [describe_account(f) for f in found], found[-1].account_id
+                    found.append(r)
+                cursor = r.account_id
+            if len(rows) < asked:  # the end of the store
+                return [describe_account(f) for f in found], None
+        return [describe_account(f) for f in found], cursor  # examined all it may
 
     def account_events(
         self, account_id: str, after_version: int = 0, limit: int = 100
     ) -> list[RecordedEvent]:
         """An account's stored events after ``after_version``, oldest first, at most ``limit``
-        (the store reads every event after ``after_version``: page from near the head)."""
+        (the store reads no more than ``limit``)."""
         self.balance(account_id)  # an unknown account is a 404, not an empty page
-        return self.events.read_stream(account_id, after_version)[:limit]
+        return self.events.read_stream(account_id, after_version, limit=limit)
 
     def latest_audit(self) -> dict[str, Any]:
-        """The last recorded audit run (the trail holds one event per run and is read whole)."""
-        trail = self.events.read_stream(AUDIT_STREAM)
-        if not trail:
+        """The last recorded audit run: the audit trail's head, one event read."""
+        last = stream_head(self.events, AUDIT_STREAM)
+        if last is None:
             raise AuditNotFound("no audit has been recorded yet")
-        last = trail[-1]
         return {**dict(last.data), "version": last.version, "hash": last.hash,
                 "actor": last.metadata.get("actor"),
                 "recorded_at": last.metadata.get("recorded_at")}  # fmt: skip

@@ -6,8 +6,15 @@
   ``DuplicateEvent``; a known command id raises ``DuplicateCommand``. The command record
   (id, parameter fingerprint, outcome) is written in the same atomic write as the events, so a
   retried command is recognised and answered with its first outcome.
-- ``read_stream`` returns a stream in version order; ``read_all`` the global feed in position
-  order, where the engine has one.
+- ``read_stream(id, after_version, *, limit=None, backwards=False)`` returns a stream's events
+  with versions above ``after_version``, oldest first, or newest first with ``backwards``; at
+  most ``limit`` of them (None: all, for folding a whole stream). ``limit=1, backwards=True``
+  is the head (``stream_head``), one event whatever the stream's length.
+- ``read_all`` returns the global feed in position order, where the engine has one.
+- ``stream_ids(after, limit)`` lists every stream that holds events, from the store itself
+  (never from the feed, which DynamoDB keeps for 24 hours only): each id once, in an order of
+  the engine's own that never changes, at most ``limit`` ids after ``after`` ("" = from the
+  start). Page with the last id returned; a stream created meanwhile may or may not appear.
 - Snapshots are a cache of folded state, never a source of truth.
 
 ``check_append`` is the one place the shape of an append is validated, so every engine
@@ -205,9 +212,18 @@ class EventStore(Protocol):
 
     def find_command(self, command_id: str) -> CommandRecord | None: ...
 
-    def read_stream(self, aggregate_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
+    def read_stream(
+        self,
+        aggregate_id: str,
+        after_version: int = 0,
+        *,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> list[RecordedEvent]: ...
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
+
+    def stream_ids(self, after: str = "", limit: int = 1000) -> list[str]: ...
 
     def save_snapshot(self, snapshot: Snapshot) -> None: ...
 
@@ -279,3 +295,27 @@ def check_append(
 def check_read_limit(limit: int) -> None:
     if type(limit) is not int or not 1 <= limit <= MAX_READ_LIMIT:
         raise InvalidInput(f"limit must be an integer from 1 to {MAX_READ_LIMIT}")
+
+
+def check_stream_read(after_version: int, limit: int | None, backwards: bool) -> None:
+    """Refuse a malformed ``read_stream`` before any engine touches storage."""
+    if type(after_version) is not int or after_version < 0:
+        raise InvalidInput("after_version must be an integer >= 0")
+    if limit is not None:
+        check_read_limit(limit)
+    if type(backwards) is not bool:
+        raise InvalidInput("backwards must be true or false")
+
+
+def check_stream_ids(after: str, limit: int) -> None:
+    """Refuse a malformed ``stream_ids`` before any engine touches storage."""
+    if type(after) is not str:
+        raise InvalidInput('after must be a stream id (a string; "" = from the start)')
+    check_read_limit(limit)
+
+
+def stream_head(store: EventStore, aggregate_id: str) -> RecordedEvent | None:
+    """The stream's newest event (None for a stream with no events): one event read, whatever
+    the stream's length."""
+    newest = store.read_stream(aggregate_id, limit=1, backwards=True)
+    return newest[0] if newest else None

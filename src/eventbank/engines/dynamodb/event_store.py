@@ -2,16 +2,19 @@
 
 Table: ``PK`` (S) = aggregate id, ``SK`` (N) = version. ``SK = 0`` is never a version, so it
 holds the bookkeeping items, each under a prefixed ``PK``: ``EVENT#<event id>`` (makes event ids
-unique), ``CMD#<command id>`` (fingerprint + outcome: makes commands idempotent) and
-``SNAP#<aggregate id>`` (the newest snapshot). Every put in an append carries
+unique), ``CMD#<command id>`` (fingerprint + outcome: makes commands idempotent),
+``SNAP#<aggregate id>`` (the newest snapshot) and ``META#stream-registry`` (says the registry is
+complete). Negative ``SK`` hold the stream registry: one item per stream, put in the transaction
+of the stream's first event, so ``stream_ids`` lists every stream from the table itself (the
+feed keeps 24 hours only); see ``_registry_key``. Every put in an append carries
 ``attribute_not_exists(PK)``, so two writers at one version can never both land (a table keyed
 on ``EventId`` alone lets both land: docs/architecture.md). A stream is gapless, since an append at
 ``expected + 1`` also checks that version ``expected`` exists; so "exactly at version N" means
 "N exists (if N > 0) and N + 1 does not". For a stream with new events the put at N + 1 is the
 second half; a stream only named in ``expected_versions`` gets a ``ConditionCheck`` for it.
 An append costs two items per event (event + guard), one per expected version > 0, one per
-event-less stream and one for the command: more than 100 (DynamoDB's transaction limit) is
-refused with ``BatchTooLarge`` before anything is sent.
+event-less stream, one per new stream (its registry item) and one for the command: more than 100
+(DynamoDB's transaction limit) is refused with ``BatchTooLarge`` before anything is sent.
 
 Retries: throttling, transaction conflicts, server errors and lost connections are retried with
 full-jitter backoff within ``timeout_s``, then ``StoreUnavailable``. An append keeps one client
@@ -41,6 +44,7 @@ so no global counter is needed (one would serialise every append through one hot
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -66,6 +70,8 @@ from eventbank.ports.event_store import (
     StoreError,
     check_append,
     check_read_limit,
+    check_stream_ids,
+    check_stream_read,
     encoded_payload,
     recorded,
 )
@@ -73,6 +79,10 @@ from eventbank.ports.event_store import (
 MAX_TRANSACTION_ITEMS = 100  # DynamoDB's TransactWriteItems limit
 MAX_EVENTS_PER_APPEND = MAX_TRANSACTION_ITEMS // 2  # every event needs its EVENT# guard
 STREAM_PAGE = 1000  # the GetRecords maximum
+REGISTRY_SHARDS = 16  # registry partitions (PK STREAMS#0 … STREAMS#f): new streams spread over them
+_REGISTRY_BITS = 120  # of the id's sha256: 37 digits, within a DynamoDB number's 38
+_REGISTRY_COMPLETE = "META#stream-registry"
+_WRITE_BATCH = 25  # the BatchWriteItem maximum
 _KEY_SCHEMA = [{"AttributeName": "PK", "KeyType": "HASH"},
                {"AttributeName": "SK", "KeyType": "RANGE"}]  # fmt: skip
 _ATTRIBUTES = [{"AttributeName": "PK", "AttributeType": "S"},
@@ -120,7 +130,9 @@ class DynamoEventStore(DynamoTable):
                 f"table {self.table} is not an eventbank event table: it needs hash key PK (S), "
                 "range key SK (N) and a NEW_IMAGE stream (see infra/terraform)"
             )
+        self._registry_complete = False
         if created:
+            self._mark_registry_complete()  # a new table has no stream the registry could miss
             # Durability beyond the write path; DynamoDB Local does not implement it.
             with suppress(ClientError):
                 self._call(
@@ -195,6 +207,14 @@ class DynamoEventStore(DynamoTable):
                 add(("stream", stream), stream, expected, None, exists=True)
             if stream not in written:
                 add(("stream", stream), stream, expected + 1, None)
+            elif expected == 0:  # the stream's first event: register the stream with it
+                items.append({"Put": {
+                    "TableName": self.table, "Item": _registry_item(stream),
+                    # A retried registration is the same item; another id is a hash collision.
+                    "ConditionExpression": "attribute_not_exists(PK) OR aggregate_id = :stream",
+                    "ExpressionAttributeValues": {":stream": {"S": stream}},
+                }})  # fmt: skip
+                roles.append(("stream", stream))
         for e in events:
             add(("stream", e.aggregate_id), e.aggregate_id, e.version, _event_attributes(e))
             guard = {"aggregate_id": {"S": e.aggregate_id}, "version": _n(e.version)}
@@ -250,24 +270,110 @@ class DynamoEventStore(DynamoTable):
             self._ddb.get_item, TableName=self.table, Key=key, ConsistentRead=True
         ).get("Item")
 
-    def read_stream(self, aggregate_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        """A consistent Query, paged until DynamoDB stops returning a ``LastEvaluatedKey``."""
+    def read_stream(
+        self,
+        aggregate_id: str,
+        after_version: int = 0,
+        *,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> list[RecordedEvent]:
+        """A consistent Query (newest first with ``ScanIndexForward=False``), paged until
+        DynamoDB stops returning a ``LastEvaluatedKey`` or ``limit`` events are read."""
+        check_stream_read(after_version, limit, backwards)
         query: dict[str, Any] = {
             "TableName": self.table,
-            "KeyConditionExpression": "PK = :stream AND SK > :after",
+            "KeyConditionExpression": "PK = :stream AND SK > :after",  # after >= 0: events only
             "ExpressionAttributeValues": {
                 ":stream": {"S": aggregate_id},
                 ":after": _n(after_version),
             },
             "ConsistentRead": True,
+            "ScanIndexForward": not backwards,
         }
-        events = []
+        events: list[RecordedEvent] = []
         while True:
+            if limit is not None:
+                query["Limit"] = limit - len(events)  # no filter: Limit counts events
             page = self._call(self._ddb.query, **query)
             events += [_recorded(item) for item in page["Items"]]
-            if "LastEvaluatedKey" not in page:
+            if "LastEvaluatedKey" not in page or (limit is not None and len(events) >= limit):
                 return events
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def stream_ids(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Every stream, from the registry: consistent Queries of its partitions in turn, so the
+        order is that of ``_registry_key`` (the ids' hashes), not of the ids. Never the feed."""
+        check_stream_ids(after, limit)
+        if not self._registry_complete:
+            self._backfill_registry()
+        first, low = (0, -(1 << _REGISTRY_BITS)) if after == "" else _registry_key(after)
+        if after != "":
+            low += 1  # after ``after`` itself
+        ids: list[str] = []
+        for shard in range(first, REGISTRY_SHARDS):
+            if shard > first:
+                low = -(1 << _REGISTRY_BITS)
+            if low > -1:
+                continue  # ``after`` was the last key of its partition
+            query: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "PK = :shard AND SK BETWEEN :low AND :high",
+                "ExpressionAttributeValues": {
+                    ":shard": {"S": _registry_pk(shard)}, ":low": _n(low), ":high": _n(-1),
+                },
+                "ProjectionExpression": "aggregate_id",
+                "ConsistentRead": True,
+            }  # fmt: skip
+            while len(ids) < limit:
+                page = self._call(self._ddb.query, Limit=limit - len(ids), **query)
+                ids += [item["aggregate_id"]["S"] for item in page["Items"]]
+                if "LastEvaluatedKey" not in page:
+                    break
+                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            if len(ids) >= limit:
+                break
+        return ids
+
+    def _backfill_registry(self) -> None:
+        """A table written before the registry existed: register every stream that has an event
+        (one Scan of the keys), then mark the registry complete. Idempotent; runs once per
+        table, on the first ``stream_ids``. Writers of an older eventbank still running after
+        it leave their new streams unregistered: upgrade every writer first."""
+        if self._get(_REGISTRY_COMPLETE) is None:
+            scan: dict[str, Any] = {
+                "TableName": self.table, "ProjectionExpression": "PK",
+                "FilterExpression": "SK > :zero", "ExpressionAttributeValues": {":zero": _n(0)},
+                "ConsistentRead": True,
+            }  # fmt: skip
+            streams: set[str] = set()
+            while True:
+                page = self._call(self._ddb.scan, **scan)
+                streams.update(item["PK"]["S"] for item in page["Items"])
+                if "LastEvaluatedKey" not in page:
+                    break
+                scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            ordered = sorted(streams)
+            for start in range(0, len(ordered), _WRITE_BATCH):
+                self._put_items([_registry_item(s) for s in ordered[start : start + _WRITE_BATCH]])
+            self._mark_registry_complete()
+        self._registry_complete = True
+
+    def _put_items(self, items: list[dict[str, Any]]) -> None:
+        pending: Any = {self.table: [{"PutRequest": {"Item": item}} for item in items]}
+
+        def attempt() -> None:
+            nonlocal pending
+            pending = self._ddb.batch_write_item(RequestItems=pending)["UnprocessedItems"]
+            if pending:
+                raise Retry(f"{len(pending[self.table])} registry puts left unprocessed")
+
+        self._retrying(attempt)
+
+    def _mark_registry_complete(self) -> None:
+        item = {"PK": {"S": _REGISTRY_COMPLETE}, "SK": _n(0)}
+        self._call(self._ddb.put_item, TableName=self.table, Item=item)
+        self._registry_complete = True
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events after ``after_position``, merged from every shard in order."""
@@ -309,7 +415,7 @@ class DynamoEventStore(DynamoTable):
             page = self._call(self._streams.get_records, ShardIterator=iterator, Limit=STREAM_PAGE)
             for record in page["Records"]:
                 change = record["dynamodb"]
-                if record["eventName"] == "INSERT" and change["Keys"]["SK"]["N"] != "0":
+                if record["eventName"] == "INSERT" and int(change["Keys"]["SK"]["N"]) > 0:
                     events.append(_recorded(change["NewImage"], int(change["SequenceNumber"])))
             if not page["Records"]:
                 break  # the open end of the shard: nothing newer yet
@@ -324,6 +430,25 @@ def _refusal(failed: list[tuple[str, str]], expected_versions: Mapping[str, int]
     if streams := {ident for kind, ident in failed if kind == "stream"}:
         return ConcurrencyConflict([s for s in expected_versions if s in streams])
     return DuplicateEvent([ident for kind, ident in failed if kind == "event"])
+
+
+def _registry_key(stream: str) -> tuple[int, int]:
+    """Where ``stream``'s registry item lives: (partition, negative SK), both from the first 120
+    bits of the id's sha256. Spread over ``REGISTRY_SHARDS`` partitions and below every version
+    and bookkeeping item, so no stream or event read ever meets one. Two ids sharing 120 bits
+    (never expected; about one in 10^18 for a billion streams) would make the second one's first
+    append a ConcurrencyConflict rather than hide either."""
+    digest = int.from_bytes(hashlib.sha256(stream.encode()).digest()[: _REGISTRY_BITS // 8])
+    return digest * REGISTRY_SHARDS >> _REGISTRY_BITS, -1 - digest
+
+
+def _registry_pk(shard: int) -> str:
+    return f"STREAMS#{shard:x}"
+
+
+def _registry_item(stream: str) -> dict[str, dict[str, str]]:
+    shard, sk = _registry_key(stream)
+    return {"PK": {"S": _registry_pk(shard)}, "SK": _n(sk), "aggregate_id": {"S": stream}}
 
 
 def _event_attributes(event: NewEvent) -> dict[str, dict[str, str]]:

@@ -69,6 +69,8 @@ from eventbank.ports.event_store import (
     RecordedEvent,
     Snapshot,
     check_read_limit,
+    check_stream_ids,
+    check_stream_read,
 )
 
 SCHEMA_VERSION = 1
@@ -212,14 +214,29 @@ class PostgresEventStore(QueuedAppends):
             ).fetchone()
         return CommandRecord(*row) if row else None
 
-    def read_stream(self, aggregate_id: str, after_version: int = 0) -> list[RecordedEvent]:
+    def read_stream(
+        self,
+        aggregate_id: str,
+        after_version: int = 0,
+        *,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> list[RecordedEvent]:
+        check_stream_read(after_version, limit, backwards)
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT {STORED_EVENT_COLUMNS} FROM events"
-                " WHERE aggregate_id = %s AND version > %s ORDER BY version",
-                (aggregate_id, after_version),
+                f"SELECT {STORED_EVENT_COLUMNS} FROM events WHERE aggregate_id = %s"
+                f" AND version > %s ORDER BY version {'DESC' if backwards else 'ASC'} LIMIT %s",
+                (aggregate_id, after_version, limit),  # LIMIT NULL: no limit
             ).fetchall()
         return [RecordedEvent(*row) for row in rows]
+
+    def stream_ids(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Ids in ascending order of the database's collation: one index probe per id."""
+        check_stream_ids(after, limit)
+        with self._connection() as conn:
+            rows = conn.execute(_STREAM_IDS, (after, limit)).fetchall()
+        return [row[0] for row in rows]
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """The global feed; safe with a plain position cursor because appends are serialised."""
@@ -240,6 +257,18 @@ class PostgresEventStore(QueuedAppends):
                 (aggregate_id,),
             ).fetchone()
         return Snapshot(*row) if row else None
+
+
+# The distinct stream ids after the first parameter, at most the second: a loose index scan over
+# events_stream_version_key, each step one probe for the next id, however long the streams.
+_STREAM_IDS = (
+    "WITH RECURSIVE ids(id, n) AS ("
+    " SELECT (SELECT aggregate_id FROM events WHERE aggregate_id > %s"
+    " ORDER BY aggregate_id LIMIT 1), 1"
+    " UNION ALL SELECT (SELECT aggregate_id FROM events WHERE aggregate_id > ids.id"
+    " ORDER BY aggregate_id LIMIT 1), n + 1 FROM ids WHERE ids.id IS NOT NULL AND n < %s)"
+    " SELECT id FROM ids WHERE id IS NOT NULL"
+)
 
 
 # One round trip answers every check of a batch: which command ids are known, where is each

@@ -43,6 +43,8 @@ from eventbank.ports.event_store import (
     Snapshot,
     StoreError,
     check_read_limit,
+    check_stream_ids,
+    check_stream_read,
 )
 
 SCHEMA_VERSION = 1
@@ -90,7 +92,9 @@ class SqliteEventStore(QueuedAppends):
         busy_timeout_s: float = 10.0,
         group_commit_max: int = DEFAULT_MAX,
         group_commit_wait_ms: float = DEFAULT_WAIT_MS,
+        create: bool = True,
     ):
+        """``create=False``: a missing file is ``NoSuchStore``, and none is created."""
         self.path = str(path)
         self.group_commit: GroupCommit[sqlite3.Connection] = GroupCommit(
             lambda: self._db.write_transaction(),
@@ -98,7 +102,7 @@ class SqliteEventStore(QueuedAppends):
             max_batch=group_commit_max,
             max_wait_ms=group_commit_wait_ms,
         )
-        self._db = SqliteFile(self.path, _MIGRATIONS, busy_timeout_s=busy_timeout_s)
+        self._db = SqliteFile(self.path, _MIGRATIONS, busy_timeout_s=busy_timeout_s, create=create)
         self._conn = self._db.conn
 
     def close(self) -> None:
@@ -138,13 +142,27 @@ class SqliteEventStore(QueuedAppends):
         )
         return CommandRecord(row[0], row[1], json.loads(row[2])) if row else None
 
-    def read_stream(self, aggregate_id: str, after_version: int = 0) -> list[RecordedEvent]:
+    def read_stream(
+        self,
+        aggregate_id: str,
+        after_version: int = 0,
+        *,
+        limit: int | None = None,
+        backwards: bool = False,
+    ) -> list[RecordedEvent]:
+        check_stream_read(after_version, limit, backwards)
         rows = self._conn().execute(
             f"SELECT {STORED_EVENT_COLUMNS} FROM events WHERE aggregate_id = ? AND version > ?"
-            " ORDER BY version",
-            (aggregate_id, after_version),
+            f" ORDER BY version {'DESC' if backwards else 'ASC'} LIMIT ?",
+            (aggregate_id, after_version, -1 if limit is None else limit),  # -1: no limit
         )
         return [_recorded(row) for row in rows]
+
+    def stream_ids(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Ids in ascending (binary) order: one index probe per id (see _STREAM_IDS)."""
+        check_stream_ids(after, limit)
+        rows = self._conn().execute(_STREAM_IDS, (after, limit)).fetchall()
+        return [row[0] for row in rows]
 
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         check_read_limit(limit)
@@ -166,6 +184,18 @@ class SqliteEventStore(QueuedAppends):
             .fetchone()
         )
         return Snapshot(row[0], row[1], row[2], row[3], json.loads(row[4])) if row else None
+
+
+# The distinct stream ids after ``?``, at most ``?``: a loose index scan over
+# UNIQUE(aggregate_id, version), each step one probe for the next id, however long the streams.
+_STREAM_IDS = (
+    "WITH RECURSIVE ids(id, n) AS ("
+    " SELECT (SELECT aggregate_id FROM events WHERE aggregate_id > ?1"
+    " ORDER BY aggregate_id LIMIT 1), 1"
+    " UNION ALL SELECT (SELECT aggregate_id FROM events WHERE aggregate_id > ids.id"
+    " ORDER BY aggregate_id LIMIT 1), n + 1 FROM ids WHERE ids.id IS NOT NULL AND n < ?2)"
+    " SELECT id FROM ids WHERE id IS NOT NULL"
+)
 
 
 # One statement answers every check of a batch: which command ids are known, where is each
