@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from eventbank.cli import main
+from eventbank.engines.urls import open_store
+from tests.serving import free_port
 
 
 def cli_against(store_url: str, read_store_url: str, monkeypatch, capsys=None):
@@ -89,6 +91,7 @@ def refusals_store(module_store_url, tmp_path_factory) -> tuple[str, str]:
     with pytest.MonkeyPatch.context() as monkeypatch:
         cli = cli_against(module_store_url, read_store_url, monkeypatch)
         for args in [
+            ["init"],
             ["open", "acc-1", "--owner", "Ann", "--type", "CHECKING", "--initial-deposit", "100"],
             ["open", "eur-1", "--owner", "Eve", "--type", "CHECKING", "--currency", "EUR"],
             ["open", "closed-1", "--owner", "Cy", "--type", "CHECKING"],
@@ -236,9 +239,138 @@ def test_an_error_is_one_line_on_stderr_at_any_terminal_width(
 
 def test_the_installed_command_exits_cleanly_with_one_line(tmp_path: Path):
     env = {**os.environ, "EVENTBANK_STORE": f"sqlite:///{tmp_path / 'cli.db'}"}
+    open_store(env["EVENTBANK_STORE"]).close()  # `eventbank init`, without a second process
     done = subprocess.run(
         [Path(sys.executable).parent / "eventbank", "balance", "nobody"],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert done.returncode == 3
     assert done.stderr.strip() == "refused: account 'nobody' does not exist"
+
+
+# ------------------------------------------------------------------ a store that is not there
+
+
+@pytest.fixture
+def elsewhere_cli(tmp_path, capsys, monkeypatch):
+    """The CLI run from an empty directory with no --store: the default store is not there."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("EVENTBANK_STORE", "EVENTBANK_READ_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["eventbank", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["balance", "x"],
+        ["deposit", "x", "5"],
+        ["open", "x", "--owner", "X", "--type", "CHECKING"],
+        ["events"],
+        ["audit"],
+        ["projections", "status"],
+        ["payroll", "resume"],
+    ],
+)
+def test_a_command_on_a_missing_store_exits_2_and_creates_nothing(tmp_path, elsewhere_cli, args):
+    assert elsewhere_cli(*args) == (
+        2,
+        "",
+        f"error: no eventbank store at {tmp_path / 'eventbank.db'} "
+        "(run `eventbank init`, or pass --store)\n",
+    )
+    assert list(tmp_path.iterdir()) == []  # neither eventbank.db nor eventbank.read.db
+
+
+def test_init_creates_the_store_and_then_commands_find_it(tmp_path, elsewhere_cli):
+    assert elsewhere_cli("balance", "x")[0] == 2
+    code, out, _ = elsewhere_cli("init")
+    assert (code, out) == (0, "event store ready at sqlite:///eventbank.db\n")
+    assert {p.name for p in tmp_path.iterdir()} >= {"eventbank.db", "eventbank.read.db"}
+    assert elsewhere_cli("balance", "x")[:2] == (3, "")
+    assert elsewhere_cli("open", "x", "--owner", "X", "--type", "CHECKING")[0] == 0
+    assert elsewhere_cli("balance", "x")[0] == 0
+
+
+def test_a_store_given_with_store_that_is_missing_is_named(tmp_path, elsewhere_cli):
+    missing = tmp_path / "sub" / "books.db"
+    code, _, err = elsewhere_cli("--store", f"sqlite:///{missing}", "totals")
+    assert (code, err) == (
+        2,
+        f"error: no eventbank store at {missing} (run `eventbank init`, or pass --store)\n",
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_read_store_is_made_again_beside_an_existing_event_store(tmp_path, elsewhere_cli):
+    """Read models are derived: a deleted .read.db is rebuilt, not an error."""
+    assert elsewhere_cli("init")[0] == 0
+    assert elsewhere_cli("open", "x", "--owner", "X", "--type", "CHECKING")[0] == 0
+    (tmp_path / "eventbank.read.db").unlink()
+    assert elsewhere_cli("projections", "rebuild")[0] == 0
+    assert elsewhere_cli("balance", "x")[0] == 0
+
+
+# ------------------------------------------------------------------ malformed or unreachable
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://127.0.0.1:99999/x", "invalid PostgreSQL URL"),
+        ("postgresql://db:port/x", "invalid PostgreSQL URL"),
+        ("postgresql://[::1/x", "malformed store URL"),
+        ("postgresql://127.0.0.1/x?no_such_option=1", "invalid PostgreSQL URL"),
+        ("postgresql://127.0.0.1/x?sslmode=sometimes", "invalid PostgreSQL URL"),
+        ("postgresql://%zz@127.0.0.1/x", "invalid PostgreSQL URL"),
+        ("dynamodb://ledger?endpoint_url=http://127.0.0.1:abc&region=us-east-1", "DynamoDB URL"),
+        ("dynamodb://ledger?endpoint_url=http://127.0.0.1:99999&region=us-east-1", "DynamoDB URL"),
+        ("dynamodb://ledger?endpoint_url=127.0.0.1&region=us-east-1", "DynamoDB URL"),
+        ("dynamodb://ledger?region=", "DynamoDB URL"),
+        ("sqlite://relative.db", "invalid SQLite URL"),
+        ("sqlite:relative.db", "invalid SQLite URL"),
+        ("mysql://x", "unsupported store URL"),
+        ("eventbank.db", "unsupported store URL"),
+    ],
+)
+def test_a_malformed_store_url_exits_2_saying_what_a_valid_one_looks_like(
+    tmp_path, elsewhere_cli, url, message
+):
+    code, out, err = elsewhere_cli("--store", url, "balance", "x")
+    assert (code, out) == (2, ""), err
+    assert err.startswith("error: ") and message in err and "use " in err, err
+    assert "sqlite:///" in err or "postgresql://USER" in err or "dynamodb://TABLE" in err
+    assert err.count("\n") == 1 and "unexpected" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_malformed_read_store_url_exits_2(tmp_path, elsewhere_cli):
+    assert elsewhere_cli("init")[0] == 0
+    code, _, err = elsewhere_cli("--read-store", "postgresql://[x/y", "balance", "x")
+    assert code == 2 and err.startswith("error: malformed read store URL"), err
+
+
+def test_a_password_in_a_malformed_url_is_not_printed(elsewhere_cli):
+    code, _, err = elsewhere_cli("--store", "postgresql://ann:s3cret@db:port/x", "balance", "x")
+    assert code == 2 and "s3cret" not in err and "ann:***@db:port" in err, err
+
+
+def test_a_read_while_postgresql_is_down_says_it_is_unavailable(tmp_path, elsewhere_cli):
+    url = f"postgresql://eventbank@127.0.0.1:{free_port()}/x?connect_timeout=1"  # nobody listens
+    code, out, err = elsewhere_cli("--store", url, "balance", "x")
+    assert (code, out) == (1, ""), err
+    assert err.startswith("error: PostgreSQL is unavailable ("), err
+    assert err.endswith("; nothing was read or written\n"), err
+    assert "interrupted write" not in err and "unexpected" not in err

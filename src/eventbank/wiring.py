@@ -38,10 +38,14 @@ def open_ledger(
     inline: bool = True,
     metrics: Metrics | None = None,
     channel: str = "unknown",
+    create: bool = True,
 ) -> Ledger:
     """Open both stores; with ``inline`` the service projects each append right after it lands;
-    with ``metrics`` appends, commands and projection lag are measured."""
-    events: EventStore = open_store(store_url)
+    with ``metrics`` appends, commands and projection lag are measured. With ``create=False``
+    the event store must exist (a missing SQLite file is ``NoSuchStore`` and nothing is
+    created, read store included); the read store is made when missing either way, since it
+    is rebuilt from the events."""
+    events: EventStore = open_store(store_url, create=create)
     if metrics is not None:
         events = InstrumentedStore(events, metrics, engine=urlsplit(store_url).scheme)
     try:

@@ -21,7 +21,8 @@ from eventbank.cli.bench import bench_app
 from eventbank.cli.common import Command, Settings
 from eventbank.cli.payroll import payroll_app
 from eventbank.cli.projections import projections_app
-from eventbank.cli.serve import serve_app, tokens_app
+from eventbank.cli.serve import serve_app
+from eventbank.cli.tokens import tokens_app
 from eventbank.domain.errors import Conflict, EventbankError, InvalidInput, RuleViolation
 from eventbank.engines.urls import DEFAULT_STORE_URL
 

@@ -41,8 +41,9 @@ def _balance_line(account: dict[str, Any]) -> str:
 
 @accounts_app.command()
 def init(ctx: typer.Context) -> None:
-    """Create (or migrate) the event store and the read-model store. Safe to run again."""
-    ledger_from(ctx)
+    """Create (or migrate) the event store and the read-model store. Safe to run again. The
+    only command but `serve` that creates a store: the others refuse a missing one."""
+    ledger_from(ctx, create=True)
     out.print(f"event store ready at {settings_of(ctx).store_url}")
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
+from eventbank.engines.sqlite.connection import NoSuchStore
 from eventbank.wiring import Ledger, open_ledger
 
 out = Console(highlight=False)
@@ -130,10 +131,17 @@ def settings_of(ctx: typer.Context) -> Settings:
     return settings
 
 
-def ledger_from(ctx: typer.Context) -> Ledger:
-    """Open the ledger named by the global options; closed when the command ends."""
+def ledger_from(ctx: typer.Context, *, create: bool = False) -> Ledger:
+    """Open the ledger named by the global options; closed when the command ends. Only
+    ``create`` (``init``) makes a store that is not there: any other command run from another
+    directory would otherwise make an empty one, and then say the account does not exist."""
     settings = settings_of(ctx)
-    ledger = open_ledger(settings.store_url, settings.read_store_url, channel="cli")
+    try:
+        ledger = open_ledger(
+            settings.store_url, settings.read_store_url, channel="cli", create=create
+        )
+    except NoSuchStore as exc:
+        raise NoSuchStore(exc.path, hint="run `eventbank init`, or pass --store") from None
     ctx.call_on_close(ledger.close)
     return ledger
 

@@ -1,34 +1,29 @@
-"""``eventbank serve`` (the HTTP service) and ``eventbank tokens add`` (API credentials)."""
+"""``eventbank serve``: the HTTP service (its API tokens: ``cli/tokens.py``)."""
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from eventbank import __version__
-from eventbank.cli.common import Settings, out, settings_of
+from eventbank.cli.common import Settings, settings_of
+from eventbank.cli.tokens import DEFAULT_TOKENS_FILE, TokensFile
 from eventbank.domain.errors import InvalidInput
-from eventbank.engines.urls import default_read_store_url
-from eventbank.http.auth import PERMISSIONS, TokenStore, add_token, ensure_admin_token
+from eventbank.engines.urls import default_read_store_url, without_password
+from eventbank.http.auth import TokenStore, ensure_admin_token
 
 serve_app = typer.Typer()
-
-TokensFile = Annotated[
-    Path,
-    typer.Option(
-        "--tokens-file",
-        envvar="EVENTBANK_TOKENS_FILE",
-        help="JSON file of API token hashes (created with an admin token on first start).",
-    ),
-]
 
 
 @serve_app.command()
@@ -36,7 +31,7 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
-    tokens_file: TokensFile = Path("eventbank-tokens.json"),
+    tokens_file: TokensFile = DEFAULT_TOKENS_FILE,
     json_logs: Annotated[
         bool, typer.Option("--json-logs/--text-logs", help="One JSON object per log line.")
     ] = True,
@@ -67,13 +62,47 @@ def serve(
     stop = threading.Event()
     runner = threading.Thread(target=ledger.runner.run, args=(stop,), name="projections")
     runner.start()
+    last_used = threading.Thread(target=tokens.keep_recording_last_used, args=(stop,),
+                                 name="tokens-last-used")  # fmt: skip
+    last_used.start()
+    with sigterm_as_exception():
+        try:
+            app = create_app(ledger, tokens, metrics)
+            uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
+                        timeout_graceful_shutdown=10)  # fmt: skip
+        finally:
+            stop.set()
+            runner.join(timeout=10)
+            last_used.join(timeout=10)  # it writes what it knows once more before it ends
+            ledger.close()
+
+
+class Terminated(BaseException):
+    """SIGTERM, as an exception in the main thread."""
+
+
+@contextmanager
+def sigterm_as_exception() -> Iterator[None]:
+    """Let a SIGTERM unwind the block (its ``finally`` clauses run), then end the process as a
+    SIGTERM does. Why: uvicorn shuts down gracefully on SIGTERM, then restores the handler it
+    found and raises the signal again; with the default handler the process ended at once, and
+    serve's own cleanup (the projection runner stopped, the stores closed, tokens' last use
+    written) never ran."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; nor would a signal reach this one
+        return
+
+    def raise_terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated) or signal.SIG_DFL
     try:
-        uvicorn.run(create_app(ledger, tokens, metrics), host=host, port=port, log_config=None,
-                    access_log=False, timeout_graceful_shutdown=10)  # fmt: skip
+        yield
+    except Terminated:
+        signal.signal(signal.SIGTERM, previous)
+        signal.raise_signal(signal.SIGTERM)  # now that everything is closed
     finally:
-        stop.set()
-        runner.join(timeout=10)
-        ledger.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -131,28 +160,3 @@ def start_banner(
     kind = "one JSON object per line" if json_logs else "text"
     lines += [f"logs follow ({kind}); Ctrl+C stops", ""]
     return "\n".join(lines)
-
-
-def without_password(url: str) -> str:
-    """``url`` fit to print: a password in it becomes ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username}:***@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-tokens_app = typer.Typer(no_args_is_help=True)
-
-
-@tokens_app.command("add")
-def tokens_add(
-    name: Annotated[str, typer.Argument(help="Who or what the token is for.")],
-    role: Annotated[str, typer.Option(help=f"One of: {', '.join(PERMISSIONS)}.")],
-    tokens_file: TokensFile = Path("eventbank-tokens.json"),
-) -> None:
-    """Create an API token; it is printed once and only its hash is stored."""
-    secret = add_token(tokens_file, name, role)
-    out.print(f"{role} token for {name} (shown once):", markup=False)
-    print(secret)

@@ -6,21 +6,41 @@ Roles and what they may do:
 - ``auditor`` — read accounts and transfers, the raw event feed, and audits
 - ``admin``   — everything
 
-Tokens come from a JSON file (``{"tokens": [{"name", "role", "sha256"}]}``, written 0600) and
-from ``EVENTBANK_TOKENS`` (``role:token`` pairs, comma-separated, for deployments that inject
-secrets through the environment). On first start ``serve`` creates an admin token, stores its
-hash and prints the token once, as Jupyter does.
+Tokens come from a JSON file (``{"tokens": [{"name", "role", "sha256", "created_at",
+"last_used_at"}]}``, written 0600; the two times are optional) and from ``EVENTBANK_TOKENS``
+(``role:token`` pairs, comma-separated, for deployments that inject secrets through the
+environment). On first start ``serve`` creates an admin token, stores its hash and prints the
+token once, as Jupyter does.
+
+A running server sees the file change: at most once a second, on authentication, it compares
+the file's inode, size and times with what it loaded, and re-reads it if they differ; so tokens
+added with ``eventbank tokens add`` work, and revoked ones stop working, within a second or two.
+A file that cannot be read or parsed then is logged as an error and the tokens loaded before
+stay in force (a typo in the file locks nobody out); a deleted file leaves only the
+``EVENTBANK_TOKENS`` tokens. Every writer of the file (the CLI, and the server recording when
+tokens were last used) holds a lock on the file's directory while it reads, changes and
+atomically replaces it, so no writer loses another's change.
+
+"Last used" is known to the server the moment a token authenticates; it keeps that in memory
+and writes it to the file at most once a minute and when it stops (``TokenStore.
+record_last_used``), so ``eventbank tokens list`` may show it up to a minute late.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +48,21 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from eventbank.application.service import current_actor
-from eventbank.domain.errors import EventbankError, InvalidInput
+from eventbank.domain.errors import EventbankError, InvalidInput, RuleViolation
 
 PERMISSIONS: dict[str, frozenset[str]] = {
     "teller": frozenset({"read", "write"}),
     "auditor": frozenset({"read", "events", "audit"}),
     "admin": frozenset({"read", "write", "events", "audit", "admin"}),
 }
+
+RELOAD_CHECK_EVERY_S = 1.0
+"""How often, at most, authentication looks whether the token file changed (one ``stat``)."""
+
+RECORD_LAST_USED_EVERY_S = 60.0
+"""How often, at most, a server writes when its tokens were last used to the token file."""
+
+log = logging.getLogger("eventbank.auth")
 
 
 class Unauthorized(EventbankError):
@@ -43,6 +71,10 @@ class Unauthorized(EventbankError):
 
 class Forbidden(EventbankError):
     code = "forbidden"
+
+
+class LastAdminToken(RuleViolation):
+    code = "last_admin_token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,40 +87,142 @@ class Token:
         return permission in PERMISSIONS[self.role]
 
 
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What ``eventbank tokens list`` shows of a token: never its secret or hash."""
+
+    name: str
+    role: str
+    created_at: str | None
+    last_used_at: str | None
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def utc_now() -> str:
+    return _utc(time.time())
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+FileSignature = tuple[int, int, int, int, int]
+
+
+def _signature(path: Path) -> FileSignature | None:
+    """What changes whenever the file is replaced or edited; None when there is no file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _read_entries(path: Path) -> list[dict[str, Any]]:
+    """The file's entries as stored (extra fields kept); [] when there is no file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise InvalidInput(f"token file {path} cannot be read: {exc.strerror}") from None
+    try:
+        entries = json.loads(text)["tokens"]
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and all(isinstance(e[k], str) for k in ("name", "role", "sha256"))
+            for e in entries
+        ):
+            raise TypeError("each token needs a name, a role and a sha256 (strings)")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidInput(f"token file {path} is malformed: {exc}") from None
+    return entries
+
+
+def _tokens_of(entries: list[dict[str, Any]], path: Path) -> list[Token]:
+    tokens = [Token(e["name"], e["role"], e["sha256"]) for e in entries]
+    try:
+        _check_roles(tokens)
+    except InvalidInput as exc:
+        raise InvalidInput(f"token file {path}: {exc}") from None
+    return tokens
+
+
+def _check_roles(tokens: Sequence[Token]) -> None:
+    for token in tokens:
+        if token.role not in PERMISSIONS:
+            raise InvalidInput(f"token {token.name!r} has unknown role {token.role!r}")
+
+
+def _env_tokens(env_value: str | None) -> list[Token]:
+    tokens = []
+    for n, pair in enumerate(filter(None, (env_value or "").split(","))):
+        role, _, secret = pair.strip().partition(":")
+        if not secret:
+            raise InvalidInput("EVENTBANK_TOKENS entries must look like role:token")
+        tokens.append(Token(f"env-{n}", role, digest(secret)))
+    _check_roles(tokens)
+    return tokens
+
+
 class TokenStore:
-    def __init__(self, tokens: list[Token]):
-        for token in tokens:
-            if token.role not in PERMISSIONS:
-                raise InvalidInput(f"token {token.name!r} has unknown role {token.role!r}")
-        self.tokens = tokens
+    """The tokens a server accepts: the file's, re-read when it changes, and the environment's."""
+
+    def __init__(
+        self,
+        tokens: list[Token],
+        *,
+        path: Path | None = None,
+        env_tokens: Sequence[Token] = (),
+        signature: FileSignature | None = None,
+        reload_check_every_s: float = RELOAD_CHECK_EVERY_S,
+    ):
+        _check_roles(tokens)
+        self.tokens = tokens  # replaced whole on reload, never changed in place
+        self.path = path
+        self.reload_check_every_s = reload_check_every_s
+        self._env_tokens = list(env_tokens)
+        self._signature = signature
+        self._checked_at = time.monotonic()
+        self._reload_lock = threading.Lock()
+        self._used: dict[str, float] = {}  # sha256 -> when it last authenticated (time.time)
+        self._recorded: dict[str, float] = {}  # sha256 -> the use last written to the file
 
     @classmethod
-    def load(cls, path: Path | None, env_value: str | None = None) -> TokenStore:
-        tokens = []
-        if path is not None and path.exists():
-            try:
-                entries = json.loads(path.read_text())["tokens"]
-                tokens = [Token(e["name"], e["role"], e["sha256"]) for e in entries]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InvalidInput(f"token file {path} is malformed: {exc}") from None
-        for n, pair in enumerate(filter(None, (env_value or "").split(","))):
-            role, _, secret = pair.strip().partition(":")
-            if not secret:
-                raise InvalidInput("EVENTBANK_TOKENS entries must look like role:token")
-            tokens.append(Token(f"env-{n}", role, digest(secret)))
-        return cls(tokens)
+    def load(
+        cls,
+        path: Path | None,
+        env_value: str | None = None,
+        *,
+        reload_check_every_s: float = RELOAD_CHECK_EVERY_S,
+    ) -> TokenStore:
+        """The file's tokens (none if it is missing) and ``EVENTBANK_TOKENS``'s; a malformed file
+        or entry is InvalidInput."""
+        env_tokens = _env_tokens(env_value)
+        # The signature is taken before the file is read: a change in between is seen as one
+        # at the next check, not missed.
+        signature = _signature(path) if path is not None else None
+        file_tokens = _tokens_of(_read_entries(path), path) if path is not None else []
+        return cls(
+            [*file_tokens, *env_tokens],
+            path=path,
+            env_tokens=env_tokens,
+            signature=signature,
+            reload_check_every_s=reload_check_every_s,
+        )
 
     def authenticate(self, presented: str) -> Token | None:
         """The token matching ``presented``; every stored hash is compared, in constant time."""
+        self._reload_if_changed()
         presented_digest = digest(presented)
         found = None
         for token in self.tokens:
             if hmac.compare_digest(token.sha256, presented_digest):
                 found = token
+        if found is not None:
+            self._used[found.sha256] = time.time()
         return found
 
     def require(self, authorization: str | None, permission: str) -> Token:
@@ -102,29 +236,178 @@ class TokenStore:
             raise Forbidden(f"role {token.role!r} lacks the {permission!r} permission")
         return token
 
+    def _reload_if_changed(self) -> None:
+        """One ``stat`` at most every ``reload_check_every_s``; the file re-read if it changed."""
+        if self.path is None or time.monotonic() - self._checked_at < self.reload_check_every_s:
+            return
+        with self._reload_lock:
+            if time.monotonic() - self._checked_at < self.reload_check_every_s:
+                return  # another thread checked meanwhile
+            self._checked_at = time.monotonic()
+            try:
+                signature = _signature(self.path)
+            except OSError as exc:
+                log.error("token file %s cannot be checked (%s); keeping the tokens loaded "
+                          "before", self.path, exc.strerror)  # fmt: skip
+                return
+            if signature == self._signature:
+                return
+            self._signature = signature  # a bad version is reported once, not every second
+            try:
+                file_tokens = _tokens_of(_read_entries(self.path), self.path)
+            except InvalidInput as exc:
+                log.error("%s; keeping the tokens loaded before", exc)
+                return
+            before, self.tokens = self.tokens, [*file_tokens, *self._env_tokens]
+            if signature is None:
+                log.warning("token file %s is gone: only EVENTBANK_TOKENS tokens are accepted",
+                            self.path)  # fmt: skip
+            elif set(self.tokens) != set(before):  # not when only last use was written
+                log.info("token file %s reloaded: %d token(s)", self.path, len(file_tokens))
 
-def add_token(path: Path, name: str, role: str) -> str:
-    """Create a token, store only its hash in ``path``, and return the token (shown once)."""
-    if role not in PERMISSIONS:
-        raise InvalidInput(f"role must be one of {', '.join(PERMISSIONS)}, not {role!r}")
-    existing = TokenStore.load(path).tokens
-    if any(t.name == name for t in existing):
-        raise InvalidInput(f"a token named {name!r} already exists in {path}")
-    secret = "eb_" + secrets.token_urlsafe(32)
-    entries = [asdict(t) for t in [*existing, Token(name, role, digest(secret))]]
+    def record_last_used(self) -> None:
+        """Write when tokens were last used to the file, if any was used since the last write;
+        a failure (a read-only file, say) is logged and never affects authentication."""
+        used = self._used.copy()  # one step under the GIL: requests go on adding to it
+        pending = {h: t for h, t in used.items() if t > self._recorded.get(h, 0.0)}
+        if self.path is None or not pending:
+            return
+        stamps = {h: _utc(t) for h, t in pending.items()}
+
+        def stamp(entries: list[dict[str, Any]]) -> bool:
+            changed = False
+            for entry in entries:
+                when = stamps.get(entry["sha256"])
+                if when is not None and when > str(entry.get("last_used_at") or ""):
+                    entry["last_used_at"] = when  # the latest of every server's, ISO sorts
+                    changed = True
+            return changed
+
+        try:
+            _update(self.path, stamp)
+        except (OSError, InvalidInput) as exc:
+            log.warning("cannot record when tokens were last used in %s: %s", self.path, exc)
+            return
+        self._recorded.update(pending)
+
+    def keep_recording_last_used(
+        self, stop: threading.Event, every_s: float = RECORD_LAST_USED_EVERY_S
+    ) -> None:
+        """Until ``stop``: ``record_last_used`` every ``every_s``, and once more at the end."""
+        while not stop.wait(every_s):
+            self.record_last_used()
+        self.record_last_used()
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the token file's directory (the file itself is replaced, so
+    it cannot carry the lock); every writer of the file takes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _update(path: Path, change: Callable[[list[dict[str, Any]]], bool]) -> None:
+    """Read the file's entries, let ``change`` edit them, and replace the file atomically if it
+    says it changed something; all under the lock."""
+    with _locked(path):
+        entries = _read_entries(path)
+        _tokens_of(entries, path)  # refuse to rewrite a file with an unknown role in it
+        if change(entries):
+            _write_entries(path, entries)
+
+
+def _write_entries(path: Path, entries: list[dict[str, Any]]) -> None:
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         json.dump({"tokens": entries}, handle, indent=2)
-    os.replace(path.with_suffix(".tmp"), path)
-    return secret
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def add_token(path: Path, name: str, role: str, *, unless_role_exists: bool = False) -> str | None:
+    """Create a token, store only its hash (and when it was made) in ``path``, and return the
+    token (shown once). With ``unless_role_exists``: None, and nothing added, if the file holds
+    a token of ``role`` already."""
+    if role not in PERMISSIONS:
+        raise InvalidInput(f"role must be one of {', '.join(PERMISSIONS)}, not {role!r}")
+    secret = "eb_" + secrets.token_urlsafe(32)
+    added = False
+
+    def add(entries: list[dict[str, Any]]) -> bool:
+        nonlocal added
+        if unless_role_exists and any(e["role"] == role for e in entries):
+            return False
+        if any(e["name"] == name for e in entries):
+            raise InvalidInput(f"a token named {name!r} already exists in {path}")
+        entries.append({"name": name, "role": role, "sha256": digest(secret),
+                        "created_at": utc_now()})  # fmt: skip
+        added = True
+        return True
+
+    _update(path, add)
+    return secret if added else None
 
 
 def ensure_admin_token(path: Path) -> str | None:
     """On first start: create an admin token and return it; afterwards None."""
-    if any(t.role == "admin" for t in TokenStore.load(path).tokens):
-        return None
-    return add_token(path, "admin", "admin")
+    return add_token(path, "admin", "admin", unless_role_exists=True)
+
+
+def list_tokens(path: Path) -> list[TokenInfo]:
+    """The file's tokens, by name and role, with when each was created and last used (None
+    where the file does not say: tokens made before eventbank recorded it, or never used)."""
+    _require_file(path)
+    entries = _read_entries(path)
+    _tokens_of(entries, path)
+    return [
+        TokenInfo(e["name"], e["role"], e.get("created_at"), e.get("last_used_at")) for e in entries
+    ]
+
+
+def revoke_token(path: Path, name: str, *, force: bool = False) -> TokenInfo:
+    """Remove the token ``name`` from the file; a running server refuses it within seconds.
+    The file's last admin token is kept unless ``force``: without one the running server has
+    no admin until it restarts (a start with no admin token in the file makes a new one)."""
+    _require_file(path)
+    revoked: list[dict[str, Any]] = []
+
+    def revoke(entries: list[dict[str, Any]]) -> bool:
+        revoked[:] = [e for e in entries if e["name"] == name]
+        if not revoked:
+            known = ", ".join(e["name"] for e in entries) or "none"
+            raise InvalidInput(f"no token named {name!r} in {path} (tokens: {known})")
+        admins_left = [e for e in entries if e["role"] == "admin" and e["name"] != name]
+        if revoked[0]["role"] == "admin" and not admins_left and not force:
+            raise LastAdminToken(
+                f"{name!r} is the last admin token in {path}; revoking it leaves the running "
+                "server without an admin until it restarts and makes a new one. Add another "
+                "admin token first, or pass --force"
+            )
+        entries[:] = [e for e in entries if e["name"] != name]
+        return True
+
+    _update(path, revoke)
+    entry = revoked[0]
+    return TokenInfo(entry["name"], entry["role"], entry.get("created_at"),
+                     entry.get("last_used_at"))  # fmt: skip
+
+
+def _require_file(path: Path) -> None:
+    """A command about existing tokens, pointed at no file, says so: it was likely run from
+    another directory, and "no tokens" would mislead."""
+    if not path.exists():
+        raise InvalidInput(
+            f"no token file at {path.absolute()} (`eventbank serve` makes one on first start; "
+            "or pass --tokens-file)"
+        )
 
 
 def permission_guard(tokens: TokenStore) -> Callable[[str], Any]:

@@ -17,18 +17,42 @@ queue on a lock that wakes the next one at once, where SQLite's busy handler pol
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
-from eventbank.ports.event_store import SchemaTooNew, StoreUnavailable
+from eventbank.domain.errors import InvalidInput
+from eventbank.ports.event_store import SchemaTooNew, StoreError, StoreUnavailable
+
+
+class NoSuchStore(StoreError, InvalidInput):
+    """Opened with ``create=False`` and there is no file: nothing was created. Bad input (a
+    wrong path, or the wrong directory), not an outage."""
+
+    code = "store_not_found"
+
+    def __init__(self, path: str, hint: str | None = None):
+        self.path = os.path.abspath(path)
+        super().__init__(f"no eventbank store at {self.path}" + (f" ({hint})" if hint else ""))
 
 
 class SqliteFile:
-    def __init__(self, path: str, migrations: Sequence[str], *, busy_timeout_s: float = 10.0):
-        """Open ``path`` and bring it to ``len(migrations)``; migration N moves N-1 to N."""
+    def __init__(
+        self,
+        path: str,
+        migrations: Sequence[str],
+        *,
+        busy_timeout_s: float = 10.0,
+        create: bool = True,
+    ):
+        """Open ``path`` and bring it to ``len(migrations)``; migration N moves N-1 to N. With
+        ``create=False`` a missing file is ``NoSuchStore`` and none is made: SQLite is asked to
+        open it read-write only (``mode=rw``), so nothing creates it between check and open."""
         self.path = path
+        self.create = create
         self.busy_timeout_s = busy_timeout_s
         self.schema_version = len(migrations)
         self._local = threading.local()
@@ -46,17 +70,23 @@ class SqliteFile:
         return conn
 
     def _open(self) -> sqlite3.Connection:
+        target, uri = self.path, False
+        if not self.create:
+            target, uri = Path(self.path).absolute().as_uri() + "?mode=rw", True
         try:
             conn = sqlite3.connect(
-                self.path,
+                target,
                 timeout=self.busy_timeout_s,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,  # the writer serves every thread; close() may too
+                uri=uri,
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.Error as exc:
+            if not self.create and not os.path.exists(self.path):
+                raise NoSuchStore(self.path) from None
             raise StoreUnavailable(f"cannot open SQLite file {self.path!r}: {exc}") from None
         with self._lock:
             self._connections.append(conn)
