@@ -208,13 +208,17 @@ def events(
     after: Annotated[
         int, typer.Option(metavar="POSITION", help="Global position to start after.", min=0)
     ] = 0,
-    limit: Annotated[int, typer.Option(metavar="N", help="At most this many events.", min=1)] = 100,
+    limit: Annotated[
+        int, typer.Option(metavar="N", help="At most this many events.", min=1, max=MAX_READ_LIMIT)
+    ] = 100,
     as_json: JsonFlag = False,
 ) -> None:
     """List stored events: the global feed, or one stream."""
     service = ledger_from(ctx).service
     found = (
-        service.store.read_stream(aggregate)[:limit] if aggregate else service.events(after, limit)
+        service.store.read_stream(aggregate, limit=limit)
+        if aggregate
+        else service.events(after, limit)
     )
     rows = [
         {"position": e.position, "aggregate_id": e.aggregate_id, "version": e.version,
