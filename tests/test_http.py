@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,8 +18,11 @@ import httpx
 import pytest
 
 from eventbank.application.projections import accounts
+from eventbank.application.service import current_actor
 from eventbank.engines.urls import open_read_store
+from eventbank.http.audits import AuditJobs
 from eventbank.ports.read_store import Failure
+from eventbank.wiring import open_ledger
 from reliability.serve import ServeProcess
 from reliability.servers import PostgresCluster
 from tests.serving import AUDITOR, TELLER, Server, serve, start_server, stop_server
@@ -282,7 +286,8 @@ def secured_routes(server: Server) -> list[tuple[str, str, str]]:
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             if operation.get("security"):
-                needs = ("events" if path.endswith("/events") else "audit" if path == "/audits"
+                needs = ("events" if path.endswith("/events")
+                         else "audit" if path in ("/audits", "/audits/{job_id}")
                          else "write" if method == "post" else "read")  # fmt: skip
                 concrete = re.sub(r"\{[a-z_]+\}", "x", path)
                 routes.append((method.upper(), concrete, needs))
@@ -291,7 +296,7 @@ def secured_routes(server: Server) -> list[tuple[str, str, str]]:
 
 def test_every_route_refuses_missing_wrong_and_underprivileged_tokens(server):
     routes = secured_routes(server)
-    assert len(routes) == 17
+    assert len(routes) == 18
     role_lacking = {"write": AUDITOR, "events": TELLER, "audit": TELLER}
     for method, path, needs in routes:
         for token, status in ((None, 401), ("wrong-token", 401), (role_lacking.get(needs), 403)):
@@ -403,3 +408,80 @@ def test_a_payroll_over_http_is_validated_then_paid_in_the_background(teller):
     assert [e["line"] for e in body["errors"]] == [2, 3]
     problem(teller.get("/payrolls/unknown"), 404, "payroll_not_found")
     assert teller.get(f"/accounts/{employer}").json()["balance"] == "400.00"
+
+
+# ------------------------------------------------------------------ audits in the background
+
+
+def test_an_audit_is_a_background_job_answered_202_and_polled_until_done(server, teller):
+    open_account(teller, "12.00")
+    with server.client(AUDITOR) as auditor:
+        started = auditor.post("/audits")
+        assert started.status_code == 202, started.text
+        job = started.json()
+        assert job["status"] in ("running", "done") and job["actor"] == "env-1"
+        location = started.headers["Location"]
+        assert location == f"/audits/{job['id']}"
+        deadline = time.monotonic() + 30
+        while (job := auditor.get(location).json())["status"] == "running":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+        assert job["status"] == "done" and job["finished_at"] and "error" not in job
+        report = job["report"]
+        assert report["clean"] and report["streams"] >= 1 and "USD" in report["books"]
+        latest = auditor.get("/audits/latest").json()
+        assert (latest["digest"], latest["actor"]) == (report["digest"], "env-1")
+        problem(auditor.get("/audits/no-such-job"), 404, "audit_job_not_found")
+    problem(teller.get(location), 403, "forbidden")  # the report is the audit role's
+
+
+class _HeldRunner:
+    """A projection runner whose catch_up waits until released (or raises ``fail``)."""
+
+    def __init__(self, runner, fail: Exception | None = None):
+        self.runner, self.fail, self.release = runner, fail, threading.Event()
+
+    def catch_up(self):
+        assert self.release.wait(30)
+        if self.fail is not None:
+            raise self.fail
+        return self.runner.catch_up()
+
+
+def _finished(jobs: AuditJobs, job_id: str):
+    deadline = time.monotonic() + 30
+    while (job := jobs.get(job_id)).status == "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.01)
+    return job
+
+
+def test_one_audit_runs_at_a_time_failures_are_reported_and_few_jobs_are_kept(tmp_path):
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'audits.db'}")
+    try:
+        ledger.service.open_account("a", owner="Ann", account_type="CHECKING")
+        held = ledger.runner = _HeldRunner(ledger.runner)
+        jobs = AuditJobs(ledger, keep=2)
+        token = current_actor.set("auditor-7")
+        try:
+            first, started = jobs.start()
+        finally:
+            current_actor.reset(token)
+        assert started and first.status == "running"
+        again, started_again = jobs.start()  # while it runs: the same job, nothing new
+        assert (again.id, started_again) == (first.id, False)
+        held.release.set()
+        done = _finished(jobs, first.id)
+        assert done.status == "done" and done.report["clean"] and done.error is None
+        assert ledger.queries.latest_audit()["actor"] == "auditor-7"  # the caller's context
+
+        ledger.runner = _HeldRunner(held.runner, fail=RuntimeError("disk on fire"))
+        ledger.runner.release.set()
+        failed = _finished(jobs, jobs.start()[0].id)
+        assert (failed.status, failed.report) == ("failed", None)
+        assert failed.error == "RuntimeError: disk on fire"
+        third = _finished(jobs, jobs.start()[0].id)
+        assert jobs.get(first.id) is None  # only the last two are kept
+        assert [jobs.get(j.id) is not None for j in (failed, third)] == [True, True]
+    finally:
+        ledger.close()

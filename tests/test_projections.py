@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from eventbank.application.projections import accounts
+from eventbank.application.projections import runner as runner_module
 from eventbank.application.projections.runner import ProjectionRunner, Projector
 from eventbank.application.queries import AccountQueries
 from eventbank.application.service import LedgerService
@@ -256,3 +257,56 @@ def _deposit(account: str, version: int) -> NewEvent:
         data={"account_id": account, "amount_minor": 1, "currency": "USD"},
         metadata={"recorded_at": "2026-01-01T00:00:00+00:00"},
     )  # fmt: skip
+
+
+class CountingEvents:
+    """An event store that counts the events its reads return, and the reads."""
+
+    def __init__(self, store):
+        self.store, self.events_read, self.reads = store, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def read_all(self, *args, **kwargs):
+        return self._counted(self.store.read_all(*args, **kwargs))
+
+    def read_stream(self, *args, **kwargs):
+        return self._counted(self.store.read_stream(*args, **kwargs))
+
+    def _counted(self, events):
+        self.events_read += len(events)
+        self.reads += 1
+        return events
+
+
+def test_status_reads_a_bounded_number_of_events_however_far_behind_the_checkpoint_is(
+    store_url, sqlite_read_store_url, monkeypatch
+):
+    """/readyz, /metrics and /stats ask for the status every few seconds: it reads at most two
+    windows of events (here 4 each: STATUS_WINDOW made small), never the whole lag."""
+    monkeypatch.setattr(runner_module, "STATUS_WINDOW", 4, raising=False)
+    ledger = open_ledger(store_url, sqlite_read_store_url)  # inline: the checkpoint stays at 0
+    try:
+        ledger.service.open_account("a", owner="Ann", account_type="CHECKING")
+        for _ in range(15):
+            ledger.service.deposit("a", "1")
+        behind = LedgerService(ledger.events)  # appends the inline projection does not see
+        behind.deposit("a", "1")
+        behind.deposit("a", "1")
+        counting = CountingEvents(ledger.events)
+        state = ProjectionRunner(Projector(counting, ledger.reads)).status()
+        assert counting.events_read <= 2 * 4 and counting.reads <= 2
+        assert state.checkpoint == 0 and state.lag_capped  # 18 events, 8 examined at most
+        if store_url.startswith("dynamodb"):  # no last position: the first window only
+            assert state.lag_events == 0
+        else:  # the last window holds the two unprojected deposits
+            assert (state.lag_events, state.lag_seconds >= 0) == (2, True)
+
+        ledger.runner.catch_up()
+        counting = CountingEvents(ledger.events)
+        state = ProjectionRunner(Projector(counting, ledger.reads)).status()
+        assert (state.lag_events, state.lag_capped, state.lag_seconds) == (0, False, 0.0)
+        assert counting.events_read == 0
+    finally:
+        ledger.close()

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from eventbank.application import queries
+from eventbank.application.queries import AccountQueries
+from eventbank.domain.errors import InvalidInput
+from eventbank.engines.dynamodb import read_store as dynamodb_read_store
+from eventbank.engines.dynamodb.read_store import DynamoReadStore
+from eventbank.engines.sqlite import read_store as sqlite_read_store
+from eventbank.engines.sqlite.connection import SqliteFile
+from eventbank.engines.sqlite.read_store import SqliteReadStore
 from eventbank.engines.urls import open_read_store
+from eventbank.ports.event_store import StoreUnavailable
 from eventbank.ports.read_store import (
+    MAX_ACCOUNTS_PAGE,
     BalanceRow,
     Change,
     CurrencyTotal,
@@ -116,3 +128,127 @@ def test_failures_are_recorded_replaced_cleared_and_reset_forgets_everything(rea
     reads.reset(P)
     assert (reads.balance("a"), reads.transactions("a"), reads.checkpoint(P)) == (None, [], 0)
     assert reads.failures(P) == [] and reads.totals() == []
+
+
+def test_totals_are_exact_past_two_to_the_63(reads):
+    """A currency's total past 2**63 - 1 (SQLite's SUM raised "integer overflow" there) is
+    summed exactly: no overflow, no float, no rounding. The domain caps a balance at 10**17, so
+    93 accounts get there; three bigger rows make the same sum here, quickly on every engine."""
+    balances = [4 * 10**18 + 1, 4 * 10**18 - 1, 2 * 10**18 + 7]
+    reads.apply(P, [Change(row(f"rich-{n}", 1, b, currency="JPY"), None)
+                    for n, b in enumerate(balances)])  # fmt: skip
+    reads.apply(P, [Change(row("poor", 1, 5, currency="USD"), None)])
+    exact = sum(balances)
+    assert exact > 2**63 - 1 and float(exact) != exact
+    assert reads.totals() == [CurrencyTotal("JPY", 3, exact), CurrencyTotal("USD", 1, 5)]
+
+
+def test_accounts_are_listed_in_id_order_a_page_at_a_time(reads):
+    ids = ["b", "a-1", "Z", "A-1", "a", "0", "b.2"]  # code point order: 0 A-1 Z a a-1 b b.2
+    reads.apply(P, [Change(row(i, 1, 10), None) for i in ids])
+    reads.apply(P, [Change(row("Z", 2, 10, status="CLOSED"), None)])  # closed ones are listed
+    in_order = sorted(ids)
+    assert [r.account_id for r in reads.accounts_page("", 100)] == in_order
+    assert reads.accounts_page("", 1) == [row("0", 1, 10)]
+    assert reads.accounts_page("A-1", 1) == [row("Z", 2, 10, status="CLOSED")]
+    pages, after = [], ""
+    while page := reads.accounts_page(after, 3):
+        pages.append([r.account_id for r in page])
+        after = page[-1].account_id
+    assert pages == [in_order[:3], in_order[3:6], in_order[6:]]
+    assert [r.account_id for r in reads.accounts_page("a-", 2)] == ["a-1", "b"]
+    assert reads.accounts_page("b.2", 5) == []
+    for bad in (0, MAX_ACCOUNTS_PAGE + 1):
+        with pytest.raises(InvalidInput):
+            reads.accounts_page("", bad)
+
+
+def test_a_sqlite_read_store_of_the_first_schema_is_upgraded_to_exact_totals(
+    sqlite_read_store_url,
+):
+    path = sqlite_read_store_url.removeprefix("sqlite:///")
+    SqliteFile(path, sqlite_read_store._MIGRATIONS[:1]).close()  # as eventbank made it before
+    old = SqliteReadStore(path)
+    old.apply(P, [Change(row(f"rich-{n}", 1, 10**17, currency="JPY"), None) for n in range(93)])
+    assert old.totals() == [CurrencyTotal("JPY", 93, 93 * 10**17)]
+    old.close()
+
+
+def test_a_dynamodb_read_table_made_before_the_accounts_index_gets_it(
+    dynamodb_local, dynamodb_read_store_url
+):
+    table = dynamodb_read_store_url.removeprefix("dynamodb://").split("?")[0]
+    client = dynamodb_local.client()
+    key = [{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}]
+    client.create_table(TableName=table, KeySchema=key, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"}
+                                              for n in ("PK", "SK")])  # fmt: skip
+    for n in range(3):  # rows as an eventbank without the index wrote them
+        client.put_item(TableName=table, Item=dynamodb_read_store._row_item(row(f"old-{n}", 1, n)))
+    reads = DynamoReadStore.from_url(dynamodb_read_store_url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # DynamoDB backfills the index in the background
+            try:
+                listed = reads.accounts_page("", 10)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the index was never built"
+                time.sleep(0.2)
+        assert listed == [row(f"old-{n}", 1, n) for n in range(3)]
+        reads.apply(P, [Change(row("new", 1, 7), None)])
+        assert [r.account_id for r in reads.accounts_page("old-2", 10)] == []
+        assert [r.account_id for r in reads.accounts_page("", 10)][0] == "new"
+    finally:
+        reads.close()
+        client.close()
+
+
+class CountingReads:
+    """A read store that counts the balance rows its reads return."""
+
+    def __init__(self, store):
+        self.store, self.rows_read = store, 0
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def accounts_page(self, after="", limit=100):
+        page = self.store.accounts_page(after, limit)
+        self.rows_read += len(page)
+        return page
+
+    def all_balances(self):
+        rows = self.store.all_balances()
+        self.rows_read += len(rows)
+        return rows
+
+
+def test_an_account_search_reads_a_bounded_number_of_rows_and_pages_on(reads, monkeypatch):
+    """GET /accounts: a page reads limit + 1 rows, a search at most SEARCH_SCAN (here 10), so
+    a rare match costs no more than a common one; its cursor goes on from the last row read."""
+    monkeypatch.setattr(queries, "SEARCH_SCAN", 10, raising=False)
+    monkeypatch.setattr(queries, "SEARCH_CHUNK", 4, raising=False)
+    rare = {"acc-03", "acc-17", "acc-25"}
+    reads.apply(P, [Change(BalanceRow(f"acc-{n:02}", "Zed Smith" if f"acc-{n:02}" in rare
+                                      else "Ann", "CHECKING", "USD", n, "OPEN", 1, "t"), None)
+                    for n in range(30)])  # fmt: skip
+    counting = CountingReads(reads)
+    find = AccountQueries(counting, None).find_accounts
+
+    items, after = find("", "", 5)
+    assert [a["account_id"] for a in items] == [f"acc-{n:02}" for n in range(5)]
+    assert (after, counting.rows_read) == ("acc-04", 6)
+
+    pages = []
+    after = ""
+    while after is not None:
+        counting.rows_read = 0
+        items, after = find("SMITH", after, 2)  # any case, id or owner
+        assert counting.rows_read <= 10
+        pages.append(([a["account_id"] for a in items], after))
+    assert pages == [(["acc-03"], "acc-09"), (["acc-17"], "acc-19"), (["acc-25"], "acc-29"),
+                     ([], None)]  # fmt: skip
+
+    items, after = find("acc-0", "", 3)  # a full page: the cursor is the last id returned
+    assert ([a["account_id"] for a in items], after) == (["acc-00", "acc-01", "acc-02"], "acc-02")

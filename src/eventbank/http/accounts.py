@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
+from eventbank.application.queries import SEARCH_SCAN
 from eventbank.http.params import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -28,6 +29,13 @@ from eventbank.wiring import Ledger
 
 MAX_PAGE = 1000
 MAX_ACCOUNTS_PAGE = 200
+LIST_ACCOUNTS = (
+    "Accounts in id order from the read model, a page from the cursor `after`; `q` searches id "
+    "and owner, any case. Each call reads a bounded number of rows, whatever the number of "
+    f"accounts: a search examines at most {SEARCH_SCAN:,} accounts, so its page may hold fewer "
+    "than `limit` items, even none, while `next_after` is not null. Follow `next_after` until "
+    "it is null."
+)
 
 
 def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
@@ -46,17 +54,16 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
             initial_deposit=body.initial_deposit, command_id=key), response)  # fmt: skip
 
     @router.get("/accounts", response_model=AccountPage, dependencies=[reader],
-                responses=READ_ERRORS)  # fmt: skip
+                responses=READ_ERRORS, description=LIST_ACCOUNTS)  # fmt: skip
     def list_accounts(
         q: Annotated[str, Query(max_length=64, description="Part of an id or owner.")] = "",
-        after: Annotated[str, Query(max_length=64, description="The last id seen.")] = "",
+        after: Annotated[str, Query(max_length=64, description="The next_after of the last "
+                                    "page (the last id seen or examined).")] = "",
         limit: Annotated[int, Query(ge=1, le=MAX_ACCOUNTS_PAGE)] = 50,
-    ):
-        """Accounts in id order from the read model; searches id and owner, any case."""
-        found = queries.find_accounts(q, after, limit + 1)
-        more = len(found) > limit
-        return {"items": found[:limit], "next_after": found[limit - 1]["account_id"] if more
-                else None}  # fmt: skip
+    ):  # fmt: skip
+        """Accounts in id order, a page from a cursor (LIST_ACCOUNTS says the rest)."""
+        items, next_after = queries.find_accounts(q, after, limit)
+        return {"items": items, "next_after": next_after}
 
     @router.get("/accounts/{account_id}", response_model=AccountView, dependencies=[reader],
                 responses=READ_ERRORS)  # fmt: skip

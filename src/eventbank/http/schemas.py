@@ -249,3 +249,17 @@ class AuditReport(BaseModel):
     findings: list[Finding]
     books: dict[str, Books]
     digest: str
+
+
+class AuditJob(BaseModel):
+    """An audit run in the background (``POST /audits``), followed at ``GET /audits/{id}``."""
+
+    id: str
+    status: Literal["running", "done", "failed"]
+    actor: str = Field(description="Who started it (the token's name).")
+    started_at: str
+    finished_at: str | None = None
+    report: AuditReport | None = Field(
+        None, description="Once done: what the audit found (also recorded in the audit trail)."
+    )
+    error: str | None = Field(None, description="Once failed: why (nothing was recorded).")

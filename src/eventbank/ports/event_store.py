@@ -229,6 +229,13 @@ class EventStore(Protocol):
 
     def load_snapshot(self, aggregate_id: str) -> Snapshot | None: ...
 
+    def last_position(self) -> int | None:
+        """The feed's newest position (0 when the store holds no event), one indexed read
+        whatever the store's size; None where the engine has no global position (DynamoDB).
+        Positions may skip numbers, so ``last - after`` bounds, not counts, the events after
+        ``after``."""
+        ...
+
     def close(self) -> None: ...
 
 

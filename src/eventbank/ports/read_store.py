@@ -5,6 +5,11 @@ and (optionally) the projection's checkpoint in one transaction; a change is wri
 row is exactly one version behind it (or absent, for version 1). Any other change is already
 applied — a duplicate delivery — and is skipped, so replaying events never double counts.
 Gaps never reach a read store: the projector fills them from the event stream first.
+
+Bounded reads: ``accounts_page(after, limit)`` lists balance rows in account-id order (code point
+order on every engine) from a cursor, one indexed range read of at most ``limit`` rows, whatever
+the store's size; ``all_balances`` reads every row and is for audits only. ``totals`` sums are
+exact at any size (Python ints; no engine's 64-bit sum may overflow or round).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from eventbank.domain.errors import EventbankError
+from eventbank.domain.errors import EventbankError, InvalidInput
+
+MAX_ACCOUNTS_PAGE = 1_000  # rows one accounts_page call may return
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,11 @@ class ReadStore(Protocol):
 
     def all_balances(self) -> list[BalanceRow]: ...
 
+    def accounts_page(self, after: str = "", limit: int = 100) -> list[BalanceRow]:
+        """Rows with ``account_id > after`` ("" = from the first), in id order, at most
+        ``limit`` (1 to MAX_ACCOUNTS_PAGE): one indexed read, never a scan of the store."""
+        ...
+
     def transactions(
         self, account_id: str, after_version: int = 0, limit: int = 100
     ) -> list[TransactionRow]: ...
@@ -109,3 +121,11 @@ class ReadStore(Protocol):
     def reset(self, projection: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+def check_accounts_page(after: str, limit: int) -> None:
+    """Refuse a malformed ``accounts_page`` before any engine touches storage."""
+    if type(after) is not str:
+        raise InvalidInput('after must be an account id (a string; "" = from the first)')
+    if type(limit) is not int or not 1 <= limit <= MAX_ACCOUNTS_PAGE:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_ACCOUNTS_PAGE}")

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from eventbank.application.projections import accounts
-from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore, RecordedEvent
+from eventbank.ports.event_store import EventStore, RecordedEvent
 from eventbank.ports.read_store import BalanceRow, Change, Failure, ReadStore
 
 log = logging.getLogger(__name__)
+
+STATUS_WINDOW = 250  # events status() reads at most at each end of the lag (see status())
 
 Handler = Callable[[BalanceRow | None, RecordedEvent], Change]
 
@@ -137,7 +139,7 @@ class Projector:
 class ProjectionStatus:
     name: str
     checkpoint: int
-    lag_events: int  # capped at MAX_READ_LIMIT; ``lag_capped`` says so
+    lag_events: int  # among the events examined (status()); ``lag_capped``: a lower bound
     lag_capped: bool
     lag_seconds: float  # age of the oldest event not yet projected; 0 when caught up
     failures: list[Failure]
@@ -206,10 +208,29 @@ class ProjectionRunner:
 
     def status(self) -> ProjectionStatus:
         """Lag counts events past the checkpoint that no read-model row reflects yet (inline
-        projection applies events without moving the checkpoint)."""
+        projection applies events without moving the checkpoint).
+
+        Bounded (``/readyz``, ``/metrics`` and ``/stats`` ask it every few seconds): a fixed
+        number of store reads whatever the store's size, at most ``2 * STATUS_WINDOW`` events.
+        Examined are the first ``STATUS_WINDOW`` events after the checkpoint (where the oldest
+        unprojected event, hence ``lag_seconds``, is) and, where the store knows its last
+        position (SQLite, PostgreSQL), the last ``STATUS_WINDOW`` before it (so events the
+        inline projection missed recently show while the checkpoint is far behind). If events
+        in between went unexamined, ``lag_capped`` says so: ``lag_events`` is then a lower
+        bound. On DynamoDB only the first window is examined."""
         p = self.projector
         checkpoint = p.reads.checkpoint(p.name)
-        behind = p.events.read_all(checkpoint, MAX_READ_LIMIT)
+        behind = p.events.read_all(checkpoint, STATUS_WINDOW)
+        capped = False
+        if len(behind) == STATUS_WINDOW:
+            seen = behind[-1].position or checkpoint
+            last = p.events.last_position()
+            if last is None:  # no global position to read back from
+                capped = True
+            elif last > seen:
+                start = max(seen, last - STATUS_WINDOW)
+                behind += p.events.read_all(start, STATUS_WINDOW)
+                capped = start > seen
         rows = p.reads.balances([e.aggregate_id for e in behind if accounts.handles(e)])
         pending = [
             e
@@ -225,7 +246,7 @@ class ProjectionRunner:
             name=p.name,
             checkpoint=checkpoint,
             lag_events=len(pending),
-            lag_capped=len(behind) == MAX_READ_LIMIT,
+            lag_capped=capped,
             lag_seconds=round(lag_seconds, 3),
             failures=p.reads.failures(p.name),
             last_error=self.last_error,

@@ -395,6 +395,12 @@ class DynamoEventStore(DynamoTable):
         # A shard cut off at ``limit`` events cannot let another shard's later record in first.
         return events[:limit]
 
+    def last_position(self) -> int | None:
+        """None: sequence numbers are per shard, and a stream has no cheap "newest record"
+        (a LATEST iterator yields only records written after it), so the feed's end is unknown
+        without reading the feed."""
+        return None
+
     def _read_shard(self, shard: dict, after_position: int, limit: int) -> list[RecordedEvent]:
         start = {"ShardIteratorType": "TRIM_HORIZON"}
         if after_position >= int(shard["SequenceNumberRange"]["StartingSequenceNumber"]):

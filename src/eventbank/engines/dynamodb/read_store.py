@@ -11,6 +11,18 @@ Keys are strings (``PK``, ``SK``), so one ``Query`` answers each read in the ord
 | checkpoint | ``CHECKPOINT`` | projection |
 | failure | ``FAILURE#<projection>`` | aggregate id |
 
+Listing accounts in id order (``accounts_page``) without reading movements: the global secondary
+index ``accounts_by_status_and_id``, hash key ``status``, range key ``account_id``, keys only.
+Only balance rows carry ``status``, so the index is sparse (movements, totals, checkpoints and
+failures are not in it), and every eventbank version has written it, so an index added to an
+existing table (``UpdateTable``, when a store is opened) is backfilled by DynamoDB itself. A page
+is one ``Query`` per status (``OPEN`` then ``CLOSED``, at most ``limit`` keys each) merged in id
+order, then the rows by consistent ``BatchGetItem``. As the projection rewrites a row with
+unchanged keys, a balance change writes nothing to the index; an opening writes one entry and a
+closing moves it. Index reads are eventually consistent: an account opened or closed a moment
+ago may be missing from a listing (never from ``balance``), and until DynamoDB has backfilled
+the index of an upgraded table, listing answers ``StoreUnavailable``.
+
 Exactly once without one big transaction. SQLite commits a batch's changes and its checkpoint
 together; DynamoDB cannot, as a ``TransactWriteItems`` holds at most 100 items and may not touch
 one item twice (a batch has hundreds of changes, many on one currency's totals). So each change is
@@ -43,8 +55,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from eventbank.domain.account import AccountStatus
 from eventbank.engines.dynamodb.table import TRANSIENT, DynamoTable, Retry, error_code, number
-from eventbank.ports.event_store import StoreError
+from eventbank.ports.event_store import StoreError, StoreUnavailable
 from eventbank.ports.read_store import (
     BalanceRow,
     Change,
@@ -52,12 +65,23 @@ from eventbank.ports.read_store import (
     Failure,
     ReadStoreError,
     TransactionRow,
+    check_accounts_page,
 )
 
 _KEY_SCHEMA = [{"AttributeName": "PK", "KeyType": "HASH"},
                {"AttributeName": "SK", "KeyType": "RANGE"}]  # fmt: skip
 _ATTRIBUTES = [{"AttributeName": "PK", "AttributeType": "S"},
                {"AttributeName": "SK", "AttributeType": "S"}]  # fmt: skip
+_ACCOUNTS_INDEX = "accounts_by_status_and_id"
+_INDEX_ATTRIBUTES = [{"AttributeName": "status", "AttributeType": "S"},
+                     {"AttributeName": "account_id", "AttributeType": "S"}]  # fmt: skip
+_ACCOUNTS_INDEX_SPEC = {
+    "IndexName": _ACCOUNTS_INDEX,
+    "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"},
+                  {"AttributeName": "account_id", "KeyType": "RANGE"}],
+    "Projection": {"ProjectionType": "KEYS_ONLY"},
+}  # fmt: skip
+_STATUSES = tuple(str(status) for status in AccountStatus)  # OPEN first: accounts only close
 _ROW = "ROW"
 _TOTALS = "TOTALS"
 _CHECKPOINT = "CHECKPOINT"
@@ -79,18 +103,41 @@ class DynamoReadStore(DynamoTable):
         timeout_s: float = 10.0,
     ):
         super().__init__(table, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s)
+        self._index_active = False  # the accounts index, once seen ACTIVE
         try:
-            described, _ = self._ensure_table(_KEY_SCHEMA, _ATTRIBUTES)
-            if described["KeySchema"] != _KEY_SCHEMA or sorted(
-                described["AttributeDefinitions"], key=str
-            ) != sorted(_ATTRIBUTES, key=str):
+            described, _ = self._ensure_table(
+                _KEY_SCHEMA, _ATTRIBUTES + _INDEX_ATTRIBUTES,
+                GlobalSecondaryIndexes=[_ACCOUNTS_INDEX_SPEC],
+            )  # fmt: skip
+            if described["KeySchema"] != _KEY_SCHEMA or not all(
+                a in described["AttributeDefinitions"] for a in _ATTRIBUTES
+            ):
                 raise StoreError(
                     f"table {table} is not an eventbank read-model table: it needs hash key "
                     "PK (S) and range key SK (S)"
                 )
+            self._ensure_accounts_index(described)
         except BaseException:
             self.close()
             raise
+
+    def _ensure_accounts_index(self, described: dict[str, Any]) -> None:
+        """Add the accounts index to a table made before it existed; DynamoDB backfills it in
+        the background (``accounts_page`` answers StoreUnavailable until it is ACTIVE)."""
+        self._index_active = _index_status(described) == "ACTIVE"
+        if _index_status(described) != "absent":
+            return
+        try:
+            self._call(
+                self._ddb.update_table, TableName=self.table,
+                AttributeDefinitions=_ATTRIBUTES + _INDEX_ATTRIBUTES,
+                GlobalSecondaryIndexUpdates=[{"Create": _ACCOUNTS_INDEX_SPEC}],
+                passthrough={"ResourceInUseException", "ValidationException"},
+            )  # fmt: skip
+        except ClientError as exc:  # another process is adding it (or just has)? check
+            again = self._call(self._ddb.describe_table, TableName=self.table)["Table"]
+            if _index_status(again) == "absent":
+                raise StoreError(f"cannot add the accounts index to {self.table}: {exc}") from None
 
     # ------------------------------------------------------------ writes
 
@@ -227,6 +274,40 @@ class DynamoReadStore(DynamoTable):
         )  # fmt: skip
         return sorted(map(_row, rows), key=lambda r: r.account_id)
 
+    def accounts_page(self, after: str = "", limit: int = 100) -> list[BalanceRow]:
+        """The first ``limit`` ids after ``after`` of each status from the accounts index,
+        merged in id order, then their rows by consistent BatchGetItem (module docstring)."""
+        check_accounts_page(after, limit)
+        if not self._index_active:
+            self._check_index_active()
+        ids: set[str] = set()
+        for status in _STATUSES:
+            condition, values = "#status = :status", {":status": {"S": status}}
+            if after:  # DynamoDB refuses an empty string as a key value
+                condition += " AND account_id > :after"
+                values[":after"] = {"S": after}
+            keys = self._pages(
+                self._ddb.query, IndexName=_ACCOUNTS_INDEX, ConsistentRead=False, Limit=limit,
+                KeyConditionExpression=condition, ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=values, ProjectionExpression="account_id",
+            )  # fmt: skip
+            ids.update(item["account_id"]["S"] for item in islice(keys, limit))
+        first = sorted(ids)[:limit]
+        rows = self.balances(first)
+        return [rows[i] for i in first if i in rows]  # a row reset meanwhile is left out
+
+    def _check_index_active(self) -> None:
+        """StoreUnavailable until the accounts index is ACTIVE (DynamoDB refuses queries of an
+        index it is still backfilling); once it is, no further check is made."""
+        table = self._call(self._ddb.describe_table, TableName=self.table)["Table"]
+        status = _index_status(table)
+        if status != "ACTIVE":
+            raise StoreUnavailable(
+                f"the accounts index of table {self.table} is being built (status {status}); "
+                "listing accounts works once it is ACTIVE"
+            )
+        self._index_active = True
+
     def transactions(
         self, account_id: str, after_version: int = 0, limit: int = 100
     ) -> list[TransactionRow]:
@@ -275,7 +356,8 @@ class DynamoReadStore(DynamoTable):
         ]  # fmt: skip
 
     def _pages(self, operation: Any, **request: Any) -> Iterator[dict[str, Any]]:
-        """The items of a consistent Query or Scan, page after page, as the caller consumes them."""
+        """The items of a Query or Scan (consistent unless told), page after page, as the caller
+        consumes them."""
         request = {"TableName": self.table, "ConsistentRead": True, **request}
         while True:
             page = self._call(operation, **request)
@@ -315,6 +397,14 @@ def _transaction_items(
             half = {**_move_item(move), **_key(f"TRANSFER#{move.transfer_id}", move.kind)}
             items.append({"Put": {"TableName": table, "Item": half}})
     return items
+
+
+def _index_status(table: dict[str, Any]) -> str:
+    """The accounts index's status in a table's description ("absent" when it has none)."""
+    for index in table.get("GlobalSecondaryIndexes", []):
+        if index["IndexName"] == _ACCOUNTS_INDEX:
+            return str(index.get("IndexStatus", "ACTIVE"))
+    return "absent"
 
 
 def _gap(row: BalanceRow, at: int) -> ReadStoreError:

@@ -30,6 +30,7 @@ from eventbank.ports.read_store import (
     Failure,
     ReadStoreError,
     TransactionRow,
+    check_accounts_page,
 )
 
 SCHEMA_VERSION = 1
@@ -231,6 +232,17 @@ class PostgresReadStore:
             ).fetchall()
         return [BalanceRow(*r) for r in rows]
 
+    def accounts_page(self, after: str = "", limit: int = 100) -> list[BalanceRow]:
+        """A range read of the primary key's index ("C" collation: code point order)."""
+        check_accounts_page(after, limit)
+        with pg.connection(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_BALANCE_COLUMNS} FROM account_balances WHERE account_id > %s"
+                " ORDER BY account_id LIMIT %s",
+                (after, limit),
+            ).fetchall()
+        return [BalanceRow(*r) for r in rows]
+
     def transactions(
         self, account_id: str, after_version: int = 0, limit: int = 100
     ) -> list[TransactionRow]:
@@ -254,8 +266,10 @@ class PostgresReadStore:
 
     def totals(self) -> list[CurrencyTotal]:
         with pg.connection(self._pool) as conn:
+            # sum(bigint) is numeric, exact at any size; read as its decimal text, never as
+            # a float or a Decimal.
             rows = conn.execute(
-                "SELECT currency, accounts_open, balance_minor FROM totals ORDER BY currency"
+                "SELECT currency, accounts_open, balance_minor::text FROM totals ORDER BY currency"
             ).fetchall()
         return [CurrencyTotal(currency, n, int(minor)) for currency, n, minor in rows]
 

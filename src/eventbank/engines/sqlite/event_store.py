@@ -173,6 +173,10 @@ class SqliteEventStore(QueuedAppends):
         )
         return [_recorded(row) for row in rows]
 
+    def last_position(self) -> int | None:
+        """The newest position (0 when empty): the rowid's end, one B-tree step."""
+        return self._conn().execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+
     def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
         row = (
             self._conn()

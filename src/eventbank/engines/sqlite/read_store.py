@@ -19,6 +19,7 @@ from eventbank.ports.read_store import (
     Failure,
     ReadStoreError,
     TransactionRow,
+    check_accounts_page,
 )
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -64,6 +65,18 @@ _MIGRATIONS: tuple[str, ...] = (
         next_attempt_at TEXT    NOT NULL,
         PRIMARY KEY (projection, aggregate_id)
     );
+    """,
+    # 2: an exact totals view. SUM over 64-bit integers raises "integer overflow" once a
+    # currency's total passes 2**63 - 1, and total() is a float; so each balance is split into
+    # its high and low 32 bits, summed apart (neither sum can overflow below 2**31 rows per
+    # currency), and joined in Python: balance_minor = (balance_high << 32) + balance_low.
+    """
+    DROP VIEW totals;
+    CREATE VIEW totals AS
+        SELECT currency, SUM(status = 'OPEN') AS accounts_open,
+               SUM(balance_minor >> 32) AS balance_high,
+               SUM(balance_minor & 4294967295) AS balance_low
+        FROM account_balances GROUP BY currency;
     """,
 )
 
@@ -189,6 +202,16 @@ class SqliteReadStore:
         )
         return [BalanceRow(*r) for r in rows]
 
+    def accounts_page(self, after: str = "", limit: int = 100) -> list[BalanceRow]:
+        """A range read of the primary key's index from ``after``: at most ``limit`` rows."""
+        check_accounts_page(after, limit)
+        rows = self._conn().execute(
+            f"SELECT {_BALANCE_COLUMNS} FROM account_balances WHERE account_id > ?"
+            " ORDER BY account_id LIMIT ?",
+            (after, limit),
+        )
+        return [BalanceRow(*r) for r in rows]
+
     def transactions(
         self, account_id: str, after_version: int = 0, limit: int = 100
     ) -> list[TransactionRow]:
@@ -209,10 +232,12 @@ class SqliteReadStore:
         return [TransactionRow(*r) for r in rows]
 
     def totals(self) -> list[CurrencyTotal]:
+        """Exact at any size: the view's two 32-bit halves are joined as Python ints."""
         rows = self._conn().execute(
-            "SELECT currency, accounts_open, balance_minor FROM totals ORDER BY currency"
+            "SELECT currency, accounts_open, balance_high, balance_low FROM totals"
+            " ORDER BY currency"
         )
-        return [CurrencyTotal(*r) for r in rows]
+        return [CurrencyTotal(currency, n, (high << 32) + low) for currency, n, high, low in rows]
 
     def failures(self, projection: str) -> list[Failure]:
         rows = self._conn().execute(

@@ -310,7 +310,7 @@ async function accountsList(view) {
         page.items.map((a) => row(td(accountLink(a.account_id)), td(a.owner), td(a.type),
           td(`${a.balance} ${a.currency}`, "num"), td(a.version, "num"),
           td(badge(a.status, a.status === "OPEN")))),
-        "No matching accounts"),
+        page.next_after ? "None in this stretch of accounts: Next searches further" : "No matching accounts"),
       h("div", { class: "pager" },
         turn("Previous", cursors.length > 1 && (() => cursors.pop())),
         h("span", { class: "muted" }, `Page ${cursors.length}`),
@@ -546,6 +546,14 @@ function auditReport(report) {
       "None: every chain, total and read model checks out"));
 }
 
+async function auditFinished(location, job) {
+  while (job.status === "running") {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    job = (await api("GET", location)).data;
+  }
+  return job;
+}
+
 async function auditPage(view) {
   const latest = h("div", {}, auditSummary(await latestAudit()));
   const report = h("div", { "aria-live": "polite" });
@@ -563,7 +571,10 @@ async function auditPage(view) {
     run.disabled = true;
     report.replaceChildren(h("p", { class: "muted" }, "Auditing…"));
     try {
-      report.replaceChildren(auditReport((await api("POST", "/audits")).data));
+      const { data, response } = await api("POST", "/audits"); // 202: runs in the background
+      const job = await auditFinished(response.headers.get("Location"), data);
+      if (job.status === "failed") throw new ApiError({ title: "Audit failed", detail: job.error });
+      report.replaceChildren(auditReport(job.report));
       latest.replaceChildren(auditSummary(await latestAudit()));
     } catch (error) {
       report.replaceChildren(problemBox(error));
