@@ -249,6 +249,12 @@ class PostgresEventStore(QueuedAppends):
             ).fetchall()
         return [RecordedEvent(*row) for row in rows]
 
+    def last_position(self) -> int | None:
+        """The newest position (0 when empty): one probe of the primary key's index."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
+        return int(row[0]) if row else 0
+
     def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
         with self._connection() as conn:
             row = conn.execute(
