@@ -7,8 +7,9 @@ exactly ten cents and "1.005" USD is refused rather than rounded.
 Limits (TigerBeetle style: a limit on everything):
 
 - one amount is at most ``MAX_AMOUNT_MINOR`` minor units (10**15, e.g. USD 10 trillion);
-- one balance is at most ``MAX_BALANCE_MINOR`` minor units (10**17), so sums of many
-  balances still fit a signed 64-bit column in every engine.
+- one balance is at most ``MAX_BALANCE_MINOR`` minor units (10**17), so one balance fits a
+  signed 64-bit column in every engine; totals over many balances are summed exactly at any
+  size (the read stores' ``totals``).
 """
 
 from __future__ import annotations
