@@ -9,11 +9,17 @@ resource faults make the store unusable for a while and expect the running serve
 | engine   | crashes                                                | resource faults            |
 |----------|--------------------------------------------------------|----------------------------|
 | sqlite   | SIGKILL the server                                     | disk full (RLIMIT_FSIZE 0) |
-| postgres | SIGKILL the server; immediate-mode restart of the      | PostgreSQL stopped         |
-|          | PostgreSQL server; terminate the server's backends;    |                            |
-|          | all three at once                                      |                            |
+| postgres | SIGKILL the server; immediate-mode restart of the      | PostgreSQL stopped;        |
+|          | PostgreSQL server; terminate the server's backends;    | PostgreSQL paused (SIGSTOP |
+|          | all three at once                                      | of it and its backends)    |
 | dynamodb | SIGKILL the server; SIGKILL it and then DynamoDB Local | DynamoDB Local paused      |
 |          | (-dbPath)                                              | (SIGSTOP)                  |
+
+PostgreSQL paused is a server that hangs: connections stay open, nothing answers, and no TCP
+timeout ends a wait, only eventbank's own deadlines (engines/postgres/connection.py: about 7 s).
+It lasts ``PAUSE_S``, so at times the deadlines cut connections mid-commit, and the COMMITs the
+server had received but not answered are carried out when it resumes: outcomes the clients
+never learned, which their retries with the same key must not apply twice.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from reliability.servers import FAST_START_JVM, DynamoDBLocal, PostgresCluster
 ENGINES = ("sqlite", "postgres", "dynamodb")
 ORDERED = {"sqlite": True, "postgres": True, "dynamodb": False}  # a global commit order
 HOLD_S = (1.0, 4.0)  # how long a resource fault lasts
+PAUSE_S = (2.0, 10.0)  # how long PostgreSQL is paused: past its clients' 7 s deadlines at times
 DYNAMODB_SETTLE_S = 1.0  # DynamoDB Local commits an acknowledged transaction within this
 
 
@@ -124,12 +131,17 @@ def _postgres(pg: PostgresCluster, folder: Path, tokens: Mapping[str, str]) -> D
         time.sleep(rng.uniform(*HOLD_S))
         pg.start()
 
+    def paused(rng: random.Random) -> None:
+        with pg.paused():
+            time.sleep(rng.uniform(*PAUSE_S))
+
     return Deployment("postgres", store_url, server, [
         Fault("server_kill", True, 2, _restart(server)),
         Fault("postgres_crash", True, 1, lambda _: pg.restart("immediate")),
         Fault("backends_terminated", True, 1, lambda _: pg.terminate_backends("chaos")),
         Fault("server_and_postgres_crash", True, 1, kill_all),
         Fault("postgres_stopped", False, 1, stopped),
+        Fault("postgres_paused", False, 1, paused),
     ])  # fmt: skip
 
 
@@ -167,9 +179,12 @@ def run_nemesis(
     interval_s: tuple[float, float],
 ) -> None:
     """Until ``stop``: wait a random interval, inject the next fault, and record it once
-    everything has recovered from it. Faults are dealt from a shuffled deck holding each one
-    ``weight`` times, so even a short run meets every kind."""
-    deck: list[Fault] = []
+    everything has recovered from it. Faults are dealt from shuffled decks: the first holds
+    each kind once, the resource faults on top, so even a short run meets every kind early and
+    the rarer resource faults first; the next hold each one ``weight`` times."""
+    deck = list(deployment.faults)
+    rng.shuffle(deck)
+    deck.sort(key=lambda fault: not fault.crash)  # stable: dealt from the end, resources first
     while not stop.wait(rng.uniform(*interval_s)):
         if not deck:
             deck = [fault for fault in deployment.faults for _ in range(fault.weight)]

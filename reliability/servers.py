@@ -7,6 +7,7 @@ keep one URL — the chaos nemesis depends on that.
     with PostgresCluster() as pg:              # initdb + pg_ctl in a temp dir, free port
         url = pg.create_database()             # postgresql://postgres@127.0.0.1:PORT/eb_…
         pg.restart(mode="immediate")           # a crash: no shutdown checkpoint, WAL recovery
+        with pg.paused(): ...                  # SIGSTOP: connections open, nothing answers
 
     with DynamoDBLocal(db_path=folder) as ddb:  # file-backed; db_path=None keeps it in memory
         ddb.kill(); ddb.start()                 # SIGKILL the JVM, start it again on its port
@@ -27,7 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -141,6 +142,32 @@ class PostgresCluster(_Server):
                                str(self.data)], capture_output=True, check=False)  # fmt: skip
         return done.returncode == 0
 
+    def postmaster_pid(self) -> int:
+        """The server's main process (the first line of ``postmaster.pid``)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP the server for the block, as a server that hangs or a network that drops
+        everything: the postmaster first (so it forks no one new), then every process it had
+        started (backends, background workers). Connections stay open and the kernel still
+        accepts new ones and acknowledges what is sent, but nothing answers, so neither TCP
+        keepalives nor the server's own timeouts end a wait: only the client's deadlines do.
+        SIGCONT afterwards, the postmaster last; what was sent meanwhile is then processed."""
+        postmaster = self.postmaster_pid()
+        os.kill(postmaster, signal.SIGSTOP)
+        stopped = [postmaster]
+        try:
+            for pid in _children(postmaster):
+                with suppress(ProcessLookupError):  # it exited meanwhile
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            yield
+        finally:
+            for pid in reversed(stopped):
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
     def terminate_backends(self, database: str) -> int:
         """Kill every session on ``database`` (as an administrator's ``pg_terminate_backend``);
         returns how many were terminated."""
@@ -187,6 +214,22 @@ class PostgresCluster(_Server):
                 f"exit {done.returncode}: {' '.join(argv)}\n{done.stdout}{done.stderr}"
                 f"{_tail(self.log)}"
             )
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent`` (Linux: from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # it exited meanwhile
+            continue
+        # "pid (command) state ppid …"; the command may hold spaces and parentheses
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
 
 
 def create_database(server_url: str, name: str | None = None) -> str:

@@ -22,7 +22,7 @@ import httpx
 
 from reliability.history import History
 
-REQUEST_TIMEOUT = httpx.Timeout(15.0, connect=1.0)  # over the store's own 10 s waits
+REQUEST_TIMEOUT = httpx.Timeout(15.0, connect=1.0)  # over the store's deadlines (5-10 s)
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.05, 1.0
 HOT_SHARE = 0.5  # of transfers that touch a hot account
 RETRY_CODES = {503: "store_unavailable", 409: "concurrency_conflict"}

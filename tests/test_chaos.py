@@ -1,11 +1,12 @@
 """Chaos, short: faults under load on every engine, then every invariant checked; and the
-resource faults (a full disk under SQLite, PostgreSQL stopped) answered with a clear 503 and
-recovered from without a restart. The long run is ``make chaos`` (docs/reliability.md)."""
+resource faults (a full disk under SQLite, PostgreSQL stopped or paused) answered with a clear
+503 and recovered from without a restart. The long run is ``make chaos`` (docs/reliability.md)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,8 @@ def test_a_short_chaos_run_violates_no_invariant(engine: str, tmp_path: Path):
     assert result.report.ok, result.text
     assert counts["crash"] >= 2 and counts["crash"] + counts["fault"] >= 3, result.text
     assert counts["transfer_ok"] >= 10 and counts["read"] > 0, result.text
+    if engine == "postgres":  # a server that hangs, not only one that is down
+        assert counts["fault:postgres_paused"] >= 1, result.text
     print(result.text)
 
 
@@ -100,22 +103,70 @@ def test_a_full_disk_answers_503_writes_nothing_and_recovers_by_itself(sqlite_se
     assert_books_hold(sqlite_server, "sqlite", bank, history)
 
 
-def test_postgres_stopped_answers_503_and_the_service_recovers_by_itself(tmp_path, bank):
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[PostgresCluster]:
+    """A cluster of these tests' own, since they stop and pause it; they share it."""
     with PostgresCluster() as pg:
-        server = ServeProcess(pg.create_database(), tmp_path, TOKENS)
-        server.start()
-        try:
-            open_accounts(server.url, TELLER, bank)
-            with http_client(server.url, TELLER) as client:
-                assert transfer(client, "before").status_code == 201
-                pg.stop("fast")
-                started = time.monotonic()
-                assert_store_unavailable(transfer(client, "down-0"))
-                assert time.monotonic() - started < 15  # bounded: one pool wait, no retry loop
-                pg.start()
-                pid = server.pid
-                history = assert_recovers(client, ["before", "down-0", "down-1"], within_s=20)
-                assert server.pid == pid
-            assert_books_hold(server, "postgres", bank, history)
-        finally:
-            server.stop()
+        yield pg
+
+
+@pytest.fixture
+def postgres_server(
+    own_cluster: PostgresCluster, tmp_path: Path, bank: Bank
+) -> Iterator[ServeProcess]:
+    if not own_cluster.running():  # left stopped by a test that failed
+        own_cluster.start()
+    server = ServeProcess(own_cluster.create_database(), tmp_path, TOKENS)
+    server.start()
+    try:
+        open_accounts(server.url, TELLER, bank)
+        yield server
+    finally:
+        server.stop()
+
+
+def test_postgres_stopped_answers_503_and_the_service_recovers_by_itself(
+    own_cluster, postgres_server, bank
+):
+    server = postgres_server
+    with http_client(server.url, TELLER) as client:
+        assert transfer(client, "before").status_code == 201
+        own_cluster.stop("fast")
+        started = time.monotonic()
+        assert_store_unavailable(transfer(client, "down-0"))
+        assert time.monotonic() - started < 15  # bounded: one pool wait, no retry loop
+        own_cluster.start()
+        pid = server.pid
+        history = assert_recovers(client, ["before", "down-0", "down-1"], within_s=20)
+        assert server.pid == pid
+    assert_books_hold(server, "postgres", bank, history)
+
+
+PAUSED_503_WITHIN_S = 10.0  # the engine's deadlines: 7 s on an answer, 5 s on a pool checkout
+
+
+def test_postgres_paused_answers_503_within_seconds_and_recovers_when_resumed(
+    own_cluster, postgres_server, bank
+):
+    """SIGSTOP (reliability/servers.py: PostgresCluster.paused): the connections stay open and
+    nothing answers, so only the client's own deadlines end the waits. A write and a read each
+    get 503 within seconds instead of hanging; once resumed, the same keys go through once and
+    the books balance, though a write cut off mid-commit may have landed meanwhile."""
+    server = postgres_server
+
+    def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+        started = time.monotonic()
+        return call(), time.monotonic() - started
+
+    with http_client(server.url, TELLER) as client:
+        assert transfer(client, "before").status_code == 201
+        with ThreadPoolExecutor(2) as pool, own_cluster.paused():
+            write = pool.submit(timed, lambda: transfer(client, "paused-0"))
+            read = pool.submit(timed, lambda: client.get("/accounts/chaos-000"))
+            for response, seconds in (write.result(), read.result()):
+                assert_store_unavailable(response)
+                assert seconds < PAUSED_503_WITHIN_S
+        pid = server.pid
+        history = assert_recovers(client, ["before", "paused-0", "paused-1"], within_s=20)
+        assert server.pid == pid
+    assert_books_hold(server, "postgres", bank, history)

@@ -480,6 +480,98 @@ def test_a_misspelt_sqlite_url_parameter_is_refused_not_ignored(sqlite_store_url
         open_store(sqlite_store_url + "?group_comit_max=4")
 
 
+# ---------------------------------------------------------------- a leader that does not return
+
+
+class HeldEngine:
+    """GroupCommit's engine in memory, whose transactions can be held where an engine's can hang:
+    while opening (before the leader takes its batch) and at the commit, each until set."""
+
+    def __init__(self) -> None:
+        self.opening, self.committing = threading.Event(), threading.Event()
+        self.opening.set()
+        self.committing.set()
+        self.opened = 0
+        self.committed: list[object] = []
+
+    @contextmanager
+    def transaction(self) -> Iterator[list[object]]:
+        self.opened += 1  # only a leader opens one, one at a time
+        assert self.opening.wait(30)
+        written: list[object] = []
+        yield written
+        assert self.committing.wait(30)
+        self.committed += written
+
+    def write_many(self, written: list[object], items: list[object]) -> list[object]:
+        written += items
+        return [f"stored {item}" for item in items]
+
+    def release(self) -> None:
+        self.opening.set()
+        self.committing.set()
+
+
+def test_a_follower_whose_leader_hangs_before_taking_it_gives_up_and_is_never_written():
+    """Still queued when its time is up: taken out of the queue, so the leader, once it goes on,
+    never writes it; the queue and the counts stay whole and the next append goes through."""
+    engine = HeldEngine()
+    group = GroupCommit(engine.transaction, engine.write_many, follower_timeout_s=0.5)
+    engine.opening.clear()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            started = time.monotonic()
+            waits = [group.submit(item) for item in ("lead", "f0", "f1")]
+            leader, *followers = [pool.submit(wait) for wait in waits]
+            for follower in followers:
+                with pytest.raises(StoreUnavailable, match="nothing was written"):
+                    follower.result(timeout=5)
+            assert time.monotonic() - started < 3
+            assert engine.opened == 1 and group.in_flight == 1 and not leader.done()
+            engine.opening.set()
+            assert leader.result(timeout=5) == "stored lead"
+    finally:
+        engine.release()
+    assert engine.committed == ["lead"]
+    assert (group.transactions, group.appends, group.in_flight) == (1, 1, 0)
+    assert group.submit("after")() == "stored after"
+
+
+def test_a_follower_whose_batch_does_not_commit_in_time_is_told_its_outcome_is_unknown():
+    """Already in the batch being written when its time is up: that cannot be undone, so the
+    follower gets StoreUnavailable (outcome unknown; a retry is safe by command id, as after a
+    connection lost during a COMMIT), once: the leader's late answer is dropped. The leader
+    itself is answered only when its commit returns."""
+    engine = HeldEngine()
+    group = GroupCommit(engine.transaction, engine.write_many, follower_timeout_s=1.0)
+    engine.opening.clear()
+    engine.committing.clear()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            waits = [group.submit(item) for item in ("lead", "f0", "f1")]
+            leader, *followers = [pool.submit(wait) for wait in waits]
+            wait_until(lambda: engine.opened == 1)
+            engine.opening.set()  # the leader takes all three, then its commit hangs
+            for follower in followers:
+                with pytest.raises(StoreUnavailable, match="outcome is unknown"):
+                    follower.result(timeout=5)
+            assert not leader.done() and group.in_flight == 3
+            engine.committing.set()
+            assert leader.result(timeout=5) == "stored lead"
+    finally:
+        engine.release()
+    assert engine.committed == ["lead", "f0", "f1"]  # landed, unknown to their callers
+    assert (group.transactions, group.appends, group.in_flight) == (1, 1, 0)
+    assert group.submit("after")() == "stored after"
+
+
+def test_a_follower_timeout_must_be_positive():
+    engine = HeldEngine()
+    for nonsense in (0, -1.0, "5"):
+        with pytest.raises(InvalidInput, match="follower_timeout_s"):
+            GroupCommit(engine.transaction, engine.write_many, follower_timeout_s=nonsense)
+
+
 # ---------------------------------------------------------------- the service's account cache
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import psycopg
 import pytest
@@ -332,3 +332,115 @@ def test_a_pooled_connection_is_checked_before_use_only_after_sitting_idle(postg
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         pool.close()
+
+
+# ---------------------------------------------------------------- a server that stops answering
+
+
+class FreezingProxy:
+    """A TCP relay to the server that can stop passing bytes either way (``frozen``): to a
+    client, a server that hangs or a network that drops everything. Its kernel still accepts
+    connections and acknowledges what is sent, as a paused server's does, so neither TCP nor
+    the server's own timeouts end a wait: only the client's deadlines can."""
+
+    def __init__(self, conninfo: str):
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+        host, port = str(params.get("host") or "localhost"), int(params.get("port") or 5432)
+        self._upstream = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        self._flowing.clear()
+        try:
+            yield
+        finally:
+            self._flowing.set()  # what was held is passed on, as a resumed server reads it
+
+    def close(self) -> None:
+        for sock in [self._listener, *self._sockets]:
+            sock.close()
+
+    def _accept(self) -> None:
+        with suppress(OSError):  # the listener was closed
+            while True:
+                client, _ = self._listener.accept()
+                if isinstance(self._upstream, str):
+                    upstream = socket.socket(socket.AF_UNIX)
+                    upstream.connect(self._upstream)
+                else:
+                    upstream = socket.create_connection(self._upstream)
+                self._sockets += [client, upstream]
+                for source, target in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._relay, args=(source, target), daemon=True).start()
+
+    def _relay(self, source: socket.socket, target: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                self._flowing.wait()
+                target.sendall(data)
+        with suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+
+def test_a_server_that_stops_answering_costs_a_bounded_wait_and_then_recovers(
+    postgres_store_url,
+):
+    """pg.DeadlineConnection: its deadline on an answer follows the statement_timeout the URL
+    sets (after eventbank's default, so it wins): 0.5 s + 2 s. Frozen, the leader's BEGIN gets
+    no answer, its connection is closed at the deadline and every queued append shares the
+    failure, retryably; none is written, and once the traffic flows the pool goes on by itself.
+    Without the deadline each append waits as long as the freeze lasts."""
+    proxy = FreezingProxy(postgres_store_url)
+    conninfo = psycopg.conninfo.make_conninfo(
+        postgres_store_url, host="127.0.0.1", port=proxy.port, options="-c statement_timeout=500"
+    )
+    store = PostgresEventStore(conninfo, pool_size=1)  # just used: lent without a check
+    try:
+        with store._connection() as conn:
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("500ms",)
+            assert conn.answer_within_s == 2.5
+        store.append([new_event("before", 1)], {"before": 0})
+        streams = [f"s{n}" for n in range(4)]
+        with ThreadPoolExecutor(len(streams)) as pool, proxy.frozen():
+            started = time.monotonic()
+            appends = [pool.submit(store.append, [new_event(s, 1)], {s: 0}) for s in streams]
+            for append in appends:
+                with pytest.raises(StoreUnavailable, match="no answer from PostgreSQL within 2.5"):
+                    append.result(timeout=10)
+            assert time.monotonic() - started < 4
+        store.append([new_event("after", 1)], {"after": 0})
+        assert [event.aggregate_id for event in store.read_all()] == ["before", "after"]
+        assert store.group_commit.in_flight == 0
+    finally:
+        store.close()
+        proxy.close()
+
+
+def test_the_deadline_defaults_yield_to_the_store_url():
+    """Each libpq parameter the URL sets is left alone; eventbank's server settings go first in
+    ``options``, so the URL's own come later and win."""
+    url = (
+        "postgresql://u@db.example/ledger?connect_timeout=3&keepalives_idle=30"
+        "&options=-c%20statement_timeout%3D60s"
+    )
+    added = pg.connection_parameters(
+        url, connect_timeout_s=10, lock_timeout_s=2.5, statement_timeout_s=5
+    )
+    assert added == {
+        "keepalives": 1, "keepalives_interval": 2, "keepalives_count": 3,
+        "tcp_user_timeout": 11_000,
+        "options": "-c lock_timeout=2500ms -c statement_timeout=5000ms"
+                   " -c idle_in_transaction_session_timeout=10000ms -c statement_timeout=60s",
+    }  # fmt: skip
+    bare = pg.connection_parameters(
+        "postgresql://u@db.example/ledger", connect_timeout_s=10, lock_timeout_s=10,
+        statement_timeout_s=None,
+    )  # fmt: skip
+    assert bare["connect_timeout"] == 10 and bare["keepalives_idle"] == 5
+    assert "statement_timeout" not in bare["options"]

@@ -25,9 +25,33 @@ form while a commit is on its way to disk.
   new one, one append at a time, each under its own savepoint, so the failure stays with its
   append. A failure of the transaction itself (lock, I/O, a lost connection, the commit, an
   unexpected error) rolls everything back: a lone caller gets the engine's error, every caller
-  of a larger batch ``StoreUnavailable`` (retrying the command is safe). No caller is answered
-  before the commit has returned, so an acknowledged append is durable, and a crash before
-  the commit acknowledges nothing.
+  of a larger batch ``StoreUnavailable`` (retrying the command is safe). No caller is
+  acknowledged before the commit has returned, so an acknowledged append is durable, and a
+  crash before the commit acknowledges nothing.
+- A follower waits at most ``follower_timeout_s`` (10 s) from when it queued, then gets
+  ``StoreUnavailable``. The engines bound their leaders' waits themselves (PostgreSQL every
+  round trip, postgres/connection.py; SQLite its busy timeout); this is the backstop for a
+  leader stuck where those do not reach (a disk that hangs a write or an fsync, a bug). What
+  becomes of the append of a follower that gives up is decided under the mutex that batches
+  are taken under, so it is one of these, and the follower is answered once:
+
+  - still queued (no leader took it): it is taken out of the queue, so no leader ever writes
+    it, and the caller is told nothing was written. An append queued after it that was built
+    on it (``previous_hashes``) then fails its checks, as after a refusal.
+  - promoted to lead, or answered, meanwhile: it leads (the queue waits for it), or returns
+    its answer, as if it had not timed out.
+  - in a batch being written: that cannot be undone, so the caller is told its outcome is
+    unknown, and the answer the leader gives it once the commit returns is dropped. This is
+    what a connection lost during a COMMIT tells, and as safe: ``StoreUnavailable`` means the
+    command may be retried, and the retry carries the same command id, whose record is in the
+    same transaction as the events, so an append that did land is found (``DuplicateCommand``,
+    then its first outcome replayed), never written twice; the retry decides on what the store
+    holds (the service drops the streams of a failed append from its cache), and any append
+    built on the abandoned one stands or falls with it in the store's checks. An append
+    written with no command record has no such guard, as with any lost connection.
+
+  Giving up only ever yields an error, never a result, so no caller is acknowledged before
+  its commit returns; an abandoned append that commits counts in ``appends`` for no one.
 
 Settings, as engine constructor arguments or store URL query parameters
 (``sqlite:///x.db?group_commit_wait_ms=1&group_commit_max=128``):
@@ -36,12 +60,16 @@ Settings, as engine constructor arguments or store URL query parameters
   commit off (one transaction per append).
 - ``group_commit_wait_ms`` (default 1, 0 to 1000): longest a leader waits for company; 0 never
   waits (batches then form only while a commit is in flight).
+
+``follower_timeout_s`` is a constructor argument of ``GroupCommit`` only (the engines keep the
+default).
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Generic, TypedDict, TypeVar
@@ -56,18 +84,27 @@ DEFAULT_MAX = 128
 DEFAULT_WAIT_MS = 1.0
 LIMIT_MAX = 1_000
 LIMIT_WAIT_MS = 1_000.0
+DEFAULT_FOLLOWER_TIMEOUT_S = 10.0
+
+# Where a waiter is; it changes only under the mutex. queued -> taken (into a batch) ->
+# answered; or queued -> withdrawn, taken -> abandoned (its follower gave up).
+_QUEUED, _TAKEN, _ANSWERED, _WITHDRAWN, _ABANDONED = (
+    "queued", "taken", "answered", "withdrawn", "abandoned",
+)  # fmt: skip
 
 
 class _Waiter:
     """One caller's queued append and, once its batch is done, its answer."""
 
-    __slots__ = ("item", "signal", "leads", "result", "error")
+    __slots__ = ("item", "signal", "leads", "state", "due", "result", "error")
 
-    def __init__(self, item: object) -> None:
+    def __init__(self, item: object, due: float) -> None:
         self.item = item
         self.signal = threading.Lock()
         self.signal.acquire()  # released once: when answered, or when told to lead
         self.leads = False
+        self.state = _QUEUED
+        self.due = due  # a follower gives up then (time.monotonic())
         self.result: object = None
         self.error: BaseException | None = None
 
@@ -84,7 +121,8 @@ class GroupCommit(Generic[C]):
     returns, per item, its result or the ``EventbankError`` refusing it; it raises an
     ``EventbankError`` if the engine refused what it wrote. ``transactions`` and ``appends``
     count committed transactions and the appends acknowledged by them; ``in_flight`` is how
-    many appends are queued or being written right now.
+    many appends are queued or being written right now. A follower gives up after
+    ``follower_timeout_s`` (module docstring).
     """
 
     def __init__(
@@ -94,13 +132,17 @@ class GroupCommit(Generic[C]):
         *,
         max_batch: int = DEFAULT_MAX,
         max_wait_ms: float = DEFAULT_WAIT_MS,
+        follower_timeout_s: float = DEFAULT_FOLLOWER_TIMEOUT_S,
     ):
         if type(max_batch) is not int or not 1 <= max_batch <= LIMIT_MAX:
             raise InvalidInput(f"group_commit_max must be an integer from 1 to {LIMIT_MAX}")
         if not isinstance(max_wait_ms, int | float) or not 0 <= max_wait_ms <= LIMIT_WAIT_MS:
             raise InvalidInput(f"group_commit_wait_ms must be from 0 to {LIMIT_WAIT_MS:g}")
+        if not isinstance(follower_timeout_s, int | float) or not follower_timeout_s > 0:
+            raise InvalidInput("follower_timeout_s must be a number of seconds above 0")
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
+        self.follower_timeout_s = follower_timeout_s
         self._transaction = transaction
         self._write_many = write_many
         self._mutex = threading.Lock()
@@ -118,7 +160,7 @@ class GroupCommit(Generic[C]):
         written in the order submitted, so a caller may submit, let another thread submit an
         item that builds on it, and only then wait. The caller must make that call, and soon:
         if it was chosen to lead the next batch, the queue waits for it."""
-        mine = _Waiter(item)
+        mine = _Waiter(item, time.monotonic() + self.follower_timeout_s)
         with self._mutex:
             self._queue.append(mine)
             self.in_flight += 1
@@ -129,13 +171,40 @@ class GroupCommit(Generic[C]):
         return functools.partial(self._answer, mine)
 
     def _answer(self, mine: _Waiter) -> Any:
-        if not mine.leads:
-            mine.signal.acquire()  # answered, or promoted to lead the next batch
+        # A follower waits until answered, or promoted to lead the next batch, or out of time.
+        out_of_time = not mine.leads and not mine.signal.acquire(
+            timeout=max(0.0, mine.due - time.monotonic())
+        )
+        if out_of_time:
+            self._give_up(mine)
         if mine.leads:
             self._lead()
         if mine.error is not None:
             raise mine.error
         return mine.result
+
+    def _give_up(self, mine: _Waiter) -> None:
+        """A follower out of time: raise ``StoreUnavailable``, after taking its append out of
+        the queue if no leader has taken it yet, or abandoning it if one is writing it; return
+        if it was promoted or answered meanwhile (module docstring)."""
+        with self._mutex:
+            if mine.leads or mine.state == _ANSWERED:
+                return
+            if mine.state == _QUEUED:
+                self._queue.remove(mine)
+                self.in_flight -= 1
+                mine.state = _WITHDRAWN
+                raise StoreUnavailable(
+                    f"no group-commit transaction took this append within "
+                    f"{self.follower_timeout_s:g} s; it was taken out of the queue, nothing was "
+                    "written, and retrying the command is safe"
+                )
+            mine.state = _ABANDONED
+        raise StoreUnavailable(
+            f"the group-commit transaction writing this append had not returned after "
+            f"{self.follower_timeout_s:g} s; its outcome is unknown, and retrying the command "
+            "is safe"
+        )
 
     def _lead(self) -> None:
         batch: list[_Waiter] = []  # filled by _write once its transaction is open
@@ -146,9 +215,12 @@ class GroupCommit(Generic[C]):
             with self._mutex:
                 self._company = len(batch)
                 self.in_flight -= len(batch)
+                answered = [waiter for waiter in batch if waiter.state == _TAKEN]
+                for waiter in answered:  # not the abandoned: their callers are gone
+                    waiter.state = _ANSWERED
                 if committed:
                     self.transactions += 1
-                    self.appends += sum(waiter.error is None for waiter in batch)
+                    self.appends += sum(waiter.error is None for waiter in answered)
                 if self._queue:
                     successor = self._queue[0]
                     successor.leads = True
@@ -168,6 +240,8 @@ class GroupCommit(Generic[C]):
                 self._arrived.wait_for(lambda: len(self._queue) >= company, self.max_wait_s)
             batch = self._queue[: self.max_batch]
             del self._queue[: self.max_batch]
+            for waiter in batch:
+                waiter.state = _TAKEN
         return batch
 
     def _write(self, batch: list[_Waiter]) -> bool:
