@@ -12,10 +12,13 @@ from bench.report import format_report, write
 from bench.run import ROOT, SYSTEMS, Config, run
 from bench.workload import MAX_TRANSFERS, client_cpu
 
-FULL = {"transfers": 10_000, "load_events": 100_000, "repeats": 7, "engines": ENGINES}
-# Under a minute: fewer transfers, a smaller large account, and by default no DynamoDB Local,
-# which alone takes longer here (a fresh JVM per store, 1,000 accounts opened on each).
-QUICK = {"transfers": 500, "load_events": 10_000, "repeats": 3, "engines": ENGINES[:2]}
+FULL = {"transfers": 10_000, "load_events": 100_000, "repeats": 7, "payroll_lines": 20_000,
+        "engines": ENGINES}  # fmt: skip
+# Under a minute: fewer transfers, a smaller large account and payroll, and by default no
+# DynamoDB Local, which alone takes longer here (a fresh JVM per store, 1,000 accounts opened
+# on each).
+QUICK = {"transfers": 500, "load_events": 10_000, "repeats": 3, "payroll_lines": 2_000,
+         "engines": ENGINES[:2]}  # fmt: skip
 
 
 def _names(allowed: tuple[str, ...]):
@@ -35,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         "--quick",
         action="store_true",
         help="under a minute: 500 transfers per scenario (not 10,000), a 10,000-event large "
-        "account (not 100,000), SQLite and PostgreSQL unless --engines says otherwise",
+        "account (not 100,000), a 2,000-line payroll (not 20,000), SQLite and PostgreSQL "
+        "unless --engines says otherwise",
     )
     parser.add_argument(
         "--engines",
@@ -50,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--transfers", type=int, help=f"per scenario (1 to {MAX_TRANSFERS:,})")
     parser.add_argument("--load-events", type=int, help="events in the large account")
+    parser.add_argument(
+        "--payroll-lines",
+        type=int,
+        help="lines of the payroll paid on SQLite (default 20,000; --quick: 2,000; 0: none)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--any-cpu",
@@ -75,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         transfers=args.transfers or sizes["transfers"],
         load_events=args.load_events or sizes["load_events"],
         repeats=sizes["repeats"],
+        payroll_lines=sizes["payroll_lines"] if args.payroll_lines is None else args.payroll_lines,
         seed=args.seed,
         cpu=None if args.any_cpu else client_cpu(),
         pg_url=args.pg_url,

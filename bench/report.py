@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ceiling import Ceiling
+from bench.payroll import PayrollTiming
 from bench.reconstitution import LoadTimes, Rebuild
 from bench.workload import CONCURRENT, HOT, SCENARIOS, SINGLE, Measurement
 
@@ -25,6 +26,7 @@ class Report:
     loads: list[LoadTimes] = field(default_factory=list)
     rebuilds: list[Rebuild] = field(default_factory=list)
     ceilings: list[Ceiling] = field(default_factory=list)
+    payrolls: list[PayrollTiming] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,8 @@ def _ratio(value: float | None) -> str:
 
 
 def format_report(report: Report) -> str:
-    """The whole report as text: the table, reconstitution, projection, bars."""
+    """The whole report as text: the table, reconstitution, projection, the engine alone,
+    the payroll, bars."""
     meta = report.meta
     lines = [
         f"eventbank benchmark, {meta['mode']} ({meta['transfers']:,} transfers per scenario, "
@@ -218,6 +221,17 @@ def format_report(report: Report) -> str:
             f"{c.ms_per_transaction:>8.2f}{c.cpu_us_per_transfer:>16.1f}"
             for c in report.ceilings
         ]
+    if report.payrolls:
+        lines += [
+            "",
+            f"{'payroll: one saga, lines paid in turn':<46}{'engine':<12}"
+            f"{'lines':>10}{'status':>11}{'start s':>9}{'total s':>9}{'lines/s':>9}",
+        ]
+        lines += [
+            f"{'validated, recorded, paid (all-or-nothing)':<46}{p.engine:<12}{p.lines:>10,}"
+            f"{p.status:>11}{p.start_seconds:>9.2f}{p.seconds:>9.1f}{p.lines_per_s:>9,.0f}"
+            for p in report.payrolls
+        ]
     lines += ["", f"{'bar':<70}{'goal':<34}{'measured':<50}"]
     for bar in bars(report):
         verdict = {True: "PASS", False: "MISS", None: "-"}[bar.passed]
@@ -235,6 +249,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "reconstitution": [asdict(t) for t in report.loads],
         "projection_rebuild": [asdict(r) for r in report.rebuilds],
         "engine_alone": [asdict(c) for c in report.ceilings],
+        "payroll": [asdict(p) for p in report.payrolls],
         "bars": [asdict(b) for b in bars(report)],
     }
 

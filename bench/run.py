@@ -5,7 +5,7 @@ store of its own, one after the other, so rows compared in the table ran close t
 time. Then, where there are raw SQL floors and several clients, the engine alone with the
 rows built beforehand (bench/ceiling.py). After eventbank's 16-client run its store's read
 models are rebuilt (projection events/s), and a store of its own holds the reconstitution
-accounts.
+accounts. On SQLite, last, one payroll of ``payroll_lines`` lines is paid (bench/payroll.py).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.ceiling import Ceiling, measure_ceiling
 from bench.engines import Engine, open_engines
+from bench.payroll import PAYROLL_ENGINES, measure_payroll
 from bench.reconstitution import measure_loads, measure_rebuild
 from bench.report import Report
 from bench.targets.eventbank import EventbankTarget
@@ -47,6 +48,7 @@ class Config:
     cpu: int | None = None  # the one CPU each scenario's threads run on (bench/workload.py)
     pg_url: str | None = None
     dynamodb_endpoint: str | None = None
+    payroll_lines: int = 20_000  # the payroll paid on SQLite (bench/payroll.py); 0: none
 
 
 Run = Callable[[str, Scenario], Measurement]  # (fresh store URL, scenario) -> figures
@@ -79,6 +81,18 @@ def run(config: Config, progress: Callable[[str], None] = print) -> Report:
                 with engine.fresh() as url:
                     report.loads += measure_loads(url, (100, config.load_events), config.repeats)
                 progress(f"{engine.name}: reconstitution measured")
+            if (
+                config.payroll_lines
+                and engine.name in PAYROLL_ENGINES
+                and "eventbank" in config.systems
+            ):
+                with engine.fresh() as url:
+                    paid = measure_payroll(url, config.payroll_lines)
+                report.payrolls.append(paid)
+                progress(
+                    f"{engine.name}: a {paid.lines:,}-line payroll, {paid.status} in "
+                    f"{paid.seconds:,.1f} s: {paid.lines_per_s:,.0f} lines/s"
+                )
     report.meta["load_average"]["end"] = round(os.getloadavg()[0], 2)
     return report
 
@@ -141,6 +155,7 @@ def _meta(config: Config) -> dict:
     return {
         "mode": config.mode,
         "transfers": config.transfers,
+        "payroll_lines": config.payroll_lines,
         "accounts": ACCOUNTS,
         "seed": config.seed,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -26,6 +26,8 @@ def test_smallest_run_writes_a_full_report(tmp_path, capsys):
             "40",
             "--load-events",
             "300",
+            "--payroll-lines",
+            "30",
             "--out",
             str(tmp_path),
         ]
@@ -60,6 +62,13 @@ def test_smallest_run_writes_a_full_report(tmp_path, capsys):
     alone = {(c["scenario"], c["per_transaction"]) for c in report["engine_alone"]}
     assert alone == {(CONCURRENT.name, 16), (HOT.name, 4)}
     assert all(c["transfers"] == 40 and c["transfers_per_s"] > 0 for c in report["engine_alone"])
+    (payroll,) = report["payroll"]
+    assert (payroll["engine"], payroll["lines"], payroll["status"]) == ("sqlite", 30, "completed")
+    assert payroll["seconds"] >= payroll["start_seconds"] > 0 and payroll["lines_per_s"] > 0
+    assert report["meta"]["payroll_lines"] == 30
+    (row,) = [line for line in printed.splitlines() if line.startswith("validated, recorded")]
+    assert "sqlite" in row and f"{payroll['seconds']:.1f}" in row
+    assert row.endswith(f"{payroll['lines_per_s']:,.0f}")
     by_name = {bar["name"]: bar for bar in report["bars"]}
     assert "(engine alone, 16/tx: " in by_name["SQLite, 16 clients, durable"]["measured"]
     assert {bar["name"] for bar in report["bars"] if bar["passed"] is not None} == {

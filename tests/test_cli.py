@@ -219,6 +219,10 @@ def test_help_shows_plain_names_no_type_tags_no_placeholders_no_boxes(storeless_
         (["history", "acc-1", "--limit", "0"], "error: Invalid value for '--limit'"),
         (["withdraw", "acc-1", "5", "6"], "error: Got unexpected extra argument"),
         (["payroll", "start"], "error: Missing argument 'FILE'."),
+        (
+            ["payroll", "start", "pay.csv", "--from", "acc-1"],
+            "error: Missing option '--idempotency-key'.",
+        ),
         (["no-such-command"], "error: No such command 'no-such-command'."),
         (  # a negative number elsewhere must not cost the key its "requires an argument"
             ["open", "x", "--owner", "-5", "--type", "CHECKING", "--idempotency-key"],

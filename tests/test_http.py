@@ -403,7 +403,8 @@ def test_a_payroll_over_http_is_validated_then_paid_in_the_background(teller):
 
     bad = "\n".join([f"{staff[0]},1.00,dec", "nobody,1.00,dec", f"{staff[1]},abc,dec"])
     refused = teller.post("/payrolls", params={"from_account_id": employer}, content=bad,
-                          headers={"content-type": "text/csv"})  # fmt: skip
+                          headers={"content-type": "text/csv",
+                                   "Idempotency-Key": "bad-1"})  # fmt: skip
     body = problem(refused, 422, "payroll_rejected")
     assert [e["line"] for e in body["errors"]] == [2, 3]
     problem(teller.get("/payrolls/unknown"), 404, "payroll_not_found")

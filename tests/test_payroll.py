@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import random
 import signal
@@ -15,12 +16,23 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from eventbank.application.auditor import Auditor
-from eventbank.application.payroll_service import PayrollRejected, PayrollService
+from eventbank.application.observability import Metrics
+from eventbank.application.payroll_service import (
+    RECORD_ATTEMPTS,
+    START_ATTEMPTS,
+    PayrollConflict,
+    PayrollRejected,
+    PayrollService,
+)
 from eventbank.domain.errors import BalanceNotZero
 from eventbank.domain.events import ACCOUNT, AccountOpened
-from eventbank.ports.event_store import NewEvent, chained
+from eventbank.domain.payroll import REGISTRY
+from eventbank.http.app import create_app
+from eventbank.http.auth import TokenStore, add_token
+from eventbank.ports.event_store import ConcurrencyConflict, NewEvent, StoreUnavailable, chained
 from eventbank.wiring import open_ledger
 
 EVENTBANK = str(Path(sys.executable).parent / "eventbank")
@@ -34,10 +46,11 @@ def ledger(store_url, tmp_path):
 
 
 def open_staff(ledger, count: int, prefix: str) -> list[str]:
-    """Open ``count`` empty accounts, 40 per append (well inside every engine's limit)."""
+    """Open ``count`` empty accounts, 25 per append (inside every engine's limit: DynamoDB's
+    is 100 items, and a new stream's first event costs three)."""
     ids = [f"{prefix}-{n}" for n in range(count)]
-    for start in range(0, count, 40):
-        chunk = ids[start : start + 40]
+    for start in range(0, count, 25):
+        chunk = ids[start : start + 25]
         opened = [AccountOpened(a, f"Employee {a}", "CHECKING", "USD") for a in chunk]
         events = [NewEvent(str(uuid.uuid4()), e.account_id, ACCOUNT, 1, e.event_type,
                            e.SCHEMA_VERSION, e.to_data(), {"recorded_at": "2026-11-01T00:00:00"})
@@ -99,6 +112,26 @@ def test_every_invalid_line_is_reported_before_any_money_moves(ledger):
     assert "insufficient funds" in problems[None]  # the one valid line, 60.00 > 50.00 held
     assert "duplicate of line 2" in problems[7]
     assert len(ledger.events.read_all(0, 10_000)) == before
+
+
+def test_a_json_line_with_a_duplicate_key_is_refused_and_nothing_is_paid(ledger):
+    ledger.service.open_account("employer", owner="Co", account_type="CHECKING",
+                                initial_deposit="100.00")  # fmt: skip
+    staff = open_staff(ledger, 2, "dup")
+    before = len(ledger.events.read_all(0, 10_000))
+    text = "\n".join([
+        f'{{"account_id": "{staff[0]}", "amount": "1.00", "reference": "nov"}}',
+        f'{{"account_id": "{staff[1]}", "amount": "1.00", "amount": "90.00", "reference": "nov"}}',
+        f'{{"account_id": "{staff[0]}", "amount": "2.00", "reference": "dec", '
+        '"meta": {"to": "a", "to": "b"}}',  # a duplicate at any depth
+    ])  # fmt: skip
+    with pytest.raises(PayrollRejected) as refused:
+        PayrollService(ledger.service).start("employer", text, fmt="jsonl", idempotency_key="k")
+    problems = {p["line"]: p["problem"] for p in refused.value.problems}
+    assert sorted(problems) == [2, 3]
+    assert "duplicate key 'amount'" in problems[2] and "duplicate key 'to'" in problems[3]
+    assert len(ledger.events.read_all(0, 10_000)) == before
+    assert [balance(ledger, a) for a in ["employer", *staff]] == [10_000, 0, 0]
 
 
 def test_best_effort_pays_the_rest_and_all_or_nothing_compensates(ledger):
@@ -197,3 +230,182 @@ def test_a_payroll_process_killed_at_random_points_resumes_exactly_once(
     ledger.runner.catch_up()
     report = Auditor(ledger.events, ledger.reads).run()
     assert report.clean, report.findings[:5]
+
+
+# ------------------------------------------------------------------ bounded work, on SQLite
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path):
+    opened = open_ledger(f"sqlite:///{tmp_path / 'events.db'}", f"sqlite:///{tmp_path / 'r.db'}")
+    opened.service.open_account("employer", owner="Co", account_type="CHECKING",
+                                initial_deposit="10000.00")  # fmt: skip
+    yield opened
+    opened.close()
+
+
+class CountingReads:
+    """A real store that counts the events ``read_stream`` returns."""
+
+    def __init__(self, store):
+        self._store, self.events_read = store, 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def read_stream(self, aggregate_id, *args, **kwargs):
+        events = self._store.read_stream(aggregate_id, *args, **kwargs)
+        self.events_read += len(events)
+        return events
+
+
+def test_the_saga_events_a_payroll_reads_grow_linearly_with_its_lines(sqlite_ledger):
+    """The state is kept in memory while the saga runs. It was re-read in full twice per
+    record, so 4x the lines read about 13x the saga events here (16x in the limit)."""
+    read = {}
+    for size in (100, 400):
+        staff = open_staff(sqlite_ledger, size, f"n{size}")
+        payrolls = PayrollService(sqlite_ledger.service, record_every=10)
+        payrolls.events = counting = CountingReads(payrolls.events)
+        started = payrolls.start("employer", csv_for(staff), idempotency_key=f"lines-{size}")
+        done = payrolls.run(started.saga_id)
+        assert (done.status, len(done.paid)) == ("completed", size)
+        read[size] = counting.events_read
+    assert read[400] <= 4.5 * read[100], read
+
+
+class AlwaysConflicting(CountingReads):
+    """Every append reports a concurrent write; past ``limit`` appends it fails the test, so
+    that an unbounded retry loop ends."""
+
+    def __init__(self, store, limit: int = 200):
+        super().__init__(store)
+        self.appends, self.limit = 0, limit
+
+    def append(self, events, expected_versions, command=None):
+        self.appends += 1
+        assert self.appends <= self.limit, "retried without bound"
+        raise ConcurrencyConflict(list(expected_versions))
+
+
+@pytest.mark.parametrize("key", ["conflicted", None])
+def test_a_start_that_keeps_conflicting_gives_up_with_a_conflict_and_records_nothing(
+    sqlite_ledger, key
+):
+    staff = open_staff(sqlite_ledger, 3, "c")
+    before = len(sqlite_ledger.events.read_all(0, 10_000))
+    payrolls = PayrollService(sqlite_ledger.service)
+    payrolls.events = conflicting = AlwaysConflicting(payrolls.events)
+    with pytest.raises(PayrollConflict, match="concurrent write 5 times in a row; nothing was"):
+        payrolls.start("employer", csv_for(staff), idempotency_key=key)
+    assert conflicting.appends == START_ATTEMPTS
+    assert len(sqlite_ledger.events.read_all(0, 10_000)) == before
+
+
+def test_outcomes_that_keep_conflicting_give_up_and_a_resume_records_them_once(sqlite_ledger):
+    staff = open_staff(sqlite_ledger, 3, "o")
+    payrolls = PayrollService(sqlite_ledger.service)
+    payroll = payrolls.start("employer", csv_for(staff), idempotency_key="outcomes")
+    store = payrolls.events
+    payrolls.events = conflicting = AlwaysConflicting(store)
+    with pytest.raises(PayrollConflict, match="resume it"):
+        payrolls.run(payroll.saga_id)
+    assert conflicting.appends == RECORD_ATTEMPTS
+    payrolls.events = store  # the store answers again: the paid lines are replayed, not repaid
+    done = payrolls.run(payroll.saga_id)
+    assert (done.status, len(done.paid)) == ("completed", 3)
+    assert [balance(sqlite_ledger, a) for a in staff] == [100, 101, 102]
+
+
+# ------------------------------------------------------------------ over HTTP, in process
+
+
+@pytest.fixture
+def clerk(sqlite_ledger, tmp_path):
+    """Opens the app in process (options as create_app's) with one teller token, named
+    "payroll-clerk", and yields a client that sends it."""
+    tokens_file = tmp_path / "tokens.json"
+    secret = add_token(tokens_file, "payroll-clerk", "teller")
+
+    @contextlib.contextmanager
+    def client(**options):
+        app = create_app(sqlite_ledger, TokenStore.load(tokens_file), Metrics(), **options)
+        with TestClient(app, headers={"Authorization": f"Bearer {secret}"}) as opened:
+            yield opened
+
+    return client
+
+
+def post_payroll(client, staff: list[str], **headers: str):
+    headers = {"content-type": "text/csv", **headers}
+    return client.post("/payrolls", params={"from_account_id": "employer"},
+                       content=csv_for(staff), headers=headers)  # fmt: skip
+
+
+def finished_view(client, location: str, timeout_s: float = 10) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (view := client.get(location).json())["status"] in ("running", "compensating"):
+        assert time.monotonic() < deadline, view
+        time.sleep(0.02)
+    return view
+
+
+def test_post_payrolls_requires_an_idempotency_key_and_pays_once_per_key(sqlite_ledger, clerk):
+    staff = open_staff(sqlite_ledger, 3, "h")
+    before = len(sqlite_ledger.events.read_all(0, 10_000))
+    with clerk() as client:
+        refused = post_payroll(client, staff)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "idempotency_key_required"
+        assert "requires an Idempotency-Key header" in refused.json()["detail"]
+        assert len(sqlite_ledger.events.read_all(0, 10_000)) == before  # no saga, no money
+        first = post_payroll(client, staff, **{"Idempotency-Key": "nov-payroll"})
+        again = post_payroll(client, staff, **{"Idempotency-Key": "nov-payroll"})
+        assert (first.status_code, again.status_code) == (202, 202), again.text
+        assert first.json()["saga_id"] == again.json()["saga_id"]
+        assert finished_view(client, first.headers["Location"])["status"] == "completed"
+    registered = [e for e in sqlite_ledger.events.read_stream(REGISTRY)
+                  if e.event_type == "PayrollRegistered"]  # fmt: skip
+    assert len(registered) == 1
+    assert balance(sqlite_ledger, "employer") == 1_000_000 - (100 + 101 + 102)
+    assert [balance(sqlite_ledger, a) for a in staff] == [100, 101, 102]
+
+
+def test_a_payroll_started_over_http_records_the_token_as_its_transfers_actor(sqlite_ledger, clerk):
+    staff = open_staff(sqlite_ledger, 3, "a")
+    with clerk() as client:
+        started = post_payroll(client, staff, **{"Idempotency-Key": "actor"})
+        assert finished_view(client, started.headers["Location"])["status"] == "completed"
+    moved = [e for account in ["employer", *staff]
+             for e in sqlite_ledger.events.read_stream(account)
+             if e.event_type.startswith("Transferred")]  # fmt: skip
+    assert len(moved) == 6 and {e.metadata["actor"] for e in moved} == {"payroll-clerk"}
+
+
+def test_a_failed_payroll_run_is_logged_with_its_request_id_and_finished_by_the_periodic_resume(
+    sqlite_ledger, clerk, monkeypatch, caplog
+):
+    staff = open_staff(sqlite_ledger, 3, "f")
+    transfer, failed = sqlite_ledger.service.transfer, []
+
+    def failing_once(*args, **kwargs):
+        if not failed:
+            failed.append(kwargs["command_id"])
+            raise StoreUnavailable("injected: the store went away for a moment")
+        return transfer(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite_ledger.service, "transfer", failing_once)
+    caplog.set_level(logging.ERROR, logger="eventbank.payroll")
+    headers = {"Idempotency-Key": "flaky", "X-Request-ID": "req-flaky-1"}
+    with clerk(payroll_resume_every_s=0.2) as client:  # no restart in between
+        started = post_payroll(client, staff, **headers)
+        assert started.status_code == 202, started.text
+        view = finished_view(client, started.headers["Location"])
+    saga_id = started.json()["saga_id"]
+    assert failed == [f"{saga_id}:pay:1"]
+    assert (view["status"], view["paid"]) == ("completed", 3)
+    assert [balance(sqlite_ledger, a) for a in staff] == [100, 101, 102]
+    (logged,) = [r for r in caplog.records if r.name == "eventbank.payroll"]
+    assert logged.fields == {"saga_id": saga_id, "request_id": "req-flaky-1",
+                             "command_id": "flaky"}  # fmt: skip
+    assert "injected" in caplog.text

@@ -15,10 +15,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
+import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,14 @@ from eventbank.application.service import IdempotencyKeyReused, LedgerService, c
 from eventbank.domain import payroll as saga
 from eventbank.domain.account import AccountStatus, check_account_id
 from eventbank.domain.canonical import canonical_json
-from eventbank.domain.errors import EventbankError, InvalidInput, NotFound, RuleViolation
+from eventbank.domain.errors import (
+    Conflict,
+    EventbankError,
+    InvalidInput,
+    NotFound,
+    RuleViolation,
+)
+from eventbank.domain.json_input import MalformedJson, loads_without_duplicates
 from eventbank.domain.money import format_minor, parse_amount
 from eventbank.domain.payroll import Payroll, PayrollLine
 from eventbank.ports.event_store import (
@@ -35,10 +41,14 @@ from eventbank.ports.event_store import (
     ConcurrencyConflict,
     EventStore,
     NewEvent,
+    RecordedEvent,
     chained,
 )
 
 Progress = Callable[[int, int], None]  # (lines with an outcome, all lines)
+# Attempts before a write that keeps meeting concurrent writes gives up with PayrollConflict.
+START_ATTEMPTS = 5
+RECORD_ATTEMPTS = 20
 
 
 class PayrollRejected(InvalidInput):
@@ -53,6 +63,27 @@ class PayrollRejected(InvalidInput):
 
 class PayrollNotFound(NotFound):
     code = "payroll_not_found"
+
+
+class PayrollConflict(Conflict):
+    code = "payroll_conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class _Tracked:
+    """A saga as this process last saw it: its state, its stream's head hash, and who started
+    it. A run keeps it in memory and extends it with what it appends; the stream is read again
+    (only past ``state.version``) when an append finds that another process wrote first."""
+
+    state: Payroll
+    head: str
+    started_by: str | None
+
+    def extended(self, events: Sequence[RecordedEvent]) -> _Tracked:
+        state, head = self.state, self.head
+        for event in events:
+            state, head = saga.apply(state, event.event_type, dict(event.data)), event.hash
+        return _Tracked(state, head, self.started_by)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +116,11 @@ def parse_lines(text: str, fmt: str = "csv") -> tuple[list[RawLine], list[dict[s
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = loads_without_duplicates(line)
                 rows.append(RawLine(line_no, obj["account_id"], obj["amount"],
                                     str(obj.get("reference", ""))))  # fmt: skip
+            except MalformedJson as exc:  # e.g. two amounts: which one would be paid?
+                problems.append({"line": line_no, "problem": str(exc)})
             except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 problems.append({"line": line_no, "problem": "expected a JSON object with "
                                  "account_id, amount and reference"})  # fmt: skip
@@ -128,6 +161,10 @@ class PayrollService:
         self.ledger = ledger
         self.events: EventStore = ledger.store
         self.record_every = record_every
+        # The registry as last read (see ``unfinished``): its version and the open sagas.
+        self._registry_lock = threading.Lock()
+        self._registry_version = 0
+        self._open_sagas: dict[str, None] = {}
 
     # ------------------------------------------------------------ start
 
@@ -140,34 +177,43 @@ class PayrollService:
         policy: str = "all-or-nothing",
         idempotency_key: str | None = None,
     ) -> Payroll:
-        """Validate every line and record the saga; nothing is paid yet (see ``run``)."""
+        """Validate every line and record the saga; nothing is paid yet (see ``run``).
+
+        The same key started concurrently is answered like a retry. A store that keeps
+        reporting concurrent writes is given ``START_ATTEMPTS``, then ``PayrollConflict``."""
         saga.check_policy(policy)
         saga_id = "payroll#" + (
             hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
             if idempotency_key else uuid.uuid4().hex
         )  # fmt: skip
-        existing = self.load(saga_id) if idempotency_key else None
-        if existing is not None:  # a retry: answer with the first run, before re-validating
-            if (existing.employer_id, existing.policy, existing.checksum) != (
-                employer_id, policy, _checksum_of_text(text, fmt, existing.currency)
-            ):  # fmt: skip
-                raise IdempotencyKeyReused(
-                    f"idempotency key {idempotency_key!r} started a different payroll"
-                )
-            return existing
-        lines, currency = self._validated(employer_id, text, fmt)
-        checksum = _checksum([(ln.account_id, ln.amount_minor, ln.reference) for ln in lines])
-        payroll = Payroll(saga_id, employer_id, currency, policy, checksum, len(lines),
-                          sum(ln.amount_minor for ln in lines))  # fmt: skip
-        chunks = [lines[i : i + saga.LINES_PER_EVENT]
-                  for i in range(0, len(lines), saga.LINES_PER_EVENT)]  # fmt: skip
-        try:
-            self._append(saga_id, [saga.started(payroll), *map(saga.lines_recorded, chunks)],
-                         registry=("PayrollRegistered", {"saga_id": saga_id}))  # fmt: skip
-        except ConcurrencyConflict:  # the same key, started concurrently: answer like a retry
-            return self.start(employer_id, text, fmt=fmt, policy=policy,
-                              idempotency_key=idempotency_key)  # fmt: skip
-        return self.status(saga_id)
+        validated: tuple[list[PayrollLine], str] | None = None
+        for _ in range(START_ATTEMPTS):
+            existing = self.load(saga_id) if idempotency_key else None
+            if existing is not None:  # a retry: answer with the first run, before re-validating
+                if (existing.employer_id, existing.policy, existing.checksum) != (
+                    employer_id, policy, _checksum_of_text(text, fmt, existing.currency)
+                ):  # fmt: skip
+                    raise IdempotencyKeyReused(
+                        f"idempotency key {idempotency_key!r} started a different payroll"
+                    )
+                return existing
+            lines, currency = validated = validated or self._validated(employer_id, text, fmt)
+            checksum = _checksum([(ln.account_id, ln.amount_minor, ln.reference) for ln in lines])
+            payroll = Payroll(saga_id, employer_id, currency, policy, checksum, len(lines),
+                              sum(ln.amount_minor for ln in lines))  # fmt: skip
+            chunks = [lines[i : i + saga.LINES_PER_EVENT]
+                      for i in range(0, len(lines), saga.LINES_PER_EVENT)]  # fmt: skip
+            try:
+                self._append(saga_id, [saga.started(payroll), *map(saga.lines_recorded, chunks)],
+                             registry=("PayrollRegistered", {"saga_id": saga_id}))  # fmt: skip
+            except ConcurrencyConflict:  # e.g. the same key, started concurrently: look again
+                continue
+            return self.status(saga_id)
+        raise PayrollConflict(
+            f"payroll {saga_id} was not recorded: the store reported a concurrent write "
+            f"{START_ATTEMPTS} times in a row; nothing was paid, retry later"
+            + (" with the same idempotency key" if idempotency_key else "")
+        )
 
     def _validated(self, employer_id: str, text: str, fmt: str) -> tuple[list[PayrollLine], str]:
         rows, problems = parse_lines(text, fmt)
@@ -213,26 +259,44 @@ class PayrollService:
     # ------------------------------------------------------------ run and resume
 
     def run(self, saga_id: str, on_progress: Progress | None = None) -> Payroll:
-        """Pay (and, if the policy says so, compensate) until the saga is finished."""
-        payroll = self.status(saga_id)
-        if payroll.status == "running":
-            stop_on_failure = payroll.policy == "all-or-nothing"
-            payroll = self._steps(payroll, "pay", stop_on_failure, on_progress)
-        if payroll.status == "compensating":
-            payroll = self._steps(payroll, "undo", False, on_progress)
-        if not payroll.finished:
-            status = payroll.finish_status()
+        """Pay (and, if the policy says so, compensate) until the saga is finished.
+
+        The saga's state is kept in memory while it runs, so recording outcomes costs one
+        append, not a read of the saga's stream. Its transfers and events are recorded as done
+        by whoever started the payroll (the ``actor`` of its first event), whoever runs it.
+        """
+        tracked = self._open(saga_id)
+        actor = current_actor.set(tracked.started_by) if tracked.started_by else None
+        try:
+            return self._run(tracked, on_progress).state
+        finally:
+            if actor is not None:
+                current_actor.reset(actor)
+
+    def _run(self, tracked: _Tracked, on_progress: Progress | None) -> _Tracked:
+        if tracked.state.status == "running":
+            stop_on_failure = tracked.state.policy == "all-or-nothing"
+            tracked = self._steps(tracked, "pay", stop_on_failure, on_progress)
+        if tracked.state.status == "compensating":
+            tracked = self._steps(tracked, "undo", False, on_progress)
+        if not tracked.state.finished:
+            status = tracked.state.finish_status()
+            saga_id = tracked.state.saga_id
             closing = ("PayrollClosed", {"saga_id": saga_id, "status": status})
-            with suppress(ConcurrencyConflict):  # another resumer finished it first
-                self._append(saga_id, [saga.finished(status, payroll)], registry=closing)
-            payroll = self.status(saga_id)
-        return payroll
+            try:
+                appended = self._append(saga_id, [saga.finished(status, tracked.state)],
+                                        registry=closing, known=tracked)  # fmt: skip
+            except ConcurrencyConflict:  # another resumer wrote first (and finishes it)
+                return self._catch_up(tracked)
+            tracked = tracked.extended(appended)
+        return tracked
 
     def _steps(
-        self, payroll: Payroll, step: str, stop_on_failure: bool, on_progress: Progress | None
-    ) -> Payroll:
+        self, tracked: _Tracked, step: str, stop_on_failure: bool, on_progress: Progress | None
+    ) -> _Tracked:
         """Run each outstanding ``pay`` (employer -> line) or ``undo`` (line -> employer)
         transfer, recording outcomes every ``record_every`` steps and at a stopping failure."""
+        payroll = tracked.state
         paying = step == "pay"
         lines = payroll.pending if paying else payroll.to_compensate
         record = saga.payments_recorded if paying else saga.compensations_recorded
@@ -249,69 +313,105 @@ class PayrollService:
                 outcomes.append([line.line_no, "failed", f"{exc.code}: {exc}"])
             stop = stop_on_failure and outcomes[-1][1] == "failed"
             if stop or len(outcomes) >= self.record_every:
-                payroll = self._record(payroll, record(outcomes), on_progress)
+                tracked = self._record(tracked, record(outcomes), on_progress)
                 outcomes = []
             if stop:
                 break
         if outcomes:
-            payroll = self._record(payroll, record(outcomes), on_progress)
-        return payroll
+            tracked = self._record(tracked, record(outcomes), on_progress)
+        return tracked
+
+    def unfinished(self) -> list[str]:
+        """The ids of the sagas started and never closed, oldest first. The registry is read
+        from where this service last read it, so asking again costs only what is new."""
+        with self._registry_lock:
+            for event in self.events.read_stream(saga.REGISTRY, self._registry_version):
+                if event.event_type == "PayrollRegistered":
+                    self._open_sagas[event.data["saga_id"]] = None
+                else:
+                    self._open_sagas.pop(event.data["saga_id"], None)
+                self._registry_version = event.version
+            return list(self._open_sagas)
 
     def resume_all(self, on_progress: Progress | None = None) -> list[Payroll]:
         """Finish or compensate every saga that was started and never closed."""
-        registered: dict[str, None] = {}
-        for event in self.events.read_stream(saga.REGISTRY):
-            if event.event_type == "PayrollRegistered":
-                registered[event.data["saga_id"]] = None
-            else:
-                registered.pop(event.data["saga_id"], None)
-        return [self.run(saga_id, on_progress) for saga_id in registered]
+        return [self.run(saga_id, on_progress) for saga_id in self.unfinished()]
 
     # ------------------------------------------------------------ state
 
     def load(self, saga_id: str) -> Payroll | None:
-        state = None
-        for event in self.events.read_stream(saga_id):
-            state = saga.apply(state, event.event_type, dict(event.data))
-        return state
+        tracked = self._read(saga_id)
+        return tracked.state if tracked is not None else None
 
     def status(self, saga_id: str) -> Payroll:
         """The saga, by its id with or without the ``payroll#`` prefix."""
+        return self._open(saga_id).state
+
+    def _open(self, saga_id: str) -> _Tracked:
         stream = saga_id if saga_id.startswith("payroll#") else f"payroll#{saga_id}"
-        if not stream[len("payroll#") :].isalnum() or (payroll := self.load(stream)) is None:
+        if not stream[len("payroll#") :].isalnum() or (tracked := self._read(stream)) is None:
             raise PayrollNotFound(f"payroll {saga_id!r} does not exist")
-        return payroll
+        return tracked
+
+    def _read(self, saga_id: str) -> _Tracked | None:
+        """The saga folded from its whole stream, or None if it was never started."""
+        events = self.events.read_stream(saga_id)
+        if not events:
+            return None
+        first = events[0]
+        actor = first.metadata.get("actor")
+        started = _Tracked(saga.apply(None, first.event_type, dict(first.data)), first.hash,
+                           str(actor) if actor else None)  # fmt: skip
+        return started.extended(events[1:])
+
+    def _catch_up(self, tracked: _Tracked) -> _Tracked:
+        """``tracked`` with the events others appended since: only those are read."""
+        return tracked.extended(self.events.read_stream(tracked.state.saga_id,
+                                                        tracked.state.version))  # fmt: skip
 
     def _record(
-        self, payroll: Payroll, event: tuple[str, dict[str, Any]], on_progress: Progress | None
-    ) -> Payroll:
+        self, tracked: _Tracked, event: tuple[str, dict[str, Any]], on_progress: Progress | None
+    ) -> _Tracked:
         """Record step outcomes. If another process recorded some first (two resumers), keep
         only the lines still without an outcome: their transfers were idempotent anyway."""
         event_type, data = event
-        while data["outcomes"]:
+        for _ in range(RECORD_ATTEMPTS):
+            if not data["outcomes"]:
+                break
             try:
-                self._append(payroll.saga_id, [(event_type, data)])
+                tracked = tracked.extended(
+                    self._append(tracked.state.saga_id, [(event_type, data)], known=tracked)
+                )
                 break
             except ConcurrencyConflict:
-                payroll = self.status(payroll.saga_id)
+                tracked = self._catch_up(tracked)
+                payroll = tracked.state
                 known = (
                     (payroll.paid | payroll.failed)
                     if event_type == "PaymentsRecorded"
                     else (payroll.compensated | payroll.compensation_failed)
                 )
                 data = {"outcomes": [o for o in data["outcomes"] if o[0] not in known]}
-        payroll = self.status(payroll.saga_id)
+        else:
+            raise PayrollConflict(
+                f"payroll {tracked.state.saga_id}: outcomes not recorded after "
+                f"{RECORD_ATTEMPTS} concurrent writes; its transfers are idempotent, resume it"
+            )
         if on_progress is not None:
-            on_progress(len(payroll.paid) + len(payroll.failed), payroll.line_count)
-        return payroll
+            on_progress(len(tracked.state.paid) + len(tracked.state.failed),
+                        tracked.state.line_count)  # fmt: skip
+        return tracked
 
     def _append(
         self,
         saga_id: str,
         events: list[tuple[str, dict[str, Any]]],
         registry: tuple[str, dict[str, Any]] | None = None,
-    ) -> None:
-        """Append saga events (and a registry entry, atomically) chained onto each stream's head.
+        known: _Tracked | None = None,
+    ) -> list[RecordedEvent]:
+        """Append saga events (and a registry entry, atomically) chained onto each stream's head,
+        and return the saga's events as recorded. ``known``: the saga as last seen, whose
+        stream is then not read to learn its head.
 
         A concurrent writer on the registry is retried; one on the saga stream itself means
         another process is running this saga, which the caller must not race: it is refused.
@@ -320,19 +420,23 @@ class PayrollService:
             streams = {saga_id: events} | ({saga.REGISTRY: [registry]} if registry else {})
             heads, expected, new = {}, {}, []
             for stream, items in streams.items():
-                stored = self.events.read_stream(stream)
-                heads[stream] = stored[-1].hash if stored else GENESIS_HASH
-                expected[stream] = len(stored)
+                if stream == saga_id and known is not None:
+                    heads[stream], expected[stream] = known.head, known.state.version
+                else:
+                    stored = self.events.read_stream(stream)
+                    heads[stream] = stored[-1].hash if stored else GENESIS_HASH
+                    expected[stream] = len(stored)
                 aggregate_type = "PayrollRegistry" if stream == saga.REGISTRY else saga.PAYROLL
                 for offset, (event_type, data) in enumerate(items, start=1):
                     new.append(NewEvent(
-                        new_id(), stream, aggregate_type, len(stored) + offset,
+                        new_id(), stream, aggregate_type, expected[stream] + offset,
                         event_type, 1, data, {"actor": current_actor.get(), "saga_id": saga_id},
                     ))  # fmt: skip
             try:
-                self.events.append(chained(new, heads), expected)
-                return
+                recorded = self.events.append(chained(new, heads), expected)
             except ConcurrencyConflict as exc:
                 if saga_id in exc.aggregate_ids:
                     raise
+                continue
+            return [event for event in recorded if event.aggregate_id == saga_id]
         raise ConcurrencyConflict([saga.REGISTRY])

@@ -24,13 +24,17 @@ def start(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV (account_id,amount,reference) or JSON lines.")],
     employer: Annotated[str, typer.Option("--from", help="The account that pays.")],
+    idempotency_key: Annotated[
+        str,
+        typer.Option(
+            metavar="KEY",
+            help="Required: running the payroll again with this key pays it once, so a retry "
+            "after a crash or a lost terminal never pays twice.",
+        ),
+    ],
     policy: Annotated[
         str, typer.Option(help="all-or-nothing (compensate on failure) or best-effort.")
     ] = "all-or-nothing",
-    idempotency_key: Annotated[
-        str | None,
-        typer.Option(metavar="KEY", help="Running the same file again with this key pays once."),
-    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Pay every line of FILE from the employer account, as a resumable saga (at most 20,000

@@ -9,20 +9,32 @@ over ``max_body_bytes`` are refused with 413.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import json
 import logging
+import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import Gauge, Info
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventbank import __version__
-from eventbank.application.observability import Metrics, command_id, request_id
+from eventbank.application.observability import (
+    Metrics,
+    command_id,
+    configure_json_logging,
+    request_id,
+)
 from eventbank.application.payroll_service import PayrollService
 from eventbank.domain.errors import EventbankError
 from eventbank.http import problems
@@ -42,7 +54,8 @@ from eventbank.http.payrolls import (
 )
 from eventbank.http.schemas import Problem
 from eventbank.http.transfers import transfer_routes
-from eventbank.wiring import Ledger
+from eventbank.ports.event_store import StoreUnavailable
+from eventbank.wiring import Ledger, open_ledger
 
 MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("eventbank.http")
@@ -165,3 +178,136 @@ class _BodyLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+# ------------------------------------------------------------ `eventbank serve --workers N`
+
+WORKER_APP = "eventbank.http.app:app_from_environment"
+WORKER_SETTINGS_ENV = "EVENTBANK_SERVE_WORKER"  # JSON, set by `serve` for its worker processes
+WORKER_STORE_WAIT_S = 30.0  # a worker (re)started while the store is down waits this long
+ELECTION_RETRY_S = 1.0  # how soon a worker takes over the projection runner of one that died
+STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that cannot start: the supervisor stops
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process of ``eventbank serve --workers N`` (uvicorn's factory).
+
+    Each worker is a fresh interpreter (uvicorn spawns, it does not fork), so nothing is shared
+    with its parent or siblings: it opens its own ledger (its own connection pool and group
+    commit), token store and metrics registry. ``serve`` has already created or migrated the
+    stores, made the admin token and printed the banner, once, and passes its settings in
+    ``EVENTBANK_SERVE_WORKER``. Each worker adds:
+
+    - one projection runner per ``serve``, not per worker: the worker holding an exclusive
+      ``flock`` on ``runner_lock`` runs it; when that worker dies the kernel releases the lock
+      and another takes over within ``ELECTION_RETRY_S``. Every worker projects inline.
+    - ``X-Served-By: <pid>`` on every response, and ``eventbank_worker_info{pid}`` and
+      ``eventbank_worker_runs_projections`` in ``/metrics``, which describes this worker only.
+    """
+    settings = json.loads(os.environ[WORKER_SETTINGS_ENV])
+    if settings["json_logs"]:
+        configure_json_logging()
+    else:
+        logging.basicConfig(level=logging.INFO)
+    metrics = Metrics()
+    try:
+        ledger = _open_worker_ledger(settings, metrics)
+        tokens = TokenStore.load(Path(settings["tokens_file"]), os.environ.get("EVENTBANK_TOKENS"))
+    except StoreUnavailable:
+        raise  # the supervisor starts the worker again: the store may be back by then
+    except EventbankError as exc:  # the same on every restart: stop serving rather than loop
+        log.error("worker %s cannot start: %s", os.getpid(), exc)
+        raise SystemExit(STARTUP_FAILURE) from None
+    pid = str(os.getpid())
+    app = create_app(ledger, tokens, metrics)
+    app.add_middleware(_ServedBy, pid=pid)
+    Info("eventbank_worker", "The worker process that answered this scrape.",
+         registry=metrics.registry).info({"pid": pid})  # fmt: skip
+    elected = Gauge(
+        "eventbank_worker_runs_projections",
+        "1 while this worker runs its serve's background projection runner.",
+        registry=metrics.registry,
+    )
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=_run_projections_if_elected, name="projections",
+                             args=(ledger, Path(settings["runner_lock"]), elected, stop)),
+            threading.Thread(target=tokens.keep_recording_last_used, args=(stop,),
+                             name="tokens-last-used"),
+        ]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        try:
+            async with inner(asgi_app) as state:
+                yield state
+        finally:
+            stop.set()
+            for thread in threads:
+                await asyncio.to_thread(thread.join, 10)
+            ledger.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def _open_worker_ledger(settings: dict[str, Any], metrics: Metrics) -> Ledger:
+    """The worker's own ledger; a store that is down (a worker restarted during an outage) is
+    waited for, up to ``WORKER_STORE_WAIT_S``."""
+    deadline = time.monotonic() + WORKER_STORE_WAIT_S
+    pause_s = 0.1
+    while True:
+        try:
+            return open_ledger(settings["store_url"], settings["read_store_url"],
+                               metrics=metrics, channel="api")  # fmt: skip
+        except StoreUnavailable as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("store unavailable; the worker waits for it: %s", exc)
+            time.sleep(pause_s)
+            pause_s = min(2.0, pause_s * 2)
+
+
+def _run_projections_if_elected(
+    ledger: Ledger, lock_path: Path, elected: Gauge, stop: threading.Event
+) -> None:
+    """Run the projection runner while holding the runner lock; until then try to take it every
+    ``ELECTION_RETRY_S``. Several runners would be safe (every read store applies a change only
+    to a row one version behind it and moves its checkpoint only forward), but each would poll
+    the feed (on DynamoDB: its stream's shards, which throttle beyond two readers) and all
+    would replay the same backlog after a crash."""
+    with open(lock_path, "a") as lock:
+        while not stop.is_set():
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                stop.wait(ELECTION_RETRY_S)
+                continue
+            log.info("this worker runs the projection runner")
+            elected.set(1)
+            try:
+                ledger.runner.run(stop)
+            finally:
+                elected.set(0)
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class _ServedBy:
+    """``X-Served-By: <pid>`` on every response: which worker answered."""
+
+    def __init__(self, app: ASGIApp, pid: str):
+        self.app, self.header = app, (b"x-served-by", pid.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_marked)

@@ -3,22 +3,49 @@
 The request body is the payroll itself (``text/csv`` or ``application/x-ndjson`` lines of
 account id, amount, reference), validated in full before anything is recorded; a valid payroll
 answers ``202`` with its id at once and is paid in the background. ``GET`` shows its progress.
+
+``POST /payrolls`` requires an ``Idempotency-Key``: the key names the saga, so a retried upload
+answers with the first one, where a fresh id per request would pay the whole payroll again.
+
+Background runs go through a ``PayrollRunner``: one payroll at a time, in a copy of the
+submitting request's context (its actor, request id and command id), failures logged with
+them; and every unfinished payroll is run again at start and then periodically, so a run that
+failed (the store unavailable for a moment, say) is finished without a restart.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import contextvars
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
+from eventbank.application.observability import command_id, request_id
 from eventbank.application.payroll_service import PayrollService
 from eventbank.domain.errors import InvalidInput
-from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, Guard, IdempotencyKey
+from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, Guard
 
 MAX_PAYROLL_BYTES = 2 * 1024 * 1024
+RESUME_EVERY_S = 30.0
+log = logging.getLogger("eventbank.payroll")
+
+PayrollKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[!-~]+$",
+           description="Required: the payroll's command id. A retry with the same key and "
+           "body answers with the first payroll and pays nothing again."),
+]  # fmt: skip
+
+
+class IdempotencyKeyRequired(InvalidInput):
+    code = "idempotency_key_required"
+
+
 _CSV_EXAMPLE = "account_id,amount,reference\nacc-2,2500.00,salary-2026-11\n"
 
 
@@ -39,7 +66,79 @@ class PayrollView(BaseModel):
     failures: dict[str, str]
 
 
-def payroll_routes(payrolls: PayrollService, runner: ThreadPoolExecutor, guard: Guard) -> APIRouter:
+class PayrollRunner:
+    """Runs payrolls in the background, one at a time, and finishes those a failure left.
+
+    ``submit`` runs a payroll in a copy of the caller's context; a failure is logged with the
+    request id, command id and saga id (and the payroll stays registered as unfinished).
+    ``start`` resumes every unfinished payroll at once and then every ``resume_every_s``
+    seconds (None: only at start) until ``stop``; a resume still running is not queued again.
+    """
+
+    def __init__(self, payrolls: PayrollService, resume_every_s: float | None = RESUME_EVERY_S):
+        if resume_every_s is not None and not resume_every_s > 0:
+            raise ValueError("resume_every_s must be a positive number of seconds, or None")
+        self.payrolls = payrolls
+        self.resume_every_s = resume_every_s
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="payroll")
+        self._stopping = threading.Event()
+        self._timer: threading.Thread | None = None
+        self._resuming: Future[None] | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, saga_id: str) -> Future[None]:
+        """Run ``saga_id`` in the background with the caller's actor, request id and command id."""
+        return self._executor.submit(contextvars.copy_context().run, self._run, saga_id)
+
+    def resume(self) -> Future[None]:
+        """Run every unfinished payroll again in the background (unless that is under way)."""
+        with self._lock:
+            if self._resuming is None or self._resuming.done():
+                # A context of its own: no request's ids; each payroll's actor is its starter's.
+                self._resuming = self._executor.submit(contextvars.Context().run, self._resume)
+            return self._resuming
+
+    def start(self) -> None:
+        self.resume()  # what a crash or a failed run left unfinished
+        if self.resume_every_s is not None:
+            self._timer = threading.Thread(target=self._resume_periodically,
+                                           name="payroll-resume", daemon=True)  # fmt: skip
+            self._timer.start()
+
+    def stop(self) -> None:
+        """Stop resuming and drop queued runs; a payroll being paid is paid to its end."""
+        self._stopping.set()
+        if self._timer is not None:
+            self._timer.join()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _resume_periodically(self) -> None:
+        while not self._stopping.wait(self.resume_every_s):
+            self.resume()
+
+    def _resume(self) -> None:
+        try:
+            unfinished = self.payrolls.unfinished()
+        except Exception:
+            log.exception("could not list the unfinished payrolls; trying again later")
+            return
+        for saga_id in unfinished:
+            if self._stopping.is_set():
+                return
+            self._run(saga_id)
+
+    def _run(self, saga_id: str) -> None:
+        try:
+            self.payrolls.run(saga_id)
+        except Exception:
+            log.exception(
+                "payroll %s failed; it stays unfinished and is resumed later", saga_id,
+                extra={"fields": {"saga_id": saga_id, "request_id": request_id.get(),
+                                  "command_id": command_id.get()}},
+            )  # fmt: skip
+
+
+def payroll_routes(payrolls: PayrollService, runner: PayrollRunner, guard: Guard) -> APIRouter:
     router = APIRouter(tags=["payroll"])
     body = {"required": True, "content": {
         "text/csv": {"schema": {"type": "string"}, "example": _CSV_EXAMPLE},
@@ -57,9 +156,16 @@ def payroll_routes(payrolls: PayrollService, runner: ThreadPoolExecutor, guard: 
         policy: Annotated[str, Query(pattern="^(all-or-nothing|best-effort)$")] = (
             "all-or-nothing"
         ),
-        key: IdempotencyKey = None,
+        key: PayrollKey = None,
     ):
-        """Validate every line, record the saga, and pay it in the background (202)."""
+        """Validate every line, record the saga, and pay it in the background (202).
+        Requires an ``Idempotency-Key``: a retry with it pays nothing again."""
+        if key is None:
+            raise IdempotencyKeyRequired(
+                "POST /payrolls requires an Idempotency-Key header (any unique string, e.g. a "
+                "UUID or the file's checksum); send the same key when retrying, so that the "
+                "payroll is paid once"
+            )
         kind = request.headers.get("content-type", "text/csv").split(";")[0].strip()
         if kind not in ("text/csv", "application/x-ndjson"):
             raise InvalidInput("send the payroll as text/csv or application/x-ndjson")
@@ -72,7 +178,7 @@ def payroll_routes(payrolls: PayrollService, runner: ThreadPoolExecutor, guard: 
             payrolls.start, from_account_id, text, fmt=fmt, policy=policy, idempotency_key=key
         )
         if not payroll.finished:
-            runner.submit(payrolls.run, payroll.saga_id)
+            runner.submit(payroll.saga_id)
         response.headers["Location"] = f"/payrolls/{public_id(payroll.saga_id)}"
         return payroll.summary()
 
