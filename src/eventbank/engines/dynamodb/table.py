@@ -32,6 +32,7 @@ BACKOFF_CAP_S = 0.5
 TRANSIENT = frozenset({
     "ThrottlingException", "ThrottlingError", "ProvisionedThroughputExceededException",
     "ProvisionedThroughputExceeded", "RequestLimitExceeded", "InternalServerError",
+    "InternalFailure",  # AWS's generic HTTP 500 (DynamoDB Local answers it while adding an index)
     "ServiceUnavailable", "TransactionConflict", "TransactionConflictException",
     "TransactionInProgressException", "LimitExceededException",
     "ContinuousBackupsUnavailableException",
