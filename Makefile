@@ -47,12 +47,14 @@ test-servers:
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-dynamodb-local.sh
 	bash scripts/ensure-browser.sh
+	bash scripts/ensure-wrk.sh
 
 ## Benchmark (docs/performance.md): eventbank vs the eventsourcing library vs raw-SQL floors
 ## on every engine; table printed, JSON + PNG in benchmarks/results/. make bench [QUICK=1]
 bench: install-dev
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-dynamodb-local.sh
+	bash scripts/ensure-wrk.sh
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 ## Chaos soak: faults injected under load, then every invariant checked (docs/reliability.md).

@@ -13,12 +13,12 @@ from bench.run import ROOT, SYSTEMS, Config, run
 from bench.workload import MAX_TRANSFERS, client_cpu
 
 FULL = {"transfers": 10_000, "load_events": 100_000, "repeats": 7, "payroll_lines": 20_000,
-        "engines": ENGINES}  # fmt: skip
-# Under a minute: fewer transfers, a smaller large account and payroll, and by default no
+        "engines": ENGINES, "http_seconds": 15}  # fmt: skip
+# Short: fewer transfers, a smaller large account and payroll, 5 s HTTP rows, and by default no
 # DynamoDB Local, which alone takes longer here (a fresh JVM per store, 1,000 accounts opened
 # on each).
 QUICK = {"transfers": 500, "load_events": 10_000, "repeats": 3, "payroll_lines": 2_000,
-         "engines": ENGINES[:2]}  # fmt: skip
+         "engines": ENGINES[:2], "http_seconds": 5}  # fmt: skip
 
 
 def _names(allowed: tuple[str, ...]):
@@ -32,14 +32,21 @@ def _names(allowed: tuple[str, ...]):
     return parse
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="under a minute: 500 transfers per scenario (not 10,000), a 10,000-event large "
-        "account (not 100,000), a 2,000-line payroll (not 20,000), SQLite and PostgreSQL "
-        "unless --engines says otherwise",
+        help="short: 500 transfers per scenario (not 10,000), a 10,000-event large "
+        "account (not 100,000), a 2,000-line payroll (not 20,000), 5 s per HTTP row (not 15), "
+        "SQLite and PostgreSQL unless --engines says otherwise",
     )
     parser.add_argument(
         "--engines",
@@ -50,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         "--systems",
         type=_names(SYSTEMS),
         default=SYSTEMS,
-        help=f"comma-separated, default: {','.join(SYSTEMS)}",
+        help=f"comma-separated, default: {','.join(SYSTEMS)} (http: eventbank serve and a "
+        "bare FastAPI floor as processes of their own, driven by wrk; SQLite and PostgreSQL)",
     )
     parser.add_argument("--transfers", type=int, help=f"per scenario (1 to {MAX_TRANSFERS:,})")
     parser.add_argument("--load-events", type=int, help="events in the large account")
@@ -58,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         "--payroll-lines",
         type=int,
         help="lines of the payroll paid on SQLite (default 20,000; --quick: 2,000; 0: none)",
+    )
+    parser.add_argument(
+        "--http-seconds", type=_positive, help="wrk's run per HTTP row (default 15; --quick: 5)"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
@@ -86,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         repeats=sizes["repeats"],
         payroll_lines=sizes["payroll_lines"] if args.payroll_lines is None else args.payroll_lines,
         seed=args.seed,
+        http_seconds=args.http_seconds or sizes["http_seconds"],
         cpu=None if args.any_cpu else client_cpu(),
         pg_url=args.pg_url,
         dynamodb_endpoint=args.dynamodb_endpoint,

@@ -1,7 +1,8 @@
 """The report: one table, the bars with PASS/MISS, and the same as JSON and a PNG chart.
 
 Every row carries its ratio to the eventsourcing row and to the raw floors of the same engine
-and scenario (transfers/s over theirs), so a figure is always read against a reference.
+and scenario (transfers/s over theirs), so a figure is always read against a reference; an HTTP
+row (bench/http_load.py), its ratio to the bare FastAPI floor of the same engine and scenario.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.ceiling import Ceiling
+from bench.http_load import EVENTBANK as SERVE
+from bench.http_load import FLOOR, LAG_GOAL_S, LAG_WAIT_S, HttpMeasurement, lag_text
 from bench.payroll import PayrollTiming
 from bench.reconstitution import LoadTimes, Rebuild
 from bench.workload import CONCURRENT, HOT, SCENARIOS, SINGLE, Measurement
@@ -27,6 +30,7 @@ class Report:
     rebuilds: list[Rebuild] = field(default_factory=list)
     ceilings: list[Ceiling] = field(default_factory=list)
     payrolls: list[PayrollTiming] = field(default_factory=list)
+    http: list[HttpMeasurement] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,14 @@ def ratios(report: Report, m: Measurement) -> dict[str, float | None]:
         name: (m.transfers_per_s / found[name] if found.get(name) else None)
         for name in ("eventsourcing", RAW_TX, RAW_BATCHED)
     }
+
+
+def floor_ratio(report: Report, m: HttpMeasurement) -> float | None:
+    """``m``'s transfers/s over the FastAPI floor's, same engine and scenario (None: no floor)."""
+    for floor in report.http:
+        if (floor.system, floor.engine, floor.scenario) == (FLOOR, m.engine, m.scenario):
+            return m.transfers_per_s / floor.transfers_per_s if floor.transfers_per_s else None
+    return None
 
 
 def _find(report: Report, system: str, engine: str, scenario: str) -> Measurement | None:
@@ -124,21 +136,40 @@ def bars(report: Report) -> list[Bar]:
             None if m is None else m.p99_ms < 10,
         )
     )
+    for engine in dict.fromkeys(h.engine for h in report.http if h.system == SERVE):
+        served = [h for h in report.http if h.system == SERVE and h.engine == engine]
+        result.append(
+            Bar(
+                f"HTTP: projection lag back to 0 after the load ({engine})",
+                f"<= {LAG_GOAL_S:.0f} s",
+                ", ".join(
+                    f"{h.lag_zero_s:.2f} s"
+                    if h.lag_zero_s is not None
+                    else f"not in {LAG_WAIT_S:.0f} s"
+                    for h in served
+                ),  # fmt: skip
+                all(h.lag_ok for h in served),
+            )
+        )
     return result
 
 
 def load_summary(report: Report) -> str:
     """The machine's 1-minute load average over the run: others' work skews every figure."""
     load = report.meta["load_average"]
-    peak = max((m.load_average for m in report.measurements), default=load["start"])
+    peak = max((m.load_average for m in [*report.measurements, *report.http]),
+               default=load["start"])  # fmt: skip
     return (
         f"load average {load['start']} at the start, up to {peak} during, {load['end']} at the end"
     )
 
 
-def threads_summary(meta: dict) -> str:
-    """Where every system's client threads ran (bench/workload.py says why one CPU)."""
-    cpu = meta.get("cpu")
+def threads_summary(report: Report) -> str:
+    """Where every system's client threads ran (bench/workload.py says why one CPU); the HTTP
+    servers and wrk run wherever the kernel puts them."""
+    if not report.measurements and report.http:
+        return "HTTP servers and wrk: wherever the kernel put them (no CPU affinity)"
+    cpu = report.meta.get("cpu")
     if cpu is None:
         return "client threads: wherever the system put them (--any-cpu, or no CPU affinity here)"
     return f"client threads: every system's on CPU {cpu} alone (a process runs one at a time)"
@@ -148,30 +179,13 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-def format_report(report: Report) -> str:
-    """The whole report as text: the table, reconstitution, projection, the engine alone,
-    the payroll, bars."""
-    meta = report.meta
-    lines = [
-        f"eventbank benchmark, {meta['mode']} ({meta['transfers']:,} transfers per scenario, "
-        f"{meta['accounts']:,} accounts), {meta['started']}",
-        f"commit {meta['commit']}"
-        + (
-            f" + uncommitted changes in {', '.join(meta['uncommitted'])}"
-            if meta["uncommitted"]
-            else " (clean working tree)"
-        ),
-        f"machine: {meta['machine']}; {load_summary(report)}",
-        threads_summary(meta),
-        *(f"durability, {engine}: {text}" for engine, text in meta["durability"].items()),
-        "",
-    ]
+def _in_process_table(report: Report) -> list[str]:
     head = (
         f"{'system':<14}{'variant':<22}{'engine':<11}{'scenario':<29}{'transfers/s':>12}"
         f"{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'CPU us':>8}{'conflicts':>10}{'failed':>7}"
         f"{'x es':>7}{'x raw':>7}{'x batch':>8}"
     )
-    lines += [head, "-" * len(head)]
+    lines = [head, "-" * len(head)]
     for scenario in SCENARIOS:
         for m in (m for m in report.measurements if m.scenario == scenario.name):
             r = ratios(report, m)
@@ -188,6 +202,64 @@ def format_report(report: Report) -> str:
         "CPU us: the measuring process's CPU time (all its threads) per successful transfer; "
         "a database server's own is not in it.",
     ]
+    return lines
+
+
+def _http_table(report: Report) -> list[str]:
+    """The HTTP rows: each server a process of its own, wrk its load (bench/http_load.py)."""
+    meta = report.meta.get("http", {})
+    head = (
+        f"{'HTTP service':<17}{'engine':<12}{'scenario':<40}{'transfers/s':>12}{'p50 ms':>8}"
+        f"{'p99 ms':>8}{'CPU us':>8}{'non-2xx':>8}{'errors':>7}{'x floor':>8}  lag after load"
+    )
+    lines = ["", head, "-" * len(head)]
+    for m in report.http:
+        lines.append(
+            f"{m.system:<17}{m.engine:<12}{m.scenario:<40}{m.transfers_per_s:>12,.0f}"
+            f"{m.p50_ms:>8.2f}{m.p99_ms:>8.2f}{m.server_cpu_us:>8.0f}{m.refused:>8}"
+            f"{sum(m.socket_errors.values()):>7}{_ratio(floor_ratio(report, m)):>8}  {lag_text(m)}"
+        )
+    lines += [
+        f"{m.system}, {m.engine}, {m.scenario}: non-2xx {m.non_2xx}, socket errors "
+        f"{m.socket_errors}"
+        for m in report.http
+        if m.non_2xx or m.socket_errors
+    ]
+    lines += [
+        "",
+        f"load: {meta.get('load', 'wrk')} (its own process; 2xx responses over its run time); "
+        f"servers: {meta.get('server', '-')}; servers and wrk on any CPU (no affinity).",
+        "CPU us: the server process's CPU time (all its threads) per 2xx response while wrk "
+        "ran; wrk's and PostgreSQL's own are not in it.",
+        "x floor: transfers/s over the bare FastAPI endpoint's (same body, same server stack), "
+        "same engine and scenario; lag after load: the projection lag (GET /stats) when wrk "
+        f"ended, and when it was 0 again (goal: within {LAG_GOAL_S:.0f} s).",
+    ]
+    return lines
+
+
+def format_report(report: Report) -> str:
+    """The whole report as text: the table, reconstitution, projection, the engine alone,
+    the payroll, bars."""
+    meta = report.meta
+    lines = [
+        f"eventbank benchmark, {meta['mode']} ({meta['transfers']:,} transfers per scenario, "
+        f"{meta['accounts']:,} accounts), {meta['started']}",
+        f"commit {meta['commit']}"
+        + (
+            f" + uncommitted changes in {', '.join(meta['uncommitted'])}"
+            if meta["uncommitted"]
+            else " (clean working tree)"
+        ),
+        f"machine: {meta['machine']}; {load_summary(report)}",
+        threads_summary(report),
+        *(f"durability, {engine}: {text}" for engine, text in meta["durability"].items()),
+        "",
+    ]
+    if report.measurements or not report.http:
+        lines += _in_process_table(report)
+    if report.http:
+        lines += _http_table(report)
     if report.loads:
         lines += [
             "",
@@ -250,6 +322,15 @@ def to_json(report: Report) -> dict[str, Any]:
         "projection_rebuild": [asdict(r) for r in report.rebuilds],
         "engine_alone": [asdict(c) for c in report.ceilings],
         "payroll": [asdict(p) for p in report.payrolls],
+        "http": [
+            {
+                **asdict(h),
+                "refused": h.refused,
+                "lag_ok": h.lag_ok,
+                "ratio_to_floor": floor_ratio(report, h),
+            }  # fmt: skip
+            for h in report.http
+        ],
         "bars": [asdict(b) for b in bars(report)],
     }
 
@@ -277,12 +358,15 @@ COLORS = {"eventbank": "tab:blue", "eventsourcing": "tab:orange", RAW_TX: "tab:g
 
 def chart(report: Report, path: Path) -> None:
     """Transfers/s per system, one panel per engine, scenarios side by side; goals dashed, the
-    engine alone dotted."""
+    engine alone dotted. Then the HTTP rows in a panel of their own."""
     from matplotlib.figure import Figure  # only needed here; keeps `import bench` light
 
     engines = list(dict.fromkeys(m.engine for m in report.measurements))
-    figure = Figure(figsize=(6.5 * max(1, len(engines)), 6), layout="constrained")
-    axes = figure.subplots(1, max(1, len(engines)), squeeze=False)[0]
+    panels = max(1, len(engines) + bool(report.http))
+    figure = Figure(figsize=(max(6.5 * panels, 12), 6), layout="constrained")
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    if report.http:
+        _http_panel(axes[len(engines)], report)
     for ax, engine in zip(axes, engines, strict=False):
         series: dict[str, dict[str, Measurement]] = {}
         for m in report.measurements:
@@ -313,10 +397,36 @@ def chart(report: Report, path: Path) -> None:
     figure.suptitle(
         f"eventbank benchmark, {meta['mode']}: {meta['transfers']:,} transfers per scenario\n"
         f"commit {meta['commit'][:10]}, {meta['machine']}; {load_summary(report)}\n"
-        f"{threads_summary(meta)}",
+        f"{threads_summary(report)}",
         fontsize=10,
     )
     figure.savefig(path, dpi=110)
+
+
+HTTP_COLORS = {FLOOR: "tab:gray", SERVE: "tab:blue"}
+
+
+def _http_panel(ax: Any, report: Report) -> None:
+    """2xx transfers/s of eventbank serve beside the FastAPI floor, per engine and scenario."""
+    groups = list(dict.fromkeys((h.engine, h.scenario) for h in report.http))
+    width = 0.8 / len(HTTP_COLORS)
+    for i, (system, color) in enumerate(HTTP_COLORS.items()):
+        rows = {(h.engine, h.scenario): h for h in report.http if h.system == system}
+        values = [rows[g].transfers_per_s if g in rows else 0.0 for g in groups]
+        labels = []
+        for group, value in zip(groups, values, strict=True):
+            ratio = floor_ratio(report, rows[group]) if system == SERVE and value else None
+            labels.append(f"{value:,.0f}" + (f" ({ratio:.2f}x)" if ratio else "") if value else "")
+        drawn = ax.bar([x + i * width for x in range(len(groups))], values, width, label=system,
+                       color=color)  # fmt: skip
+        ax.bar_label(drawn, labels=labels, fontsize=7, rotation=90, padding=2)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(groups))],
+                  [f"{engine}\n{scenario}".replace(": ", "\n") for engine, scenario in groups],
+                  fontsize=8)  # fmt: skip
+    ax.set_title(f"HTTP service: wrk, {report.http[0].connections} keep-alive connections")
+    ax.set_ylabel("2xx transfers/s (x: over the floor)")
+    ax.margins(y=0.2)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
 
 
 def _label(m: Measurement) -> str:

@@ -6,6 +6,9 @@ time. Then, where there are raw SQL floors and several clients, the engine alone
 rows built beforehand (bench/ceiling.py). After eventbank's 16-client run its store's read
 models are rebuilt (projection events/s), and a store of its own holds the reconstitution
 accounts. On SQLite, last, one payroll of ``payroll_lines`` lines is paid (bench/payroll.py).
+With ``http`` among the systems, on SQLite and PostgreSQL, after the in-process scenarios: each
+HTTP scenario's floor, then ``eventbank serve`` on a fresh store, each as a process of its own
+driven by wrk for ``http_seconds`` (bench/http_load.py).
 """
 
 from __future__ import annotations
@@ -14,12 +17,24 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.ceiling import Ceiling, measure_ceiling
 from bench.engines import Engine, open_engines
+from bench.http_load import (
+    EVENTBANK,
+    FLOOR,
+    HTTP_ENGINES,
+    HTTP_SCENARIOS,
+    HttpMeasurement,
+    describe,
+    lag_text,
+    measure_http,
+    wrk_path,
+)
 from bench.payroll import PAYROLL_ENGINES, measure_payroll
 from bench.reconstitution import measure_loads, measure_rebuild
 from bench.report import Report
@@ -31,7 +46,7 @@ from bench.workload import ACCOUNTS, CONCURRENT, SCENARIOS, Measurement, Scenari
 from eventbank.engines.sql.group_commit import DEFAULT_MAX as GROUP_COMMIT_MAX
 
 ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = ("eventbank", "eventsourcing", "raw")
+SYSTEMS = ("eventbank", "eventsourcing", "raw", "http")
 RAW_BATCH = GROUP_COMMIT_MAX  # transfers per transaction in the batched floor
 RAW_SQL = {"sqlite": RawSqlite, "postgresql": RawPostgres}
 
@@ -49,6 +64,7 @@ class Config:
     pg_url: str | None = None
     dynamodb_endpoint: str | None = None
     payroll_lines: int = 20_000  # the payroll paid on SQLite (bench/payroll.py); 0: none
+    http_seconds: int = 15  # wrk's run per HTTP row (bench/http_load.py)
 
 
 Run = Callable[[str, Scenario], Measurement]  # (fresh store URL, scenario) -> figures
@@ -56,6 +72,8 @@ Run = Callable[[str, Scenario], Measurement]  # (fresh store URL, scenario) -> f
 
 def run(config: Config, progress: Callable[[str], None] = print) -> Report:
     report = Report(_meta(config))
+    if "http" in config.systems:
+        wrk_path()  # missing: say so now, not after the other systems' minutes
     with open_engines(
         config.engines, pg_url=config.pg_url, dynamodb_endpoint=config.dynamodb_endpoint
     ) as engines:
@@ -77,6 +95,8 @@ def run(config: Config, progress: Callable[[str], None] = print) -> Report:
                         f"{engine.name}: engine alone, {ceiling.per_transaction}/tx, "
                         f"{scenario.name}: {ceiling.transfers_per_s:,.0f} transfers/s"
                     )
+            if "http" in config.systems:
+                report.http += _http(engine, config, progress)
             if "eventbank" in config.systems:
                 with engine.fresh() as url:
                     report.loads += measure_loads(url, (100, config.load_events), config.repeats)
@@ -118,6 +138,26 @@ def _runs(engine: Engine, config: Config, report: Report) -> Iterator[tuple[str,
             yield "raw", _local(config, lambda url: raw(url, RAW_BATCH))
         else:
             yield "raw", _local(config, RawDynamo)
+
+
+def _http(engine: Engine, config: Config, progress: Callable[[str], None]) -> list[HttpMeasurement]:
+    """Each HTTP scenario's floor, then eventbank serve on a fresh store, one after the other."""
+    if engine.name not in HTTP_ENGINES:
+        progress(f"{engine.name}: no HTTP scenario (run on {' and '.join(HTTP_ENGINES)})")
+        return []
+    rows = []
+    for scenario in HTTP_SCENARIOS:
+        for system in (FLOOR, EVENTBANK):  # side by side in time, as the other systems
+            with engine.fresh() if system == EVENTBANK else nullcontext(None) as url:
+                m = measure_http(system, engine.name, scenario, config.http_seconds,
+                                 config.seed, url)  # fmt: skip
+            rows.append(m)
+            progress(
+                f"{m.engine}: {m.system}, {m.scenario}: {m.transfers_per_s:,.0f} transfers/s, "
+                f"p99 {m.p99_ms:.1f} ms, {m.server_cpu_us:,.0f} CPU us/transfer, "
+                f"{m.refused} non-2xx, projection lag {lag_text(m)}"
+            )
+    return rows
 
 
 def _ceiling(engine: Engine, scenario: Scenario, config: Config) -> Ceiling:
@@ -167,6 +207,7 @@ def _meta(config: Config) -> dict:
         f"{platform.python_version()}, {platform.system()} {platform.release()}",
         "durability": {},
         "cpu": config.cpu,
+        **({"http": describe(config.http_seconds)} if "http" in config.systems else {}),
         # Other work on the machine skews every figure: recorded, so a reader can tell.
         "load_average": {"start": round(os.getloadavg()[0], 2)},
     }

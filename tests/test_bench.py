@@ -1,5 +1,6 @@
 """Smoke test of the benchmark harness in its smallest mode: SQLite, eventbank and the raw
-floors (no peer library, no servers). It checks the report's shape, never a timing."""
+floors (no peer library, no database servers), and the HTTP scenario (eventbank serve and the
+FastAPI floor, driven by wrk). It checks the report's shape, never a timing."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 
 from bench.__main__ import main
 from bench.ceiling import measure_ceiling
+from bench.http_load import EVENTBANK, FLOOR, HttpScenario, measure_http
 from bench.targets.raw_sql import RawSqlite
 from bench.workload import ACCOUNTS, CONCURRENT, HOT, SCENARIOS, client_cpu, measure, plan
 
@@ -158,3 +160,49 @@ def test_engine_alone_writes_every_planned_transfer_as_many_per_transaction_as_c
         (t.source, t.target, t.amount_minor) for c in plan(CONCURRENT, 40, 1) for t in c
     )
     assert sorted(written) == planned and commands == ACCOUNTS + 40
+
+
+TINY = HttpScenario("tiny: 16 connections, 10 accounts", accounts=10, opened=10)
+
+
+def test_the_http_scenario_serves_eventbank_and_the_floor_and_reports_every_field(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr("bench.run.HTTP_SCENARIOS", (TINY,))
+    main(["--quick", "--engines", "sqlite", "--systems", "http", "--http-seconds", "2",
+          "--out", str(tmp_path)])  # fmt: skip
+
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "quick.json").read_text())
+    assert (tmp_path / "quick.png").stat().st_size > 0
+    assert report["measurements"] == [] and report["meta"]["http"]["seconds"] == 2
+    assert report["meta"]["http"]["load"].startswith("wrk -t2 -c16 -d2s --latency")
+    floor, served = report["http"]
+    assert (floor["system"], served["system"]) == (FLOOR, EVENTBANK)
+    for row in (floor, served):
+        assert (row["engine"], row["scenario"], row["connections"]) == ("sqlite", TINY.name, 16)
+        assert row["ok"] > 0 and row["requests"] == row["ok"] + row["refused"]
+        assert row["transfers_per_s"] > 0 and 1.5 < row["seconds"] < 4
+        assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert row["server_cpu_us"] > 0 and row["server_cpu_s"] > 0
+        assert row["wrk"].startswith("wrk -t2 -c16 -d2s --latency")
+        assert f"{row['transfers_per_s']:,.0f}" in printed
+    assert floor["non_2xx"] == {} and floor["refused"] == 0 and floor["socket_errors"] == {}
+    assert floor["ratio_to_floor"] == 1.0 and floor["lag_events"] is None
+    assert served["ratio_to_floor"] == served["transfers_per_s"] / floor["transfers_per_s"]
+    assert served["non_2xx"] == {}  # enough money everywhere: nothing refused
+    assert served["lag_events"] >= 0 and served["lag_zero_s"] is not None
+    assert served["lag_ok"] == (served["lag_zero_s"] <= 2)
+    (bar,) = [b for b in report["bars"] if b["name"].startswith("HTTP: projection lag")]
+    assert bar["passed"] == served["lag_ok"] and f"{served['lag_zero_s']:.2f} s" in bar["measured"]
+    (row,) = [line for line in printed.splitlines() if line.startswith(EVENTBANK)]
+    assert f"{served['ratio_to_floor']:.2f}x" in row and "events, 0 after" in row
+
+
+def test_the_http_scenario_counts_every_refused_transfer(tmp_path):
+    # No account opened: every transfer is refused (404), and counted as such.
+    refused = HttpScenario("refused", accounts=10, opened=0)
+    m = measure_http(EVENTBANK, "sqlite", refused, 1, 1, f"sqlite:///{tmp_path / 'events.db'}")
+    assert m.requests > 0 and m.ok == 0 and m.transfers_per_s == 0
+    assert m.non_2xx == {"404": m.requests} and m.refused == m.requests
+    assert m.server_cpu_us == 0 and m.server_cpu_s > 0

@@ -1,0 +1,400 @@
+"""The HTTP scenario: ``eventbank serve`` as a process of its own, driven by wrk.
+
+Per row, a server is started as its own process on a free loopback port: ``eventbank serve``
+on a fresh store (one process, as it serves by default, its projection runner included), or
+the framework's floor (bench/http_floor.py: a bare FastAPI endpoint taking the same body, on the
+same uvicorn with the same options). A teller token is made with ``eventbank tokens add`` in the
+token file the server reads. Before the clock, ``opened`` accounts are opened through the API
+(each with enough money that no transfer is refused for funds) and the projections are let catch
+up. Then Debian's ``wrk`` (a C load generator, not sharing the server's interpreter) sends
+``POST /transfers`` over 16 keep-alive connections on 2 threads for a fixed time, each request a
+random transfer between the scenario's first ``accounts`` accounts with an ``Idempotency-Key`` of
+its own (bench/http_transfers.lua). Measured per row:
+
+- transfers/s: 2xx responses over wrk's run time; every other status is counted, by status;
+- latency: wrk's percentiles over every response (it sends the next request on a connection
+  when the last is answered, so these are the service times 16 clients see);
+- the server process's CPU (user + system, all its threads, from /proc/PID/stat) from wrk's start
+  to its end, per 2xx response; PostgreSQL's own processes are not in it, nor is wrk;
+- for eventbank, the projection lag (``GET /stats``) when the load ended, and how long it took
+  to be 0 again (the goal: within 2 s).
+
+The server and wrk run wherever the kernel puts them (no CPU affinity): on 2 CPUs they share the
+machine, as a server and its clients on one host do.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.workload import ACCOUNTS, INITIAL_MINOR, account_id, concurrently
+from eventbank.domain.money import format_minor
+from reliability.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).with_name("http_transfers.lua")
+HTTP_ENGINES = ("sqlite", "postgresql")
+EVENTBANK, FLOOR = "eventbank serve", "FastAPI floor"
+CONNECTIONS, WRK_THREADS = 16, 2
+WRK_TIMEOUT_S = 10  # a response slower than this is a wrk timeout error, not a latency
+LAG_GOAL_S = 2.0  # the projection lag is back to 0 this soon after the load, or it is a miss
+LAG_WAIT_S = 30.0  # how long to watch the lag before giving up on it
+START_TIMEOUT_S = 60.0
+CURRENCY = "USD"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpScenario:
+    name: str
+    accounts: int  # transfers go between the first ``accounts`` accounts
+    opened: int = ACCOUNTS  # accounts opened beforehand
+
+
+HTTP = HttpScenario(f"HTTP: {CONNECTIONS} connections, {ACCOUNTS:,} accounts", ACCOUNTS)
+HTTP_HOT = HttpScenario(f"HTTP hot: {CONNECTIONS} connections, 10 accounts", 10)
+HTTP_SCENARIOS = (HTTP, HTTP_HOT)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpMeasurement:
+    system: str  # EVENTBANK or FLOOR
+    engine: str  # the store's; the floor's row names the engine it ran beside (it has no store)
+    scenario: str
+    connections: int
+    accounts: int
+    setup_s: float  # server started, accounts opened and projected
+    seconds: float  # wrk's run
+    requests: int  # responses received
+    ok: int  # 2xx responses
+    non_2xx: dict[str, int]  # status -> responses
+    socket_errors: dict[str, int]  # wrk's connect/read/write/timeout errors, where any
+    transfers_per_s: float  # 2xx responses per second
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    server_cpu_us: float  # the server process's CPU (all its threads) per 2xx, during the load
+    server_cpu_s: float  # the same, in all (a row whose transfers were all refused has some)
+    lag_events: int | None  # projection lag when the load ended (None: the floor has none)
+    lag_zero_s: float | None  # seconds until the lag was 0 again; None: not within LAG_WAIT_S
+    load_average: float  # the machine's 1-minute load when the run ended
+    wrk: str = ""  # the command line (the token is in its environment)
+
+    @property
+    def refused(self) -> int:
+        return sum(self.non_2xx.values())
+
+    @property
+    def lag_ok(self) -> bool | None:
+        """Whether the projection lag was 0 within LAG_GOAL_S (None: no projections)."""
+        if self.system != EVENTBANK:
+            return None
+        return self.lag_zero_s is not None and self.lag_zero_s <= LAG_GOAL_S
+
+
+def lag_text(m: HttpMeasurement) -> str:
+    """The projection lag after the load, as the progress lines and the table say it."""
+    if m.lag_events is None:
+        return "-"
+    if m.lag_zero_s is None:
+        return f"{m.lag_events:,} events, not 0 in {LAG_WAIT_S:.0f} s"
+    return f"{m.lag_events:,} events, 0 after {m.lag_zero_s:.2f} s"
+
+
+def wrk_path() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise RuntimeError(
+            "wrk not found: the HTTP scenario needs it (`bash scripts/ensure-wrk.sh` installs "
+            "Debian's; `make bench` runs it); or leave http out of --systems"
+        )
+    return found
+
+
+def describe(seconds: int) -> dict[str, Any]:
+    """How the HTTP rows were run, for the report's meta."""
+    return {
+        "seconds": seconds,
+        "load": f"wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{seconds}s --latency "
+        f"--timeout {WRK_TIMEOUT_S}s -s bench/http_transfers.lua",
+        "server": stack(),
+        "lag_goal_s": LAG_GOAL_S,
+    }
+
+
+def stack() -> str:
+    """The server stack both servers run, for the report."""
+    import importlib.util
+
+    import fastapi
+    import uvicorn
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return (
+        f"uvicorn {uvicorn.__version__} ({http}, {loop}), FastAPI {fastapi.__version__}, 1 process"
+    )
+
+
+def eventbank_cli() -> list[str]:
+    """The ``eventbank`` command of this interpreter's environment."""
+    script = Path(sys.executable).with_name("eventbank")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from eventbank.cli import main; main()"]
+
+
+def measure_http(
+    system: str,
+    engine: str,
+    scenario: HttpScenario,
+    seconds: int,
+    seed: int,
+    store_url: str | None = None,
+) -> HttpMeasurement:
+    """One row: start the server (``eventbank serve`` on ``store_url``, or the floor), set up,
+    run wrk for ``seconds``, stop the server."""
+    with tempfile.TemporaryDirectory(prefix="eb-bench-http-") as folder:
+        tokens = Path(folder) / "tokens.json"
+        token = add_token(tokens)
+        port = free_port()
+        if system == EVENTBANK:
+            if store_url is None:
+                raise ValueError("eventbank serve needs a store URL")
+            argv = [*eventbank_cli(), "--store", store_url, "serve", "--host", "127.0.0.1",
+                    "--port", str(port), "--tokens-file", str(tokens)]  # fmt: skip
+        elif system == FLOOR:
+            argv = [sys.executable, "-m", "bench.http_floor", "--port", str(port)]
+        else:
+            raise ValueError(f"unknown HTTP system {system!r}")
+        started = time.perf_counter()
+        with ServerProcess(argv, port, Path(folder) / "server.log") as server:
+            if system == EVENTBANK:
+                open_accounts(port, token, scenario.opened)
+                if lag_zero(port, token, START_TIMEOUT_S)[1] is None:
+                    raise RuntimeError(f"projections not caught up {START_TIMEOUT_S:.0f} s "
+                                       "after the accounts were opened")  # fmt: skip
+            setup_s = time.perf_counter() - started
+            return drive(server, system, engine, scenario, seconds, seed, token, setup_s)
+
+
+def drive(
+    server: ServerProcess,
+    system: str,
+    engine: str,
+    scenario: HttpScenario,
+    seconds: int,
+    seed: int,
+    token: str,
+    setup_s: float,
+) -> HttpMeasurement:
+    """Run wrk against ``server``; then, for eventbank, watch the projection lag."""
+    argv = [wrk_path(), f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
+            "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(SCRIPT),
+            f"http://127.0.0.1:{server.port}/transfers", "--", str(scenario.accounts),
+            str(seed), uuid.uuid4().hex[:12]]  # fmt: skip
+    env = {**os.environ, "EVENTBANK_BENCH_TOKEN": token}
+    cpu_before = server.cpu_seconds()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env,
+                          timeout=seconds + 60, check=False)  # fmt: skip
+    cpu_s = server.cpu_seconds() - cpu_before
+    figures = _wrk_figures(done, server)
+    lag_events, lag_zero_s = (None, None)
+    if system == EVENTBANK:
+        lag_events, lag_zero_s = lag_zero(server.port, token, LAG_WAIT_S)
+    ok = figures["ok"]
+    duration_s = figures["duration_us"] / 1e6
+    latency = figures["latency_us"]
+    return HttpMeasurement(
+        system=system,
+        engine=engine,
+        scenario=scenario.name,
+        connections=CONNECTIONS,
+        accounts=scenario.accounts,
+        setup_s=round(setup_s, 3),
+        seconds=round(duration_s, 3),
+        requests=figures["requests"],
+        ok=ok,
+        non_2xx=dict(sorted(figures["non_2xx"].items())),
+        socket_errors={name: n for name, n in figures["errors"].items() if n},
+        transfers_per_s=ok / duration_s if duration_s else 0.0,
+        p50_ms=latency["p50"] / 1000,
+        p90_ms=latency["p90"] / 1000,
+        p99_ms=latency["p99"] / 1000,
+        max_ms=latency["max"] / 1000,
+        server_cpu_us=cpu_s / ok * 1e6 if ok else 0.0,
+        server_cpu_s=round(cpu_s, 3),
+        lag_events=lag_events,
+        lag_zero_s=None if lag_zero_s is None else round(lag_zero_s, 3),
+        load_average=round(os.getloadavg()[0], 2),
+        wrk=" ".join(["wrk", *argv[1:]]),
+    )
+
+
+def _wrk_figures(done: subprocess.CompletedProcess[str], server: ServerProcess) -> dict[str, Any]:
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH-JSON "):
+            return json.loads(line.removeprefix("BENCH-JSON "))
+    raise RuntimeError(
+        f"wrk exited {done.returncode} without its figures:\n{done.stdout[-2000:]}"
+        f"{done.stderr[-2000:]}\nserver log:\n{server.log_tail()}"
+    )
+
+
+def add_token(tokens: Path) -> str:
+    """A teller token, made with ``eventbank tokens add`` in the file the server will read."""
+    done = subprocess.run(
+        [*eventbank_cli(), "tokens", "add", "bench", "--role", "teller", "--tokens-file",
+         str(tokens)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"eventbank tokens add failed: {done.stderr.strip()}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+class ServerProcess:
+    """A server started as a process of its own, stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, argv: list[str], port: int, log: Path):
+        self.argv, self.port, self.log = argv, port, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("EVENTBANK_WORKERS", "EVENTBANK_TOKENS")}  # fmt: skip
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, cwd=ROOT,
+            )  # fmt: skip
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{' '.join(self.argv[:4])}… exited "
+                                   f"{self.process.returncode}:\n{self.log_tail()}")  # fmt: skip
+            try:
+                status, _ = request(self.port, "GET", "/healthz", timeout=1)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"no answer on port {self.port} in {START_TIMEOUT_S:.0f} s:\n"
+                           f"{self.log_tail()}")  # fmt: skip
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the process, all its threads (Linux /proc)."""
+        assert self.process is not None
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    token: str | None = None,
+    body: dict[str, Any] | None = None,
+    timeout: float = 30,
+    conn: http.client.HTTPConnection | None = None,
+) -> tuple[int, Any]:
+    """(status, JSON body or None); on ``conn`` if given, else on a connection of its own."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body),
+                     headers=headers)  # fmt: skip
+        response = conn.getresponse()
+        data = response.read()
+    finally:
+        if own:
+            conn.close()
+    try:
+        return response.status, json.loads(data) if data else None
+    except ValueError:
+        return response.status, None
+
+
+def open_accounts(port: int, token: str, count: int) -> None:
+    """``count`` accounts through ``POST /accounts``, each with INITIAL_MINOR deposited."""
+    local = threading.local()
+    conns: list[http.client.HTTPConnection] = []  # one keep-alive connection per thread
+    deposit = format_minor(INITIAL_MINOR, CURRENCY)
+
+    def open_one(account: str) -> None:
+        if not hasattr(local, "conn"):
+            local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conns.append(local.conn)
+        body = {"account_id": account, "owner": "Bench", "type": "CHECKING",
+                "currency": CURRENCY, "initial_deposit": deposit}  # fmt: skip
+        status, answer = request(port, "POST", "/accounts", token, body, conn=local.conn)
+        if status != 201:
+            raise RuntimeError(f"POST /accounts {account}: {status} {answer}")
+
+    try:
+        concurrently(open_one, [account_id(i) for i in range(count)])
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def lag_zero(port: int, token: str, wait_s: float) -> tuple[int, float | None]:
+    """(the projection lag in events now, seconds until it was 0; None if not within
+    ``wait_s``), from ``GET /stats``."""
+    started = time.perf_counter()
+    first = None
+    while True:
+        status, stats = request(port, "GET", "/stats", token)
+        if status != 200:
+            raise RuntimeError(f"GET /stats: {status} {stats}")
+        projection = stats["projection"]
+        first = projection["lag_events"] if first is None else first
+        elapsed = time.perf_counter() - started
+        if projection["lag_events"] == 0 and not projection["lag_capped"]:
+            return first, elapsed
+        if elapsed > wait_s:
+            return first, None
+        time.sleep(0.05)
