@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Make sure Debian's wrk is installed: the load generator of the benchmark's HTTP scenario
-# (bench/http.py), which drives `eventbank serve` from a process of its own with a Lua script.
+# (bench/http_load.py), which drives `eventbank serve` from a process of its own with a Lua script.
 # Nothing here starts a server or a load.
 set -euo pipefail
 
