@@ -2,7 +2,8 @@
 
     python -m reliability.chaos --engine sqlite --duration 300      # or: make chaos ENGINE=…
 
-1. Deploy one engine and ``eventbank serve`` on it (deployments.py); open the accounts.
+1. Deploy one engine and ``eventbank serve`` on it (deployments.py; ``postgres-2``: two
+   servers on one database, the clients spread over both); open the accounts.
 2. For ``duration_s``: ``clients`` threads send random transfers with Idempotency-Keys,
    ``readers`` fetch every balance, and the nemesis injects a fault at random intervals.
 3. Stop the nemesis (everything is whole again) and the clients: each finishes the request it
@@ -82,7 +83,7 @@ def run(config: ChaosConfig) -> ChaosResult:
             open_accounts(deployment.server.url, TOKENS["teller"], bank)
             _drive(deployment, bank, history, config)
             problems = wait_for_projections(deployment.server.url, config.recovery_s)
-            deployment.server.stop()
+            deployment.stop()
             events, audit_problems = final_store(
                 deployment.store_url, deployment.ordered, bank.accounts
             )
@@ -105,12 +106,14 @@ def _drive(deployment: Deployment, bank: Bank, history: History, config: ChaosCo
     """Clients, readers and the nemesis for ``duration_s``; everything stopped on return."""
     rng = random.Random(config.seed)
     stop, stop_faults = threading.Event(), threading.Event()
-    url, token = deployment.server.url, TOKENS["teller"]
-    clients = [
-        _Worker(run_transfers, n, url, token, bank, history, stop, rng.randrange(2**32))
+    urls, token = deployment.urls, TOKENS["teller"]
+    clients = [  # each tries the servers in turn, from its own: a retry goes to the next one
+        _Worker(run_transfers, n, urls[n % len(urls):] + urls[: n % len(urls)], token, bank,
+                history, stop, rng.randrange(2**32))
         for n in range(config.clients)
-    ]
-    readers = [_Worker(run_reader, url, token, bank, history, stop) for _ in range(config.readers)]
+    ]  # fmt: skip
+    readers = [_Worker(run_reader, urls[n % len(urls)], token, bank, history, stop)
+               for n in range(config.readers)]  # fmt: skip
     nemesis = _Worker(run_nemesis, deployment, history, stop_faults,
                       random.Random(rng.randrange(2**32)), config.interval_s)  # fmt: skip
     for worker in (*clients, *readers, nemesis):

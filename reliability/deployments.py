@@ -6,14 +6,19 @@ never overlap and the run always ends with everything up. Crashes kill processes
 resource faults make the store unusable for a while and expect the running server to answer
 503 meanwhile and recover by itself.
 
-| engine   | crashes                                                | resource faults            |
-|----------|--------------------------------------------------------|----------------------------|
-| sqlite   | SIGKILL the server                                     | disk full (RLIMIT_FSIZE 0) |
-| postgres | SIGKILL the server; immediate-mode restart of the      | PostgreSQL stopped;        |
-|          | PostgreSQL server; terminate the server's backends;    | PostgreSQL paused (SIGSTOP |
-|          | all three at once                                      | of it and its backends)    |
-| dynamodb | SIGKILL the server; SIGKILL it and then DynamoDB Local | DynamoDB Local paused      |
-|          | (-dbPath)                                              | (SIGSTOP)                  |
+| engine     | crashes                                                | resource faults            |
+|------------|--------------------------------------------------------|----------------------------|
+| sqlite     | SIGKILL the server                                     | disk full (RLIMIT_FSIZE 0) |
+| postgres   | SIGKILL the server; immediate-mode restart of the      | PostgreSQL stopped;        |
+|            | PostgreSQL server; terminate the server's backends;    | PostgreSQL paused (SIGSTOP |
+|            | all three at once                                      | of it and its backends)    |
+| postgres-2 | as postgres, with two servers: SIGKILL either, or both | as postgres                |
+| dynamodb   | SIGKILL the server; SIGKILL it and then DynamoDB Local | DynamoDB Local paused      |
+|            | (-dbPath)                                              | (SIGSTOP)                  |
+
+``postgres-2`` is two ``eventbank serve`` processes on one PostgreSQL database, each with its
+own connection pool, group commit and projection runner; the clients spread their requests
+over both, and a retry goes to the other server, so one command id often runs in both at once.
 
 PostgreSQL paused is a server that hangs: connections stay open, nothing answers, and no TCP
 timeout ends a wait, only eventbank's own deadlines (engines/postgres/connection.py: about 7 s).
@@ -37,8 +42,8 @@ from reliability.history import History
 from reliability.serve import ServeProcess
 from reliability.servers import FAST_START_JVM, DynamoDBLocal, PostgresCluster
 
-ENGINES = ("sqlite", "postgres", "dynamodb")
-ORDERED = {"sqlite": True, "postgres": True, "dynamodb": False}  # a global commit order
+ENGINES = ("sqlite", "postgres", "postgres-2", "dynamodb")  # postgres-2: two servers, one store
+ORDERED = {"sqlite": True, "postgres": True, "postgres-2": True, "dynamodb": False}
 HOLD_S = (1.0, 4.0)  # how long a resource fault lasts
 PAUSE_S = (2.0, 10.0)  # how long PostgreSQL is paused: past its clients' 7 s deadlines at times
 DYNAMODB_SETTLE_S = 1.0  # DynamoDB Local commits an acknowledged transaction within this
@@ -54,14 +59,26 @@ class Fault:
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
-    engine: str
+    engine: str  # or a variant of one: postgres-2
     store_url: str
-    server: ServeProcess
+    servers: tuple[ServeProcess, ...]  # the clients spread over all of them
     faults: list[Fault]
 
     @property
-    def ordered(self) -> bool:
+    def ordered(self) -> bool:  # a global commit order
         return ORDERED[self.engine]
+
+    @property
+    def server(self) -> ServeProcess:
+        return self.servers[0]
+
+    @property
+    def urls(self) -> list[str]:
+        return [server.url for server in self.servers]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
 
 
 @contextmanager
@@ -72,14 +89,17 @@ def deploy(engine: str, folder: Path, tokens: Mapping[str, str]) -> Iterator[Dep
     with ExitStack() as stack:
         if engine == "sqlite":
             deployment = _sqlite(folder, tokens)
-        elif engine == "postgres":
-            deployment = _postgres(stack.enter_context(PostgresCluster()), folder, tokens)
+        elif engine in ("postgres", "postgres-2"):
+            servers = 2 if engine == "postgres-2" else 1
+            pg = stack.enter_context(PostgresCluster())
+            deployment = _postgres(pg, folder, tokens, servers)
         else:
             ddb = DynamoDBLocal(folder / "dynamodb", log_path=folder / "dynamodb.log",
                                 jvm_options=FAST_START_JVM)  # fmt: skip
             deployment = _dynamodb(stack.enter_context(ddb), folder, tokens)
-        stack.callback(deployment.server.stop)
-        deployment.server.start()
+        stack.callback(deployment.stop)
+        for server in deployment.servers:
+            server.start()
         yield deployment
 
 
@@ -99,7 +119,7 @@ def _sqlite(folder: Path, tokens: Mapping[str, str]) -> Deployment:
         with disk_full(server.pid):
             time.sleep(rng.uniform(*HOLD_S))
 
-    return Deployment("sqlite", store_url, server, [
+    return Deployment("sqlite", store_url, (server,), [
         Fault("server_kill", True, 3, _restart(server)),
         Fault("disk_full", False, 1, full_for_a_while),
     ])  # fmt: skip
@@ -116,15 +136,30 @@ def disk_full(pid: int) -> Iterator[None]:
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
 
 
-def _postgres(pg: PostgresCluster, folder: Path, tokens: Mapping[str, str]) -> Deployment:
+def _postgres(
+    pg: PostgresCluster, folder: Path, tokens: Mapping[str, str], servers: int = 1
+) -> Deployment:
+    """One server, or several on one database (``postgres-2``): then either may be killed, or
+    all at once, and PostgreSQL's crash takes one of them with it."""
     store_url = pg.create_database("chaos")
-    server = ServeProcess(store_url, folder, tokens)
+    names = ["serve"] if servers == 1 else [f"serve-{n}" for n in range(1, servers + 1)]
+    processes = tuple(ServeProcess(store_url, folder, tokens, name=name) for name in names)
 
-    def kill_all(_: random.Random) -> None:
+    def kill_all(rng: random.Random) -> None:
+        server = rng.choice(processes)
         server.kill()
         pg.terminate_backends("chaos")
         pg.restart("immediate")
         server.start()
+
+    def kill_one(rng: random.Random) -> None:
+        _restart(rng.choice(processes))(rng)
+
+    def kill_every_server(_: random.Random) -> None:
+        for server in processes:
+            server.kill()
+        for server in processes:
+            server.start()
 
     def stopped(rng: random.Random) -> None:
         pg.stop("fast")
@@ -135,8 +170,10 @@ def _postgres(pg: PostgresCluster, folder: Path, tokens: Mapping[str, str]) -> D
         with pg.paused():
             time.sleep(rng.uniform(*PAUSE_S))
 
-    return Deployment("postgres", store_url, server, [
-        Fault("server_kill", True, 2, _restart(server)),
+    several = [Fault("servers_kill", True, 1, kill_every_server)] if servers > 1 else []
+    return Deployment("postgres" if servers == 1 else f"postgres-{servers}", store_url, processes, [
+        Fault("server_kill", True, 2, kill_one),
+        *several,
         Fault("postgres_crash", True, 1, lambda _: pg.restart("immediate")),
         Fault("backends_terminated", True, 1, lambda _: pg.terminate_backends("chaos")),
         Fault("server_and_postgres_crash", True, 1, kill_all),
@@ -164,7 +201,7 @@ def _dynamodb(ddb: DynamoDBLocal, folder: Path, tokens: Mapping[str, str]) -> De
         with ddb.paused():
             time.sleep(rng.uniform(*HOLD_S))
 
-    return Deployment("dynamodb", store_url, server, [
+    return Deployment("dynamodb", store_url, (server,), [
         Fault("server_kill", True, 2, _restart(server)),
         Fault("server_and_dynamodb_kill", True, 2, kill_both),
         Fault("dynamodb_paused", False, 1, paused),

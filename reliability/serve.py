@@ -26,17 +26,29 @@ START_TIMEOUT_S = 60.0
 
 class ServeProcess:
     """One ``eventbank --store URL serve`` on ``127.0.0.1:port``; ``tokens`` maps role to the
-    bearer token injected through ``EVENTBANK_TOKENS``."""
+    bearer token injected through ``EVENTBANK_TOKENS``. With ``workers`` above 1 it is
+    ``serve --workers N``: a supervisor and its workers, all in the process group that
+    ``kill()`` ends. Several may share ``folder`` (and its token file) under distinct ``name``s,
+    which name their logs."""
 
-    def __init__(self, store_url: str, folder: Path, tokens: Mapping[str, str]):
-        self.folder, self.store_url = folder, store_url
+    def __init__(
+        self,
+        store_url: str,
+        folder: Path,
+        tokens: Mapping[str, str],
+        *,
+        workers: int = 1,
+        name: str = "serve",
+    ):
+        self.folder, self.store_url, self.name = folder, store_url, name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.argv = [EVENTBANK, "--store", store_url, "serve", "--port", str(self.port),
-                     "--tokens-file", str(folder / "tokens.json")]  # fmt: skip
+                     "--tokens-file", str(folder / "tokens.json"),
+                     *(["--workers", str(workers)] if workers > 1 else [])]  # fmt: skip
         tokens_env = ",".join(f"{role}:{token}" for role, token in tokens.items())
         self.env = {**local_aws_env(), "EVENTBANK_TOKENS": tokens_env}
-        self.log_path = folder / "serve.log"
+        self.log_path = folder / f"{name}.log"
         self.process: subprocess.Popen | None = None
 
     @property

@@ -11,10 +11,13 @@ the checker may demand that every key moved money at most once.
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +97,7 @@ def _post(client: httpx.Client, path: str, body: dict, key: str) -> int | None:
 
 def run_transfers(
     number: int,
-    base_url: str,
+    base_urls: str | Sequence[str],
     token: str,
     bank: Bank,
     history: History,
@@ -102,20 +105,25 @@ def run_transfers(
     seed: int,
 ) -> None:
     """Client ``number``: random transfers, one at a time, each retried until it has a
-    definite answer, until ``stop``; the one unanswered then is indeterminate."""
-    with http_client(base_url, token) as client:
-        _transfers(number, client, bank, history, stop, random.Random(seed))
+    definite answer, until ``stop``; the one unanswered then is indeterminate. Given several
+    servers (of one store), it sends to each in turn: every request, and every retry of one, to
+    the next, so a retry often meets its first attempt still running in another process."""
+    urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+    with ExitStack() as stack:
+        clients = [stack.enter_context(http_client(url, token)) for url in urls]
+        _transfers(number, clients, bank, history, stop, random.Random(seed))
 
 
 def _transfers(
     number: int,
-    client: httpx.Client,
+    clients: Sequence[httpx.Client],
     bank: Bank,
     history: History,
     stop: threading.Event,
     rng: random.Random,
 ) -> None:
     sequence = 0
+    servers = itertools.cycle(clients)  # every attempt to the next server
     while not stop.is_set():
         sequence += 1
         source, target = bank.pair(rng)
@@ -123,19 +131,24 @@ def _transfers(
         key = f"c{number}-{sequence}"
         body = {"from_account_id": source, "to_account_id": target, "amount": amount_text(minor)}
         started = history.now()
-        result = _transfer(client, key, body, stop, rng)
+        result = _transfer(servers, key, body, stop, rng)
         history.record("transfer", key=key, client=number, source=source, target=target,
                        amount_minor=minor, started=started, **result)  # fmt: skip
 
 
 def _transfer(
-    client: httpx.Client, key: str, body: dict, stop: threading.Event, rng: random.Random
+    servers: Iterator[httpx.Client],
+    key: str,
+    body: dict,
+    stop: threading.Event,
+    rng: random.Random,
 ) -> dict[str, Any]:
     statuses: Counter[str] = Counter()
     unexpected: list[str] = []
     attempts = lost = 0
     while True:
         attempts += 1
+        client = next(servers)
         try:
             response = client.post("/transfers", json=body, headers={"Idempotency-Key": key})
         except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -146,11 +159,12 @@ def _transfer(
         else:
             statuses[str(response.status_code)] += 1
             code = _code(response)
+            server = str(client.base_url).rstrip("/")  # which one gave the definite answer
             if response.status_code == 201:
-                return _ended("ok", attempts, lost, statuses, unexpected,
+                return _ended("ok", attempts, lost, statuses, unexpected, server=server,
                               transfer_id=response.json()["transfer_id"])  # fmt: skip
             if (response.status_code, code) == (409, "insufficient_funds"):
-                return _ended("refused", attempts, lost, statuses, unexpected)
+                return _ended("refused", attempts, lost, statuses, unexpected, server=server)
             if RETRY_CODES.get(response.status_code) != code:
                 unexpected.append(f"{response.status_code} {code}")
                 if response.status_code < 500:

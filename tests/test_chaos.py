@@ -15,6 +15,7 @@ import pytest
 from reliability.chaos import TOKENS, ChaosConfig, final_store, run, wait_for_projections
 from reliability.checker import check
 from reliability.deployments import ORDERED, disk_full
+from reliability.history import read_history
 from reliability.serve import ServeProcess
 from reliability.servers import PostgresCluster
 from reliability.workload import Bank, amount_text, http_client, open_accounts
@@ -170,3 +171,24 @@ def test_postgres_paused_answers_503_within_seconds_and_recovers_when_resumed(
         history = assert_recovers(client, ["before", "paused-0", "paused-1"], within_s=20)
         assert server.pid == pid
     assert_books_hold(server, "postgres", bank, history)
+
+
+# ------------------------------------------------------------------ two servers, one store
+
+TWO_SERVERS_RUN_S = 12.0  # its own short run: 30 s, as the others, took 48 s in all
+
+
+def test_two_servers_on_one_postgres_database_violate_no_invariant(tmp_path: Path):
+    """``postgres-2``: two ``eventbank serve`` processes on one database, the clients' requests
+    (and each retry) alternating between them, under the PostgreSQL faults plus either server
+    or both killed. ``make chaos`` runs it for as long as the others."""
+    config = ChaosConfig("postgres-2", TWO_SERVERS_RUN_S, interval_s=(0.2, 1.0), run_dir=tmp_path)
+    result = run(config)
+    counts = result.report.counts
+    assert result.report.ok, result.text
+    assert counts["crash"] + counts["fault"] >= 2, result.text
+    assert counts["transfer_ok"] >= 10, result.text
+    answered = {op["server"] for op in read_history(tmp_path / "history.jsonl")
+                if op["op"] == "transfer" and op["outcome"] == "ok"}  # fmt: skip
+    assert len(answered) == 2, answered  # both servers moved money
+    print(result.text)

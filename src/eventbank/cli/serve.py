@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -22,8 +25,14 @@ from eventbank.cli.tokens import DEFAULT_TOKENS_FILE, TokensFile
 from eventbank.domain.errors import InvalidInput
 from eventbank.engines.urls import default_read_store_url, without_password
 from eventbank.http.auth import TokenStore, ensure_admin_token
+from eventbank.ports.event_store import StoreError
 
 serve_app = typer.Typer()
+
+MAX_WORKERS = 64
+SQLITE_WORKERS = (
+    "SQLite has one writer per file, and two processes on one file measured slower than one"
+)
 
 
 @serve_app.command()
@@ -35,6 +44,17 @@ def serve(
     json_logs: Annotated[
         bool, typer.Option("--json-logs/--text-logs", help="One JSON object per log line.")
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_WORKERS,
+            metavar="N",
+            envvar="EVENTBANK_WORKERS",
+            help="Server processes, each with its own connections and group commit, on one "
+            "port (PostgreSQL or DynamoDB stores; SQLite serves from one).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP API (with a background projection runner) until stopped."""
     import logging
@@ -45,12 +65,16 @@ def serve(
     from eventbank.http.app import create_app
     from eventbank.wiring import open_ledger
 
+    settings = settings_of(ctx)
+    check_workers(workers, settings)
     check_port_free(host, port)  # before anything is created: a busy port changes nothing
     if json_logs:
         configure_json_logging()
     else:
         logging.basicConfig(level=logging.INFO)
-    settings = settings_of(ctx)
+    if workers > 1:
+        serve_workers(workers, host, port, settings, tokens_file, json_logs)
+        return
     metrics = Metrics()
     ledger = open_ledger(
         settings.store_url, settings.read_store_url, metrics=metrics, channel="api"
@@ -75,6 +99,51 @@ def serve(
             runner.join(timeout=10)
             last_used.join(timeout=10)  # it writes what it knows once more before it ends
             ledger.close()
+
+
+def check_workers(workers: int, settings: Settings) -> None:
+    """``--workers`` above 1 needs stores that many processes may write at once."""
+    if workers == 1:
+        return
+    read_store = settings.read_store_url or default_read_store_url(settings.store_url)
+    if "sqlite" in (urlsplit(settings.store_url).scheme, urlsplit(read_store).scheme):
+        raise InvalidInput(f"--workers {workers} needs a PostgreSQL or DynamoDB store: "
+                           f"{SQLITE_WORKERS} (serve with --workers 1)")  # fmt: skip
+
+
+def serve_workers(
+    workers: int, host: str, port: int, settings: Settings, tokens_file: Path, json_logs: bool
+) -> None:
+    """``workers`` processes under uvicorn's supervisor, which restarts any that dies; each
+    opens its own ledger (``http/app.py``: ``app_from_environment``). What must happen once
+    happens here first: the stores are created or migrated, the token file checked, the admin
+    token made and the banner printed."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from eventbank.http.app import STARTUP_FAILURE, WORKER_APP, WORKER_SETTINGS_ENV
+    from eventbank.wiring import open_ledger
+
+    # A store that is down or invalid is one line and an exit code here, not N tracebacks.
+    open_ledger(settings.store_url, settings.read_store_url, channel="api").close()
+    admin = ensure_admin_token(tokens_file)
+    TokenStore.load(tokens_file, os.environ.get("EVENTBANK_TOKENS"))  # a malformed file: exit 2
+    print(start_banner(host, port, settings, tokens_file, admin, json_logs, workers),
+          file=sys.stderr, flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="eventbank-serve-") as folder:
+        os.environ[WORKER_SETTINGS_ENV] = json.dumps({
+            "store_url": settings.store_url, "read_store_url": settings.read_store_url,
+            "tokens_file": str(tokens_file.resolve()), "json_logs": json_logs,
+            "runner_lock": str(Path(folder) / "projection-runner.lock"),
+            "supervisor_pid": os.getpid(),
+        })  # fmt: skip
+        config = uvicorn.Config(WORKER_APP, factory=True, host=host, port=port,
+                                workers=workers, log_config=None, access_log=False,
+                                timeout_graceful_shutdown=10)  # fmt: skip
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()  # until SIGTERM or SIGINT; restarts a worker that dies
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        raise StoreError("a worker could not start (its log says why); stopped serving")
 
 
 class Terminated(BaseException):
@@ -133,6 +202,7 @@ def start_banner(
     tokens_file: Path,
     admin: str | None,
     json_logs: bool,
+    workers: int = 1,
 ) -> str:
     """What an operator needs on start, as one block: where to go, which store, the token."""
     browse = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -145,6 +215,8 @@ def start_banner(
         f"  dashboard    {base}/",
         f"  API docs     {base}/docs  (ReDoc: {base}/redoc)",
     ]
+    if workers > 1:
+        lines.append(f"  workers      {workers} processes, each with its own group commit")
     if admin is not None:
         lines += [
             f"  admin token  {admin}",

@@ -14,15 +14,18 @@ import fcntl
 import json
 import logging
 import os
+import shutil
+import signal
+import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import Gauge, Info
 from starlette.exceptions import HTTPException
@@ -53,12 +56,14 @@ from eventbank.http.payrolls import (
     payroll_routes,
 )
 from eventbank.http.schemas import Problem
-from eventbank.http.transfers import transfer_routes
+from eventbank.http.transfers import MAX_BATCH_BYTES, transfer_routes
 from eventbank.ports.event_store import StoreUnavailable
 from eventbank.wiring import Ledger, open_ledger
 
 MAX_BODY_BYTES = 64 * 1024
+SLOW_REQUEST_S = 0.5
 log = logging.getLogger("eventbank.http")
+access_log = logging.getLogger("eventbank.http.access")
 
 
 def create_app(
@@ -69,9 +74,11 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     stall_after_s: float = 30.0,
     payroll_resume_every_s: float | None = RESUME_EVERY_S,
+    slow_request_s: float = SLOW_REQUEST_S,
 ) -> FastAPI:
     """``payroll_resume_every_s``: how often unfinished payrolls are run again (a failed run is
-    finished without a restart); None resumes them only at start."""
+    finished without a restart); None resumes them only at start. ``slow_request_s``: a request
+    that takes longer is logged at INFO (``_Observe``)."""
     payrolls = PayrollService(ledger.service)
     saga_runner = PayrollRunner(payrolls, payroll_resume_every_s)
 
@@ -100,27 +107,12 @@ def create_app(
     app.add_exception_handler(Exception, problems.unexpected_error)
     app.add_middleware(RefuseDuplicateKeys)  # inside the body limit, which bounds what it reads
     app.add_middleware(
-        _BodyLimit, max_body_bytes=max_body_bytes, overrides={"/payrolls": MAX_PAYROLL_BYTES}
+        _BodyLimit,
+        max_body_bytes=max_body_bytes,
+        overrides={"/payrolls": MAX_PAYROLL_BYTES, "/transfers/batch": MAX_BATCH_BYTES},
     )
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        request_id.set(rid[:64])
-        command_id.set(request.headers.get("Idempotency-Key"))
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed_s = time.perf_counter() - started
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.http_requests.labels(request.method, route, str(response.status_code)).inc()
-        metrics.http_seconds.labels(request.method, route).observe(elapsed_s)
-        response.headers["X-Request-ID"] = rid[:64]
-        log.info("request", extra={"fields": {
-            "method": request.method, "route": route, "status": response.status_code,
-            "duration_ms": round(elapsed_s * 1000, 2)}})  # fmt: skip
-        return response
+    app.add_middleware(_Observe, metrics=metrics, slow_s=slow_request_s)
 
     guard = permission_guard(tokens)
     app.include_router(account_routes(ledger, guard))
@@ -148,6 +140,73 @@ def _document_problem_schema(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it
+
+
+class _Observe:
+    """Request id, metrics and the access log, as plain ASGI (no task or stream per request).
+
+    Sets ``request_id`` (the ``X-Request-ID`` header, else a fresh one; at most 64 characters)
+    and ``command_id`` (the ``Idempotency-Key``) for everything the request runs and logs,
+    answers with ``X-Request-ID``, and counts and times the request by route and status.
+
+    The access line (``eventbank.http.access``, with method, route, status and duration, and the
+    request and command ids) is written at INFO for a request answered 4xx or 5xx, or slower
+    than ``slow_s``; at DEBUG otherwise, so an ordinary request costs no log line.
+    ``logging.getLogger("eventbank.http.access").setLevel(logging.DEBUG)`` logs every request.
+    Errors the service or a handler logs carry the request id either way.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, slow_s: float):
+        self.app, self.metrics, self.slow_s = app, metrics, slow_s
+        self._counted: dict[tuple[str, str, int], Any] = {}  # prometheus children, by labels
+        self._timed: dict[tuple[str, str], Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = key = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")
+            elif name == b"idempotency-key":
+                key = value.decode("latin-1")
+        rid = (rid or uuid.uuid4().hex)[:64]
+        request_id.set(rid)
+        command_id.set(key)
+        rid_header = (b"x-request-id", rid.encode("latin-1"))
+        status = 500  # unless the app starts an answer: it raised (the 500 is sent outside)
+        started = time.perf_counter()
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), rid_header]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, elapsed_s: float) -> None:
+        method = scope["method"]
+        route = getattr(scope.get("route"), "path", "unmatched")
+        counted = self._counted.get((method, route, status))
+        if counted is None:
+            counted = self._counted[method, route, status] = self.metrics.http_requests.labels(
+                method, route, str(status)
+            )
+        counted.inc()
+        timed = self._timed.get((method, route))
+        if timed is None:
+            timed = self._timed[method, route] = self.metrics.http_seconds.labels(method, route)
+        timed.observe(elapsed_s)
+        level = logging.INFO if status >= 400 or elapsed_s > self.slow_s else logging.DEBUG
+        if access_log.isEnabledFor(level):
+            access_log.log(level, "request", extra={"fields": {
+                "method": method, "route": route, "status": status,
+                "duration_ms": round(elapsed_s * 1000, 2)}})  # fmt: skip
 
 
 class _BodyLimit:
@@ -202,9 +261,11 @@ def app_from_environment() -> FastAPI:
       ``flock`` on ``runner_lock`` runs it; when that worker dies the kernel releases the lock
       and another takes over within ``ELECTION_RETRY_S``. Every worker projects inline.
     - ``X-Served-By: <pid>`` on every response, and ``eventbank_worker_info{pid}`` and
-      ``eventbank_worker_runs_projections`` in ``/metrics``, which describes this worker only.
+      ``eventbank_worker_runs_projections`` in ``/metrics``, which describes this worker only;
+    - on Linux, a SIGTERM from the kernel when ``serve`` dies, however it dies.
     """
     settings = json.loads(os.environ[WORKER_SETTINGS_ENV])
+    _stop_with_supervisor(settings["supervisor_pid"])
     if settings["json_logs"]:
         configure_json_logging()
     else:
@@ -249,9 +310,24 @@ def app_from_environment() -> FastAPI:
             for thread in threads:
                 await asyncio.to_thread(thread.join, 10)
             ledger.close()
+            if os.getppid() != settings["supervisor_pid"]:  # serve died first: tidy up for it
+                shutil.rmtree(Path(settings["runner_lock"]).parent, ignore_errors=True)
 
     app.router.lifespan_context = lifespan
     return app
+
+
+def _stop_with_supervisor(supervisor_pid: int) -> None:
+    """On Linux, have the kernel send this worker SIGTERM (a graceful stop) when ``serve`` dies,
+    even by SIGKILL: a worker left without its supervisor would go on holding the port."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != supervisor_pid:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _open_worker_ledger(settings: dict[str, Any], metrics: Metrics) -> Ledger:
