@@ -183,6 +183,30 @@ def test_command_record_lands_with_the_events_and_only_once(store):
     assert len(store.read_stream("s1")) == 1
 
 
+def test_an_append_may_record_several_commands_all_or_none(store):
+    """An atomic batch of transfers: each item's command record lands with the events, and one
+    known command id among them refuses the whole append."""
+    first = CommandRecord("item-1", "f1", {"n": 1})
+    second = CommandRecord("item-2", "f2", {"n": 2})
+    store.append([new_event("s1", 1), new_event("s2", 1)], {"s1": 0, "s2": 0}, [first, second])
+    assert (store.find_command("item-1"), store.find_command("item-2")) == (first, second)
+
+    third = CommandRecord("item-3", "f3", {"n": 3})
+    with pytest.raises(DuplicateCommand) as caught:
+        store.append([new_event("s1", 2), new_event("s2", 2)], {"s1": 1, "s2": 1},
+                     [third, CommandRecord("item-2", "f2", {"n": 2})])  # fmt: skip
+    assert caught.value.command_id == "item-2"
+    assert store.find_command("item-3") is None
+    assert [len(store.read_stream(s)) for s in ("s1", "s2")] == [1, 1]
+
+
+def test_command_records_of_one_append_must_have_distinct_ids(store):
+    twice = [CommandRecord("same", "f", {}), CommandRecord("same", "g", {})]
+    with pytest.raises(InvalidInput, match="share a command id"):
+        store.append([new_event("s1", 1), new_event("s1", 2)], {"s1": 0}, twice)
+    assert store.read_stream("s1") == [] and store.find_command("same") is None
+
+
 def test_a_refused_append_does_not_record_its_command(store):
     store.append([new_event("s1", 1)], {"s1": 0})
     with pytest.raises(ConcurrencyConflict):

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from eventbank.application.projections.runner import ProjectionRunner
 from eventbank.ports.event_store import (
-    CommandRecord,
+    Commands,
     ConcurrencyConflict,
     DuplicateCommand,
     DuplicateEvent,
@@ -122,7 +122,7 @@ class InstrumentedStore:
         self,
         events: Sequence[NewEvent],
         expected_versions: Mapping[str, int],
-        command: CommandRecord | None = None,
+        command: Commands = None,
     ) -> list[RecordedEvent]:
         return self.submit_append(events, expected_versions, command)()
 
@@ -130,7 +130,7 @@ class InstrumentedStore:
         self,
         events: Sequence[NewEvent],
         expected_versions: Mapping[str, int],
-        command: CommandRecord | None = None,
+        command: Commands = None,
         previous_hashes: Mapping[str, str] | None = None,
     ) -> Callable[[], list[RecordedEvent]]:
         started = time.perf_counter()

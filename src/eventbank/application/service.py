@@ -23,31 +23,56 @@ and joins its batch, see ``_decide_and_submit``):
 
 Outcomes of refused commands (insufficient funds, …) are not recorded: nothing happened, so a
 retry with the same key is evaluated afresh.
+
+A batch of transfers (``transfer_batch``, batch.py) takes the same path for each item, with its
+own key: without ``atomic`` it queues every item's append before waiting for any, so group
+commit writes the batch in a few transactions (``_batch_each``); with ``atomic`` all items are
+decided in turn and written in one append that carries each item's command record
+(``_batch_atomic``).
 """
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import logging
+import queue
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from eventbank.application.account_cache import AccountCache
+from eventbank.application.batch import (
+    MAX_BATCH_ITEMS,
+    MISSING_KEY,
+    BatchAborted,
+    BatchItem,
+    ItemResult,
+)
 from eventbank.application.ids import new_id
 from eventbank.application.stream_locks import StreamLocks
 from eventbank.domain import account as domain
 from eventbank.domain.account import Account
 from eventbank.domain.canonical import fingerprint
-from eventbank.domain.errors import AccountNotFound, Conflict, InvalidInput, RuleViolation
+from eventbank.domain.errors import (
+    AccountNotFound,
+    Conflict,
+    EventbankError,
+    InvalidInput,
+    RuleViolation,
+)
 from eventbank.domain.events import ACCOUNT, AccountEvent, Movement, event_from_data
 from eventbank.domain.money import Money, format_minor, parse_amount
 from eventbank.ports.event_store import (
     GENESIS_HASH,
+    BatchTooLarge,
     CommandRecord,
     ConcurrencyConflict,
     DuplicateCommand,
@@ -65,6 +90,9 @@ _COMMAND_ID = re.compile(r"[!-~]{1,255}")  # printable ASCII, no spaces, as Stri
 # A store still unavailable this long after a command began is down, not blipping: say so (503)
 # instead of retrying on top of the engine's own waits (a pool or lock timeout per attempt).
 UNAVAILABLE_RETRY_S = 2.0
+# Items of a batch written at a time on an engine with no group commit (DynamoDB), each one
+# append of its own; fewer than the engine's connection pool (32 on DynamoDB).
+PARALLEL_ITEMS = 8
 
 
 class IdempotencyKeyReused(Conflict):
@@ -95,6 +123,35 @@ class CommandObserver(Protocol):
 
 
 Decision = Callable[[Mapping[str, Account | None]], list[AccountEvent]]
+Describe = Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """A command on the write path: its id, its parameters' fingerprint, the streams it
+    involves, and the rules that decide it and describe its outcome."""
+
+    command_id: str
+    fingerprint: str
+    stream_ids: Sequence[str]
+    decide: Decision
+    describe: Describe
+
+
+class _AwaitQueued(Exception):
+    """A batch item that would not be built on the appends its batch queued on its streams (the
+    state it found is not theirs: one failed, or the cache dropped it), and so could pass
+    them: the batch decides it again once they are answered (``_batch_each``)."""
+
+
+class _RefusedOnQueued(Exception):
+    """A batch item refused on the state that appends its batch queued on ``streams`` leave.
+    Those states are not stale (the store checks each head hash as it writes them), so the
+    refusal counts if they are written; if one is not, the item is decided again."""
+
+    def __init__(self, error: EventbankError, streams: Sequence[str]):
+        super().__init__(str(error))
+        self.error, self.streams = error, streams
 
 
 class LedgerService:
@@ -242,25 +299,7 @@ class LedgerService:
         self, from_id: str, to_id: str, amount: str, *, command_id: str | None = None
     ) -> Receipt:
         """Debit ``from_id`` and credit ``to_id`` in one atomic append across both streams."""
-        domain.check_account_id(from_id)
-        domain.check_account_id(to_id)
-        transfer_id = new_id()
-        request = {"command": "transfer", "from": from_id, "to": to_id, "amount": amount}
-
-        def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
-            source = domain.require_open(states[from_id], from_id)
-            money = parse_amount(amount, source.currency)
-            return list(domain.decide_transfer(
-                states[from_id], states.get(to_id), from_id=from_id, to_id=to_id, amount=money,
-                transfer_id=transfer_id,
-            ))  # fmt: skip
-
-        def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
-            return {"kind": "transfer", "transfer_id": transfer_id, **_amount_of(events[0]),
-                    "from": after[from_id].describe(), "to": after[to_id].describe()}  # fmt: skip
-
-        streams = [from_id] if from_id == to_id else [from_id, to_id]
-        return self._handle(command_id, request, streams, decide, outcome)
+        return self._handle(command_id, *_transfer_parts(from_id, to_id, amount))
 
     def _single(
         self,
@@ -290,7 +329,7 @@ class LedgerService:
         request: Mapping[str, Any],
         stream_ids: Sequence[str],
         decide: Decision,
-        describe: Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]],
+        describe: Describe,
     ) -> Receipt:
         started, outcome_label = time.perf_counter(), "error"
         try:
@@ -314,11 +353,12 @@ class LedgerService:
         request: Mapping[str, Any],
         stream_ids: Sequence[str],
         decide: Decision,
-        describe: Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]],
+        describe: Describe,
     ) -> Receipt:
         supplied = bool(command_id)
         command_id = check_command_id(command_id) if command_id else new_id()
         request_fingerprint = fingerprint(request)
+        command = _Command(command_id, request_fingerprint, stream_ids, decide, describe)
         last_error: Exception | None = None
         unavailable_deadline = time.monotonic() + UNAVAILABLE_RETRY_S
         for attempt in range(self.max_attempts):
@@ -328,10 +368,8 @@ class LedgerService:
                 self._backoff(attempt)
             try:
                 with self._stream_locks.hold(stream_ids):
-                    settle = self._decide_and_submit(
-                        command_id, request_fingerprint, stream_ids, decide, describe
-                    )
-                return settle()
+                    settle = self._decide_and_submit([command])
+                return settle()[0]
             except ConcurrencyConflict as exc:
                 self._cache.forget(exc.aggregate_ids)
                 last_error = exc
@@ -369,13 +407,16 @@ class LedgerService:
 
     def _decide_and_submit(
         self,
-        command_id: str,
-        request_fingerprint: str,
-        stream_ids: Sequence[str],
-        decide: Decision,
-        describe: Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]],
-    ) -> Callable[[], Receipt]:
+        commands: Sequence[_Command],
+        *,
+        collect: list[RecordedEvent] | None = None,
+        queued: dict[str, str] | None = None,
+    ) -> Callable[[], list[Receipt]]:
         """Steps 1-3 until the append is queued; the returned call waits for it and finishes.
+
+        ``commands`` are decided in turn, each on the states the ones before it leave, and
+        written in one atomic append, each with its own command record: one command, or an
+        atomic batch. A refusal of any refuses them all (the error raised is that command's).
 
         Where the engine queues appends (group commit), the states this command leaves are
         cached as soon as its append is queued, and the caller releases the stream locks before
@@ -383,28 +424,45 @@ class LedgerService:
         instead of waiting a commit. Its append names the head hashes it built on, so the store
         refuses it unless this one was written (contract.QueuesAppends); a failed append
         drops its streams from the cache.
+
+        ``collect``: the recorded events are added to it instead of being handed to
+        ``after_append`` (a batch hands over all of its items' at once). ``queued`` (a batch's
+        items queued and not yet waited for): the head hash each stream's last such append
+        leaves. The command must be built on those (else ``_AwaitQueued``); a refusal on them
+        is ``_RefusedOnQueued``, for the batch to count once they are written; the heads its
+        own append leaves are recorded in it.
         """
+        stream_ids = list(dict.fromkeys(sid for c in commands for sid in c.stream_ids))
         known, cached = self._known(stream_ids)
-        states = {sid: state for sid, (state, _) in known.items()}
+        waits_on = [sid for sid in stream_ids if sid in queued] if queued else []
+        if queued and any(known[sid][1] != queued[sid] for sid in waits_on):
+            raise _AwaitQueued  # not built on this batch's own appends: it could pass them
         try:
-            decided = decide(states)
-        except (RuleViolation, InvalidInput):
-            if not cached:
+            decided = self._decide_in_turn(commands, known)
+        except (RuleViolation, InvalidInput) as exc:
+            # A refusal must hold on the store's current state: read again what was cached,
+            # but for states appends still queued will leave (the store checks those).
+            stale = [sid for sid in cached if sid not in waits_on]
+            if not stale and waits_on:
+                raise _RefusedOnQueued(exc, waits_on) from exc
+            if not stale:
                 raise
-            self._cache.forget(cached)  # a refusal must hold on the store's current state
-            known.update((sid, self._load(sid)) for sid in cached)
-            states = {sid: state for sid, (state, _) in known.items()}
-            decided = decide(states)
-        after = dict(states)
-        for event in decided:
-            after[event.account_id] = domain.apply(after[event.account_id], event)
-        # every stream the command names holds an account once its events are applied
-        opened = cast("Mapping[str, Account]", after)
-        outcome = {"command_id": command_id, **describe(opened, decided)}
+            self._cache.forget(stale)
+            known.update((sid, self._load(sid)) for sid in stale)
+            try:
+                decided = self._decide_in_turn(commands, known)
+            except (RuleViolation, InvalidInput) as again:
+                if waits_on:
+                    raise _RefusedOnQueued(again, waits_on) from again
+                raise
+        states = {sid: state for sid, (state, _) in known.items()}
+        after, new_envelopes, outcomes = decided
         heads = {sid: head for sid, (_, head) in known.items()}
-        new_events = chained(self._envelopes(decided, states, command_id), heads)
+        new_events = chained(new_envelopes, heads)
         expected = {sid: (state.version if state else 0) for sid, state in states.items()}
-        record = CommandRecord(command_id, request_fingerprint, outcome)
+        records = [CommandRecord(c.command_id, c.fingerprint, outcome)
+                   for c, outcome in zip(commands, outcomes, strict=True)]  # fmt: skip
+        record = records[0] if len(records) == 1 else records
         if self._submit_append is None:
             recorded = self.store.append(new_events, expected, record)
             wait: Callable[[], list[RecordedEvent]] = lambda: recorded  # noqa: E731
@@ -414,36 +472,400 @@ class LedgerService:
         for sid, state in after.items():
             if state is not None:
                 self._cache.put(state, after_heads[sid])
+        if queued is not None:
+            queued.update(after_heads)
 
-        def settle() -> Receipt:
+        def settle() -> list[Receipt]:
             try:
                 recorded = wait()
             except BaseException:
                 self._cache.forget(stream_ids)  # it may hold the states this append left
                 raise
             self._snapshot_crossings(states, after, after_heads)
-            if self.after_append is not None:
+            if collect is not None:
+                collect.extend(recorded)
+            elif self.after_append is not None:
                 self.after_append(recorded)
-            return Receipt(command_id, outcome)
+            return [Receipt(r.command_id, r.outcome) for r in records]
 
         return settle
+
+    def _decide_in_turn(
+        self, commands: Sequence[_Command], known: Mapping[str, tuple[Account | None, str]]
+    ) -> tuple[dict[str, Account | None], list[NewEvent], list[dict[str, Any]]]:
+        """Decide each command on the states the ones before it leave: the states after the
+        last, every command's events (as envelopes, not yet chained), each one's outcome."""
+        states = {sid: state for sid, (state, _) in known.items()}
+        envelopes: list[NewEvent] = []
+        outcomes = []
+        for command in commands:
+            decided = command.decide(states)
+            envelopes += self._envelopes(decided, states, command.command_id)
+            for event in decided:
+                states[event.account_id] = domain.apply(states[event.account_id], event)
+            # every stream the command names holds an account once its events are applied
+            opened = cast("Mapping[str, Account]", states)
+            outcomes.append({"command_id": command.command_id, **command.describe(opened, decided)})
+        return states, envelopes, outcomes
+
+    # ------------------------------------------------------------ batches of transfers
+
+    def transfer_batch(
+        self, items: Sequence[BatchItem], *, atomic: bool = False
+    ) -> list[ItemResult]:
+        """Up to ``MAX_BATCH_ITEMS`` transfers, each with its own idempotency key and outcome,
+        answered in order (batch.py). A malformed item is refused on its own, as is a key used
+        by an earlier item of the batch.
+
+        Without ``atomic`` every item is a transfer of its own, but the batch does not wait
+        for one before deciding the next: it decides and queues every item's append (each
+        decided on the states the ones queued before it leave, as for concurrent commands),
+        then waits for them all, so group commit writes the batch in a few transactions
+        (``_batch_each``). With ``atomic``, every item is decided in turn and all are written in
+        one append carrying every item's command record, or none is (``_batch_atomic``); the
+        limit is one append's (``BatchTooLarge`` names it: 1,000 events on SQLite and
+        PostgreSQL, 100 transaction items on DynamoDB).
+        """
+        if not items:
+            raise InvalidInput("a batch needs at least one transfer")
+        if len(items) > MAX_BATCH_ITEMS:
+            raise BatchTooLarge(
+                f"{len(items):,} transfers in one batch; the limit is {MAX_BATCH_ITEMS:,}: "
+                "split it into several batches"
+            )
+        started = time.perf_counter()
+        results: dict[int, ItemResult] = {}
+        commands: list[tuple[int, _Command]] = []
+        first_with_key: dict[str, int] = {}
+        for index, item in enumerate(items):
+            try:
+                commands.append((index, _batch_command(item, index, first_with_key)))
+            except (InvalidInput, IdempotencyKeyReused) as exc:
+                results[index] = ItemResult(index, item.idempotency_key, "refused", error=exc)
+        if atomic and results:
+            first_refused = min(results)
+            results.update(_aborted(commands, first_refused, results[first_refused].error))
+        elif atomic:
+            results.update(self._batch_atomic(commands))
+        elif commands:
+            results.update(self._batch_each(commands))
+        ordered = [results[index] for index in range(len(items))]
+        if self.observer is not None:
+            elapsed_s = time.perf_counter() - started
+            for result in ordered:
+                self.observer.command_finished("transfer", _label(result), elapsed_s)
+        return ordered
+
+    def _batch_each(self, commands: list[tuple[int, _Command]]) -> dict[int, ItemResult]:
+        """Every item a transfer of its own, written by group commit in few transactions.
+
+        The items are taken in waves. A wave decides and queues each item in order (under its
+        streams' locks, as ``_attempt`` does), each on the states the items queued before it
+        leave, while a thread of its own waits for the appends as they are queued (group
+        commit takes them in as few transactions as the writes allow); then it waits for the
+        last. An item whose streams an item put off earlier in the wave names is put off too,
+        so each account's items keep their order: the outcome is that of the items run one by
+        one. An item is put off to the next wave when:
+
+        - its append failed (``ConcurrencyConflict``, ``StoreUnavailable``): the items queued
+          after it on its streams were built on it and fail with it; they are retried, with
+          a backoff, at most ``max_attempts`` times each;
+        - it was refused on the states appends queued in this wave leave, and one of those
+          was not written (a refusal on them counts once they are: the store checked that
+          they were built on its own state);
+        - it would not be built on the appends queued before it on its streams (the state it
+          found is not theirs).
+
+        An item that may have run before (a retried one; every item when the batch's first
+        key is found recorded: a batch sent again) is looked up by its key before it is
+        decided, and answered with its first outcome. A refused or duplicate item is looked
+        up too (step 4), so a replayed batch moves nothing more.
+        """
+        results: dict[int, ItemResult] = {}
+        collected: list[RecordedEvent] = []
+        attempts = dict.fromkeys((index for index, _ in commands), 0)
+        look_up: set[int] = set()
+        if self.store.find_command(commands[0][1].command_id) is not None:
+            look_up = set(attempts)  # sent before: answer what was done without deciding it
+        todo, down_since = commands, 0.0
+        try:
+            while todo:
+                wave = self._wave if self._submit_append is not None else self._wave_at_once
+                later, failed = wave(todo, results, look_up, collected)
+                todo = []
+                for index, command, error in later:
+                    if error is None:  # put off, not failed
+                        todo.append((index, command))
+                        continue
+                    attempts[index] += 1
+                    look_up.add(index)
+                    down_for = 0.0
+                    if isinstance(error, ConcurrencyConflict):
+                        self._cache.forget(error.aggregate_ids)
+                    elif isinstance(error, StoreUnavailable):
+                        down_since = down_since or time.monotonic()
+                        down_for = time.monotonic() - down_since
+                    if attempts[index] >= self.max_attempts or down_for > UNAVAILABLE_RETRY_S:
+                        results[index] = _refused(index, command, _given_up(error, attempts[index]))
+                        continue
+                    if self.observer is not None:
+                        self.observer.command_retried("transfer", type(error).__name__)
+                    todo.append((index, command))
+                todo.sort(key=lambda entry: entry[0])
+                if failed and todo:
+                    self._backoff(max(attempts[index] for index, _ in todo))
+        finally:
+            if collected and self.after_append is not None:
+                self.after_append(collected)
+        return results
+
+    def _wave(
+        self,
+        todo: list[tuple[int, _Command]],
+        results: dict[int, ItemResult],
+        look_up: set[int],
+        collected: list[RecordedEvent],
+    ) -> tuple[list[tuple[int, _Command, EventbankError | None]], bool]:
+        """One wave of ``_batch_each``: the items for the next one (with the error of the
+        attempt that failed, None if put off), and whether any attempt failed."""
+        later: list[tuple[int, _Command, EventbankError | None]] = []
+        put_off: set[str] = set()  # streams of the items for the next wave
+        queued: dict[str, str] = {}  # head hash of each stream's last append queued in this wave
+        last_queued: dict[str, int] = {}  # and the index of the item that queued it
+        # refusals on queued states, and the items whose appends they count on
+        refused_on: list[tuple[int, _Command, EventbankError, set[int]]] = []
+        waiting: list[tuple[int, _Command]] = []
+        settler = _Settler()
+        try:
+            for index, command in todo:
+                if index in look_up:
+                    look_up.discard(index)
+                    if self._answer_from_first_run(index, command, results):
+                        continue
+                if not put_off.isdisjoint(command.stream_ids):
+                    later.append((index, command, None))
+                    put_off.update(command.stream_ids)
+                    continue
+                try:
+                    with self._stream_locks.hold(command.stream_ids):
+                        settle = self._decide_and_submit([command], collect=collected,
+                                                         queued=queued)  # fmt: skip
+                except _AwaitQueued:
+                    later.append((index, command, None))
+                    put_off.update(command.stream_ids)
+                    continue
+                except _RefusedOnQueued as refusal:
+                    on = {last_queued[sid] for sid in refusal.streams}
+                    refused_on.append((index, command, refusal.error, on))
+                    continue
+                except (RuleViolation, InvalidInput, DuplicateCommand) as exc:
+                    if not self._answer_from_first_run(index, command, results):
+                        if isinstance(exc, DuplicateCommand):  # recorded, then gone? try again
+                            later.append((index, command, exc))
+                            put_off.update(command.stream_ids)
+                        else:
+                            results[index] = _refused(index, command, exc)
+                    continue
+                except (ConcurrencyConflict, StoreUnavailable) as exc:  # e.g. reading a stream
+                    later.append((index, command, exc))
+                    put_off.update(command.stream_ids)
+                    continue
+                waiting.append((index, command))
+                last_queued.update(dict.fromkeys(command.stream_ids, index))
+                settler.add(settle)
+        finally:
+            answers = settler.finish()  # every queued append is waited for, whatever happens
+        written: set[int] = set()
+        for (index, command), answer in zip(waiting, answers, strict=True):
+            if isinstance(answer, Receipt):
+                results[index] = ItemResult(index, command.command_id, "ok", answer.outcome)
+                written.add(index)
+            elif isinstance(answer, DuplicateCommand) and self._answer_from_first_run(
+                index, command, results
+            ):
+                continue
+            elif isinstance(answer, ConcurrencyConflict | StoreUnavailable | DuplicateCommand):
+                later.append((index, command, answer))
+            else:
+                raise answer
+        for index, command, error, on in refused_on:
+            if not on <= written:  # decided on a state that was not written: decide again
+                later.append((index, command, None))
+            elif not self._answer_from_first_run(index, command, results):
+                results[index] = _refused(index, command, error)
+        return later, any(error is not None for *_, error in later)
+
+    def _wave_at_once(
+        self,
+        todo: list[tuple[int, _Command]],
+        results: dict[int, ItemResult],
+        look_up: set[int],
+        collected: list[RecordedEvent],
+    ) -> tuple[list[tuple[int, _Command, EventbankError | None]], bool]:
+        """``_wave`` for an engine that appends at once (DynamoDB: no group commit to queue
+        in): up to ``PARALLEL_ITEMS`` items at a time, each in a thread of a pool as one
+        command. An item starts once the items before it on its accounts are answered, so they
+        keep their order; one put off or failed puts off the items after it on its accounts."""
+        later: list[tuple[int, _Command, EventbankError | None]] = []
+        put_off: set[str] = set()
+        last_on: dict[str, Future[ItemResult | EventbankError]] = {}
+        started = []
+        with ThreadPoolExecutor(PARALLEL_ITEMS, thread_name_prefix="batch-item") as pool:
+            for index, command in todo:
+                before = {last_on[sid] for sid in command.stream_ids if sid in last_on}
+                if not put_off.isdisjoint(command.stream_ids) or not all(
+                    isinstance(f.result(), ItemResult) for f in before
+                ):
+                    later.append((index, command, None))
+                    put_off.update(command.stream_ids)
+                    continue
+                run = contextvars.copy_context().run  # the request's actor, in the pool's thread
+                tried = pool.submit(run, self._try_item, index, command, index in look_up,
+                                    collected)  # fmt: skip
+                look_up.discard(index)
+                last_on.update(dict.fromkeys(command.stream_ids, tried))
+                started.append((index, command, tried))
+        for index, command, tried in started:
+            answer = tried.result()
+            if isinstance(answer, ItemResult):
+                results[index] = answer
+            else:
+                later.append((index, command, answer))
+        return later, any(error is not None for *_, error in later)
+
+    def _try_item(
+        self, index: int, command: _Command, look_up: bool, collected: list[RecordedEvent]
+    ) -> ItemResult | EventbankError:
+        """One attempt at one item, on an engine that appends at once: its result, or the
+        error of an attempt to make again."""
+        results: dict[int, ItemResult] = {}
+        if look_up and self._answer_from_first_run(index, command, results):
+            return results[index]
+        try:
+            with self._stream_locks.hold(command.stream_ids):
+                settle = self._decide_and_submit([command], collect=collected)
+            receipt = settle()[0]
+        except (RuleViolation, InvalidInput, DuplicateCommand) as exc:
+            if self._answer_from_first_run(index, command, results):
+                return results[index]
+            if isinstance(exc, DuplicateCommand):  # recorded, then gone? try again
+                return exc
+            return _refused(index, command, exc)
+        except (ConcurrencyConflict, StoreUnavailable) as exc:
+            return exc
+        return ItemResult(index, command.command_id, "ok", receipt.outcome)
+
+    def _answer_from_first_run(
+        self, index: int, command: _Command, results: dict[int, ItemResult]
+    ) -> bool:
+        """Answer the item from its key's first run, if it was recorded (or refuse it, if that
+        was another request); False if the key is not recorded."""
+        try:
+            first_run = self._first_run(command.command_id, command.fingerprint)
+        except IdempotencyKeyReused as exc:
+            results[index] = _refused(index, command, exc)
+            return True
+        if first_run is None:
+            return False
+        results[index] = ItemResult(index, command.command_id, "replayed", first_run.outcome)
+        return True
+
+    def _batch_atomic(self, commands: list[tuple[int, _Command]]) -> dict[int, ItemResult]:
+        """All items in one append, each with its command record, or none of them.
+
+        An item already recorded (the batch sent again, or the key used by a single transfer
+        with the same parameters) is replayed and left out of the append. Any other refusal
+        (the rules, a key used for another request) aborts the batch: that item says why,
+        every other says ``batch_aborted``. Conflicts and an unavailable store are retried as
+        for one command (``_attempt``)."""
+        results: dict[int, ItemResult] = {}
+        todo, looked_up = commands, False
+        last_error: EventbankError | None = None
+        collected: list[RecordedEvent] = []
+        unavailable_deadline = time.monotonic() + UNAVAILABLE_RETRY_S
+        for attempt in range(self.max_attempts):
+            if not todo:
+                return results
+            if attempt and last_error is not None:
+                if self.observer is not None:
+                    self.observer.command_retried("transfer", type(last_error).__name__)
+                self._backoff(attempt)
+            last_error, refused_by = None, [-1]  # refused_by: the item whose rules refused
+            in_turn = [_noting_refusal(index, command, refused_by) for index, command in todo]
+            streams = list(dict.fromkeys(sid for c in in_turn for sid in c.stream_ids))
+            try:
+                with self._stream_locks.hold(streams):
+                    settle = self._decide_and_submit(in_turn, collect=collected)
+                receipts = settle()
+            except BatchTooLarge as exc:
+                raise BatchTooLarge(
+                    f"an atomic batch is written in one append, and these {len(todo)} "
+                    f"transfers do not fit: {exc} Send them without atomic, or in smaller "
+                    "atomic batches."
+                ) from None
+            except (RuleViolation, InvalidInput, DuplicateCommand) as exc:
+                if not looked_up or isinstance(exc, DuplicateCommand):
+                    looked_up = True
+                    todo = [
+                        (index, command)
+                        for index, command in todo
+                        if not self._answer_from_first_run(index, command, results)
+                    ]
+                    if reused := [i for i, r in results.items() if r.status == "refused"]:
+                        results.update(_aborted(todo, reused[0], results[reused[0]].error))
+                        return results
+                    if isinstance(exc, DuplicateCommand):
+                        last_error = exc
+                    continue  # decide again without the items done before
+                if refused_by[0] < 0:
+                    raise  # not an item's refusal: the batch's own
+                by = next(c for i, c in todo if i == refused_by[0])
+                results[refused_by[0]] = _refused(refused_by[0], by, exc)
+                results.update(_aborted(todo, refused_by[0], exc))
+                return results
+            except ConcurrencyConflict as exc:
+                self._cache.forget(exc.aggregate_ids)
+                last_error = exc
+                continue
+            except StoreUnavailable as exc:
+                if time.monotonic() > unavailable_deadline:
+                    raise
+                last_error = exc
+                continue
+            if collected and self.after_append is not None:
+                self.after_append(collected)
+            for (index, command), receipt in zip(todo, receipts, strict=True):
+                results[index] = ItemResult(index, command.command_id, "ok", receipt.outcome)
+            return results
+        if not todo:
+            return results
+        if isinstance(last_error, StoreUnavailable):
+            raise last_error
+        raise RetriesExhausted(
+            f"gave up on the atomic batch after {self.max_attempts} attempts ({last_error}); "
+            "nothing was written, try again"
+        )
 
     def _envelopes(
         self, events: list[AccountEvent], states: Mapping[str, Account | None], command_id: str
     ) -> list[NewEvent]:
         recorded_at = self.clock().isoformat()
-        next_version = {sid: (s.version if s else 0) for sid, s in states.items()}
+        next_version: dict[str, int] = {}
         envelopes = []
         for event in events:
-            next_version[event.account_id] += 1
+            sid = event.account_id
+            if sid not in next_version:
+                state = states[sid]
+                next_version[sid] = state.version if state else 0
+            next_version[sid] += 1
             metadata = {"command_id": command_id, "correlation_id": command_id,
                         "causation_id": command_id, "actor": current_actor.get(),
                         "recorded_at": recorded_at}  # fmt: skip
             if transfer_id := getattr(event, "transfer_id", None):
                 metadata["transfer_id"] = transfer_id
             envelopes.append(NewEvent(
-                event_id=new_id(), aggregate_id=event.account_id,
-                aggregate_type=ACCOUNT, version=next_version[event.account_id],
+                event_id=new_id(), aggregate_id=sid,
+                aggregate_type=ACCOUNT, version=next_version[sid],
                 event_type=event.event_type, schema_version=event.SCHEMA_VERSION,
                 data=event.to_data(), metadata=metadata,
             ))  # fmt: skip
@@ -475,6 +897,33 @@ class LedgerService:
         time.sleep(random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt)))
 
 
+def _transfer_parts(
+    from_id: str, to_id: str, amount: str
+) -> tuple[dict[str, Any], list[str], Decision, Describe]:
+    """A transfer's request (what its fingerprint covers), streams, decision and outcome: one
+    definition for a single transfer and for each item of a batch, so the same key and
+    parameters are the same command either way."""
+    domain.check_account_id(from_id)
+    domain.check_account_id(to_id)
+    transfer_id = new_id()
+    request = {"command": "transfer", "from": from_id, "to": to_id, "amount": amount}
+
+    def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
+        source = domain.require_open(states[from_id], from_id)
+        money = parse_amount(amount, source.currency)
+        return list(domain.decide_transfer(
+            states[from_id], states.get(to_id), from_id=from_id, to_id=to_id, amount=money,
+            transfer_id=transfer_id,
+        ))  # fmt: skip
+
+    def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
+        return {"kind": "transfer", "transfer_id": transfer_id, **_amount_of(events[0]),
+                "from": after[from_id].describe(), "to": after[to_id].describe()}  # fmt: skip
+
+    streams = [from_id] if from_id == to_id else [from_id, to_id]
+    return request, streams, decide, outcome
+
+
 def _amount_of(event: AccountEvent) -> dict[str, str]:
     """The amount of a money movement (the first event a deposit, withdrawal or transfer
     decides) as the API shows it."""
@@ -487,3 +936,102 @@ def check_command_id(command_id: str) -> str:
     if not isinstance(command_id, str) or not _COMMAND_ID.fullmatch(command_id):
         raise InvalidInput("idempotency key must be 1-255 printable ASCII characters, no spaces")
     return command_id
+
+
+def _batch_command(item: BatchItem, index: int, first_with_key: dict[str, int]) -> _Command:
+    """The transfer an item of a batch asks for, as a command with the item's key; refused
+    (raised) if malformed, without a key, or with the key of an earlier item."""
+    if item.malformed is not None:
+        raise item.malformed
+    request, streams, decide, describe = _transfer_parts(
+        item.from_account_id, item.to_account_id, item.amount
+    )
+    key = item.idempotency_key
+    if not key:
+        raise InvalidInput(MISSING_KEY)
+    check_command_id(key)
+    first = first_with_key.setdefault(key, index)
+    if first != index:
+        raise IdempotencyKeyReused(
+            f"idempotency key {key!r} is item {first}'s too: every item of a batch needs a key "
+            "of its own"
+        )
+    return _Command(key, fingerprint(request), streams, decide, describe)
+
+
+def _noting_refusal(index: int, command: _Command, refused_by: list[int]) -> _Command:
+    """``command``, noting its batch index in ``refused_by`` when its rules refuse it."""
+
+    def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
+        try:
+            return command.decide(states)
+        except (RuleViolation, InvalidInput):
+            refused_by[0] = index
+            raise
+
+    return dataclasses.replace(command, decide=decide)
+
+
+def _refused(index: int, command: _Command, error: EventbankError) -> ItemResult:
+    return ItemResult(index, command.command_id, "refused", error=error)
+
+
+def _aborted(
+    commands: Sequence[tuple[int, _Command]], refused: int, why: EventbankError | None
+) -> dict[int, ItemResult]:
+    """Every item of an atomic batch but ``refused``, not written because that one was."""
+    code = why.code if why is not None else "refused"
+    error = BatchAborted(
+        f"not written: the batch is atomic and item {refused} was refused ({code})"
+    )
+    return {index: _refused(index, command, error)
+            for index, command in commands if index != refused}  # fmt: skip
+
+
+def _given_up(error: EventbankError, attempts: int) -> EventbankError:
+    if isinstance(error, StoreUnavailable):
+        return error  # not a conflict: the store failed, and a retry is safe
+    return RetriesExhausted(
+        f"gave up after {attempts} attempts ({error}); nothing was written for this item, try again"
+    )
+
+
+class _Settler:
+    """Waits for a batch's queued appends in the order queued (the first may be chosen to lead
+    the group commit the others wait in), in a thread of its own while the batch decides its
+    next items, so that the writes overlap the deciding; ``finish`` waits for the last and
+    gives each one's receipt or error, in order."""
+
+    def __init__(self) -> None:
+        self.answers: list[Receipt | BaseException] = []
+        self._pending: queue.SimpleQueue[Callable[[], list[Receipt]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="batch-settler", daemon=True)
+        self._started = False
+
+    def add(self, settle: Callable[[], list[Receipt]]) -> None:
+        if not self._started:
+            self._thread.start()
+            self._started = True
+        self._pending.put(settle)
+
+    def finish(self) -> list[Receipt | BaseException]:
+        if self._started:
+            self._pending.put(None)
+            self._thread.join()
+        return self.answers
+
+    def _run(self) -> None:
+        while (settle := self._pending.get()) is not None:
+            try:
+                self.answers.append(settle()[0])
+            except BaseException as exc:  # noqa: BLE001 - answered in its place
+                self.answers.append(exc)
+
+
+def _label(result: ItemResult) -> str:
+    """The outcome label a batch item is counted under, as ``_handle`` labels a command."""
+    if result.status != "refused":
+        return result.status
+    if isinstance(result.error, RuleViolation):
+        return "refused"
+    return "conflict" if isinstance(result.error, Conflict) else "error"

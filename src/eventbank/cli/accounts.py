@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from eventbank.application.service import Receipt
+from eventbank.cli.batch import TransferCommand, read_batch, run_batch
 from eventbank.cli.common import (
     AccountId,
     Amount,
@@ -22,6 +24,7 @@ from eventbank.cli.common import (
     print_json,
     settings_of,
 )
+from eventbank.domain.errors import InvalidInput
 from eventbank.ports.event_store import MAX_READ_LIMIT
 
 accounts_app = typer.Typer()
@@ -105,16 +108,47 @@ accounts_app.command("withdraw")(
 )
 
 
-@accounts_app.command()
+@accounts_app.command(cls=TransferCommand)
 def transfer(
     ctx: typer.Context,
-    from_id: Annotated[str, typer.Argument(help="Account to debit.")],
-    to_id: Annotated[str, typer.Argument(help="Account to credit.")],
-    amount: Amount,
+    from_id: Annotated[
+        str | None, typer.Argument(help="Account to debit (none with --batch).")
+    ] = None,
+    to_id: Annotated[str | None, typer.Argument(help="Account to credit.")] = None,
+    amount: Annotated[
+        str | None,
+        typer.Argument(parser=positive_amount, help='Decimal amount, e.g. "80" or "80.00".'),
+    ] = None,
     idempotency_key: IdempotencyKey = None,
+    batch: Annotated[
+        Path | None,
+        typer.Option(
+            "--batch",
+            metavar="FILE",
+            help="Instead of FROM_ID TO_ID AMOUNT: a CSV file of up to 1,000 transfers, "
+            "from_account_id,to_account_id,amount,idempotency_key (a header line is optional), "
+            "each with its own outcome. Exit 3 if any line was refused.",
+        ),
+    ] = None,
+    atomic: Annotated[
+        bool, typer.Option("--atomic", help="With --batch: every line or none is transferred.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Move money between two accounts of one currency, atomically."""
+    """Move money between two accounts of one currency, atomically; or a batch of transfers
+    from a file (--batch)."""
+    if batch is not None:
+        if from_id is not None or idempotency_key is not None:
+            raise InvalidInput(
+                "--batch takes the transfers from FILE, each line with its own idempotency_key:"
+                " give no FROM_ID TO_ID AMOUNT or --idempotency-key"
+            )
+        lines = read_batch(batch)  # before the store is opened: a bad file changes nothing
+        run_batch(ledger_from(ctx).service, lines, atomic=atomic, as_json=as_json)
+        return
+    if atomic:
+        raise InvalidInput("--atomic applies to a --batch file only")
+    assert from_id is not None and to_id is not None and amount is not None  # TransferCommand
     receipt = ledger_from(ctx).service.transfer(from_id, to_id, amount, command_id=idempotency_key)
     o = receipt.outcome
     _report(receipt, as_json, f"transferred {o['amount']} {o['currency']} "

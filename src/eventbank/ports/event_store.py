@@ -5,7 +5,9 @@
   written and ``ConcurrencyConflict`` names the streams. A known ``event_id`` raises
   ``DuplicateEvent``; a known command id raises ``DuplicateCommand``. The command record
   (id, parameter fingerprint, outcome) is written in the same atomic write as the events, so a
-  retried command is recognised and answered with its first outcome.
+  retried command is recognised and answered with its first outcome. An append may carry
+  several command records (an atomic batch of transfers: each item keeps its own key); they
+  land together with the events, or none does, and one known id refuses them all.
 - ``read_stream(id, after_version, *, limit=None, backwards=False)`` returns a stream's events
   with versions above ``after_version``, oldest first, or newest first with ``backwards``; at
   most ``limit`` of them (None: all, for folding a whole stream). ``limit=1, backwards=True``
@@ -145,6 +147,20 @@ class CommandRecord:
     outcome: Mapping[str, Any]
 
 
+Commands = CommandRecord | Sequence[CommandRecord] | None
+"""What an append records: no command, one, or several (each with its own id), all in the
+append's one atomic write."""
+
+
+def command_records(command: Commands) -> tuple[CommandRecord, ...]:
+    """The command records an append carries, as a tuple (see ``Commands``)."""
+    if command is None:
+        return ()
+    if isinstance(command, CommandRecord):
+        return (command,)
+    return tuple(command)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Folded state of one stream at ``version``, tagged with the state's schema version."""
@@ -207,7 +223,7 @@ class EventStore(Protocol):
         self,
         events: Sequence[NewEvent],
         expected_versions: Mapping[str, int],
-        command: CommandRecord | None = None,
+        command: Commands = None,
     ) -> list[RecordedEvent]: ...
 
     def find_command(self, command_id: str) -> CommandRecord | None: ...
@@ -251,7 +267,7 @@ class QueuesAppends(EventStore, Protocol):
         self,
         events: Sequence[NewEvent],
         expected_versions: Mapping[str, int],
-        command: CommandRecord | None = None,
+        command: Commands = None,
         previous_hashes: Mapping[str, str] | None = None,
     ) -> Callable[[], list[RecordedEvent]]: ...
 
@@ -267,11 +283,13 @@ def check_append(
     events: Sequence[NewEvent],
     expected_versions: Mapping[str, int],
     max_events: int = MAX_EVENTS_PER_APPEND,
+    command: Commands = None,
 ) -> None:
     """Refuse a malformed append before any engine touches storage.
 
     Each event's stream must be named in ``expected_versions`` and the events of one stream
-    must carry consecutive versions starting right after the expected one.
+    must carry consecutive versions starting right after the expected one. The command
+    records (at most one per event) must have distinct ids.
     """
     if not events:
         raise InvalidInput("an append needs at least one event")
@@ -280,6 +298,13 @@ def check_append(
             f"{len(events)} events in one append; the limit is {max_events}. "
             "Split large batch work into a saga."
         )
+    records = command_records(command)
+    if len(records) > len(events):
+        raise InvalidInput(f"{len(records)} command records for {len(events)} events")
+    if not all(isinstance(record, CommandRecord) for record in records):
+        raise InvalidInput("a command must be a CommandRecord")
+    if len(records) > 1 and len({record.command_id for record in records}) < len(records):
+        raise InvalidInput("two command records in one append share a command id")
     for aggregate_id, version in expected_versions.items():
         if type(version) is not int or version < 0:
             raise InvalidInput(f"expected version of {aggregate_id!r} must be an integer >= 0")

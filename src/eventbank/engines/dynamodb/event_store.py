@@ -13,7 +13,7 @@ on ``EventId`` alone lets both land: docs/architecture.md). A stream is gapless,
 "N exists (if N > 0) and N + 1 does not". For a stream with new events the put at N + 1 is the
 second half; a stream only named in ``expected_versions`` gets a ``ConditionCheck`` for it.
 An append costs two items per event (event + guard), one per expected version > 0, one per
-event-less stream, one per new stream (its registry item) and one for the command: more than 100
+event-less stream, one per new stream (its registry item) and one per command record: more than 100
 (DynamoDB's transaction limit) is refused with ``BatchTooLarge`` before anything is sent.
 
 Retries: throttling, transaction conflicts, server errors and lost connections are retried with
@@ -61,6 +61,7 @@ from eventbank.engines.dynamodb.table import number as _n
 from eventbank.ports.event_store import (
     BatchTooLarge,
     CommandRecord,
+    Commands,
     ConcurrencyConflict,
     DuplicateCommand,
     DuplicateEvent,
@@ -72,6 +73,7 @@ from eventbank.ports.event_store import (
     check_read_limit,
     check_stream_ids,
     check_stream_read,
+    command_records,
     encoded_payload,
     recorded,
 )
@@ -148,9 +150,9 @@ class DynamoEventStore(DynamoTable):
         self,
         events: Sequence[NewEvent],
         expected_versions: Mapping[str, int],
-        command: CommandRecord | None = None,
+        command: Commands = None,
     ) -> list[RecordedEvent]:
-        check_append(events, expected_versions, max_events=MAX_EVENTS_PER_APPEND)
+        check_append(events, expected_versions, max_events=MAX_EVENTS_PER_APPEND, command=command)
         items, roles = self._transaction(events, expected_versions, command)
         if len(items) > MAX_TRANSACTION_ITEMS:
             raise BatchTooLarge(
@@ -186,7 +188,7 @@ class DynamoEventStore(DynamoTable):
         self,
         events: Sequence[NewEvent],
         expected_versions: Mapping[str, int],
-        command: CommandRecord | None,
+        command: Commands,
     ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
         """The TransactItems, and beside each the (kind, id) that its failed condition means."""
         items: list[dict[str, Any]] = []
@@ -219,10 +221,10 @@ class DynamoEventStore(DynamoTable):
             add(("stream", e.aggregate_id), e.aggregate_id, e.version, _event_attributes(e))
             guard = {"aggregate_id": {"S": e.aggregate_id}, "version": _n(e.version)}
             add(("event", e.event_id), f"EVENT#{e.event_id}", 0, guard)
-        if command is not None:
-            record = {"fingerprint": {"S": command.fingerprint},
-                      "outcome": {"S": canonical_json(command.outcome)}}  # fmt: skip
-            add(("command", command.command_id), f"CMD#{command.command_id}", 0, record)
+        for record in command_records(command):
+            attributes = {"fingerprint": {"S": record.fingerprint},
+                          "outcome": {"S": canonical_json(record.outcome)}}  # fmt: skip
+            add(("command", record.command_id), f"CMD#{record.command_id}", 0, attributes)
         return items, roles
 
     def save_snapshot(self, snapshot: Snapshot) -> None:

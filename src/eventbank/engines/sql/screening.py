@@ -25,6 +25,7 @@ from eventbank.domain.errors import EventbankError, InvalidInput
 from eventbank.engines.sql.group_commit import GroupCommit
 from eventbank.ports.event_store import (
     CommandRecord,
+    Commands,
     ConcurrencyConflict,
     DuplicateCommand,
     DuplicateEvent,
@@ -32,6 +33,7 @@ from eventbank.ports.event_store import (
     RecordedEvent,
     StoreError,
     check_append,
+    command_records,
     encoded_payload,
     recorded,
 )
@@ -51,7 +53,7 @@ class Append:
 
     events: Sequence[NewEvent]
     expected_versions: Mapping[str, int]
-    command: CommandRecord | None
+    command: Commands
     previous_hashes: Mapping[str, str] | None = None
 
 
@@ -77,7 +79,7 @@ class QueuedAppends:
         self,
         events: Sequence[NewEvent],
         expected_versions: Mapping[str, int],
-        command: CommandRecord | None = None,
+        command: Commands = None,
     ) -> list[RecordedEvent]:
         return self.submit_append(events, expected_versions, command)()
 
@@ -85,10 +87,10 @@ class QueuedAppends:
         self,
         events: Sequence[NewEvent],
         expected_versions: Mapping[str, int],
-        command: CommandRecord | None = None,
+        command: Commands = None,
         previous_hashes: Mapping[str, str] | None = None,
     ) -> Callable[[], list[RecordedEvent]]:
-        check_append(events, expected_versions)
+        check_append(events, expected_versions, command=command)
         if previous_hashes is not None and previous_hashes.keys() != expected_versions.keys():
             raise InvalidInput(
                 "previous_hashes must name exactly the streams expected_versions does"
@@ -97,7 +99,7 @@ class QueuedAppends:
 
 
 def wanted(appends: Sequence[Append]) -> Wanted:
-    commands = {a.command.command_id: None for a in appends if a.command is not None}
+    commands = {c.command_id: None for a in appends for c in command_records(a.command)}
     streams = {stream: None for a in appends for stream in a.expected_versions}
     ids = {event.event_id: None for a in appends for event in a.events}
     return Wanted(list(commands), list(streams), list(ids))
@@ -117,8 +119,7 @@ def screen(
         verdict = _verdict(append, commands, heads, ids)
         verdicts.append(verdict)
         if verdict is None:
-            if append.command is not None:
-                commands.add(append.command.command_id)
+            commands.update(c.command_id for c in command_records(append.command))
             for event in append.events:
                 heads[event.aggregate_id] = (event.version, event.hash)
                 ids.add(event.event_id)
@@ -128,8 +129,8 @@ def screen(
 def _verdict(
     append: Append, commands: set[str], heads: Mapping[str, Head], ids: set[str]
 ) -> EventbankError | None:
-    if append.command is not None and append.command.command_id in commands:
-        return DuplicateCommand(append.command.command_id)
+    if known := [c.command_id for c in command_records(append.command) if c.command_id in commands]:
+        return DuplicateCommand(known[0])
     expected, hashes = append.expected_versions, append.previous_hashes
     if stale := [
         stream
@@ -153,9 +154,10 @@ def _accepted_commands(
     appends: Sequence[Append], verdicts: Sequence[EventbankError | None]
 ) -> list[CommandRecord]:
     return [
-        a.command
+        c
         for a, v in zip(appends, verdicts, strict=True)
-        if v is None and a.command is not None
+        if v is None
+        for c in command_records(a.command)
     ]
 
 
@@ -256,6 +258,6 @@ def _explained(exc: Exception, appends: Sequence[Append], dialect: Dialect) -> E
             return DuplicateEvent([event.event_id for event in append.events])
         if constraint == "stream_version":
             return ConcurrencyConflict(list(append.expected_versions))
-        if constraint == "command_id" and append.command is not None:
-            return DuplicateCommand(append.command.command_id)
+        if constraint == "command_id" and (records := command_records(append.command)):
+            return DuplicateCommand(records[0].command_id)  # the engine does not say which
     return StoreError(f"{dialect.name} refused the append: {exc}")
