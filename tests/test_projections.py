@@ -286,12 +286,14 @@ def test_status_reads_a_bounded_number_of_events_however_far_behind_the_checkpoi
     """/readyz, /metrics and /stats ask for the status every few seconds: it reads at most two
     windows of events (here 4 each: STATUS_WINDOW made small), never the whole lag."""
     monkeypatch.setattr(runner_module, "STATUS_WINDOW", 4, raising=False)
-    ledger = open_ledger(store_url, sqlite_read_store_url)  # inline: the checkpoint stays at 0
+    ledger = open_ledger(store_url, sqlite_read_store_url, inline=False)
     try:
-        ledger.service.open_account("a", owner="Ann", account_type="CHECKING")
+        # Each append projected as it lands, without moving the checkpoint: it stays at 0.
+        inline = LedgerService(ledger.events, after_append=ledger.runner.projector.project)
+        inline.open_account("a", owner="Ann", account_type="CHECKING")
         for _ in range(15):
-            ledger.service.deposit("a", "1")
-        behind = LedgerService(ledger.events)  # appends the inline projection does not see
+            inline.deposit("a", "1")
+        behind = LedgerService(ledger.events)  # appends nothing projects
         behind.deposit("a", "1")
         behind.deposit("a", "1")
         counting = CountingEvents(ledger.events)

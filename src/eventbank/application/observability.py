@@ -68,12 +68,24 @@ class Metrics:
             ["method", "route"], buckets=LATENCY_BUCKETS_S, registry=r,
         )  # fmt: skip
 
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: looking a child up costs a few microseconds
+        (label checks, a lock), several times per request. One entry per series the registry
+        holds anyway."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     # The service's CommandObserver protocol.
     def command_finished(self, command: str, outcome: str, seconds: float) -> None:
-        self.command_seconds.labels(command, outcome).observe(seconds)
+        self.child(self.command_seconds, command, outcome).observe(seconds)
 
     def command_retried(self, command: str, reason: str) -> None:
-        self.command_retries.labels(command, reason).inc()
+        self.child(self.command_retries, command, reason).inc()
 
     def watch_projections(self, runner: ProjectionRunner) -> None:
         """Export projection lag, measured when scraped."""
@@ -157,8 +169,10 @@ class InstrumentedStore:
             outcome = "duplicate"
             raise
         finally:
-            self._metrics.appends.labels(self._engine, outcome).inc()
-            self._metrics.append_seconds.labels(self._engine).observe(time.perf_counter() - started)
+            metrics = self._metrics
+            metrics.child(metrics.appends, self._engine, outcome).inc()
+            elapsed_s = time.perf_counter() - started
+            metrics.child(metrics.append_seconds, self._engine).observe(elapsed_s)
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from eventbank.application.queries import SEARCH_SCAN
+from eventbank.http.commands import run_command
 from eventbank.http.params import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -47,11 +48,14 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
              "response_model_by_alias": True}  # fmt: skip
 
     @router.post("/accounts", status_code=201, **write)
-    def open_account(body: OpenAccountRequest, response: Response, key: IdempotencyKey = None):
+    async def open_account(
+        body: OpenAccountRequest, response: Response, key: IdempotencyKey = None
+    ):
         """Open an account, optionally with an initial deposit."""
-        return answer(service.open_account(
-            body.account_id, owner=body.owner, account_type=body.type, currency=body.currency,
-            initial_deposit=body.initial_deposit, command_id=key), response)  # fmt: skip
+        return answer(await run_command(
+            service.open_account, body.account_id, owner=body.owner, account_type=body.type,
+            currency=body.currency, initial_deposit=body.initial_deposit, command_id=key,
+        ), response)  # fmt: skip
 
     @router.get("/accounts", response_model=AccountPage, dependencies=[reader],
                 responses=READ_ERRORS, description=LIST_ACCOUNTS)  # fmt: skip
@@ -98,22 +102,25 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
         return {"items": items, "next_after_version": last}
 
     @router.post("/accounts/{account_id}/deposits", status_code=201, tags=["money"], **write)
-    def deposit(
+    async def deposit(
         account_id: str, body: MoneyRequest, response: Response, key: IdempotencyKey = None
     ):
         """Deposit money from outside the bank."""
-        return answer(service.deposit(account_id, body.amount, command_id=key), response)
+        receipt = await run_command(service.deposit, account_id, body.amount, command_id=key)
+        return answer(receipt, response)
 
     @router.post("/accounts/{account_id}/withdrawals", status_code=201, tags=["money"], **write)
-    def withdraw(
+    async def withdraw(
         account_id: str, body: MoneyRequest, response: Response, key: IdempotencyKey = None
     ):
         """Withdraw money; never below zero."""
-        return answer(service.withdraw(account_id, body.amount, command_id=key), response)
+        receipt = await run_command(service.withdraw, account_id, body.amount, command_id=key)
+        return answer(receipt, response)
 
     @router.post("/accounts/{account_id}/close", **write)
-    def close_account(account_id: str, response: Response, key: IdempotencyKey = None):
+    async def close_account(account_id: str, response: Response, key: IdempotencyKey = None):
         """Close an account whose balance is zero."""
-        return answer(service.close_account(account_id, command_id=key), response)
+        receipt = await run_command(service.close_account, account_id, command_id=key)
+        return answer(receipt, response)
 
     return router

@@ -158,8 +158,6 @@ class _Observe:
 
     def __init__(self, app: ASGIApp, metrics: Metrics, slow_s: float):
         self.app, self.metrics, self.slow_s = app, metrics, slow_s
-        self._counted: dict[tuple[str, str, int], Any] = {}  # prometheus children, by labels
-        self._timed: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -190,18 +188,10 @@ class _Observe:
             self._record(scope, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, status: int, elapsed_s: float) -> None:
-        method = scope["method"]
+        method, metrics = scope["method"], self.metrics
         route = getattr(scope.get("route"), "path", "unmatched")
-        counted = self._counted.get((method, route, status))
-        if counted is None:
-            counted = self._counted[method, route, status] = self.metrics.http_requests.labels(
-                method, route, str(status)
-            )
-        counted.inc()
-        timed = self._timed.get((method, route))
-        if timed is None:
-            timed = self._timed[method, route] = self.metrics.http_seconds.labels(method, route)
-        timed.observe(elapsed_s)
+        metrics.child(metrics.http_requests, method, route, str(status)).inc()
+        metrics.child(metrics.http_seconds, method, route).observe(elapsed_s)
         level = logging.INFO if status >= 400 or elapsed_s > self.slow_s else logging.DEBUG
         if access_log.isEnabledFor(level):
             access_log.log(level, "request", extra={"fields": {

@@ -62,6 +62,8 @@ def _is_json(scope: Scope) -> bool:
     content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
     if content_type is None:
         return False
+    if content_type == b"application/json":  # the common case, without parsing the header
+        return True
     parsed = email.message.Message()
     parsed["content-type"] = content_type.decode("latin-1")
     subtype = parsed.get_content_subtype()

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from eventbank.application.batch import MAX_BATCH_ITEMS, BatchItem, ItemResult, tally
 from eventbank.domain.errors import InvalidInput
+from eventbank.http.commands import run_command
 from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, Guard, IdempotencyKey, answer
 from eventbank.http.schemas import (
     BatchTransferItem,
@@ -33,10 +34,11 @@ def transfer_routes(ledger: Ledger, guard: Guard) -> APIRouter:
     @router.post("/transfers", status_code=201, dependencies=[guard("write")],
                  responses=WRITE_ERRORS, response_model=CommandResult,
                  response_model_exclude_none=True, response_model_by_alias=True)  # fmt: skip
-    def transfer(body: TransferRequest, response: Response, key: IdempotencyKey = None):
+    async def transfer(body: TransferRequest, response: Response, key: IdempotencyKey = None):
         """Move money between two accounts of one currency: both halves or neither."""
-        return answer(service.transfer(body.from_account_id, body.to_account_id, body.amount,
-                                       command_id=key), response)  # fmt: skip
+        receipt = await run_command(service.transfer, body.from_account_id,
+                                    body.to_account_id, body.amount, command_id=key)  # fmt: skip
+        return answer(receipt, response)
 
     @router.post("/transfers/batch", status_code=200, dependencies=[guard("write")],
                  responses=WRITE_ERRORS, response_model=TransferBatchResult,

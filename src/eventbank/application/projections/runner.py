@@ -10,7 +10,9 @@
   goes on. Parked streams are retried with capped exponential backoff until they succeed; a
   parked failure is visible in ``status()`` and never silently dropped.
 - ``ProjectionRunner`` is the background loop (``eventbank projections run``); the same
-  ``Projector`` serves inline projection right after a command's append.
+  ``Projector`` serves inline projection right after a command's append
+  (``project_appended``), which also moves the checkpoint when what it projects continues it
+  without a gap, so the runner does not read the feed again for events already projected.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from eventbank.application.projections import accounts
 from eventbank.ports.event_store import EventStore, RecordedEvent
@@ -83,6 +86,25 @@ class Projector:
                 parked.add(stream)
         self.reads.apply(self.name, changes, checkpoint)
         return len(changes)
+
+    def project_appended(self, batch: Sequence[RecordedEvent]) -> int:
+        """Project events this process has just appended (inline projection); returns changes
+        written. When their positions follow the checkpoint with no gap (the batch holds every
+        event from the checkpoint's next position to its last, as one group-commit batch does
+        when it is the feed's next), the checkpoint moves to the last of them in the same
+        transaction: every event up to it has then been delivered, exactly as when the runner
+        reads them from the feed, and the runner does not read them again. Otherwise (another
+        writer's or an earlier batch's events are not projected yet, or the engine's positions
+        have gaps) the checkpoint stays, and the runner covers the range later."""
+        checkpoint = None
+        positions = [e.position for e in batch]
+        if batch and all(type(p) is int for p in positions):
+            numbered = cast("list[int]", positions)
+            first, last = numbered[0], numbered[-1]
+            contiguous = numbered == list(range(first, last + 1))
+            if contiguous and self.reads.checkpoint(self.name) == first - 1:
+                checkpoint = last
+        return self.project(batch, checkpoint)
 
     def retry_parked(self) -> int:
         """Retry every parked stream that is due; returns how many recovered."""
@@ -208,7 +230,7 @@ class ProjectionRunner:
 
     def status(self) -> ProjectionStatus:
         """Lag counts events past the checkpoint that no read-model row reflects yet (inline
-        projection applies events without moving the checkpoint).
+        projection may apply events without moving the checkpoint: ``project_appended``).
 
         Bounded (``/readyz``, ``/metrics`` and ``/stats`` ask it every few seconds): a fixed
         number of store reads whatever the store's size, at most ``2 * STATUS_WINDOW`` events.

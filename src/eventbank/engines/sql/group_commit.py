@@ -63,11 +63,21 @@ Settings, as engine constructor arguments or store URL query parameters
 
 ``follower_timeout_s`` is a constructor argument of ``GroupCommit`` only (the engines keep the
 default).
+
+``after_commit`` (an attribute, None by default; wiring.py sets it to project inline): called by
+each leader with the results of the batch it committed (abandoned appends included: they are
+durable too), after the next leader is chosen (the next batch is gathered and written
+meanwhile) and before any caller of the batch is answered; batches' calls run one at a time, in
+commit order. One call per transaction, so work that follows every append (the inline
+projection) is done once per batch rather than once per append. It must not raise: an
+exception is logged, and the batch is answered as committed. A follower whose time runs out
+while the hook runs is answered then, with its result: its append is committed.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -79,6 +89,7 @@ from eventbank.domain.errors import EventbankError, InvalidInput
 from eventbank.ports.event_store import StoreUnavailable
 
 C = TypeVar("C")  # the engine's connection
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX = 128
 DEFAULT_WAIT_MS = 1.0
@@ -153,6 +164,10 @@ class GroupCommit(Generic[C]):
         self.transactions = 0
         self.appends = 0
         self.in_flight = 0
+        # Sees each committed batch's results before its callers are answered (module docstring).
+        self.after_commit: Callable[[list[Any]], None] | None = None
+        self._hook_turn = threading.Condition(threading.Lock())  # hooks run in commit order
+        self._hooks_begun = self._hooks_done = 0
 
     def submit(self, item: object) -> Callable[[], Any]:
         """Queue ``item`` and return the call that waits for its answer: its result once
@@ -209,10 +224,14 @@ class GroupCommit(Generic[C]):
     def _lead(self) -> None:
         batch: list[_Waiter] = []  # filled by _write once its transaction is open
         committed = False
+        hook, turn = None, 0
         try:
             committed = self._write(batch)
         finally:
             with self._mutex:
+                if committed and self.after_commit is not None:
+                    hook, turn = self.after_commit, self._hooks_begun
+                    self._hooks_begun += 1
                 self._company = len(batch)
                 self.in_flight -= len(batch)
                 answered = [waiter for waiter in batch if waiter.state == _TAKEN]
@@ -227,9 +246,29 @@ class GroupCommit(Generic[C]):
                     successor.signal.release()
                 else:
                     self._leading = False
-            for waiter in batch:
-                if not waiter.leads:
-                    waiter.signal.release()
+            try:
+                if hook is not None:
+                    self._run_after_commit(hook, turn, batch)
+            finally:
+                for waiter in batch:
+                    if not waiter.leads:
+                        waiter.signal.release()
+
+    def _run_after_commit(
+        self, hook: Callable[[list[Any]], None], turn: int, batch: list[_Waiter]
+    ) -> None:
+        """Run the hook on a committed batch once the hooks of the batches committed before it
+        have run: the next leader writes while this one runs the hook, and its hook waits."""
+        with self._hook_turn:
+            self._hook_turn.wait_for(lambda: self._hooks_done == turn)
+        try:
+            hook([waiter.result for waiter in batch if waiter.error is None])
+        except Exception:  # noqa: BLE001 - the batch is committed whatever the hook does
+            log.exception("after_commit failed; the batch it saw is committed")
+        finally:
+            with self._hook_turn:
+                self._hooks_done += 1
+                self._hook_turn.notify_all()
 
     def _gather(self, *, wait: bool = True) -> list[_Waiter]:
         """Take the next batch off the queue: up to ``max_batch`` callers, after waiting up to

@@ -1,12 +1,14 @@
 """One SQLite file opened the way eventbank needs it, shared by the event store and read models.
 
-WAL journal and ``synchronous=FULL`` (a commit is on disk when it returns), one connection per
-thread for reads, writes under ``BEGIN IMMEDIATE`` (the write lock is taken up front, so
-check-then-write is race-free across threads and processes, waiting up to ``busy_timeout_s``),
-and numbered migrations recorded in ``schema_info``. Temporary storage is kept in memory
-(``temp_store=MEMORY``): a multi-row INSERT inside a transaction keeps a statement journal, and on
-disk that was a temporary file created, written page by page and deleted in every batch (strace:
-a third of a batch's system calls). It only ever undoes a statement; durability is the WAL's.
+WAL journal and ``synchronous=FULL`` (a commit is on disk when it returns; the read store, which
+is rebuilt from the events, asks for ``NORMAL``: read_store.py says why that loses nothing), one
+connection per thread for reads, writes under ``BEGIN IMMEDIATE`` (the write lock is taken up
+front, so check-then-write is race-free across threads and processes, waiting up to
+``busy_timeout_s``), and numbered migrations recorded in ``schema_info``. Temporary storage is
+kept in memory (``temp_store=MEMORY``): a multi-row INSERT inside a transaction keeps a statement
+journal, and on disk that was a temporary file created, written page by page and deleted in
+every batch (strace: a third of a batch's system calls). It only ever undoes a statement;
+durability is the WAL's.
 
 Every write in a process goes through one connection, one transaction at a time. Why: SQLite
 drops a connection's page cache whenever another connection has written, so writes spread over
@@ -47,10 +49,15 @@ class SqliteFile:
         *,
         busy_timeout_s: float = 10.0,
         create: bool = True,
+        synchronous: str = "FULL",
     ):
         """Open ``path`` and bring it to ``len(migrations)``; migration N moves N-1 to N. With
         ``create=False`` a missing file is ``NoSuchStore`` and none is made: SQLite is asked to
-        open it read-write only (``mode=rw``), so nothing creates it between check and open."""
+        open it read-write only (``mode=rw``), so nothing creates it between check and open.
+        ``synchronous``: ``FULL`` (the event store: every commit fsynced) or ``NORMAL``."""
+        if synchronous not in ("FULL", "NORMAL"):
+            raise InvalidInput(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self.synchronous = synchronous
         self.path = path
         self.create = create
         self.busy_timeout_s = busy_timeout_s
@@ -82,7 +89,7 @@ class SqliteFile:
                 uri=uri,
             )
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA temp_store=MEMORY")
         except sqlite3.Error as exc:
             if not self.create and not os.path.exists(self.path):
