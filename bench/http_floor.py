@@ -1,7 +1,7 @@
 """The framework's floor of the HTTP scenario: a bare FastAPI ``POST /transfers``.
 
 It takes the same JSON body as eventbank's (the same pydantic model, ``TransferRequest``, so the
-same validation), in a sync endpoint as eventbank's is (run on Starlette's thread pool), and
+same validation), in a plain `def` endpoint (run on Starlette's thread pool), and
 answers 201 with a small JSON body: no authentication, no middleware, no store, no logging. It
 is served as ``eventbank serve`` serves (``cli/serve.py``): one process, ``uvicorn.run`` with
 the same options, so what it does per request is what the server stack costs at least.
