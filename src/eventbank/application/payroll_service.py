@@ -218,8 +218,10 @@ class PayrollService:
     def _validated(self, employer_id: str, text: str, fmt: str) -> tuple[list[PayrollLine], str]:
         rows, problems = parse_lines(text, fmt)
         employer = self.ledger.get_account(employer_id)
-        if employer.status is AccountStatus.CLOSED:
-            raise RuleViolation(f"employer account {employer_id!r} is closed")
+        if employer.status is not AccountStatus.OPEN:
+            raise RuleViolation(
+                f"employer account {employer_id!r} is {str(employer.status).lower()}"
+            )
         if len(rows) + len(problems) > saga.MAX_LINES:
             raise InvalidInput(f"a payroll has at most {saga.MAX_LINES} lines; split the file")
         if not rows and not problems:

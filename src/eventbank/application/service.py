@@ -295,6 +295,30 @@ class LedgerService:
             lambda after, _: {"kind": "close", "account": after[account_id].describe()},
         )  # fmt: skip
 
+    def freeze_account(
+        self, account_id: str, reason: str, *, command_id: str | None = None
+    ) -> Receipt:
+        """Refuse every debit from ``account_id`` until it is unfrozen; credits still land."""
+        return self._set_frozen(account_id, reason, command_id, freeze=True)
+
+    def unfreeze_account(
+        self, account_id: str, reason: str, *, command_id: str | None = None
+    ) -> Receipt:
+        return self._set_frozen(account_id, reason, command_id, freeze=False)
+
+    def _set_frozen(
+        self, account_id: str, reason: str, command_id: str | None, *, freeze: bool
+    ) -> Receipt:
+        domain.check_account_id(account_id)
+        kind = "freeze" if freeze else "unfreeze"
+        make = domain.FreezeAccount if freeze else domain.UnfreezeAccount
+        command = make(account_id, reason)  # checks the reason before anything is read
+        return self._handle(
+            command_id, {"command": kind, "account_id": account_id, "reason": reason},
+            [account_id], lambda s: domain.decide(s[account_id], command),
+            lambda after, _: {"kind": kind, "account": after[account_id].describe()},
+        )  # fmt: skip
+
     def transfer(
         self, from_id: str, to_id: str, amount: str, *, command_id: str | None = None
     ) -> Receipt:

@@ -1,4 +1,4 @@
-"""Account commands: open, deposit, withdraw, transfer, close, and the reads."""
+"""Account commands: open, deposit, withdraw, transfer, close, freeze, and the reads."""
 
 from __future__ import annotations
 
@@ -166,6 +166,38 @@ def close(
     """Close an account; its balance must be zero."""
     receipt = ledger_from(ctx).service.close_account(account_id, command_id=idempotency_key)
     _report(receipt, as_json, f"closed {account_id}")
+
+
+Reason = Annotated[
+    str,
+    typer.Option("--reason", help="Why (kept in the account's events; 1-500 characters)."),
+]
+
+
+def _freeze_command(freeze: bool, doc: str) -> Callable[..., None]:
+    """Freeze and unfreeze differ only in the service method and the word: one body."""
+
+    def command(
+        ctx: typer.Context,
+        account_id: AccountId,
+        reason: Reason,
+        idempotency_key: IdempotencyKey = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        service = ledger_from(ctx).service
+        handle = service.freeze_account if freeze else service.unfreeze_account
+        receipt = handle(account_id, reason, command_id=idempotency_key)
+        _report(receipt, as_json, f"{'froze' if freeze else 'unfroze'} {account_id}")
+
+    command.__doc__ = doc
+    return command
+
+
+accounts_app.command("freeze")(_freeze_command(True,
+    "Freeze an account: withdrawals, outgoing transfers and closing are refused until it is "
+    "unfrozen; deposits and incoming transfers still land."))  # fmt: skip
+accounts_app.command("unfreeze")(_freeze_command(False,
+    "Let a frozen account be debited again."))  # fmt: skip
 
 
 MinVersion = Annotated[

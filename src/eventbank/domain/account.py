@@ -16,7 +16,9 @@ from typing import Any
 from eventbank.domain.errors import (
     AccountAlreadyExists,
     AccountIsClosed,
+    AccountIsFrozen,
     AccountNotFound,
+    AccountNotFrozen,
     BalanceLimitExceeded,
     BalanceNotZero,
     CurrencyMismatch,
@@ -27,7 +29,9 @@ from eventbank.domain.errors import (
 from eventbank.domain.events import (
     AccountClosed,
     AccountEvent,
+    AccountFrozen,
     AccountOpened,
+    AccountUnfrozen,
     FundsDeposited,
     FundsWithdrawn,
     TransferredIn,
@@ -37,6 +41,7 @@ from eventbank.domain.money import MAX_BALANCE_MINOR, Money, exponent_of, format
 
 _ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 MAX_OWNER_LENGTH = 200
+MAX_REASON_LENGTH = 500
 
 
 class AccountType(StrEnum):
@@ -45,7 +50,11 @@ class AccountType(StrEnum):
 
 
 class AccountStatus(StrEnum):
+    """OPEN; FROZEN (no debits: withdrawals, outgoing transfers and closing are refused; credits
+    still arrive); CLOSED (nothing more)."""
+
     OPEN = "OPEN"
+    FROZEN = "FROZEN"
     CLOSED = "CLOSED"
 
 
@@ -177,7 +186,35 @@ class CloseAccount:
     account_id: str
 
 
-Command = OpenAccount | Deposit | Withdraw | CloseAccount
+@dataclass(frozen=True, slots=True)
+class _WithReason:
+    account_id: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        check_reason(self.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeAccount(_WithReason):
+    """Stop every debit (a suspected fraud, a court order); ``reason`` is kept in the event."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnfreezeAccount(_WithReason):
+    """Let debits leave the account again."""
+
+
+Command = OpenAccount | Deposit | Withdraw | CloseAccount | FreezeAccount | UnfreezeAccount
+
+
+def check_reason(reason: object) -> str:
+    """A freeze's or unfreeze's reason: 1-500 printable characters, not only spaces."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInput("a reason is required")
+    if len(reason) > MAX_REASON_LENGTH or any(ord(c) < 32 for c in reason):
+        raise InvalidInput(f"the reason must be at most {MAX_REASON_LENGTH} printable characters")
+    return reason
 
 
 # ---------------------------------------------------------------- decisions
@@ -190,6 +227,14 @@ def require_open(state: Account | None, account_id: str) -> Account:
     if state.status is AccountStatus.CLOSED:
         raise AccountIsClosed(f"account {account_id!r} is closed")
     return state
+
+
+def require_debitable(state: Account | None, account_id: str) -> Account:
+    """The account, if money may leave it: it exists, is open and is not frozen."""
+    account = require_open(state, account_id)
+    if account.status is AccountStatus.FROZEN:
+        raise AccountIsFrozen(f"account {account_id!r} is frozen: it accepts no debits")
+    return account
 
 
 def _require_currency(state: Account, amount: Money) -> None:
@@ -237,18 +282,27 @@ def decide(state: Account | None, command: Command) -> list[AccountEvent]:
             _require_room(account, amount)
             return [FundsDeposited(account_id, amount.amount_minor, amount.currency, channel)]
         case Withdraw(account_id, amount):
-            account = require_open(state, account_id)
+            account = require_debitable(state, account_id)
             _require_currency(account, amount)
             _require_funds(account, amount)
             return [FundsWithdrawn(account_id, amount.amount_minor, amount.currency)]
         case CloseAccount(account_id):
-            account = require_open(state, account_id)
+            account = require_debitable(state, account_id)
             if account.balance_minor != 0:
                 raise BalanceNotZero(
                     f"account {account_id!r} still holds {account.balance}; "
                     "withdraw or transfer it before closing"
                 )
             return [AccountClosed(account_id)]
+        case FreezeAccount(account_id, reason):
+            if require_open(state, account_id).status is AccountStatus.FROZEN:
+                raise AccountIsFrozen(f"account {account_id!r} is already frozen")
+            return [AccountFrozen(account_id, reason.strip())]
+        case UnfreezeAccount(account_id, reason):
+            account = require_open(state, account_id)
+            if account.status is not AccountStatus.FROZEN:
+                raise AccountNotFrozen(f"account {account_id!r} is not frozen")
+            return [AccountUnfrozen(account_id, reason.strip())]
     raise TypeError(f"not an account command: {command!r}")
 
 
@@ -264,7 +318,7 @@ def decide_transfer(
     """The debit and credit of one transfer; both share ``transfer_id``."""
     if from_id == to_id:
         raise SelfTransfer("cannot transfer from an account to itself")
-    debit_account = require_open(source, from_id)
+    debit_account = require_debitable(source, from_id)
     credit_account = require_open(target, to_id)
     if debit_account.currency != credit_account.currency:
         raise CurrencyMismatch(
@@ -306,6 +360,10 @@ def apply(state: Account | None, event: AccountEvent) -> Account:
         delta = -event.amount_minor
     elif isinstance(event, AccountClosed):
         status = AccountStatus.CLOSED
+    elif isinstance(event, AccountFrozen):
+        status = AccountStatus.FROZEN
+    elif isinstance(event, AccountUnfrozen):
+        status = AccountStatus.OPEN
     return Account(state.account_id, state.owner, state.account_type, state.currency,
                    state.balance_minor + delta, status, state.version + 1)  # fmt: skip
 

@@ -54,6 +54,14 @@ class AccountIsClosed(RuleViolation):
     code = "account_closed"
 
 
+class AccountIsFrozen(RuleViolation):
+    code = "account_frozen"
+
+
+class AccountNotFrozen(RuleViolation):
+    code = "account_not_frozen"
+
+
 class CurrencyMismatch(RuleViolation):
     code = "currency_mismatch"
 

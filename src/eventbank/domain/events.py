@@ -84,6 +84,18 @@ class AccountClosed(AccountEvent):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class AccountFrozen(AccountEvent):
+    """From here the account refuses every debit; credits still arrive."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUnfrozen(AccountEvent):
+    reason: str
+
+
 Movement = FundsDeposited | FundsWithdrawn | TransferredOut | TransferredIn
 """The events that move money: each carries ``amount_minor`` and ``currency``."""
 
@@ -102,7 +114,8 @@ _FIELD_NAMES: dict[type[AccountEvent], tuple[str, ...]] = {}
 EVENT_TYPES: dict[str, type[AccountEvent]] = {
     cls.__name__: cls
     for cls in (
-        AccountOpened, FundsDeposited, FundsWithdrawn, TransferredOut, TransferredIn, AccountClosed
+        AccountOpened, FundsDeposited, FundsWithdrawn, TransferredOut, TransferredIn,
+        AccountClosed, AccountFrozen, AccountUnfrozen,
     )
 }  # fmt: skip
 

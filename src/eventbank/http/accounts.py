@@ -1,12 +1,15 @@
-"""``/accounts``: open, list, read, deposit, withdraw, close; an account's movements and events."""
+"""``/accounts``: open, list, read, deposit, withdraw, close, freeze; an account's movements and
+events."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
 from eventbank.application.queries import SEARCH_SCAN
+from eventbank.application.service import Receipt
 from eventbank.http.commands import run_command
 from eventbank.http.params import (
     READ_ERRORS,
@@ -23,6 +26,7 @@ from eventbank.http.schemas import (
     MoneyRequest,
     MovementPage,
     OpenAccountRequest,
+    ReasonRequest,
     StoredEvent,
     StoredEventPage,
 )
@@ -122,5 +126,27 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
         """Close an account whose balance is zero."""
         receipt = await run_command(service.close_account, account_id, command_id=key)
         return answer(receipt, response)
+
+    admin = {**write, "dependencies": [guard("admin")]}
+
+    def with_reason(call: Callable[..., Receipt], doc: str) -> Callable[..., Any]:
+        async def endpoint(
+            account_id: str, body: ReasonRequest, response: Response, key: IdempotencyKey = None
+        ):
+            receipt = await run_command(call, account_id, body.reason, command_id=key)
+            return answer(receipt, response)
+
+        endpoint.__doc__ = doc
+        return endpoint
+
+    for verb, call, doc in (
+        ("freeze", service.freeze_account, "Freeze an account (admin): withdrawals, outgoing "
+         "transfers and closing are refused with `account_frozen` until it is unfrozen; deposits "
+         "and incoming transfers still land."),
+        ("unfreeze", service.unfreeze_account, "Let a frozen account be debited again (admin); "
+         "`account_not_frozen` if it is not frozen."),
+    ):  # fmt: skip
+        router.add_api_route(f"/accounts/{{account_id}}/{verb}", with_reason(call, doc),
+                             methods=["POST"], name=f"{verb}_account", **admin)  # fmt: skip
 
     return router

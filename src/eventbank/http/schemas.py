@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
+from eventbank.domain.account import MAX_REASON_LENGTH
+
 
 def _decimal_string(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -49,6 +51,13 @@ class MoneyRequest(Strict):
     amount: Amount
 
 
+class ReasonRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"reason": "card reported stolen, case 4411"}]})  # fmt: skip
+
+    reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_LENGTH)]
+
+
 class TransferRequest(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"from_account_id": "acc-1", "to_account_id": "acc-2", "amount": "25.00"}]})  # fmt: skip
@@ -65,7 +74,7 @@ class AccountView(BaseModel):
     currency: str
     balance: Annotated[str, Field(examples=["80.00"])]
     version: int
-    status: Literal["OPEN", "CLOSED"]
+    status: Literal["OPEN", "FROZEN", "CLOSED"]
 
 
 class CommandResult(BaseModel):
