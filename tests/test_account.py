@@ -80,7 +80,9 @@ def test_open_refuses_a_duplicate_id_and_a_foreign_initial_deposit():
 
 def test_no_overdraft_and_exact_withdrawal_to_zero():
     state = opened(balance=8_000)
-    with pytest.raises(InsufficientFunds, match="balance 80.00 USD, requested 80.01 USD"):
+    with pytest.raises(
+        InsufficientFunds, match=r"available 80.00 USD \(balance 80.00 USD\), requested 80.01 USD"
+    ):
         acc.decide(state, acc.Withdraw("a1", usd(8_001)))
     assert acc.decide(state, acc.Withdraw("a1", usd(8_000))) == [FundsWithdrawn("a1", 8_000, "USD")]
 

@@ -193,9 +193,11 @@ class Auditor:
                 transfers[fact.transfer_id].append(
                     (event.event_type, event, amount, state.currency)
                 )
-            if state.balance_minor < 0:
+            if state.available_minor < 0:  # below zero, or below -limit with an overdraft
                 shown = format_minor(state.balance_minor, state.currency)
-                yield Finding("negative_balance", stream, event.version, f"balance {shown}")
+                limit = format_minor(state.overdraft_limit_minor, state.currency)
+                yield Finding("negative_balance", stream, event.version,
+                              f"balance {shown} under an overdraft limit of {limit}")  # fmt: skip
         if state is not None:
             report.books.setdefault(
                 state.currency, CurrencyBooks()

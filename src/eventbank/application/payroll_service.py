@@ -249,11 +249,13 @@ class PayrollService:
             seen[(account_id, row.reference)] = row.line_no
             lines.append(PayrollLine(row.line_no, account_id, amount.amount_minor, row.reference))
         total = sum(ln.amount_minor for ln in lines)
-        if total > employer.balance_minor:
+        if total > employer.available_minor:
+            currency = employer.currency
             problems.append({"line": None, "problem":
                              f"insufficient funds: the payroll totals "
-                             f"{format_minor(total, employer.currency)} {employer.currency}, "
-                             f"{employer_id!r} holds {employer.balance}"})  # fmt: skip
+                             f"{format_minor(total, currency)} {currency}, {employer_id!r} has "
+                             f"{format_minor(employer.available_minor, currency)} {currency} "
+                             "available"})  # fmt: skip
         if problems:
             raise PayrollRejected(sorted(problems, key=lambda p: p["line"] or 0))
         return lines, employer.currency

@@ -264,14 +264,22 @@ class LedgerService:
         account_type: str,
         currency: str = "USD",
         initial_deposit: str | None = None,
+        overdraft_limit: str | None = None,
         command_id: str | None = None,
     ) -> Receipt:
         initial = None if initial_deposit is None else parse_amount(initial_deposit, currency)
+        limit = None
+        if overdraft_limit is not None:
+            limit = parse_amount(overdraft_limit, currency, allow_zero=True)
         kind = account_type.upper() if isinstance(account_type, str) else account_type
-        command = domain.OpenAccount(account_id, owner, kind, currency, initial, self.channel)
+        command = domain.OpenAccount(
+            account_id, owner, kind, currency, initial, self.channel, overdraft_limit=limit
+        )
         request = {"command": "open", "account_id": account_id, "owner": owner,
                    "type": str(command.account_type), "currency": currency,
                    "initial_deposit": initial_deposit}  # fmt: skip
+        if overdraft_limit is not None:  # absent, the fingerprint stays what it always was
+            request["overdraft_limit"] = overdraft_limit
         return self._handle(
             command_id, request, [account_id],
             lambda s: domain.decide(s[account_id], command),
@@ -293,6 +301,24 @@ class LedgerService:
             command_id, {"command": "close", "account_id": account_id}, [account_id],
             lambda s: domain.decide(s[account_id], domain.CloseAccount(account_id)),
             lambda after, _: {"kind": "close", "account": after[account_id].describe()},
+        )  # fmt: skip
+
+    def set_overdraft_limit(
+        self, account_id: str, limit: str, *, command_id: str | None = None
+    ) -> Receipt:
+        """Let ``account_id``'s balance go down to ``-limit`` ("0": never below zero). Lowering
+        it below the current overdraft is allowed and blocks further debits."""
+        domain.check_account_id(account_id)
+
+        def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
+            account = domain.require_open(states[account_id], account_id)
+            money = parse_amount(limit, account.currency, allow_zero=True)
+            return domain.decide(account, domain.SetOverdraftLimit(account_id, money))
+
+        return self._handle(
+            command_id, {"command": "limit", "account_id": account_id, "limit": limit},
+            [account_id], decide,
+            lambda after, _: {"kind": "limit", "account": after[account_id].describe()},
         )  # fmt: skip
 
     def freeze_account(

@@ -68,13 +68,23 @@ def open_account(
             help="Decimal amount to deposit at once.",
         ),
     ] = None,
+    overdraft_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--overdraft-limit",
+            metavar="AMOUNT",
+            parser=positive_amount,
+            help="The balance may go down to minus this (default 0: never below zero).",
+        ),
+    ] = None,
     idempotency_key: IdempotencyKey = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Open an account."""
     receipt = ledger_from(ctx).service.open_account(
         account_id, owner=owner, account_type=account_type, currency=currency.upper(),
-        initial_deposit=initial_deposit, command_id=idempotency_key,
+        initial_deposit=initial_deposit, overdraft_limit=overdraft_limit,
+        command_id=idempotency_key,
     )  # fmt: skip
     account = receipt.outcome["account"]
     _report(receipt, as_json, f"opened {account['type']} account; {_balance_line(account)}")
@@ -104,7 +114,11 @@ accounts_app.command("deposit")(
     _money_command("deposit", "deposited", "Deposit money into an account.")
 )
 accounts_app.command("withdraw")(
-    _money_command("withdraw", "withdrew", "Withdraw money from an account (never below zero).")
+    _money_command(
+        "withdraw",
+        "withdrew",
+        "Withdraw money from an account (never below zero, or below minus its overdraft limit).",
+    )
 )
 
 
@@ -172,6 +186,29 @@ Reason = Annotated[
     str,
     typer.Option("--reason", help="Why (kept in the account's events; 1-500 characters)."),
 ]
+
+
+@accounts_app.command()
+def limit(
+    ctx: typer.Context,
+    account_id: AccountId,
+    overdraft_limit: Annotated[
+        str,
+        typer.Argument(
+            parser=positive_amount,
+            help='The balance may go down to minus this; "0" removes the overdraft.',
+        ),
+    ],
+    idempotency_key: IdempotencyKey = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Set an account's overdraft limit. Lowering it below the current overdraft is allowed and
+    blocks further debits."""
+    service = ledger_from(ctx).service
+    receipt = service.set_overdraft_limit(account_id, overdraft_limit, command_id=idempotency_key)
+    account = receipt.outcome["account"]
+    _report(receipt, as_json, f"{account_id} overdraft limit {account['overdraft_limit']} "
+            f"{account['currency']}; available {account['available']}")  # fmt: skip
 
 
 def _freeze_command(freeze: bool, doc: str) -> Callable[..., None]:

@@ -34,6 +34,7 @@ from eventbank.domain.events import (
     AccountUnfrozen,
     FundsDeposited,
     FundsWithdrawn,
+    OverdraftLimitSet,
     TransferredIn,
     TransferredOut,
 )
@@ -82,10 +83,18 @@ class Account:
     balance_minor: int
     status: AccountStatus
     version: int
+    overdraft_limit_minor: int = 0  # the balance may go down to minus this
 
     @property
-    def balance(self) -> Money:
-        return Money(self.balance_minor, self.currency)
+    def balance(self) -> str:
+        """The balance as text, ``"-12.50 USD"``: with an overdraft it can be negative, which
+        Money (an amount that moves) never is."""
+        return f"{format_minor(self.balance_minor, self.currency)} {self.currency}"
+
+    @property
+    def available_minor(self) -> int:
+        """What a debit may take: the balance plus the overdraft limit."""
+        return self.balance_minor + self.overdraft_limit_minor
 
     def describe(self) -> dict[str, object]:
         return describe_account(self)
@@ -99,13 +108,16 @@ def describe_account(a: Account | Any) -> dict[str, object]:
         "type": str(a.account_type),
         "currency": a.currency,
         "balance": format_minor(a.balance_minor, a.currency),
+        "overdraft_limit": format_minor(a.overdraft_limit_minor, a.currency),
+        "available": format_minor(a.balance_minor + a.overdraft_limit_minor, a.currency),
         "version": a.version,
         "status": str(a.status),
     }
 
 
 # Bump when Account's fields change meaning; snapshots of another version are ignored.
-STATE_SCHEMA_VERSION = 1
+# 2: overdraft_limit_minor.
+STATE_SCHEMA_VERSION = 2
 
 
 def to_snapshot(state: Account) -> dict[str, object]:
@@ -118,6 +130,7 @@ def to_snapshot(state: Account) -> dict[str, object]:
         "balance_minor": state.balance_minor,
         "status": str(state.status),
         "version": state.version,
+        "overdraft_limit_minor": state.overdraft_limit_minor,
     }
 
 
@@ -130,6 +143,7 @@ def from_snapshot(data: dict[str, Any]) -> Account:
         balance_minor=data["balance_minor"],
         status=AccountStatus(data["status"]),
         version=data["version"],
+        overdraft_limit_minor=data["overdraft_limit_minor"],
     )
 
 
@@ -144,6 +158,7 @@ class OpenAccount:
     currency: str
     initial_deposit: Money | None = None
     channel: str = "unknown"
+    overdraft_limit: Money | None = None
 
     def __post_init__(self) -> None:
         check_account_id(self.account_id)
@@ -164,6 +179,11 @@ class OpenAccount:
         if self.initial_deposit is not None and self.initial_deposit.currency != self.currency:
             raise CurrencyMismatch(
                 f"initial deposit is in {self.initial_deposit.currency}, "
+                f"the account in {self.currency}"
+            )
+        if self.overdraft_limit is not None and self.overdraft_limit.currency != self.currency:
+            raise CurrencyMismatch(
+                f"overdraft limit is in {self.overdraft_limit.currency}, "
                 f"the account in {self.currency}"
             )
 
@@ -187,6 +207,15 @@ class CloseAccount:
 
 
 @dataclass(frozen=True, slots=True)
+class SetOverdraftLimit:
+    """Let the balance go down to ``-limit`` (zero: never below zero). A limit lowered below
+    the current overdraft is allowed: it only blocks further debits."""
+
+    account_id: str
+    limit: Money
+
+
+@dataclass(frozen=True, slots=True)
 class _WithReason:
     account_id: str
     reason: str
@@ -205,7 +234,15 @@ class UnfreezeAccount(_WithReason):
     """Let debits leave the account again."""
 
 
-Command = OpenAccount | Deposit | Withdraw | CloseAccount | FreezeAccount | UnfreezeAccount
+Command = (
+    OpenAccount
+    | Deposit
+    | Withdraw
+    | CloseAccount
+    | SetOverdraftLimit
+    | FreezeAccount
+    | UnfreezeAccount
+)
 
 
 def check_reason(reason: object) -> str:
@@ -255,22 +292,29 @@ def _require_room(state: Account, amount: Money) -> None:
 
 
 def _require_funds(state: Account, amount: Money) -> None:
-    if amount.amount_minor > state.balance_minor:
+    if amount.amount_minor > state.available_minor:
+        limit, currency = state.overdraft_limit_minor, state.currency
+        with_limit = ""
+        if limit:
+            with_limit = f", overdraft limit {format_minor(limit, currency)} {currency}"
         raise InsufficientFunds(
-            f"insufficient funds in {state.account_id!r}: balance {state.balance}, "
-            f"requested {amount}"
+            f"insufficient funds in {state.account_id!r}: available "
+            f"{format_minor(state.available_minor, currency)} {currency} (balance "
+            f"{state.balance}{with_limit}), requested {amount}"
         )
 
 
 def decide(state: Account | None, command: Command) -> list[AccountEvent]:
     """The events that ``command`` produces against ``state``, or the rule it breaks."""
     match command:
-        case OpenAccount(account_id, owner, account_type, currency, initial, channel):
+        case OpenAccount(account_id, owner, account_type, currency, initial, channel, limit):
             if state is not None:
                 raise AccountAlreadyExists(f"account {account_id!r} already exists")
             events: list[AccountEvent] = [
                 AccountOpened(account_id, owner.strip(), str(AccountType(account_type)), currency)
             ]
+            if limit is not None and limit.amount_minor > 0:
+                events.append(OverdraftLimitSet(account_id, limit.amount_minor, currency))
             if initial is not None:
                 if initial.amount_minor <= 0:
                     raise InvalidInput("initial deposit must be greater than zero")
@@ -294,6 +338,15 @@ def decide(state: Account | None, command: Command) -> list[AccountEvent]:
                     "withdraw or transfer it before closing"
                 )
             return [AccountClosed(account_id)]
+        case SetOverdraftLimit(account_id, limit):
+            account = require_open(state, account_id)
+            if limit.currency != account.currency:
+                raise CurrencyMismatch(
+                    f"account {account_id!r} holds {account.currency}, not {limit.currency}"
+                )
+            if limit.amount_minor < 0:
+                raise InvalidInput("an overdraft limit cannot be negative")
+            return [OverdraftLimitSet(account_id, limit.amount_minor, limit.currency)]
         case FreezeAccount(account_id, reason):
             if require_open(state, account_id).status is AccountStatus.FROZEN:
                 raise AccountIsFrozen(f"account {account_id!r} is already frozen")
@@ -353,7 +406,7 @@ def apply(state: Account | None, event: AccountEvent) -> Account:
     if state is None:
         raise ValueError(f"{event.event_type} before AccountOpened in {event.account_id!r}")
     delta = 0
-    status = state.status
+    status, limit = state.status, state.overdraft_limit_minor
     if isinstance(event, FundsDeposited | TransferredIn):
         delta = event.amount_minor
     elif isinstance(event, FundsWithdrawn | TransferredOut):
@@ -364,8 +417,10 @@ def apply(state: Account | None, event: AccountEvent) -> Account:
         status = AccountStatus.FROZEN
     elif isinstance(event, AccountUnfrozen):
         status = AccountStatus.OPEN
+    elif isinstance(event, OverdraftLimitSet):
+        limit = event.limit_minor
     return Account(state.account_id, state.owner, state.account_type, state.currency,
-                   state.balance_minor + delta, status, state.version + 1)  # fmt: skip
+                   state.balance_minor + delta, status, state.version + 1, limit)  # fmt: skip
 
 
 def replay(events: Iterable[AccountEvent], state: Account | None = None) -> Account | None:

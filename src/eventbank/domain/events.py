@@ -85,6 +85,14 @@ class AccountClosed(AccountEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class OverdraftLimitSet(AccountEvent):
+    """From here the balance may go down to ``-limit_minor`` (0: never below zero)."""
+
+    limit_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
 class AccountFrozen(AccountEvent):
     """From here the account refuses every debit; credits still arrive."""
 
@@ -115,7 +123,7 @@ EVENT_TYPES: dict[str, type[AccountEvent]] = {
     cls.__name__: cls
     for cls in (
         AccountOpened, FundsDeposited, FundsWithdrawn, TransferredOut, TransferredIn,
-        AccountClosed, AccountFrozen, AccountUnfrozen,
+        AccountClosed, AccountFrozen, AccountUnfrozen, OverdraftLimitSet,
     )
 }  # fmt: skip
 

@@ -63,8 +63,9 @@ class Money:
         return f"{format_minor(self.amount_minor, self.currency)} {self.currency}"
 
 
-def parse_amount(text: object, currency: str) -> Money:
-    """Parse a decimal string into a positive Money of ``currency``.
+def parse_amount(text: object, currency: str, *, allow_zero: bool = False) -> Money:
+    """Parse a decimal string into a positive Money of ``currency`` (or zero, with
+    ``allow_zero``: a limit may be zero, an amount that moves may not).
 
     Refuses, each with a message that says why: non-strings (floats above all), NaN and
     infinities, signs, exponents, zero, more decimals than the currency has, and amounts
@@ -96,7 +97,7 @@ def parse_amount(text: object, currency: str) -> Money:
         places = "no decimal places" if exponent == 0 else f"at most {exponent} decimal places"
         raise InvalidAmount(f"{currency} allows {places}; {text!r} has {len(frac)}")
     amount_minor = int(match["whole"]) * 10**exponent + int(frac.ljust(exponent, "0") or "0")
-    if amount_minor == 0:
+    if amount_minor == 0 and not allow_zero:
         raise InvalidAmount("amount must be greater than zero")
     if amount_minor > MAX_AMOUNT_MINOR:
         limit = format_minor(MAX_AMOUNT_MINOR, currency)

@@ -23,6 +23,7 @@ from eventbank.http.schemas import (
     AccountPage,
     AccountView,
     CommandResult,
+    LimitRequest,
     MoneyRequest,
     MovementPage,
     OpenAccountRequest,
@@ -58,7 +59,8 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
         """Open an account, optionally with an initial deposit."""
         return answer(await run_command(
             service.open_account, body.account_id, owner=body.owner, account_type=body.type,
-            currency=body.currency, initial_deposit=body.initial_deposit, command_id=key,
+            currency=body.currency, initial_deposit=body.initial_deposit,
+            overdraft_limit=body.overdraft_limit, command_id=key,
         ), response)  # fmt: skip
 
     @router.get("/accounts", response_model=AccountPage, dependencies=[reader],
@@ -117,7 +119,7 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
     async def withdraw(
         account_id: str, body: MoneyRequest, response: Response, key: IdempotencyKey = None
     ):
-        """Withdraw money; never below zero."""
+        """Withdraw money; never below zero, or below minus the account's overdraft limit."""
         receipt = await run_command(service.withdraw, account_id, body.amount, command_id=key)
         return answer(receipt, response)
 
@@ -128,6 +130,16 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
         return answer(receipt, response)
 
     admin = {**write, "dependencies": [guard("admin")]}
+
+    @router.post("/accounts/{account_id}/limits", **admin)
+    async def set_limits(
+        account_id: str, body: LimitRequest, response: Response, key: IdempotencyKey = None
+    ):
+        """Set the overdraft limit (admin): the balance may go down to minus it. Lowering it
+        below the current overdraft is allowed and blocks further debits."""
+        receipt = await run_command(service.set_overdraft_limit, account_id,
+                                    body.overdraft_limit, command_id=key)  # fmt: skip
+        return answer(receipt, response)
 
     def with_reason(call: Callable[..., Receipt], doc: str) -> Callable[..., Any]:
         async def endpoint(

@@ -43,12 +43,26 @@ class OpenAccountRequest(Strict):
     type: Literal["CHECKING", "SAVINGS"]
     currency: Currency = "USD"
     initial_deposit: Amount | None = None
+    overdraft_limit: Annotated[
+        Amount | None,
+        Field(description="The balance may go down to minus this (default 0: never below zero)."),
+    ] = None
 
 
 class MoneyRequest(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": "80.00"}]})
 
     amount: Amount
+
+
+class LimitRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"overdraft_limit": "500.00"}]})  # fmt: skip
+
+    overdraft_limit: Annotated[
+        Amount,
+        Field(description='The balance may go down to minus this; "0" removes the overdraft.'),
+    ]
 
 
 class ReasonRequest(Strict):
@@ -73,6 +87,14 @@ class AccountView(BaseModel):
     type: str
     currency: str
     balance: Annotated[str, Field(examples=["80.00"])]
+    overdraft_limit: Annotated[str, Field(examples=["0.00"])]
+    available: Annotated[
+        str,
+        Field(
+            examples=["80.00"],
+            description="balance + overdraft_limit: what a withdrawal or transfer may take",
+        ),
+    ]
     version: int
     status: Literal["OPEN", "FROZEN", "CLOSED"]
 

@@ -35,6 +35,7 @@ class BalanceRow:
     status: str
     version: int
     updated_at: str
+    overdraft_limit_minor: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ def project(row: BalanceRow | None, event: RecordedEvent) -> Change:
         status=str(state.status),
         version=state.version,
         updated_at=recorded_at,
+        overdraft_limit_minor=state.overdraft_limit_minor,
     )
     kind = _KINDS.get(type(domain_event))
     if kind is None:
@@ -98,4 +99,5 @@ def _state_of(row: BalanceRow | None) -> domain.Account | None:
         balance_minor=row.balance_minor,
         status=domain.AccountStatus(row.status),
         version=row.version,
+        overdraft_limit_minor=row.overdraft_limit_minor,
     )

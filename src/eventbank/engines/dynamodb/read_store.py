@@ -442,6 +442,7 @@ def _row_item(row: BalanceRow) -> dict[str, dict[str, str]]:
         "status": {"S": row.status},
         "version": number(row.version),
         "updated_at": {"S": row.updated_at},
+        "overdraft_limit_minor": number(row.overdraft_limit_minor),
     }
 
 
@@ -450,6 +451,8 @@ def _row(item: dict[str, Any]) -> BalanceRow:
         item["account_id"]["S"], item["owner"]["S"], item["account_type"]["S"],
         item["currency"]["S"], int(item["balance_minor"]["N"]), item["status"]["S"],
         int(item["version"]["N"]), item["updated_at"]["S"],
+        # rows written before overdraft limits existed have none: 0 is right for them
+        int(item.get("overdraft_limit_minor", {"N": "0"})["N"]),
     )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ from eventbank.ports.read_store import (
     check_accounts_page,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Advisory locks are keyed (namespace, key) per database; the namespace is "read" in ASCII.
 _LOCK_NAMESPACE = 0x72656164
@@ -86,11 +86,16 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (projection, aggregate_id)
     );
     """,
+    # 2: overdraft limits. Rows written before had none (no limit could be set): 0 is right.
+    """
+    ALTER TABLE account_balances ADD COLUMN overdraft_limit_minor bigint NOT NULL DEFAULT 0;
+    """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _BALANCE_COLUMNS = (
-    "account_id, owner, account_type, currency, balance_minor, status, version, updated_at"
+    "account_id, owner, account_type, currency, balance_minor, status, version, updated_at,"
+    " overdraft_limit_minor"
 )
 _TRANSACTION_COLUMNS = (
     "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
@@ -104,13 +109,14 @@ _FAILURE_COLUMNS = (
 _UPSERT_BALANCE = (
     f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
     " SELECT %(id)s, %(owner)s, %(type)s, %(currency)s, %(balance)s, %(status)s, %(version)s,"
-    " %(updated_at)s"
+    " %(updated_at)s, %(limit)s"
     # an absent row may only start at version 1: anything else is a gap
     " WHERE %(version)s = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = %(id)s)"
     " ON CONFLICT (account_id) DO UPDATE SET"
     " owner = excluded.owner, account_type = excluded.account_type,"
     " currency = excluded.currency, balance_minor = excluded.balance_minor,"
-    " status = excluded.status, version = excluded.version, updated_at = excluded.updated_at"
+    " status = excluded.status, version = excluded.version, updated_at = excluded.updated_at,"
+    " overdraft_limit_minor = excluded.overdraft_limit_minor"
     " WHERE account_balances.version = excluded.version - 1"
     " RETURNING true"
 )
@@ -292,7 +298,8 @@ def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> lis
             _UPSERT_BALANCE,
             [{"id": r.account_id, "owner": r.owner, "type": r.account_type,
               "currency": r.currency, "balance": r.balance_minor, "status": r.status,
-              "version": r.version, "updated_at": r.updated_at}
+              "version": r.version, "updated_at": r.updated_at,
+              "limit": r.overdraft_limit_minor}
              for r in (change.row for change in changes)],
             returning=True,
         )  # fmt: skip

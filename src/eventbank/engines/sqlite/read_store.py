@@ -89,10 +89,15 @@ _MIGRATIONS: tuple[str, ...] = (
                SUM(balance_minor & 4294967295) AS balance_low
         FROM account_balances GROUP BY currency;
     """,
+    # 3: overdraft limits. Rows written before had none (no limit could be set): 0 is right.
+    """
+    ALTER TABLE account_balances ADD COLUMN overdraft_limit_minor INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 _BALANCE_COLUMNS = (
-    "account_id, owner, account_type, currency, balance_minor, status, version, updated_at"
+    "account_id, owner, account_type, currency, balance_minor, status, version, updated_at,"
+    " overdraft_limit_minor"
 )
 _TRANSACTION_COLUMNS = (
     "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
@@ -126,17 +131,19 @@ class SqliteReadStore:
                 row = change.row
                 applied = conn.execute(
                     f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
-                    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"
+                    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
                     # an absent row may only start at version 1: anything else is a gap
                     " WHERE ?7 = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = ?1)"
                     " ON CONFLICT (account_id) DO UPDATE SET"
                     " owner = excluded.owner, account_type = excluded.account_type,"
                     " currency = excluded.currency, balance_minor = excluded.balance_minor,"
                     " status = excluded.status, version = excluded.version,"
-                    " updated_at = excluded.updated_at"
+                    " updated_at = excluded.updated_at,"
+                    " overdraft_limit_minor = excluded.overdraft_limit_minor"
                     " WHERE account_balances.version = excluded.version - 1",
                     (row.account_id, row.owner, row.account_type, row.currency,
-                     row.balance_minor, row.status, row.version, row.updated_at),
+                     row.balance_minor, row.status, row.version, row.updated_at,
+                     row.overdraft_limit_minor),
                 ).rowcount  # fmt: skip
                 if not applied:
                     _require_already_applied(conn, row)
