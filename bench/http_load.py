@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("http_transfers.lua")
 HTTP_ENGINES = ("sqlite", "postgresql")
 EVENTBANK, FLOOR = "eventbank serve", "FastAPI floor"
+WORKERS_2 = "eventbank serve x2"  # `serve --workers 2` (PostgreSQL only: SQLite refuses it)
+SERVED = (EVENTBANK, WORKERS_2)
 CONNECTIONS, WRK_THREADS = 16, 2
 WRK_TIMEOUT_S = 10  # a response slower than this is a wrk timeout error, not a latency
 LAG_GOAL_S = 2.0  # the projection lag is back to 0 this soon after the load, or it is a miss
@@ -69,7 +71,7 @@ HTTP_SCENARIOS = (HTTP, HTTP_HOT)
 
 @dataclass(frozen=True, slots=True)
 class HttpMeasurement:
-    system: str  # EVENTBANK or FLOOR
+    system: str  # EVENTBANK, WORKERS_2 or FLOOR
     engine: str  # the store's; the floor's row names the engine it ran beside (it has no store)
     scenario: str
     connections: int
@@ -99,7 +101,7 @@ class HttpMeasurement:
     @property
     def lag_ok(self) -> bool | None:
         """Whether the projection lag was 0 within LAG_GOAL_S (None: no projections)."""
-        if self.system != EVENTBANK:
+        if self.system not in SERVED:
             return None
         return self.lag_zero_s is not None and self.lag_zero_s <= LAG_GOAL_S
 
@@ -170,18 +172,19 @@ def measure_http(
         tokens = Path(folder) / "tokens.json"
         token = add_token(tokens)
         port = free_port()
-        if system == EVENTBANK:
+        if system in SERVED:
             if store_url is None:
                 raise ValueError("eventbank serve needs a store URL")
             argv = [*eventbank_cli(), "--store", store_url, "serve", "--host", "127.0.0.1",
-                    "--port", str(port), "--tokens-file", str(tokens)]  # fmt: skip
+                    "--port", str(port), "--tokens-file", str(tokens),
+                    "--workers", "2" if system == WORKERS_2 else "1"]  # fmt: skip
         elif system == FLOOR:
             argv = [sys.executable, "-m", "bench.http_floor", "--port", str(port)]
         else:
             raise ValueError(f"unknown HTTP system {system!r}")
         started = time.perf_counter()
         with ServerProcess(argv, port, Path(folder) / "server.log") as server:
-            if system == EVENTBANK:
+            if system in SERVED:
                 open_accounts(port, token, scenario.opened)
                 if lag_zero(port, token, START_TIMEOUT_S)[1] is None:
                     raise RuntimeError(f"projections not caught up {START_TIMEOUT_S:.0f} s "
@@ -212,7 +215,7 @@ def drive(
     cpu_s = server.cpu_seconds() - cpu_before
     figures = _wrk_figures(done, server)
     lag_events, lag_zero_s = (None, None)
-    if system == EVENTBANK:
+    if system in SERVED:
         lag_events, lag_zero_s = lag_zero(server.port, token, LAG_WAIT_S)
     ok = figures["ok"]
     duration_s = figures["duration_us"] / 1e6
@@ -309,11 +312,15 @@ class ServerProcess:
                            f"{self.log_tail()}")  # fmt: skip
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of the process, all its threads (Linux /proc)."""
+        """User + system CPU of the process and of its children (the worker processes of
+        ``serve --workers N``), all their threads (Linux /proc)."""
         assert self.process is not None
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        root, ticks = self.process.pid, 0
+        for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
+            fields = _stat(pid)
+            if fields is not None and (pid == root or fields[1] == str(root)):
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -327,6 +334,16 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` from its 3rd field (state) on: [1] is the parent's pid, [11] and
+    [12] the user and system ticks. None for a process gone meanwhile."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def request(

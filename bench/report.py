@@ -14,7 +14,15 @@ from typing import Any
 
 from bench.ceiling import Ceiling
 from bench.http_load import EVENTBANK as SERVE
-from bench.http_load import FLOOR, LAG_GOAL_S, LAG_WAIT_S, HttpMeasurement, lag_text
+from bench.http_load import (
+    FLOOR,
+    LAG_GOAL_S,
+    LAG_WAIT_S,
+    SERVED,
+    WORKERS_2,
+    HttpMeasurement,
+    lag_text,
+)
 from bench.payroll import PayrollTiming
 from bench.reconstitution import LoadTimes, Rebuild
 from bench.workload import CONCURRENT, HOT, SCENARIOS, SINGLE, Measurement
@@ -136,8 +144,8 @@ def bars(report: Report) -> list[Bar]:
             None if m is None else m.p99_ms < 10,
         )
     )
-    for engine in dict.fromkeys(h.engine for h in report.http if h.system == SERVE):
-        served = [h for h in report.http if h.system == SERVE and h.engine == engine]
+    for engine in dict.fromkeys(h.engine for h in report.http if h.system in SERVED):
+        served = [h for h in report.http if h.system in SERVED and h.engine == engine]
         result.append(
             Bar(
                 f"HTTP: projection lag back to 0 after the load ({engine})",
@@ -151,7 +159,27 @@ def bars(report: Report) -> list[Bar]:
                 all(h.lag_ok for h in served),
             )
         )
+    result += workers_bars(report)
     return result
+
+
+def workers_bars(report: Report) -> list[Bar]:
+    """Two server processes on one PostgreSQL store against one, per scenario of the run."""
+    bars = []
+    for two in (h for h in report.http if h.system == WORKERS_2):
+        one = next((h for h in report.http if (h.system, h.engine, h.scenario)
+                    == (SERVE, two.engine, two.scenario)), None)  # fmt: skip
+        bars.append(
+            Bar(
+                f"HTTP: two server processes over one ({two.engine}, {two.scenario})",
+                "more transfers/s",
+                "not run"
+                if one is None
+                else f"{two.transfers_per_s:,.0f} against {one.transfers_per_s:,.0f}/s",
+                None if one is None else two.transfers_per_s > one.transfers_per_s,
+            )
+        )
+    return bars
 
 
 def load_summary(report: Report) -> str:
@@ -209,13 +237,13 @@ def _http_table(report: Report) -> list[str]:
     """The HTTP rows: each server a process of its own, wrk its load (bench/http_load.py)."""
     meta = report.meta.get("http", {})
     head = (
-        f"{'HTTP service':<17}{'engine':<12}{'scenario':<40}{'transfers/s':>12}{'p50 ms':>8}"
+        f"{'HTTP service':<20}{'engine':<12}{'scenario':<40}{'transfers/s':>12}{'p50 ms':>8}"
         f"{'p99 ms':>8}{'CPU us':>8}{'non-2xx':>8}{'errors':>7}{'x floor':>8}  lag after load"
     )
     lines = ["", head, "-" * len(head)]
     for m in report.http:
         lines.append(
-            f"{m.system:<17}{m.engine:<12}{m.scenario:<40}{m.transfers_per_s:>12,.0f}"
+            f"{m.system:<20}{m.engine:<12}{m.scenario:<40}{m.transfers_per_s:>12,.0f}"
             f"{m.p50_ms:>8.2f}{m.p99_ms:>8.2f}{m.server_cpu_us:>8.0f}{m.refused:>8}"
             f"{sum(m.socket_errors.values()):>7}{_ratio(floor_ratio(report, m)):>8}  {lag_text(m)}"
         )
@@ -403,7 +431,7 @@ def chart(report: Report, path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-HTTP_COLORS = {FLOOR: "tab:gray", SERVE: "tab:blue"}
+HTTP_COLORS = {FLOOR: "tab:gray", SERVE: "tab:blue", WORKERS_2: "tab:cyan"}
 
 
 def _http_panel(ax: Any, report: Report) -> None:
@@ -415,7 +443,7 @@ def _http_panel(ax: Any, report: Report) -> None:
         values = [rows[g].transfers_per_s if g in rows else 0.0 for g in groups]
         labels = []
         for group, value in zip(groups, values, strict=True):
-            ratio = floor_ratio(report, rows[group]) if system == SERVE and value else None
+            ratio = floor_ratio(report, rows[group]) if system in SERVED and value else None
             labels.append(f"{value:,.0f}" + (f" ({ratio:.2f}x)" if ratio else "") if value else "")
         drawn = ax.bar([x + i * width for x in range(len(groups))], values, width, label=system,
                        color=color)  # fmt: skip
@@ -426,7 +454,7 @@ def _http_panel(ax: Any, report: Report) -> None:
     ax.set_title(f"HTTP service: wrk, {report.http[0].connections} keep-alive connections")
     ax.set_ylabel("2xx transfers/s (x: over the floor)")
     ax.margins(y=0.2)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3)
 
 
 def _label(m: Measurement) -> str:

@@ -29,6 +29,7 @@ from bench.http_load import (
     FLOOR,
     HTTP_ENGINES,
     HTTP_SCENARIOS,
+    WORKERS_2,
     HttpMeasurement,
     describe,
     lag_text,
@@ -147,8 +148,11 @@ def _http(engine: Engine, config: Config, progress: Callable[[str], None]) -> li
         return []
     rows = []
     for scenario in HTTP_SCENARIOS:
-        for system in (FLOOR, EVENTBANK):  # side by side in time, as the other systems
-            with engine.fresh() if system == EVENTBANK else nullcontext(None) as url:
+        # side by side in time, as the other systems; two worker processes where the engine
+        # allows them (SQLite has one writer per file: serve refuses --workers 2 there)
+        systems = (FLOOR, EVENTBANK, *((WORKERS_2,) if engine.name == "postgresql" else ()))
+        for system in systems:
+            with engine.fresh() if system != FLOOR else nullcontext(None) as url:
                 m = measure_http(system, engine.name, scenario, config.http_seconds,
                                  config.seed, url)  # fmt: skip
             rows.append(m)

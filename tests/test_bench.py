@@ -11,7 +11,8 @@ import threading
 
 from bench.__main__ import main
 from bench.ceiling import measure_ceiling
-from bench.http_load import EVENTBANK, FLOOR, HttpScenario, measure_http
+from bench.http_load import EVENTBANK, FLOOR, WORKERS_2, HttpMeasurement, HttpScenario, measure_http
+from bench.report import Report, workers_bars
 from bench.targets.raw_sql import RawSqlite
 from bench.workload import ACCOUNTS, CONCURRENT, HOT, SCENARIOS, client_cpu, measure, plan
 
@@ -206,3 +207,24 @@ def test_the_http_scenario_counts_every_refused_transfer(tmp_path):
     assert m.requests > 0 and m.ok == 0 and m.transfers_per_s == 0
     assert m.non_2xx == {"404": m.requests} and m.refused == m.requests
     assert m.server_cpu_us == 0 and m.server_cpu_s > 0
+
+
+def test_two_worker_processes_are_measured_with_the_cpu_of_both(postgres_store_url):
+    scenario = HttpScenario("workers", accounts=20, opened=20)
+    m = measure_http(WORKERS_2, "postgresql", scenario, 1, 1, postgres_store_url)
+    assert m.ok > 0 and m.refused == 0 and m.lag_ok is not None
+    # The supervisor answers nothing itself: without its workers' CPU this would be near 0.
+    assert m.server_cpu_us > 100
+
+
+def test_the_workers_bar_compares_two_processes_with_one_of_the_same_run():
+    def row(system: str, per_s: float) -> HttpMeasurement:
+        done = int(per_s)
+        return HttpMeasurement(system, "postgresql", "s", 16, 10, 0.0, 1.0, done, done, {}, {},
+                               per_s, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0, 0.1, 0.5)  # fmt: skip
+
+    for one, two, passed in ((300.0, 320.0, True), (300.0, 280.0, False)):
+        (bar,) = workers_bars(Report({}, [], http=[row(EVENTBANK, one), row(WORKERS_2, two)]))
+        assert (bar.passed, bar.measured) == (passed, f"{two:,.0f} against {one:,.0f}/s")
+    (alone,) = workers_bars(Report({}, [], http=[row(WORKERS_2, 320.0)]))
+    assert (alone.passed, alone.measured) == (None, "not run")
