@@ -171,7 +171,7 @@ def workers_bars(report: Report) -> list[Bar]:
                     == (SERVE, two.engine, two.scenario)), None)  # fmt: skip
         bars.append(
             Bar(
-                f"HTTP: two server processes over one ({two.engine}, {two.scenario})",
+                f"HTTP: two server processes over one ({two.engine}, {two.scenario.split(':')[0]})",
                 "more transfers/s",
                 "not run"
                 if one is None
