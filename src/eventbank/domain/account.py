@@ -344,8 +344,6 @@ def decide(state: Account | None, command: Command) -> list[AccountEvent]:
                 raise CurrencyMismatch(
                     f"account {account_id!r} holds {account.currency}, not {limit.currency}"
                 )
-            if limit.amount_minor < 0:
-                raise InvalidInput("an overdraft limit cannot be negative")
             return [OverdraftLimitSet(account_id, limit.amount_minor, limit.currency)]
         case FreezeAccount(account_id, reason):
             if require_open(state, account_id).status is AccountStatus.FROZEN:
