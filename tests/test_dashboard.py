@@ -272,3 +272,30 @@ def test_activity_counts_the_feeds_recent_events_per_bucket_and_marks_what_it_di
     assert tail["buckets"][29]["transfers_per_s"] == 0.2
     reads.close()
     events.close()
+
+
+def test_an_account_page_shows_what_is_available_and_a_frozen_account_offers_no_transfer(
+    page, server
+):
+    overdrawn = f"acc-{uuid.uuid4().hex[:10]}"
+    with server.client(TELLER) as teller, server.client(server.admin) as admin:
+        body = {"account_id": overdrawn, "owner": "Ada", "type": "CHECKING",
+                "overdraft_limit": "50.00"}  # fmt: skip
+        assert teller.post("/accounts", json=body).status_code == 201
+        assert teller.post(f"/accounts/{overdrawn}/withdrawals", json={"amount": "20"}).is_success
+        frozen = new_account(server, "10.00")
+        assert admin.post(f"/accounts/{frozen}/freeze", json={"reason": "review"}).is_success
+    sign_in(page, server, server.admin, "admin (admin)")
+    page.goto(f"{server.url}/#/accounts/{overdrawn}")
+    summary = page.locator(".summary")
+    expect(summary).to_contain_text("Balance-20.00 USD")
+    expect(summary).to_contain_text("Available30.00 USD")
+    expect(summary).to_contain_text("Overdraft limit50.00 USD")
+    expect(page.get_by_role("link", name="Transfer from this account")).to_be_visible()
+    shot(page, "account-overdraft")
+
+    page.goto(f"{server.url}/#/accounts/{frozen}")
+    expect(page.locator("h1")).to_contain_text("FROZEN")
+    expect(page.locator(".summary")).to_contain_text("Available10.00 USD")
+    expect(page.locator(".summary")).not_to_contain_text("Overdraft limit")
+    expect(page.get_by_role("link", name="Transfer from this account")).to_have_count(0)

@@ -368,8 +368,10 @@ async function items(url) {
 async function accountPage(view, id) {
   const path = `/accounts/${encodeURIComponent(id)}`;
   const a = (await api("GET", path)).data;
-  const facts = [["Balance", `${a.balance} ${a.currency}`], ["Version", a.version], ["Owner", a.owner],
-    ["Type", a.type]];
+  const money = (amount) => `${amount} ${a.currency}`;
+  const overdraft = a.available !== a.balance ? [["Overdraft limit", money(a.overdraft_limit)]] : [];
+  const facts = [["Balance", money(a.balance)], ["Available", money(a.available)], ...overdraft,
+    ["Version", a.version], ["Owner", a.owner], ["Type", a.type]];
   view.append(
     h("h1", {}, `Account ${a.account_id} `, badge(a.status, a.status === "OPEN")),
     h("div", { class: "summary panel" }, facts.map(([label, value]) =>
