@@ -208,6 +208,7 @@ def test_a_payroll_upload_is_followed_until_it_completes(page, server, tmp_path)
 
 
 def test_an_audit_runs_from_the_page_and_its_report_is_shown(page, server):
+    new_account(server, "5.00")  # books to show, whichever tests ran before on this server
     sign_in(page, server, AUDITOR, "env-1 (auditor)")
     expect(page.get_by_role("link", name="Transfer")).to_be_hidden()  # auditors move no money
     page.get_by_role("link", name="Audit").click()
