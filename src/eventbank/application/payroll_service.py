@@ -34,7 +34,7 @@ from eventbank.domain.errors import (
     RuleViolation,
 )
 from eventbank.domain.json_input import MalformedJson, loads_without_duplicates
-from eventbank.domain.money import format_minor, parse_amount
+from eventbank.domain.money import format_minor, format_money, parse_amount
 from eventbank.domain.payroll import Payroll, PayrollLine
 from eventbank.ports.event_store import (
     GENESIS_HASH,
@@ -253,8 +253,8 @@ class PayrollService:
             currency = employer.currency
             problems.append({"line": None, "problem":
                              f"insufficient funds: the payroll totals "
-                             f"{format_minor(total, currency)} {currency}, {employer_id!r} has "
-                             f"{format_minor(employer.available_minor, currency)} {currency} "
+                             f"{format_money(total, currency)}, {employer_id!r} has "
+                             f"{format_money(employer.available_minor, currency)} "
                              "available"})  # fmt: skip
         if problems:
             raise PayrollRejected(sorted(problems, key=lambda p: p["line"] or 0))

@@ -38,7 +38,13 @@ from eventbank.domain.events import (
     TransferredIn,
     TransferredOut,
 )
-from eventbank.domain.money import MAX_BALANCE_MINOR, Money, exponent_of, format_minor
+from eventbank.domain.money import (
+    MAX_BALANCE_MINOR,
+    Money,
+    exponent_of,
+    format_minor,
+    format_money,
+)
 
 _ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 MAX_OWNER_LENGTH = 200
@@ -89,7 +95,7 @@ class Account:
     def balance(self) -> str:
         """The balance as text, ``"-12.50 USD"``: with an overdraft it can be negative, which
         Money (an amount that moves) never is."""
-        return f"{format_minor(self.balance_minor, self.currency)} {self.currency}"
+        return format_money(self.balance_minor, self.currency)
 
     @property
     def available_minor(self) -> int:
@@ -287,7 +293,7 @@ def _require_room(state: Account, amount: Money) -> None:
     if state.balance_minor + amount.amount_minor > MAX_BALANCE_MINOR:
         raise BalanceLimitExceeded(
             f"account {state.account_id!r} would exceed the maximum balance of "
-            f"{format_minor(MAX_BALANCE_MINOR, state.currency)} {state.currency}"
+            f"{format_money(MAX_BALANCE_MINOR, state.currency)}"
         )
 
 
@@ -296,10 +302,10 @@ def _require_funds(state: Account, amount: Money) -> None:
         limit, currency = state.overdraft_limit_minor, state.currency
         with_limit = ""
         if limit:
-            with_limit = f", overdraft limit {format_minor(limit, currency)} {currency}"
+            with_limit = f", overdraft limit {format_money(limit, currency)}"
         raise InsufficientFunds(
             f"insufficient funds in {state.account_id!r}: available "
-            f"{format_minor(state.available_minor, currency)} {currency} (balance "
+            f"{format_money(state.available_minor, currency)} (balance "
             f"{state.balance}{with_limit}), requested {amount}"
         )
 

@@ -60,7 +60,7 @@ class Money:
             raise InvalidAmount("amount must not be negative")
 
     def __str__(self) -> str:
-        return f"{format_minor(self.amount_minor, self.currency)} {self.currency}"
+        return format_money(self.amount_minor, self.currency)
 
 
 def parse_amount(text: object, currency: str, *, allow_zero: bool = False) -> Money:
@@ -103,6 +103,11 @@ def parse_amount(text: object, currency: str, *, allow_zero: bool = False) -> Mo
         limit = format_minor(MAX_AMOUNT_MINOR, currency)
         raise InvalidAmount(f"amount {text} {currency} is over the maximum of {limit} {currency}")
     return Money(amount_minor, currency)
+
+
+def format_money(amount_minor: int, currency: str) -> str:
+    """Minor units as people read them in messages, ``"-12.50 USD"`` (negative allowed)."""
+    return f"{format_minor(amount_minor, currency)} {currency}"
 
 
 def format_minor(amount_minor: int, currency: str) -> str:
