@@ -1,10 +1,13 @@
-"""The framework's floor of the HTTP scenario: a bare FastAPI ``POST /transfers``.
+"""The framework's floor of the HTTP scenario: a bare FastAPI ``POST /transfers`` and
+``POST /transfers/batch``.
 
-It takes the same JSON body as eventbank's (the same pydantic model, ``TransferRequest``, so the
-same validation), in a plain `def` endpoint (run on Starlette's thread pool), and
-answers 201 with a small JSON body: no authentication, no middleware, no store, no logging. It
-is served as ``eventbank serve`` serves (``cli/serve.py``): one process, ``uvicorn.run`` with
-the same options, so what it does per request is what the server stack costs at least.
+Each takes the same JSON body as eventbank's (the same pydantic models, ``TransferRequest``, and
+for a batch ``TransferBatchRequest`` with each item read as a ``BatchTransferItem``, so the same
+validation), in a plain `def` endpoint (run on Starlette's thread pool), and answers with a
+small JSON body (a batch: how many items it read): no authentication, no middleware, no store,
+no logging. It is served as ``eventbank serve`` serves (``cli/serve.py``): one process,
+``uvicorn.run`` with the same options, so what it does per request is what the server stack
+costs at least.
 
     python -m bench.http_floor --port 8001
 """
@@ -16,7 +19,7 @@ import argparse
 import uvicorn
 from fastapi import FastAPI
 
-from eventbank.http.schemas import TransferRequest
+from eventbank.http.schemas import BatchTransferItem, TransferBatchRequest, TransferRequest
 
 app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -25,6 +28,12 @@ app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 def transfer(body: TransferRequest) -> dict[str, str]:
     return {"kind": "transfer", "from": body.from_account_id, "to": body.to_account_id,
             "amount": body.amount}  # fmt: skip
+
+
+@app.post("/transfers/batch")
+def transfer_batch(body: TransferBatchRequest) -> dict[str, int]:
+    items = [BatchTransferItem.model_validate(raw) for raw in body.items]
+    return {"succeeded": len(items), "refused": 0, "replayed": 0}
 
 
 @app.get("/healthz")

@@ -9,13 +9,15 @@ token file the server reads. Before the clock, ``opened`` accounts are opened th
 up. Then Debian's ``wrk`` (a C load generator, not sharing the server's interpreter) sends
 ``POST /transfers`` over 16 keep-alive connections on 2 threads for a fixed time, each request a
 random transfer between the scenario's first ``accounts`` accounts with an ``Idempotency-Key`` of
-its own (bench/http_transfers.lua). Measured per row:
+its own (bench/http_transfers.lua); in the batch scenario, ``POST /transfers/batch`` over 4
+connections, each request 1,000 such transfers with a key each. Measured per row:
 
-- transfers/s: 2xx responses over wrk's run time; every other status is counted, by status;
+- transfers/s: transfers done (2xx responses; in a batch, the items that succeeded) over wrk's
+  run time; every other status is counted, by status;
 - latency: wrk's percentiles over every response (it sends the next request on a connection
   when the last is answered, so these are the service times 16 clients see);
 - the server process's CPU (user + system, all its threads, from /proc/PID/stat) from wrk's start
-  to its end, per 2xx response; PostgreSQL's own processes are not in it, nor is wrk;
+  to its end, per transfer done; PostgreSQL's own processes are not in it, nor is wrk;
 - for eventbank, the projection lag (``GET /stats``) when the load ended, and how long it took
   to be 0 again (the goal: within 2 s).
 
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.workload import ACCOUNTS, INITIAL_MINOR, account_id, concurrently
+from eventbank.application.batch import MAX_BATCH_ITEMS
 from eventbank.domain.money import format_minor
 from reliability.servers import free_port
 
@@ -62,11 +65,19 @@ class HttpScenario:
     name: str
     accounts: int  # transfers go between the first ``accounts`` accounts
     opened: int = ACCOUNTS  # accounts opened beforehand
+    batch: int = 1  # transfers per request: 1 is POST /transfers, more POST /transfers/batch
+    connections: int = CONNECTIONS
 
 
 HTTP = HttpScenario(f"HTTP: {CONNECTIONS} connections, {ACCOUNTS:,} accounts", ACCOUNTS)
 HTTP_HOT = HttpScenario(f"HTTP hot: {CONNECTIONS} connections, 10 accounts", 10)
 HTTP_SCENARIOS = (HTTP, HTTP_HOT)
+# A few connections, each sending a batch of MAX_BATCH_ITEMS: where the batch bar is measured.
+BATCH_CONNECTIONS, BATCH_ENGINES = 4, ("sqlite",)
+HTTP_BATCH = HttpScenario(
+    f"HTTP batches: {BATCH_CONNECTIONS} connections, {MAX_BATCH_ITEMS:,} per request",
+    ACCOUNTS, batch=MAX_BATCH_ITEMS, connections=BATCH_CONNECTIONS,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +90,15 @@ class HttpMeasurement:
     setup_s: float  # server started, accounts opened and projected
     seconds: float  # wrk's run
     requests: int  # responses received
-    ok: int  # 2xx responses
+    ok: int  # transfers done: 2xx responses, or in a batch scenario its items that succeeded
     non_2xx: dict[str, int]  # status -> responses
     socket_errors: dict[str, int]  # wrk's connect/read/write/timeout errors, where any
-    transfers_per_s: float  # 2xx responses per second
+    transfers_per_s: float  # ``ok`` per second
     p50_ms: float
     p90_ms: float
     p99_ms: float
     max_ms: float
-    server_cpu_us: float  # the server process's CPU (all its threads) per 2xx, during the load
+    server_cpu_us: float  # the server process's CPU (all its threads) per ``ok``, during the load
     server_cpu_s: float  # the same, in all (a row whose transfers were all refused has some)
     lag_events: int | None  # projection lag when the load ended (None: the floor has none)
     lag_zero_s: float | None  # seconds until the lag was 0 again; None: not within LAG_WAIT_S
@@ -204,10 +215,10 @@ def drive(
     setup_s: float,
 ) -> HttpMeasurement:
     """Run wrk against ``server``; then, for eventbank, watch the projection lag."""
-    argv = [wrk_path(), f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
-            "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(SCRIPT),
+    argv = [wrk_path(), f"-t{WRK_THREADS}", f"-c{scenario.connections}", f"-d{seconds}s",
+            "--latency", "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(SCRIPT),
             f"http://127.0.0.1:{server.port}/transfers", "--", str(scenario.accounts),
-            str(seed), uuid.uuid4().hex[:12]]  # fmt: skip
+            str(seed), uuid.uuid4().hex[:12], str(scenario.batch)]  # fmt: skip
     env = {**os.environ, "EVENTBANK_BENCH_TOKEN": token}
     cpu_before = server.cpu_seconds()
     done = subprocess.run(argv, capture_output=True, text=True, env=env,
@@ -224,7 +235,7 @@ def drive(
         system=system,
         engine=engine,
         scenario=scenario.name,
-        connections=CONNECTIONS,
+        connections=scenario.connections,
         accounts=scenario.accounts,
         setup_s=round(setup_s, 3),
         seconds=round(duration_s, 3),

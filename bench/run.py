@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.batch_in_process import IN_PROCESS, measure_in_process_batch
 from bench.ceiling import Ceiling, measure_ceiling
 from bench.engines import Engine, open_engines
 from bench.http_load import (
+    BATCH_ENGINES,
     EVENTBANK,
     FLOOR,
+    HTTP_BATCH,
     HTTP_ENGINES,
     HTTP_SCENARIOS,
     WORKERS_2,
@@ -142,19 +145,27 @@ def _runs(engine: Engine, config: Config, report: Report) -> Iterator[tuple[str,
 
 
 def _http(engine: Engine, config: Config, progress: Callable[[str], None]) -> list[HttpMeasurement]:
-    """Each HTTP scenario's floor, then eventbank serve on a fresh store, one after the other."""
+    """Each HTTP scenario's floor, then eventbank serve on a fresh store, one after the other;
+    in the batch scenario, then the service in process (what the server could do at most)."""
     if engine.name not in HTTP_ENGINES:
         progress(f"{engine.name}: no HTTP scenario (run on {' and '.join(HTTP_ENGINES)})")
         return []
     rows = []
-    for scenario in HTTP_SCENARIOS:
-        # side by side in time, as the other systems; two worker processes where the engine
-        # allows them (SQLite has one writer per file: serve refuses --workers 2 there)
-        systems = (FLOOR, EVENTBANK, *((WORKERS_2,) if engine.name == "postgresql" else ()))
+    batch = (FLOOR, EVENTBANK, IN_PROCESS)
+    batches = ((HTTP_BATCH, batch),) if engine.name in BATCH_ENGINES else ()
+    # side by side in time, as the other systems; two worker processes where the engine allows
+    # them (SQLite has one writer per file: serve refuses --workers 2 there)
+    workers = (WORKERS_2,) if engine.name == "postgresql" else ()
+    for scenario, systems in (*((s, (FLOOR, EVENTBANK, *workers)) for s in HTTP_SCENARIOS),
+                              *batches):  # fmt: skip
         for system in systems:
             with engine.fresh() if system != FLOOR else nullcontext(None) as url:
-                m = measure_http(system, engine.name, scenario, config.http_seconds,
-                                 config.seed, url)  # fmt: skip
+                if system == IN_PROCESS:
+                    m = measure_in_process_batch(engine.name, scenario, config.http_seconds,
+                                                 config.seed, url)  # fmt: skip
+                else:
+                    m = measure_http(system, engine.name, scenario, config.http_seconds,
+                                     config.seed, url)  # fmt: skip
             rows.append(m)
             progress(
                 f"{m.engine}: {m.system}, {m.scenario}: {m.transfers_per_s:,.0f} transfers/s, "

@@ -10,9 +10,18 @@ import sqlite3
 import threading
 
 from bench.__main__ import main
+from bench.batch_in_process import IN_PROCESS, measure_in_process_batch
 from bench.ceiling import measure_ceiling
-from bench.http_load import EVENTBANK, FLOOR, WORKERS_2, HttpMeasurement, HttpScenario, measure_http
-from bench.report import Report, workers_bars
+from bench.http_load import (
+    EVENTBANK,
+    FLOOR,
+    HTTP_BATCH,
+    WORKERS_2,
+    HttpMeasurement,
+    HttpScenario,
+    measure_http,
+)
+from bench.report import Report, batch_bars, workers_bars
 from bench.targets.raw_sql import RawSqlite
 from bench.workload import ACCOUNTS, CONCURRENT, HOT, SCENARIOS, client_cpu, measure, plan
 
@@ -170,6 +179,7 @@ def test_the_http_scenario_serves_eventbank_and_the_floor_and_reports_every_fiel
     tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setattr("bench.run.HTTP_SCENARIOS", (TINY,))
+    monkeypatch.setattr("bench.run.BATCH_ENGINES", ())
     main(["--quick", "--engines", "sqlite", "--systems", "http", "--http-seconds", "2",
           "--out", str(tmp_path)])  # fmt: skip
 
@@ -209,6 +219,33 @@ def test_the_http_scenario_counts_every_refused_transfer(tmp_path):
     assert m.server_cpu_us == 0 and m.server_cpu_s > 0
 
 
+def test_the_batch_scenario_counts_the_transfers_each_batch_did(tmp_path):
+    batches = HttpScenario("batches", accounts=10, opened=10, batch=25, connections=2)
+    served = measure_http(EVENTBANK, "sqlite", batches, 1, 1, f"sqlite:///{tmp_path / 'a.db'}")
+    floor = measure_http(FLOOR, "sqlite", batches, 1, 1)
+    for m in (served, floor):
+        assert m.connections == 2 and m.requests > 0 and m.refused == 0
+        assert m.ok == 25 * m.requests  # every item of every batch succeeded, and is counted
+        assert "-c2 " in m.wrk and m.server_cpu_us > 0
+    assert served.lag_ok is not None
+
+    alone = measure_in_process_batch("sqlite", batches, 1, 1, f"sqlite:///{tmp_path / 'b.db'}")
+    assert alone.system == IN_PROCESS and alone.requests > 0
+    assert alone.ok == 25 * alone.requests and alone.transfers_per_s > 0
+    assert 0 < alone.p50_ms <= alone.p99_ms <= alone.max_ms and alone.lag_ok is None
+
+
+def test_the_batch_bar_shows_the_service_in_process_beside_the_served_batches():
+    def row(system: str, per_s: float) -> HttpMeasurement:
+        return _row(system, per_s, "sqlite", HTTP_BATCH.name)
+
+    for served, passed in ((2_200.0, False), (8_000.0, True)):
+        (bar,) = batch_bars(Report({}, [], http=[row(EVENTBANK, served), row(IN_PROCESS, 2_500)]))
+        assert bar.passed is passed
+        assert bar.measured == f"{served:,.0f}/s (in process, no HTTP: 2,500/s)"
+    assert batch_bars(Report({}, [], http=[row(IN_PROCESS, 2_500)])) == []
+
+
 def test_two_worker_processes_are_measured_with_the_cpu_of_both(postgres_store_url):
     scenario = HttpScenario("workers", accounts=20, opened=20)
     m = measure_http(WORKERS_2, "postgresql", scenario, 1, 1, postgres_store_url)
@@ -219,12 +256,17 @@ def test_two_worker_processes_are_measured_with_the_cpu_of_both(postgres_store_u
 
 def test_the_workers_bar_compares_two_processes_with_one_of_the_same_run():
     def row(system: str, per_s: float) -> HttpMeasurement:
-        done = int(per_s)
-        return HttpMeasurement(system, "postgresql", "s", 16, 10, 0.0, 1.0, done, done, {}, {},
-                               per_s, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0, 0.1, 0.5)  # fmt: skip
+        return _row(system, per_s, "postgresql", "s")
 
     for one, two, passed in ((300.0, 320.0, True), (300.0, 280.0, False)):
         (bar,) = workers_bars(Report({}, [], http=[row(EVENTBANK, one), row(WORKERS_2, two)]))
         assert (bar.passed, bar.measured) == (passed, f"{two:,.0f} against {one:,.0f}/s")
     (alone,) = workers_bars(Report({}, [], http=[row(WORKERS_2, 320.0)]))
     assert (alone.passed, alone.measured) == (None, "not run")
+
+
+def _row(system: str, per_s: float, engine: str, scenario: str) -> HttpMeasurement:
+    """An HTTP row of ``per_s`` transfers in a second, for the bars to judge."""
+    done = int(per_s)
+    return HttpMeasurement(system, engine, scenario, 16, 10, 0.0, 1.0, done, done, {}, {}, per_s,
+                           1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0, 0.1, 0.5)  # fmt: skip
