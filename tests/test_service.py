@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from eventbank.application.service import IdempotencyKeyReused, LedgerService, RetriesExhausted
+from eventbank.domain import account as domain
 from eventbank.domain.errors import (
     AccountIsClosed,
     AccountNotFound,
@@ -239,7 +240,8 @@ def test_a_snapshot_of_another_state_schema_is_ignored_not_misread(store):
 
     service = LedgerService(store)
     service.open_account("snap", owner="Ann", account_type="CHECKING", initial_deposit="5")
-    for schema in (1, 3):  # older, and newer than this code
+    current = domain.STATE_SCHEMA_VERSION
+    for schema in (current - 1, current + 1):  # older, and newer than this code
         bogus = {"balance_minor": 999_999, "version": 2}
         store.save_snapshot(Snapshot("snap", "Account", 2 + schema, schema, bogus))
         counting = CountingReads(store)

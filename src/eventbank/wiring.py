@@ -3,13 +3,14 @@ projection runner, so the CLI and the HTTP service are wired identically."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from eventbank.application.observability import InstrumentedStore, Metrics
 from eventbank.application.projections.runner import ProjectionRunner, Projector
-from eventbank.application.queries import AccountQueries
+from eventbank.application.queries import AccountQueries, transfer_accounts, transfer_outcome
 from eventbank.application.service import LedgerService
 from eventbank.engines.sql.group_commit import GroupCommit
 from eventbank.engines.urls import default_read_store_url, open_read_store, open_store
@@ -83,7 +84,11 @@ def open_ledger(
     if inline and isinstance(group, GroupCommit):
         group.after_commit = project_batch
         after_append = None
-    service = LedgerService(events, after_append=after_append, observer=metrics, channel=channel)
+    service = LedgerService(
+        events, after_append=after_append, observer=metrics, channel=channel,
+        locate_transfer=functools.partial(transfer_accounts, reads, events),
+        transfer_outcome=functools.partial(transfer_outcome, reads),
+    )  # fmt: skip
     runner = ProjectionRunner(projector)
     if metrics is not None:
         metrics.watch_projections(runner)

@@ -6,7 +6,10 @@ Three checks, each finding naming the stream, version and kind of break:
    ``chain_hash(previous hash, event)`` — a changed, removed, reordered or forged event breaks it.
 2. Conservation: per currency, the sum of all balances equals external deposits minus external
    withdrawals; every transfer id has exactly one debit and one credit of equal amount; no
-   balance is ever negative.
+   account's available amount is ever below minus its overdraft limit. Pending transfers: each
+   is placed once on each side, alike, and closed at most once on each side, after it was
+   placed, with one outcome; per currency the pending debits, the pending credits and the open
+   pending transfers sum alike.
 3. Read models: every projected row, movement and total equals a replay of the events.
 
 What the chain does not do on its own: someone able to rewrite the *whole* store can recompute
@@ -29,8 +32,16 @@ from eventbank.application.projections import accounts
 from eventbank.application.service import current_actor
 from eventbank.domain import account as domain
 from eventbank.domain.canonical import canonical_json
+from eventbank.domain.deadlines import utc_text
 from eventbank.domain.errors import Conflict
-from eventbank.domain.events import ACCOUNT, TransferredIn, TransferredOut, event_from_data
+from eventbank.domain.events import (
+    ACCOUNT,
+    HoldPlaced,
+    HoldReleased,
+    TransferredIn,
+    TransferredOut,
+    event_from_data,
+)
 from eventbank.domain.money import format_minor
 from eventbank.ports.event_store import (
     GENESIS_HASH,
@@ -67,7 +78,8 @@ class AuditNotRecorded(ConcurrencyConflict):
 @dataclass(frozen=True, slots=True)
 class Finding:
     kind: str  # version_gap | chain_break | unreadable_event | negative_balance |
-    #            transfer_unbalanced | conservation_break | read_model_mismatch | digest_mismatch
+    #            transfer_unbalanced | hold_unbalanced | hold_closed_twice | holds_unbalanced |
+    #            conservation_break | read_model_mismatch | digest_mismatch
     stream: str | None
     version: int | None
     detail: str
@@ -78,6 +90,8 @@ class CurrencyBooks:
     balances_minor: int = 0
     deposits_minor: int = 0
     withdrawals_minor: int = 0
+    pending_debits_minor: int = 0  # the accounts' totals, as their last events leave them
+    pending_credits_minor: int = 0
 
 
 @dataclass
@@ -148,6 +162,7 @@ class Auditor:
         each so a caller can show progress."""
         report = AuditReport()
         transfers: dict[str, list[tuple[str, RecordedEvent, int, str]]] = defaultdict(list)
+        holds: dict[str, list[tuple[HoldPlaced | HoldReleased, RecordedEvent]]] = defaultdict(list)
         replayed: dict[str, tuple[Any, list[Any]]] = {}
         for stream in streams if streams is not None else stream_ids(self.events):
             stored = self.events.read_stream(stream)
@@ -157,12 +172,13 @@ class Auditor:
                 report.heads[stream] = {"version": stored[-1].version, "hash": stored[-1].hash}
             report.findings.extend(_integrity(stream, stored))
             if stored and stored[0].aggregate_type == ACCOUNT:
-                report.findings.extend(self._books(stream, stored, report, transfers))
+                report.findings.extend(self._books(stream, stored, report, transfers, holds))
                 if self.reads is not None:
                     replayed[stream] = _safe_replay(stored)
             if on_stream is not None:
                 on_stream(stream)
         report.findings.extend(_transfer_findings(transfers))
+        report.findings.extend(_hold_findings(holds, report.books))
         report.findings.extend(_conservation_findings(report.books))
         if self.reads is not None:
             report.findings.extend(_read_model_findings(self.reads, replayed))
@@ -174,6 +190,7 @@ class Auditor:
         stored: list[RecordedEvent],
         report: AuditReport,
         transfers: dict[str, list[tuple[str, RecordedEvent, int, str]]],
+        holds: dict[str, list[tuple[HoldPlaced | HoldReleased, RecordedEvent]]],
     ) -> Iterator[Finding]:
         state = None
         for event in stored:
@@ -193,15 +210,20 @@ class Auditor:
                 transfers[fact.transfer_id].append(
                     (event.event_type, event, amount, state.currency)
                 )
-            if state.available_minor < 0:  # below zero, or below -limit with an overdraft
+            elif isinstance(fact, HoldPlaced | HoldReleased):
+                holds[fact.transfer_id].append((fact, event))
+            # below zero, or below -limit with an overdraft, counting what pending transfers
+            # held then (one past its timeout held nothing more: deadlines.py)
+            if state.available_at(_moment(event)) < 0:
                 shown = format_minor(state.balance_minor, state.currency)
                 limit = format_minor(state.overdraft_limit_minor, state.currency)
                 yield Finding("negative_balance", stream, event.version,
                               f"balance {shown} under an overdraft limit of {limit}")  # fmt: skip
         if state is not None:
-            report.books.setdefault(
-                state.currency, CurrencyBooks()
-            ).balances_minor += state.balance_minor
+            books = report.books.setdefault(state.currency, CurrencyBooks())
+            books.balances_minor += state.balance_minor
+            books.pending_debits_minor += state.pending_debits_minor
+            books.pending_credits_minor += state.pending_credits_minor
 
     def record(self, report: AuditReport, clock: Callable[[], datetime] | None = None) -> None:
         """Append the audit's result to the ``audit`` stream (who ran it, when, what it found),
@@ -282,6 +304,67 @@ def _transfer_findings(
                           f"credits {credits[0][2]} {credits[0][3]}")  # fmt: skip
 
 
+def _hold_findings(
+    holds: Mapping[str, list[tuple[HoldPlaced | HoldReleased, RecordedEvent]]],
+    books: Mapping[str, CurrencyBooks],
+) -> Iterator[Finding]:
+    """Each pending transfer placed once on each side, alike; closed at most once on each side,
+    after it was placed, with one outcome on both; per currency, pending debits = pending
+    credits = what the open pending transfers hold."""
+    open_minor: dict[str, int] = defaultdict(int)
+    for transfer_id, facts in holds.items():
+        _, first = facts[0]
+        where = (first.aggregate_id, first.version)
+        placed = [(f, e) for f, e in facts if isinstance(f, HoldPlaced)]
+        released = [(f, e) for f, e in facts if isinstance(f, HoldReleased)]
+        sides = {f.side: (f, e) for f, e in placed}
+        if len(placed) != 2 or set(sides) != {domain.DEBIT, domain.CREDIT}:
+            yield Finding("hold_unbalanced", *where, f"pending transfer {transfer_id} was "
+                          f"placed {len(placed)} time(s), on sides {sorted(sides)}")  # fmt: skip
+            continue
+        (debit, debit_at), (credit, credit_at) = sides[domain.DEBIT], sides[domain.CREDIT]
+        if (debit.amount_minor, debit.currency, debit.expires_at, debit.counterparty_id) != (
+            credit.amount_minor,
+            credit.currency,
+            credit.expires_at,
+            credit_at.aggregate_id,
+        ) or credit.counterparty_id != debit_at.aggregate_id:
+            yield Finding("hold_unbalanced", *where,
+                          f"pending transfer {transfer_id} has sides that disagree")  # fmt: skip
+        closed = defaultdict(list)
+        for fact, event in released:
+            closed[fact.side].append((fact, event))
+            side_at = sides[fact.side][1] if fact.side in sides else None
+            if (
+                side_at is None
+                or event.aggregate_id != side_at.aggregate_id
+                or (event.version < side_at.version or fact.amount_minor != debit.amount_minor)
+            ):
+                yield Finding("hold_unbalanced", event.aggregate_id, event.version,
+                              f"pending transfer {transfer_id} closed apart from its "
+                              "hold")  # fmt: skip
+        if any(len(both) > 1 for both in closed.values()):
+            yield Finding("hold_closed_twice", *where,
+                          f"pending transfer {transfer_id} was closed more than once")  # fmt: skip
+        elif closed and (
+            set(closed) != {domain.DEBIT, domain.CREDIT}
+            or len({fact.outcome for fact, _ in released}) != 1
+        ):
+            yield Finding("hold_unbalanced", *where, f"pending transfer {transfer_id} was "
+                          "closed on one side only, or two ways")  # fmt: skip
+        if not closed:
+            open_minor[debit.currency] += debit.amount_minor
+    for currency in sorted(set(open_minor) | set(books)):
+        b = books.get(currency, CurrencyBooks())
+        if not b.pending_debits_minor == b.pending_credits_minor == open_minor[currency]:
+            yield Finding(
+                "holds_unbalanced", None, None,
+                f"{currency}: pending debits {format_minor(b.pending_debits_minor, currency)}, "
+                f"pending credits {format_minor(b.pending_credits_minor, currency)}, open "
+                f"pending transfers {format_minor(open_minor[currency], currency)}",
+            )  # fmt: skip
+
+
 def _conservation_findings(books: Mapping[str, CurrencyBooks]) -> Iterator[Finding]:
     for currency, b in sorted(books.items()):
         if b.balances_minor != b.deposits_minor - b.withdrawals_minor:
@@ -315,3 +398,14 @@ def _read_model_findings(
     if actual != dict(expected_totals):
         yield Finding("read_model_mismatch", None, None,
                       f"totals {actual} differ from a replay {dict(expected_totals)}")  # fmt: skip
+
+
+def _moment(event: RecordedEvent) -> str:
+    """When ``event`` was recorded, as the rules' ``now`` ("" if it does not say)."""
+    recorded_at = event.metadata.get("recorded_at")
+    if not isinstance(recorded_at, str):
+        return ""
+    try:
+        return utc_text(datetime.fromisoformat(recorded_at))
+    except ValueError:
+        return ""

@@ -16,7 +16,7 @@ from typing import Any
 from eventbank.application.auditor import AUDIT_STREAM
 from eventbank.application.projections import accounts
 from eventbank.domain.account import check_account_id, describe_account
-from eventbank.domain.errors import AccountNotFound, InvalidInput, NotFound
+from eventbank.domain.errors import AccountNotFound, InvalidInput, NotFound, TransferNotFound
 from eventbank.domain.money import format_minor
 from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore, RecordedEvent, stream_head
 from eventbank.ports.read_store import MAX_ACCOUNTS_PAGE, BalanceRow, ReadStore, TransactionRow
@@ -27,12 +27,45 @@ ACTIVITY_TAIL = 2_000  # feed events sampled before the projection checkpoint (a
 ACTIVITY_WINDOW_S, ACTIVITY_BUCKET_S = 300, 10
 
 
-class TransferNotFound(NotFound):
-    code = "transfer_not_found"
-
-
 class AuditNotFound(NotFound):
     code = "audit_not_found"
+
+
+_CLOSED = ("posted", "voided", "expired")  # how a pending transfer ends
+
+
+UNPROJECTED_SCAN = 10_000  # feed events past the checkpoint a transfer look-up reads at most
+
+
+def transfer_accounts(
+    reads: ReadStore, events: EventStore, transfer_id: str
+) -> tuple[str, str] | None:
+    """A transfer's (debit, credit) account ids, None if it is unknown: from the read model,
+    else from the feed past the projection's checkpoint, which the read model may not hold
+    yet (an acknowledged transfer is found at once, even after a crash left it unprojected)."""
+    for half in reads.transfer(transfer_id):
+        if half.kind in ("hold_out", "transfer_out") and half.counterparty is not None:
+            return half.account_id, half.counterparty
+    after, scanned = reads.checkpoint(accounts.NAME), 0
+    while scanned < UNPROJECTED_SCAN and (feed := events.read_all(after, MAX_READ_LIMIT)):
+        for event in feed:
+            data = event.data
+            if data.get("transfer_id") != transfer_id:
+                continue
+            if event.event_type == "TransferredOut":
+                return event.aggregate_id, str(data["to_account_id"])
+            if event.event_type == "HoldPlaced" and data.get("side") == "debit":
+                return event.aggregate_id, str(data["counterparty_id"])
+        if feed[-1].position is None:
+            break  # not a feed with positions: nothing more to page through
+        after, scanned = feed[-1].position, scanned + len(feed)
+    return None
+
+
+def transfer_outcome(reads: ReadStore, transfer_id: str) -> str | None:
+    """How a pending transfer ended, as projected (None: open, unknown, or never pending)."""
+    kinds = {half.kind for half in reads.transfer(transfer_id)}
+    return next((outcome for outcome in _CLOSED if f"{outcome}_out" in kinds), None)
 
 
 class AccountQueries:
@@ -56,19 +89,29 @@ class AccountQueries:
         return [describe_transaction(t) for t in moves]
 
     def transfer(self, transfer_id: str) -> dict[str, Any]:
-        """One transfer, from its two projected halves."""
+        """One transfer, from its projected halves: ``status`` ``posted`` for a transfer made
+        final; a pending transfer's ``pending``, ``posted``, ``voided`` or ``expired``, with
+        the amount it reserved (``pending_amount``) and, once posted, the amount that moved."""
         halves = {t.kind: t for t in self.reads.transfer(transfer_id)}
-        if set(halves) != {"transfer_out", "transfer_in"}:
+        if "hold_out" not in halves and {"transfer_out", "transfer_in"} - set(halves):
             raise TransferNotFound(f"transfer {transfer_id!r} is not known (yet)")
-        debit, credit = halves["transfer_out"], halves["transfer_in"]
-        return {
+        debit = halves.get("hold_out") or halves["transfer_out"]
+        view = {
             "transfer_id": transfer_id,
+            "status": "posted",
             "amount": format_minor(debit.amount_minor, debit.currency),
             "currency": debit.currency,
             "from_account_id": debit.account_id,
-            "to_account_id": credit.account_id,
+            "to_account_id": debit.counterparty,
             "recorded_at": debit.recorded_at,
         }
+        if "hold_out" in halves:
+            closed = [outcome for outcome in _CLOSED if f"{outcome}_out" in halves]
+            view["status"] = closed[0] if closed else "pending"
+            view["pending_amount"] = view["amount"]
+            moved = halves.get("transfer_out")
+            view["amount"] = format_minor(moved.amount_minor if moved else 0, debit.currency)
+        return view
 
     def totals(self) -> list[dict[str, Any]]:
         return [

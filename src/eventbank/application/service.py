@@ -61,14 +61,25 @@ from eventbank.application.stream_locks import StreamLocks
 from eventbank.domain import account as domain
 from eventbank.domain.account import Account
 from eventbank.domain.canonical import fingerprint
+from eventbank.domain.deadlines import check_timeout, deadline, utc_text
 from eventbank.domain.errors import (
     AccountNotFound,
     Conflict,
     EventbankError,
     InvalidInput,
     RuleViolation,
+    TransferExpired,
+    TransferNotFound,
+    TransferNotPending,
 )
-from eventbank.domain.events import ACCOUNT, AccountEvent, Movement, event_from_data
+from eventbank.domain.events import (
+    ACCOUNT,
+    AccountEvent,
+    HoldPlaced,
+    HoldReleased,
+    Movement,
+    event_from_data,
+)
 from eventbank.domain.money import Money, format_minor, parse_amount
 from eventbank.ports.event_store import (
     GENESIS_HASH,
@@ -93,6 +104,9 @@ UNAVAILABLE_RETRY_S = 2.0
 # Items of a batch written at a time on an engine with no group commit (DynamoDB), each one
 # append of its own; fewer than the engine's connection pool (32 on DynamoDB).
 PARALLEL_ITEMS = 8
+# Newest events of the debit account searched for how a pending transfer ended, before asking
+# the read model (a post or void refused as no longer pending says "expired" when it was).
+ENDED_LOOKBACK = 200
 
 
 class IdempotencyKeyReused(Conflict):
@@ -168,11 +182,18 @@ class LedgerService:
         channel: str = "unknown",
         snapshot_every: int = 100,
         cache_size: int = 10_000,
+        locate_transfer: Callable[[str], tuple[str, str] | None] | None = None,
+        transfer_outcome: Callable[[str], str | None] | None = None,
     ):
         """``after_append`` sees each command's recorded events once they are durable (e.g. to
         project them inline); it must not raise. ``observer`` is told of outcomes and retries.
         ``channel`` (cli, api, …) is recorded on deposits: how the money arrived.
-        ``cache_size`` bounds how many accounts' states are kept between commands (0: none)."""
+        ``cache_size`` bounds how many accounts' states are kept between commands (0: none).
+        ``locate_transfer``: a transfer's (debit, credit) account ids, None if unknown (a read
+        model's look-up, wiring.py); posting, voiding or expiring a pending transfer by its id
+        needs it, and the debit account's own state then decides (a stale answer is refused).
+        ``transfer_outcome``: how a pending transfer ended ("posted", "voided", "expired"), as
+        projected, so that a post after its expiry is refused as ``transfer_expired``."""
         self.channel = channel
         if snapshot_every < 1:
             raise InvalidInput("snapshot_every must be at least 1")
@@ -181,6 +202,8 @@ class LedgerService:
         self.after_append = after_append
         self.observer = observer
         self.clock = clock
+        self.locate_transfer = locate_transfer
+        self.transfer_outcome = transfer_outcome
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
@@ -284,6 +307,7 @@ class LedgerService:
             command_id, request, [account_id],
             lambda s: domain.decide(s[account_id], command),
             lambda after, _: {"kind": "open", "account": after[account_id].describe()},
+            expire_overdue=False,  # a new account has nothing pending
         )  # fmt: skip
 
     def deposit(self, account_id: str, amount: str, *, command_id: str | None = None) -> Receipt:
@@ -346,10 +370,149 @@ class LedgerService:
         )  # fmt: skip
 
     def transfer(
-        self, from_id: str, to_id: str, amount: str, *, command_id: str | None = None
+        self,
+        from_id: str,
+        to_id: str,
+        amount: str,
+        *,
+        pending: bool = False,
+        timeout_s: int | None = None,
+        command_id: str | None = None,
     ) -> Receipt:
-        """Debit ``from_id`` and credit ``to_id`` in one atomic append across both streams."""
-        return self._handle(command_id, *_transfer_parts(from_id, to_id, amount))
+        """Debit ``from_id`` and credit ``to_id`` in one atomic append across both streams.
+
+        With ``pending``, nothing moves yet: the amount is reserved on ``from_id`` (no longer
+        available there) and announced on ``to_id`` until ``post_transfer`` moves it (all or
+        part), ``void_transfer`` releases it, or ``timeout_s`` seconds (1 to 30 days; default
+        none) pass and it expires."""
+        if not pending:
+            if timeout_s is not None:
+                raise InvalidInput("a timeout is for a pending transfer only")
+            parts = _transfer_parts(from_id, to_id, amount, self.clock_text)
+            return self._handle(command_id, *parts)
+        timeout = None if timeout_s is None else check_timeout(timeout_s)
+        request, streams, _, _ = _transfer_parts(from_id, to_id, amount, self.clock_text)
+        request = {**request, "pending": True, "timeout_s": timeout}
+        transfer_id = new_id()
+
+        def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
+            source = domain.require_open(states[from_id], from_id)
+            money, moment = parse_amount(amount, source.currency), self.clock()
+            return list(domain.decide_pending_transfer(
+                states[from_id], states.get(to_id), from_id=from_id, to_id=to_id, amount=money,
+                transfer_id=transfer_id, expires_at=deadline(moment, timeout),
+                now=utc_text(moment),
+            ))  # fmt: skip
+
+        def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
+            placed = cast(HoldPlaced, events[0])
+            return {"kind": "transfer", "transfer_id": transfer_id, "status": "pending",
+                    **_amount_of(placed), "expires_at": placed.expires_at or None,
+                    "from": after[from_id].describe(), "to": after[to_id].describe()}  # fmt: skip
+
+        return self._handle(command_id, request, streams, decide, outcome)
+
+    def post_transfer(
+        self, transfer_id: str, amount: str | None = None, *, command_id: str | None = None
+    ) -> Receipt:
+        """Move a pending transfer's money: ``amount`` (at most what is pending; all of it when
+        None), releasing the rest of the reservation. Refused once it is posted, voided or past
+        its timeout (``transfer_not_pending``, ``transfer_expired``)."""
+        return self._close_pending("post", transfer_id, amount, command_id)
+
+    def void_transfer(self, transfer_id: str, *, command_id: str | None = None) -> Receipt:
+        """Release a pending transfer's reservation; nothing moves."""
+        return self._close_pending("void", transfer_id, None, command_id)
+
+    def expire_transfer(
+        self, transfer_id: str, *, located: tuple[str, str] | None = None
+    ) -> Receipt:
+        """Record the expiry of a pending transfer past its timeout (releasing it). Its key is
+        the transfer's own, so two expirers racing write it once and both get its outcome.
+        ``located``: its (debit, credit) accounts, when the caller knows them."""
+        return self._close_pending("expire", transfer_id, None, f"expire-{transfer_id}", located)
+
+    def expire_overdue(self, stream_ids: Sequence[str]) -> int:
+        """Record the expiry of each pending transfer on these streams past its timeout (as
+        cached or loaded now); one another expirer wrote meanwhile is left to it. Says how many
+        this call expired or found expired."""
+        now, expired = self.clock_text(), 0
+        for sid in stream_ids:
+            try:
+                state = self._known([sid])[0][sid][0]
+            except EventbankError:
+                continue  # a malformed id or a missing account: the command itself says so
+            overdue = [(tid, hold) for tid, hold in state.holds.items()
+                       if hold.overdue(now)] if state else []  # fmt: skip
+            for tid, hold in overdue:
+                pair = (sid, hold.counterparty_id)
+                try:
+                    self.expire_transfer(tid, located=pair if hold.side == domain.DEBIT
+                                         else pair[::-1])  # fmt: skip
+                    expired += 1
+                except (RuleViolation, Conflict) as exc:
+                    log.info("expiry of pending transfer %s left to another: %s", tid, exc)
+        return expired
+
+    def _close_pending(
+        self,
+        kind: str,
+        transfer_id: str,
+        amount: str | None,
+        command_id: str | None,
+        located: tuple[str, str] | None = None,
+    ) -> Receipt:
+        if not isinstance(transfer_id, str) or not _COMMAND_ID.fullmatch(transfer_id):
+            raise InvalidInput("a transfer id is 1-255 printable ASCII characters, no spaces")
+        if located is None and self.locate_transfer is not None:
+            located = self.locate_transfer(transfer_id)
+        if located is None:
+            raise TransferNotFound(f"transfer {transfer_id!r} is not known")
+        from_id, to_id = located
+        request = {"command": kind, "transfer_id": transfer_id}
+        if amount is not None:
+            request["amount"] = amount
+
+        def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
+            source, target, now = states[from_id], states[to_id], self.clock_text()
+            if kind == "post":
+                money = None
+                if amount is not None:
+                    money = parse_amount(amount, domain.require_open(source, from_id).currency)
+                return domain.decide_post(source, target, transfer_id=transfer_id,
+                                          amount=money, now=now)  # fmt: skip
+            rule = domain.decide_void if kind == "void" else domain.decide_expiry
+            return rule(source, target, transfer_id=transfer_id, now=now)
+
+        def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
+            released = cast(HoldReleased, events[0])
+            moved = events[2] if kind == "post" else released
+            return {"kind": kind, "transfer_id": transfer_id, "status": released.outcome,
+                    **_amount_of(moved),
+                    "pending_amount": format_minor(released.amount_minor, released.currency),
+                    "from": after[from_id].describe(), "to": after[to_id].describe()}  # fmt: skip
+
+        try:
+            # not expiring first: a post or void past the timeout is refused as expired
+            return self._handle(command_id, request, [from_id, to_id], decide, outcome,
+                                expire_overdue=False)  # fmt: skip
+        except TransferNotPending:
+            if kind != "expire" and self._ended_as(transfer_id, from_id) == "expired":
+                raise TransferExpired(f"pending transfer {transfer_id!r} expired") from None
+            raise
+
+    def _ended_as(self, transfer_id: str, debit_id: str) -> str | None:
+        """How a pending transfer ended: from the debit account's newest events (the truth,
+        at once), else as projected (None: not known to have ended)."""
+        recent = self.store.read_stream(debit_id, limit=ENDED_LOOKBACK, backwards=True)
+        for event in recent:
+            if event.event_type == "HoldReleased" and event.data.get("transfer_id") == transfer_id:
+                return str(event.data["outcome"])
+        return self.transfer_outcome(transfer_id) if self.transfer_outcome else None
+
+    def clock_text(self) -> str:
+        """The time the rules are given (domain/deadlines.py)."""
+        return utc_text(self.clock())
 
     def _single(
         self,
@@ -363,7 +526,8 @@ class LedgerService:
 
         def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
             account = domain.require_open(states[account_id], account_id)
-            return domain.decide(account, make(account_id, parse_amount(amount, account.currency)))
+            command = make(account_id, parse_amount(amount, account.currency))
+            return domain.decide(account, command, self.clock_text())
 
         def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
             return {"kind": kind, **_amount_of(events[0]), "account": after[account_id].describe()}
@@ -380,8 +544,16 @@ class LedgerService:
         stream_ids: Sequence[str],
         decide: Decision,
         describe: Describe,
+        *,
+        expire_overdue: bool = True,
     ) -> Receipt:
+        """Run one command (the module docstring's steps). First, with ``expire_overdue``, the
+        expiry of every pending transfer on its streams that is past its timeout is recorded
+        (``expire_transfer``): the next command that touches an account writes it, if the
+        server's worker has not yet."""
         started, outcome_label = time.perf_counter(), "error"
+        if expire_overdue:
+            self.expire_overdue(stream_ids)
         try:
             receipt = self._attempt(command_id, request, stream_ids, decide, describe)
             outcome_label = "replayed" if receipt.replayed else "ok"
@@ -589,7 +761,8 @@ class LedgerService:
         first_with_key: dict[str, int] = {}
         for index, item in enumerate(items):
             try:
-                commands.append((index, _batch_command(item, index, first_with_key)))
+                command = _batch_command(item, index, first_with_key, self.clock_text)
+                commands.append((index, command))
             except (InvalidInput, IdempotencyKeyReused) as exc:
                 results[index] = ItemResult(index, item.idempotency_key, "refused", error=exc)
         if atomic and results:
@@ -948,11 +1121,11 @@ class LedgerService:
 
 
 def _transfer_parts(
-    from_id: str, to_id: str, amount: str
+    from_id: str, to_id: str, amount: str, now: Callable[[], str]
 ) -> tuple[dict[str, Any], list[str], Decision, Describe]:
     """A transfer's request (what its fingerprint covers), streams, decision and outcome: one
     definition for a single transfer and for each item of a batch, so the same key and
-    parameters are the same command either way."""
+    parameters are the same command either way. ``now``: the time the rules are given."""
     domain.check_account_id(from_id)
     domain.check_account_id(to_id)
     transfer_id = new_id()
@@ -963,7 +1136,7 @@ def _transfer_parts(
         money = parse_amount(amount, source.currency)
         return list(domain.decide_transfer(
             states[from_id], states.get(to_id), from_id=from_id, to_id=to_id, amount=money,
-            transfer_id=transfer_id,
+            transfer_id=transfer_id, now=now(),
         ))  # fmt: skip
 
     def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
@@ -988,13 +1161,15 @@ def check_command_id(command_id: str) -> str:
     return command_id
 
 
-def _batch_command(item: BatchItem, index: int, first_with_key: dict[str, int]) -> _Command:
+def _batch_command(
+    item: BatchItem, index: int, first_with_key: dict[str, int], now: Callable[[], str]
+) -> _Command:
     """The transfer an item of a batch asks for, as a command with the item's key; refused
     (raised) if malformed, without a key, or with the key of an earlier item."""
     if item.malformed is not None:
         raise item.malformed
     request, streams, decide, describe = _transfer_parts(
-        item.from_account_id, item.to_account_id, item.amount
+        item.from_account_id, item.to_account_id, item.amount, now
     )
     key = item.idempotency_key
     if not key:

@@ -3,14 +3,21 @@
 Everything here is a pure function of its arguments (no I/O, no clock, no random ids), so the
 rules can be tested exhaustively: ``decide(state, command) -> events`` and
 ``apply(state, event) -> state``. The application service does the reading and writing.
+
+Holds and time: a pending transfer reserves its amount on the debit account (``holds``,
+``pending_debits_minor``) until it is posted, voided or expires. The rules take the time as an
+argument, ``now`` (RFC 3339 UTC text, which orders as time does): a hold past its timeout can no
+longer be posted, and what it reserved is available again at once, before its expiry event is
+written. ``now=""`` counts every hold as open.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from eventbank.domain.errors import (
@@ -23,8 +30,12 @@ from eventbank.domain.errors import (
     BalanceNotZero,
     CurrencyMismatch,
     InsufficientFunds,
+    InvalidAmount,
     InvalidInput,
     SelfTransfer,
+    TooManyHolds,
+    TransferExpired,
+    TransferNotPending,
 )
 from eventbank.domain.events import (
     AccountClosed,
@@ -34,6 +45,8 @@ from eventbank.domain.events import (
     AccountUnfrozen,
     FundsDeposited,
     FundsWithdrawn,
+    HoldPlaced,
+    HoldReleased,
     OverdraftLimitSet,
     TransferredIn,
     TransferredOut,
@@ -49,6 +62,8 @@ from eventbank.domain.money import (
 _ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 MAX_OWNER_LENGTH = 200
 MAX_REASON_LENGTH = 500
+MAX_OPEN_HOLDS = 1_000  # pending transfers one account may have open at once (either side)
+DEBIT, CREDIT = "debit", "credit"
 
 
 class AccountType(StrEnum):
@@ -79,8 +94,26 @@ def check_account_id(account_id: object) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """One side of an open pending transfer, as the account sees it."""
+
+    side: str  # DEBIT: reserved here; CREDIT: announced here
+    counterparty_id: str
+    amount_minor: int
+    expires_at: str  # RFC 3339 UTC text (``clock.utc_text``), "" for none
+
+    def overdue(self, now: str) -> bool:
+        """Past its timeout at ``now`` (same text form; "" is no time: never overdue)."""
+        return bool(self.expires_at) and bool(now) and now >= self.expires_at
+
+
+_NO_HOLDS: Mapping[str, Hold] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
-    """An account's state as of ``version`` events."""
+    """An account's state as of ``version`` events. ``holds``: its open pending transfers by
+    transfer id (a read model's row has only the totals, and no holds)."""
 
     account_id: str
     owner: str
@@ -90,6 +123,9 @@ class Account:
     status: AccountStatus
     version: int
     overdraft_limit_minor: int = 0  # the balance may go down to minus this
+    pending_debits_minor: int = 0  # reserved by pending transfers from this account
+    pending_credits_minor: int = 0  # announced by pending transfers to this account
+    holds: Mapping[str, Hold] = field(default_factory=lambda: _NO_HOLDS)
 
     @property
     def balance(self) -> str:
@@ -99,8 +135,16 @@ class Account:
 
     @property
     def available_minor(self) -> int:
-        """What a debit may take: the balance plus the overdraft limit."""
-        return self.balance_minor + self.overdraft_limit_minor
+        """What a debit may take: the balance, less what pending transfers reserve, plus the
+        overdraft limit."""
+        return self.balance_minor - self.pending_debits_minor + self.overdraft_limit_minor
+
+    def available_at(self, now: str) -> int:
+        """``available_minor`` with the reservations of holds overdue at ``now`` given back:
+        they can no longer be posted, whether or not their expiry is written yet."""
+        overdue = sum(h.amount_minor for h in self.holds.values()
+                      if h.side == DEBIT and h.overdue(now))  # fmt: skip
+        return self.available_minor + overdue
 
     def describe(self) -> dict[str, object]:
         return describe_account(self)
@@ -114,16 +158,20 @@ def describe_account(a: Account | Any) -> dict[str, object]:
         "type": str(a.account_type),
         "currency": a.currency,
         "balance": format_minor(a.balance_minor, a.currency),
+        "pending_debits": format_minor(a.pending_debits_minor, a.currency),
+        "pending_credits": format_minor(a.pending_credits_minor, a.currency),
         "overdraft_limit": format_minor(a.overdraft_limit_minor, a.currency),
-        "available": format_minor(a.balance_minor + a.overdraft_limit_minor, a.currency),
+        "available": format_minor(
+            a.balance_minor - a.pending_debits_minor + a.overdraft_limit_minor, a.currency
+        ),
         "version": a.version,
         "status": str(a.status),
     }
 
 
 # Bump when Account's fields change meaning; snapshots of another version are ignored.
-# 2: overdraft_limit_minor.
-STATE_SCHEMA_VERSION = 2
+# 2: overdraft_limit_minor. 3: pending transfers (totals and holds).
+STATE_SCHEMA_VERSION = 3
 
 
 def to_snapshot(state: Account) -> dict[str, object]:
@@ -137,6 +185,12 @@ def to_snapshot(state: Account) -> dict[str, object]:
         "status": str(state.status),
         "version": state.version,
         "overdraft_limit_minor": state.overdraft_limit_minor,
+        "pending_debits_minor": state.pending_debits_minor,
+        "pending_credits_minor": state.pending_credits_minor,
+        "holds": {
+            tid: [h.side, h.counterparty_id, h.amount_minor, h.expires_at]
+            for tid, h in state.holds.items()
+        },  # fmt: skip
     }
 
 
@@ -150,6 +204,9 @@ def from_snapshot(data: dict[str, Any]) -> Account:
         status=AccountStatus(data["status"]),
         version=data["version"],
         overdraft_limit_minor=data["overdraft_limit_minor"],
+        pending_debits_minor=data["pending_debits_minor"],
+        pending_credits_minor=data["pending_credits_minor"],
+        holds=MappingProxyType({tid: Hold(*fields) for tid, fields in data["holds"].items()}),
     )
 
 
@@ -290,28 +347,34 @@ def _require_currency(state: Account, amount: Money) -> None:
 
 
 def _require_room(state: Account, amount: Money) -> None:
-    if state.balance_minor + amount.amount_minor > MAX_BALANCE_MINOR:
+    """The credit fits under the maximum balance, with room kept for pending credits."""
+    if state.balance_minor + state.pending_credits_minor + amount.amount_minor > MAX_BALANCE_MINOR:
         raise BalanceLimitExceeded(
             f"account {state.account_id!r} would exceed the maximum balance of "
             f"{format_money(MAX_BALANCE_MINOR, state.currency)}"
         )
 
 
-def _require_funds(state: Account, amount: Money) -> None:
-    if amount.amount_minor > state.available_minor:
+def _require_funds(state: Account, amount: Money, now: str) -> None:
+    """The debit fits in what is available at ``now`` (module docstring: holds and time)."""
+    available = state.available_at(now)
+    if amount.amount_minor > available:
         limit, currency = state.overdraft_limit_minor, state.currency
-        with_limit = ""
+        held = available - state.balance_minor - limit
+        parts = [f"balance {state.balance}"]
+        if held:
+            parts.append(f"held by pending transfers {format_money(-held, currency)}")
         if limit:
-            with_limit = f", overdraft limit {format_money(limit, currency)}"
+            parts.append(f"overdraft limit {format_money(limit, currency)}")
         raise InsufficientFunds(
             f"insufficient funds in {state.account_id!r}: available "
-            f"{format_money(state.available_minor, currency)} (balance "
-            f"{state.balance}{with_limit}), requested {amount}"
+            f"{format_money(available, currency)} ({', '.join(parts)}), requested {amount}"
         )
 
 
-def decide(state: Account | None, command: Command) -> list[AccountEvent]:
-    """The events that ``command`` produces against ``state``, or the rule it breaks."""
+def decide(state: Account | None, command: Command, now: str = "") -> list[AccountEvent]:
+    """The events that ``command`` produces against ``state`` at ``now``, or the rule it
+    breaks."""
     match command:
         case OpenAccount(account_id, owner, account_type, currency, initial, channel, limit):
             if state is not None:
@@ -334,7 +397,7 @@ def decide(state: Account | None, command: Command) -> list[AccountEvent]:
         case Withdraw(account_id, amount):
             account = require_debitable(state, account_id)
             _require_currency(account, amount)
-            _require_funds(account, amount)
+            _require_funds(account, amount, now)
             return [FundsWithdrawn(account_id, amount.amount_minor, amount.currency)]
         case CloseAccount(account_id):
             account = require_debitable(state, account_id)
@@ -342,6 +405,11 @@ def decide(state: Account | None, command: Command) -> list[AccountEvent]:
                 raise BalanceNotZero(
                     f"account {account_id!r} still holds {account.balance}; "
                     "withdraw or transfer it before closing"
+                )
+            if account.pending_debits_minor or account.pending_credits_minor:
+                raise BalanceNotZero(
+                    f"account {account_id!r} has pending transfers; post or void them, or let "
+                    "them expire, before closing"
                 )
             return [AccountClosed(account_id)]
         case SetOverdraftLimit(account_id, limit):
@@ -371,8 +439,113 @@ def decide_transfer(
     to_id: str,
     amount: Money,
     transfer_id: str,
+    now: str = "",
 ) -> tuple[TransferredOut, TransferredIn]:
     """The debit and credit of one transfer; both share ``transfer_id``."""
+    _check_transfer(source, target, from_id, to_id, amount, now)
+    minor, currency = amount.amount_minor, amount.currency
+    return (
+        TransferredOut(from_id, transfer_id, to_id, minor, currency),
+        TransferredIn(to_id, transfer_id, from_id, minor, currency),
+    )
+
+
+def decide_pending_transfer(
+    source: Account | None,
+    target: Account | None,
+    *,
+    from_id: str,
+    to_id: str,
+    amount: Money,
+    transfer_id: str,
+    expires_at: str,
+    now: str,
+) -> tuple[HoldPlaced, HoldPlaced]:
+    """A pending transfer: ``amount`` reserved on ``from_id`` (so it is no longer available
+    there) and announced on ``to_id``, under the rules of a transfer; nothing moves until it
+    is posted (``decide_post``)."""
+    debit_account, credit_account = _check_transfer(source, target, from_id, to_id, amount, now)
+    for account in (debit_account, credit_account):
+        if len(account.holds) >= MAX_OPEN_HOLDS:
+            raise TooManyHolds(
+                f"account {account.account_id!r} has {MAX_OPEN_HOLDS:,} pending transfers open, "
+                "the most it may have; post or void some first"
+            )
+    minor, currency = amount.amount_minor, amount.currency
+    return (
+        HoldPlaced(from_id, transfer_id, DEBIT, to_id, minor, currency, expires_at),
+        HoldPlaced(to_id, transfer_id, CREDIT, from_id, minor, currency, expires_at),
+    )
+
+
+def decide_post(
+    source: Account | None,
+    target: Account | None,
+    *,
+    transfer_id: str,
+    amount: Money | None,
+    now: str,
+) -> list[AccountEvent]:
+    """Post a pending transfer: ``amount`` (all of it when None, else at most what is pending)
+    moves, and the rest of the reservation is released."""
+    debit, hold = _open_hold(source, transfer_id, now)
+    if debit.status is AccountStatus.FROZEN:
+        raise AccountIsFrozen(
+            f"account {debit.account_id!r} is frozen: a pending transfer from it cannot be "
+            "posted (it can be voided)"
+        )
+    credit = _credit_side(target, hold, transfer_id)
+    if amount is None:
+        amount = Money(hold.amount_minor, debit.currency)
+    _require_currency(debit, amount)
+    if amount.amount_minor > hold.amount_minor:
+        raise InvalidAmount(
+            f"cannot post {amount}: transfer {transfer_id!r} has "
+            f"{format_money(hold.amount_minor, debit.currency)} pending"
+        )
+    minor, currency = amount.amount_minor, amount.currency
+    return [
+        *_released(debit, credit, transfer_id, hold, "posted"),
+        TransferredOut(debit.account_id, transfer_id, credit.account_id, minor, currency),
+        TransferredIn(credit.account_id, transfer_id, debit.account_id, minor, currency),
+    ]
+
+
+def decide_void(
+    source: Account | None, target: Account | None, *, transfer_id: str, now: str
+) -> list[AccountEvent]:
+    """Void a pending transfer: its reservation is released, nothing moves (also from a
+    frozen account)."""
+    debit, hold = _open_hold(source, transfer_id, now)
+    credit = _credit_side(target, hold, transfer_id)
+    return _released(debit, credit, transfer_id, hold, "voided")
+
+
+def decide_expiry(
+    source: Account | None, target: Account | None, *, transfer_id: str, now: str
+) -> list[AccountEvent]:
+    """Record that a pending transfer past its timeout expired: its reservation is released."""
+    debit = require_open(source, "the debit account")
+    hold = debit.holds.get(transfer_id)
+    if hold is None or hold.side != DEBIT:
+        raise TransferNotPending(f"transfer {transfer_id!r} is not pending")
+    if not hold.overdue(now):
+        raise TransferNotPending(
+            f"transfer {transfer_id!r} is pending until {hold.expires_at or 'posted or voided'}"
+        )
+    credit = _credit_side(target, hold, transfer_id)
+    return _released(debit, credit, transfer_id, hold, "expired")
+
+
+def _check_transfer(
+    source: Account | None,
+    target: Account | None,
+    from_id: str,
+    to_id: str,
+    amount: Money,
+    now: str,
+) -> tuple[Account, Account]:
+    """The rules every transfer meets, pending or not: the debit and credit accounts."""
     if from_id == to_id:
         raise SelfTransfer("cannot transfer from an account to itself")
     debit_account = require_debitable(source, from_id)
@@ -383,13 +556,44 @@ def decide_transfer(
             f"{credit_account.currency} account {to_id!r}"
         )
     _require_currency(debit_account, amount)
-    _require_funds(debit_account, amount)
+    _require_funds(debit_account, amount, now)
     _require_room(credit_account, amount)
-    minor, currency = amount.amount_minor, amount.currency
-    return (
-        TransferredOut(from_id, transfer_id, to_id, minor, currency),
-        TransferredIn(to_id, transfer_id, from_id, minor, currency),
-    )
+    return debit_account, credit_account
+
+
+def _open_hold(source: Account | None, transfer_id: str, now: str) -> tuple[Account, Hold]:
+    """The debit account of pending transfer ``transfer_id`` and its hold, if it is pending and
+    not past its timeout."""
+    debit = require_open(source, "the debit account")
+    hold = debit.holds.get(transfer_id)
+    if hold is None or hold.side != DEBIT:
+        raise TransferNotPending(
+            f"transfer {transfer_id!r} is not pending (posted, voided, expired, or never pending)"
+        )
+    if hold.overdue(now):
+        raise TransferExpired(f"pending transfer {transfer_id!r} expired at {hold.expires_at}")
+    return debit, hold
+
+
+def _credit_side(target: Account | None, hold: Hold, transfer_id: str) -> Account:
+    """The credit account of a pending transfer: the one its debit side's hold names."""
+    credit = require_open(target, hold.counterparty_id)
+    if credit.account_id != hold.counterparty_id:
+        raise TransferNotPending(
+            f"transfer {transfer_id!r} is not pending to {credit.account_id!r}"
+        )
+    return credit
+
+
+def _released(
+    debit: Account, credit: Account, transfer_id: str, hold: Hold, outcome: str
+) -> list[AccountEvent]:
+    """Both sides of a pending transfer closed with ``outcome``."""
+    minor, currency = hold.amount_minor, debit.currency
+    return [
+        HoldReleased(debit.account_id, transfer_id, DEBIT, minor, currency, outcome),
+        HoldReleased(credit.account_id, transfer_id, CREDIT, minor, currency, outcome),
+    ]
 
 
 # ---------------------------------------------------------------- evolution
@@ -411,10 +615,25 @@ def apply(state: Account | None, event: AccountEvent) -> Account:
         raise ValueError(f"{event.event_type} before AccountOpened in {event.account_id!r}")
     delta = 0
     status, limit = state.status, state.overdraft_limit_minor
+    debits, credits, holds = state.pending_debits_minor, state.pending_credits_minor, state.holds
     if isinstance(event, FundsDeposited | TransferredIn):
         delta = event.amount_minor
     elif isinstance(event, FundsWithdrawn | TransferredOut):
         delta = -event.amount_minor
+    elif isinstance(event, HoldPlaced | HoldReleased):
+        sign = 1 if isinstance(event, HoldPlaced) else -1
+        if event.side == DEBIT:
+            debits += sign * event.amount_minor
+        else:
+            credits += sign * event.amount_minor
+        changed = dict(holds)
+        if isinstance(event, HoldPlaced):
+            changed[event.transfer_id] = Hold(
+                event.side, event.counterparty_id, event.amount_minor, event.expires_at
+            )
+        else:
+            changed.pop(event.transfer_id, None)  # a read model's state has no holds, only totals
+        holds = MappingProxyType(changed)
     elif isinstance(event, AccountClosed):
         status = AccountStatus.CLOSED
     elif isinstance(event, AccountFrozen):
@@ -424,7 +643,8 @@ def apply(state: Account | None, event: AccountEvent) -> Account:
     elif isinstance(event, OverdraftLimitSet):
         limit = event.limit_minor
     return Account(state.account_id, state.owner, state.account_type, state.currency,
-                   state.balance_minor + delta, status, state.version + 1, limit)  # fmt: skip
+                   state.balance_minor + delta, status, state.version + 1, limit, debits,
+                   credits, holds)  # fmt: skip
 
 
 def replay(events: Iterable[AccountEvent], state: Account | None = None) -> Account | None:

@@ -78,5 +78,26 @@ class BalanceLimitExceeded(RuleViolation):
     code = "balance_limit_exceeded"
 
 
+class TransferNotFound(NotFound):
+    code = "transfer_not_found"
+
+
+class TransferNotPending(RuleViolation):
+    """Post or void of a transfer that is not pending: final from the start, or already
+    posted, voided or expired."""
+
+    code = "transfer_not_pending"
+
+
+class TransferExpired(RuleViolation):
+    """Post or void of a pending transfer past its timeout (released, or about to be)."""
+
+    code = "transfer_expired"
+
+
+class TooManyHolds(RuleViolation):
+    code = "too_many_holds"
+
+
 class Conflict(EventbankError):
     code = "conflict"

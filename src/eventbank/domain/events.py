@@ -104,6 +104,34 @@ class AccountUnfrozen(AccountEvent):
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class HoldPlaced(AccountEvent):
+    """One side of a pending transfer: on the account to debit (``side`` "debit") the amount is
+    reserved; on the account to credit ("credit") it is announced. Nothing is posted. The other
+    side, on ``counterparty_id``'s stream, carries the same ``transfer_id``. ``expires_at``:
+    RFC 3339 UTC (``clock.utc_text``), or "" for no timeout."""
+
+    transfer_id: str
+    side: str  # "debit" | "credit"
+    counterparty_id: str
+    amount_minor: int
+    currency: str
+    expires_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldReleased(AccountEvent):
+    """A pending transfer's side is closed: ``outcome`` "posted" (the amount that moved is in
+    the TransferredOut/TransferredIn that follow it), "voided" or "expired". ``amount_minor`` is
+    the whole amount the hold had."""
+
+    transfer_id: str
+    side: str
+    amount_minor: int
+    currency: str
+    outcome: str  # "posted" | "voided" | "expired"
+
+
 Movement = FundsDeposited | FundsWithdrawn | TransferredOut | TransferredIn
 """The events that move money: each carries ``amount_minor`` and ``currency``."""
 
@@ -123,7 +151,8 @@ EVENT_TYPES: dict[str, type[AccountEvent]] = {
     cls.__name__: cls
     for cls in (
         AccountOpened, FundsDeposited, FundsWithdrawn, TransferredOut, TransferredIn,
-        AccountClosed, AccountFrozen, AccountUnfrozen, OverdraftLimitSet,
+        AccountClosed, AccountFrozen, AccountUnfrozen, OverdraftLimitSet, HoldPlaced,
+        HoldReleased,
     )
 }  # fmt: skip
 

@@ -36,6 +36,8 @@ class BalanceRow:
     version: int
     updated_at: str
     overdraft_limit_minor: int = 0
+    pending_debits_minor: int = 0
+    pending_credits_minor: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,10 @@ class TransactionRow:
 
     account_id: str
     version: int
-    kind: str  # deposit | withdrawal | transfer_out | transfer_in
+    # deposit | withdrawal | transfer_out | transfer_in, and for a pending transfer's sides
+    # (amount: the whole pending amount; the balance does not change) hold_out | hold_in when
+    # it is made, then posted_out | posted_in, voided_* or expired_* when it is closed
+    kind: str
     amount_minor: int
     currency: str
     counterparty: str | None

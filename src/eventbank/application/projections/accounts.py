@@ -12,8 +12,11 @@ from typing import cast
 from eventbank.domain import account as domain
 from eventbank.domain.events import (
     ACCOUNT,
+    AccountEvent,
     FundsDeposited,
     FundsWithdrawn,
+    HoldPlaced,
+    HoldReleased,
     Movement,
     TransferredIn,
     TransferredOut,
@@ -55,8 +58,10 @@ def project(row: BalanceRow | None, event: RecordedEvent) -> Change:
         version=state.version,
         updated_at=recorded_at,
         overdraft_limit_minor=state.overdraft_limit_minor,
+        pending_debits_minor=state.pending_debits_minor,
+        pending_credits_minor=state.pending_credits_minor,
     )
-    kind = _KINDS.get(type(domain_event))
+    kind = _kind(domain_event)
     if kind is None:
         return Change(new_row, None)
     return Change(
@@ -65,15 +70,25 @@ def project(row: BalanceRow | None, event: RecordedEvent) -> Change:
             account_id=state.account_id,
             version=state.version,
             kind=kind,
-            amount_minor=cast(Movement, domain_event).amount_minor,  # every kind in _KINDS is one
+            amount_minor=cast(Movement, domain_event).amount_minor,  # every kind has one
             currency=state.currency,
             counterparty=getattr(domain_event, "to_account_id", None)
-            or getattr(domain_event, "from_account_id", None),
+            or getattr(domain_event, "from_account_id", None)
+            or getattr(domain_event, "counterparty_id", None),
             transfer_id=getattr(domain_event, "transfer_id", None),
             balance_after_minor=state.balance_minor,
             recorded_at=recorded_at,
         ),
     )
+
+
+def _kind(event: AccountEvent) -> str | None:
+    """The movement ``event`` records, if any: a pending transfer's side is one too (its
+    amount held or released, the balance unchanged), named by side ("out" is the debit)."""
+    if isinstance(event, HoldPlaced | HoldReleased):
+        direction = "out" if event.side == domain.DEBIT else "in"
+        return f"{'hold' if isinstance(event, HoldPlaced) else event.outcome}_{direction}"
+    return _KINDS.get(type(event))
 
 
 def replay(events: Iterable[RecordedEvent]) -> tuple[BalanceRow | None, list[TransactionRow]]:
@@ -100,4 +115,6 @@ def _state_of(row: BalanceRow | None) -> domain.Account | None:
         status=domain.AccountStatus(row.status),
         version=row.version,
         overdraft_limit_minor=row.overdraft_limit_minor,
+        pending_debits_minor=row.pending_debits_minor,
+        pending_credits_minor=row.pending_credits_minor,
     )

@@ -443,6 +443,8 @@ def _row_item(row: BalanceRow) -> dict[str, dict[str, str]]:
         "version": number(row.version),
         "updated_at": {"S": row.updated_at},
         "overdraft_limit_minor": number(row.overdraft_limit_minor),
+        "pending_debits_minor": number(row.pending_debits_minor),
+        "pending_credits_minor": number(row.pending_credits_minor),
     }
 
 
@@ -451,9 +453,13 @@ def _row(item: dict[str, Any]) -> BalanceRow:
         item["account_id"]["S"], item["owner"]["S"], item["account_type"]["S"],
         item["currency"]["S"], int(item["balance_minor"]["N"]), item["status"]["S"],
         int(item["version"]["N"]), item["updated_at"]["S"],
-        # rows written before overdraft limits existed have none: 0 is right for them
-        int(item.get("overdraft_limit_minor", {"N": "0"})["N"]),
+        # rows written before overdraft limits and pending transfers existed have none of
+        # them: 0 is right for them
+        *(int(item.get(name, {"N": "0"})["N"]) for name in _SINCE_V1),
     )  # fmt: skip
+
+
+_SINCE_V1 = ("overdraft_limit_minor", "pending_debits_minor", "pending_credits_minor")
 
 
 def _move_item(t: TransactionRow) -> dict[str, dict[str, str]]:

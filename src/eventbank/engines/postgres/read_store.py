@@ -33,7 +33,7 @@ from eventbank.ports.read_store import (
     check_accounts_page,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Advisory locks are keyed (namespace, key) per database; the namespace is "read" in ASCII.
 _LOCK_NAMESPACE = 0x72656164
@@ -90,12 +90,17 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE account_balances ADD COLUMN overdraft_limit_minor bigint NOT NULL DEFAULT 0;
     """,
+    # 3: pending transfers. Rows written before had none (none could be made): 0 is right.
+    """
+    ALTER TABLE account_balances ADD COLUMN pending_debits_minor bigint NOT NULL DEFAULT 0,
+                                 ADD COLUMN pending_credits_minor bigint NOT NULL DEFAULT 0;
+    """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _BALANCE_COLUMNS = (
     "account_id, owner, account_type, currency, balance_minor, status, version, updated_at,"
-    " overdraft_limit_minor"
+    " overdraft_limit_minor, pending_debits_minor, pending_credits_minor"
 )
 _TRANSACTION_COLUMNS = (
     "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
@@ -109,14 +114,16 @@ _FAILURE_COLUMNS = (
 _UPSERT_BALANCE = (
     f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
     " SELECT %(id)s, %(owner)s, %(type)s, %(currency)s, %(balance)s, %(status)s, %(version)s,"
-    " %(updated_at)s, %(limit)s"
+    " %(updated_at)s, %(limit)s, %(debits)s, %(credits)s"
     # an absent row may only start at version 1: anything else is a gap
     " WHERE %(version)s = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = %(id)s)"
     " ON CONFLICT (account_id) DO UPDATE SET"
     " owner = excluded.owner, account_type = excluded.account_type,"
     " currency = excluded.currency, balance_minor = excluded.balance_minor,"
     " status = excluded.status, version = excluded.version, updated_at = excluded.updated_at,"
-    " overdraft_limit_minor = excluded.overdraft_limit_minor"
+    " overdraft_limit_minor = excluded.overdraft_limit_minor,"
+    " pending_debits_minor = excluded.pending_debits_minor,"
+    " pending_credits_minor = excluded.pending_credits_minor"
     " WHERE account_balances.version = excluded.version - 1"
     " RETURNING true"
 )
@@ -299,7 +306,8 @@ def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> lis
             [{"id": r.account_id, "owner": r.owner, "type": r.account_type,
               "currency": r.currency, "balance": r.balance_minor, "status": r.status,
               "version": r.version, "updated_at": r.updated_at,
-              "limit": r.overdraft_limit_minor}
+              "limit": r.overdraft_limit_minor, "debits": r.pending_debits_minor,
+              "credits": r.pending_credits_minor}
              for r in (change.row for change in changes)],
             returning=True,
         )  # fmt: skip

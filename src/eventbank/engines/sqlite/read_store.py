@@ -93,11 +93,16 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE account_balances ADD COLUMN overdraft_limit_minor INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: pending transfers. Rows written before had none (none could be made): 0 is right.
+    """
+    ALTER TABLE account_balances ADD COLUMN pending_debits_minor INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE account_balances ADD COLUMN pending_credits_minor INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 _BALANCE_COLUMNS = (
     "account_id, owner, account_type, currency, balance_minor, status, version, updated_at,"
-    " overdraft_limit_minor"
+    " overdraft_limit_minor, pending_debits_minor, pending_credits_minor"
 )
 _TRANSACTION_COLUMNS = (
     "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
@@ -131,7 +136,7 @@ class SqliteReadStore:
                 row = change.row
                 applied = conn.execute(
                     f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
-                    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9"
+                    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11"
                     # an absent row may only start at version 1: anything else is a gap
                     " WHERE ?7 = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = ?1)"
                     " ON CONFLICT (account_id) DO UPDATE SET"
@@ -139,11 +144,14 @@ class SqliteReadStore:
                     " currency = excluded.currency, balance_minor = excluded.balance_minor,"
                     " status = excluded.status, version = excluded.version,"
                     " updated_at = excluded.updated_at,"
-                    " overdraft_limit_minor = excluded.overdraft_limit_minor"
+                    " overdraft_limit_minor = excluded.overdraft_limit_minor,"
+                    " pending_debits_minor = excluded.pending_debits_minor,"
+                    " pending_credits_minor = excluded.pending_credits_minor"
                     " WHERE account_balances.version = excluded.version - 1",
                     (row.account_id, row.owner, row.account_type, row.currency,
                      row.balance_minor, row.status, row.version, row.updated_at,
-                     row.overdraft_limit_minor),
+                     row.overdraft_limit_minor, row.pending_debits_minor,
+                     row.pending_credits_minor),
                 ).rowcount  # fmt: skip
                 if not applied:
                     _require_already_applied(conn, row)
