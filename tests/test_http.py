@@ -91,7 +91,8 @@ def test_accounts_money_and_transfers_end_to_end(server, teller):
     b = open_account(teller, None, type="SAVINGS")
     assert teller.get(f"/accounts/{a}").json() == {
         "account_id": a, "owner": "Ada", "type": "CHECKING", "currency": "USD",
-        "balance": "100.00", "overdraft_limit": "0.00", "available": "100.00", "version": 2,
+        "balance": "100.00", "pending_debits": "0.00", "pending_credits": "0.00",
+        "overdraft_limit": "0.00", "available": "100.00", "version": 2,
         "status": "OPEN"}  # fmt: skip
 
     deposit = teller.post(f"/accounts/{a}/deposits", json={"amount": "0.50"})
@@ -298,7 +299,7 @@ def secured_routes(server: Server) -> list[tuple[str, str, str]]:
 
 def test_every_route_refuses_missing_wrong_and_underprivileged_tokens(server):
     routes = secured_routes(server)
-    assert len(routes) == 22
+    assert len(routes) == 25
     role_lacking = {"write": AUDITOR, "events": TELLER, "audit": TELLER, "admin": TELLER}
     for method, path, needs in routes:
         for token, status in ((None, 401), ("wrong-token", 401), (role_lacking.get(needs), 403)):

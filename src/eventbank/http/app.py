@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eventbank import __version__
+from eventbank.application.holds import ExpirySweeper
 from eventbank.application.observability import (
     Metrics,
     command_id,
@@ -81,13 +82,16 @@ def create_app(
     that takes longer is logged at INFO (``_Observe``)."""
     payrolls = PayrollService(ledger.service)
     saga_runner = PayrollRunner(payrolls, payroll_resume_every_s)
+    sweeper = ExpirySweeper(ledger.service, ledger.reads)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         saga_runner.start()  # finish what a crash left unfinished, then resume periodically
+        sweeper.start()  # record the expiry of pending transfers past their timeout
         try:
             yield
         finally:
+            sweeper.stop()
             saga_runner.stop()
 
     app = FastAPI(

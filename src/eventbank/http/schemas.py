@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
 from eventbank.domain.account import MAX_REASON_LENGTH
+from eventbank.domain.deadlines import MAX_TIMEOUT_S
 
 
 def _decimal_string(value: Any) -> Any:
@@ -72,13 +73,49 @@ class ReasonRequest(Strict):
     reason: Annotated[str, Field(min_length=1, max_length=MAX_REASON_LENGTH)]
 
 
-class TransferRequest(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"from_account_id": "acc-1", "to_account_id": "acc-2", "amount": "25.00"}]})  # fmt: skip
+class TransferFields(Strict):
+    """What every transfer names: a single one (``TransferRequest``) or a batch item."""
 
     from_account_id: AccountId
     to_account_id: AccountId
     amount: Amount
+
+
+class TransferRequest(TransferFields):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"from_account_id": "acc-1", "to_account_id": "acc-2", "amount": "25.00"},
+        {"from_account_id": "acc-1", "to_account_id": "acc-2", "amount": "25.00",
+         "pending": True, "timeout_s": 3600}]})  # fmt: skip
+
+    pending: StrictBool = Field(
+        False,
+        description="Reserve the amount on the debit account (no longer available there) and "
+        "announce it on the credit account; nothing moves until `POST /transfers/{id}/post` "
+        "(all or part of it), `/void`, or the timeout.",
+    )
+    timeout_s: Annotated[
+        StrictInt | None,
+        Field(ge=1, le=MAX_TIMEOUT_S,
+              description="A pending transfer expires (is released) this many seconds after it "
+              "is made: 1 to 2,592,000 (30 days). Without it, it stays pending until posted or "
+              "voided. Only with `pending`."),
+    ] = None  # fmt: skip
+
+
+class PostTransferRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"amount": "12.50"}, {}]})  # fmt: skip
+
+    amount: Annotated[
+        Amount | None,
+        Field(description="At most the pending amount; the rest is released. Absent: all of it."),
+    ] = None
+
+
+class VoidTransferRequest(Strict):
+    """An empty object, or no body at all."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
 
 
 class AccountView(BaseModel):
@@ -87,12 +124,29 @@ class AccountView(BaseModel):
     type: str
     currency: str
     balance: Annotated[str, Field(examples=["80.00"])]
+    pending_debits: Annotated[
+        str | None,
+        Field(
+            examples=["0.00"],
+            description="Reserved by pending transfers from the account. "
+            "Absent only in a replayed answer recorded before pending transfers existed.",
+        ),
+    ] = None
+    pending_credits: Annotated[
+        str | None,
+        Field(
+            examples=["0.00"],
+            description="Announced by pending transfers to the account "
+            "(not yet available to it). Absent as pending_debits.",
+        ),
+    ] = None
     overdraft_limit: Annotated[str, Field(examples=["0.00"])]
     available: Annotated[
         str,
         Field(
             examples=["80.00"],
-            description="balance + overdraft_limit: what a withdrawal or transfer may take",
+            description="balance - pending_debits + overdraft_limit: what a withdrawal or "
+            "transfer may take",
         ),
     ]
     version: int
@@ -105,10 +159,29 @@ class CommandResult(BaseModel):
 
     command_id: str
     kind: str
-    amount: str | None = None
+    amount: Annotated[
+        str | None, Field(description="What moved; for a void, what was released.")
+    ] = None
     currency: str | None = None
     account: AccountView | None = None
     transfer_id: str | None = None
+    status: Annotated[
+        Literal["pending", "posted", "voided", "expired"] | None,
+        Field(
+            description="A pending transfer's state after this command; absent for a "
+            "transfer made final at once and for other commands."
+        ),
+    ] = None
+    pending_amount: Annotated[
+        str | None, Field(description="A post's or void's: what the transfer had reserved.")
+    ] = None
+    expires_at: Annotated[
+        str | None,
+        Field(
+            description="A pending transfer's deadline (RFC 3339, UTC); absent without a timeout.",
+            examples=["2026-12-05T10:00:00.000000Z"],
+        ),
+    ] = None
     from_: Annotated[AccountView | None, Field(alias="from")] = None
     to: AccountView | None = None
 
@@ -117,7 +190,13 @@ class CommandResult(BaseModel):
 
 class MovementView(BaseModel):
     version: int
-    kind: Literal["deposit", "withdrawal", "transfer_out", "transfer_in"]
+    kind: Literal[
+        "deposit", "withdrawal", "transfer_out", "transfer_in", "hold_out", "hold_in",
+        "posted_out", "posted_in", "voided_out", "voided_in", "expired_out", "expired_in",
+    ] = Field(description="A pending transfer's side is a movement too, its balance unchanged: "
+              "`hold_*` when it is made (the amount held), then `posted_*` (followed by the "
+              "`transfer_*` of the amount that moved), `voided_*` or `expired_*` when it "
+              "is closed. `_out` is the debit side.")  # fmt: skip
     amount: str
     currency: str
     balance_after: str
@@ -135,11 +214,40 @@ class MovementPage(BaseModel):
 
 class TransferView(BaseModel):
     transfer_id: str
-    amount: str
+    status: Annotated[
+        Literal["posted", "pending", "voided", "expired"],
+        Field(
+            description="posted: the money moved (a transfer made final at once, or a pending "
+            "one posted); pending, voided, expired: a pending transfer's other states."
+        ),
+    ]
+    amount: Annotated[str, Field(description="What moved: zero unless posted.")]
+    pending_amount: Annotated[
+        str | None,
+        Field(description="What a pending transfer reserved; absent for one never pending."),
+    ] = None
     currency: str
     from_account_id: str
     to_account_id: str
     recorded_at: str
+
+
+class PendingTransferView(BaseModel):
+    transfer_id: str
+    from_account_id: str
+    to_account_id: str
+    amount: Annotated[str, Field(description="What it reserves on the debit account.")]
+    currency: str
+    expires_at: Annotated[str | None, Field(description="RFC 3339 UTC; null: no timeout.")]
+    overdue: Annotated[
+        bool,
+        Field(description="Past its timeout: it reserves nothing more, its expiry is about "
+              "to be recorded, and it can no longer be posted or voided."),
+    ]  # fmt: skip
+
+
+class PendingTransferPage(BaseModel):
+    items: list[PendingTransferView]
 
 
 class EventView(BaseModel):
@@ -299,9 +407,10 @@ class AuditJob(BaseModel):
 # Batches of transfers (``POST /transfers/batch``).
 
 
-class BatchTransferItem(TransferRequest):
+class BatchTransferItem(TransferFields):
     """One item of a batch: a transfer with an idempotency key of its own (required: a batch
-    retried without keys would pay twice)."""
+    retried without keys would pay twice). Always a final transfer: an item naming `pending`
+    or `timeout_s` is refused."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"from_account_id": "acc-1", "to_account_id": "acc-2", "amount": "25.00",

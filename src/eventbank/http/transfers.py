@@ -1,44 +1,95 @@
-"""``/transfers``: move money between two accounts, one transfer or a batch, and read a transfer
-back."""
+"""``/transfers``: move money between two accounts, one transfer or a batch; post or void a
+pending transfer; read a transfer back."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import ValidationError
 
 from eventbank.application.batch import MAX_BATCH_ITEMS, BatchItem, ItemResult, tally
+from eventbank.application.holds import MAX_LISTED, open_holds
 from eventbank.domain.errors import InvalidInput
 from eventbank.http.commands import run_command
 from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, Guard, IdempotencyKey, answer
 from eventbank.http.schemas import (
     BatchTransferItem,
     CommandResult,
+    PendingTransferPage,
+    PostTransferRequest,
     TransferBatchRequest,
     TransferBatchResult,
     TransferRequest,
     TransferView,
+    VoidTransferRequest,
 )
 from eventbank.ports.event_store import BatchTooLarge
 from eventbank.wiring import Ledger
 
 # 1,000 items of the longest ids and keys, about 480 bytes each, with room for indentation.
 MAX_BATCH_BYTES = 1024 * 1024
+PendingTransferId = Annotated[
+    str,
+    Path(pattern=r"^[!-~]{1,255}$", description="The `transfer_id` of a pending transfer."),
+]
 
 
 def transfer_routes(ledger: Ledger, guard: Guard) -> APIRouter:
     router = APIRouter(tags=["money"])
     service, queries = ledger.service, ledger.queries
 
-    @router.post("/transfers", status_code=201, dependencies=[guard("write")],
-                 responses=WRITE_ERRORS, response_model=CommandResult,
-                 response_model_exclude_none=True, response_model_by_alias=True)  # fmt: skip
+    write: dict[str, Any] = {"dependencies": [guard("write")], "responses": WRITE_ERRORS,
+             "response_model": CommandResult, "response_model_exclude_none": True,
+             "response_model_by_alias": True}  # fmt: skip
+
+    @router.post("/transfers", status_code=201, **write)
     async def transfer(body: TransferRequest, response: Response, key: IdempotencyKey = None):
-        """Move money between two accounts of one currency: both halves or neither."""
-        receipt = await run_command(service.transfer, body.from_account_id,
-                                    body.to_account_id, body.amount, command_id=key)  # fmt: skip
+        """Move money between two accounts of one currency: both halves or neither. With
+        `pending`, reserve it instead (`status` pending, `expires_at` with `timeout_s`) until
+        it is posted, voided or expires."""
+        receipt = await run_command(service.transfer, body.from_account_id, body.to_account_id,
+                                    body.amount, pending=body.pending, timeout_s=body.timeout_s,
+                                    command_id=key)  # fmt: skip
         return answer(receipt, response)
+
+    @router.post("/transfers/{transfer_id}/post", status_code=200, **write)
+    async def post_transfer(
+        transfer_id: PendingTransferId,
+        response: Response,
+        body: PostTransferRequest | None = None,
+        key: IdempotencyKey = None,
+    ):
+        """Move a pending transfer's money: `amount` (at most what is pending; all of it when
+        absent), releasing the rest. `transfer_not_pending` once posted or voided,
+        `transfer_expired` past its timeout."""
+        amount = body.amount if body is not None else None
+        receipt = await run_command(service.post_transfer, transfer_id, amount, command_id=key)
+        return answer(receipt, response)
+
+    @router.post("/transfers/{transfer_id}/void", status_code=200, **write)
+    async def void_transfer(
+        transfer_id: PendingTransferId,
+        response: Response,
+        body: VoidTransferRequest | None = None,
+        key: IdempotencyKey = None,
+    ):
+        """Release a pending transfer's reservation; nothing moves. `transfer_not_pending` once
+        posted or voided, `transfer_expired` past its timeout."""
+        receipt = await run_command(service.void_transfer, transfer_id, command_id=key)
+        return answer(receipt, response)
+
+    @router.get("/pending-transfers", response_model=PendingTransferPage,
+                dependencies=[guard("read")], responses=READ_ERRORS)  # fmt: skip
+    def pending_transfers(
+        account_id: Annotated[
+            str | None, Query(description="Only this account's (either side).")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LISTED)] = 100,
+    ):
+        """Open pending transfers: an account's (either side) or, without `account_id`, the
+        ledger's (accounts in id order, at most `limit`)."""
+        return {"items": open_holds(service, ledger.reads, account_id, limit)}
 
     @router.post("/transfers/batch", status_code=200, dependencies=[guard("write")],
                  responses=WRITE_ERRORS, response_model=TransferBatchResult,
@@ -59,9 +110,12 @@ def transfer_routes(ledger: Ledger, guard: Guard) -> APIRouter:
         return {"results": [_result(r) for r in results], **tally(results)}
 
     @router.get("/transfers/{transfer_id}", response_model=TransferView,
-                dependencies=[guard("read")], responses=READ_ERRORS)  # fmt: skip
+                response_model_exclude_none=True, dependencies=[guard("read")],
+                responses=READ_ERRORS)  # fmt: skip
     def get_transfer(transfer_id: str):
-        """A transfer, once projected."""
+        """A transfer, once projected: `status` posted for one made final at once; a pending
+        transfer's pending, posted, voided or expired, with `pending_amount`, what it
+        reserved."""
         return queries.transfer(transfer_id)
 
     return router

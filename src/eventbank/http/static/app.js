@@ -346,13 +346,54 @@ async function newestFirst(container, top, load, headers, toRow, empty) {
 }
 
 const KINDS = { deposit: "Deposit", withdrawal: "Withdrawal", transfer_out: "Transfer out",
-  transfer_in: "Transfer in" };
+  transfer_in: "Transfer in", hold_out: "Held (pending out)", hold_in: "Announced (pending in)",
+  posted_out: "Hold posted", posted_in: "Hold posted", voided_out: "Hold voided",
+  voided_in: "Hold voided", expired_out: "Hold expired", expired_in: "Hold expired" };
+const MOVES = { withdrawal: "debit", transfer_out: "debit", deposit: "credit", transfer_in: "credit" };
 
 function movementRow(m) {
-  const out = m.kind === "withdrawal" || m.kind === "transfer_out";
-  return row(td(m.version, "num"), td(when(m.recorded_at)), td(KINDS[m.kind]),
-    td(`${out ? "−" : "+"}${m.amount} ${m.currency}`, `num ${out ? "debit" : "credit"}`),
+  // a pending transfer's side changes no balance: its amount is shown without a sign
+  const side = MOVES[m.kind];
+  const sign = { debit: "−", credit: "+" }[side] || "";
+  return row(td(m.version, "num"), td(when(m.recorded_at)), td(KINDS[m.kind] || m.kind),
+    td(`${sign}${m.amount} ${m.currency}`, `num ${side || "held"}`),
     td(accountLink(m.counterparty)), td(`${m.balance_after} ${m.currency}`, "num"));
+}
+
+const isZero = (amount) => /^-?0+(\.0+)?$/.test(amount);
+
+async function pendingSection(view, a) {
+  const box = h("div", { id: "pending" });
+  view.append(h("h2", {}, "Pending transfers"), box);
+  const { items: holds } = (await api("GET",
+    `/pending-transfers?account_id=${encodeURIComponent(a.account_id)}&limit=100`)).data;
+  const act = (hold, verb) => async () => {
+    const what = verb === "post" ? `Post ${hold.amount} ${hold.currency} from ${hold.from_account_id}`
+      + ` to ${hold.to_account_id}? The money moves.` : `Void the hold of ${hold.amount} `
+      + `${hold.currency}? It is released; nothing moves.`;
+    if (!window.confirm(what)) return;
+    hold.keys[verb] = hold.keys[verb] || newKey(); // one key per intended action, as for transfers
+    try {
+      await api("POST", `/transfers/${encodeURIComponent(hold.transfer_id)}/${verb}`,
+        { body: {}, headers: { "Idempotency-Key": hold.keys[verb] } });
+      render();
+    } catch (error) {
+      box.append(problemBox(error));
+    }
+  };
+  const headers = [["Transfer"], ["From"], ["To"], ["Amount", "num"], ["Expires"],
+    ...(may("write") ? [["Act"]] : [])];
+  box.append(table(headers, holds.map((hold) => {
+    hold.keys = {};
+    const expires = hold.expires_at ? when(hold.expires_at) + (hold.overdue ? " (overdue)" : "")
+      : "never";
+    const actions = may("write") && !hold.overdue ? td(h("div", { class: "actions" },
+      h("button", { type: "button", onclick: act(hold, "post") }, "Post"),
+      h("button", { type: "button", class: "secondary", onclick: act(hold, "void") }, "Void"))) : null;
+    return row(td(h("code", {}, hold.transfer_id)), td(accountLink(hold.from_account_id)),
+      td(accountLink(hold.to_account_id)), td(`${hold.amount} ${hold.currency}`, "num"),
+      td(expires), ...(may("write") ? [actions || td("")] : []));
+  }), "No pending transfers"));
 }
 
 function eventRow(e) {
@@ -369,15 +410,19 @@ async function accountPage(view, id) {
   const path = `/accounts/${encodeURIComponent(id)}`;
   const a = (await api("GET", path)).data;
   const money = (amount) => `${amount} ${a.currency}`;
-  const overdraft = a.available !== a.balance ? [["Overdraft limit", money(a.overdraft_limit)]] : [];
-  const facts = [["Balance", money(a.balance)], ["Available", money(a.available)], ...overdraft,
-    ["Version", a.version], ["Owner", a.owner], ["Type", a.type]];
+  const overdraft = isZero(a.overdraft_limit) ? [] : [["Overdraft limit", money(a.overdraft_limit)]];
+  const held = [["Pending debits", a.pending_debits], ["Pending credits", a.pending_credits]]
+    .filter(([, amount]) => !isZero(amount)).map(([label, amount]) => [label, money(amount)]);
+  const facts = [["Balance", money(a.balance)], ["Available", money(a.available)], ...held,
+    ...overdraft, ["Version", a.version], ["Owner", a.owner], ["Type", a.type]];
   view.append(
     h("h1", {}, `Account ${a.account_id} `, badge(a.status, a.status === "OPEN")),
     h("div", { class: "summary panel" }, facts.map(([label, value]) =>
       h("div", {}, h("span", { class: "label" }, label), h("span", { class: "value" }, value)))),
     may("write") && a.status === "OPEN" ? h("div", { class: "actions" },
       h("a", { href: `#/transfer?from=${encodeURIComponent(id)}` }, "Transfer from this account")) : null);
+
+  await pendingSection(view, a);
 
   const history = h("div", { id: "history" });
   view.append(h("h2", {}, "History with running balance"), history);
@@ -407,6 +452,14 @@ function field(label, props) {
 }
 
 function transferDone(data) {
+  if (data.status === "pending") {
+    return h("div", { class: "success" },
+      `Reserved ${data.amount} ${data.currency} on `, accountLink(data.from.account_id),
+      ` (available now ${data.from.available}) for `, accountLink(data.to.account_id),
+      `, ${data.expires_at ? `until ${when(data.expires_at)}` : "with no timeout"}. `
+      + "Nothing moved: post or void it from the account page.",
+      h("div", { class: "mono" }, `transfer ${data.transfer_id}`));
+  }
   return h("div", { class: "success" },
     `Moved ${data.amount} ${data.currency} from `, accountLink(data.from.account_id),
     ` (balance now ${data.from.balance}) to `, accountLink(data.to.account_id),
@@ -423,6 +476,10 @@ async function transferPage(view, from) {
   const [toLabel, toInput] = field("To account", {});
   const [amountLabel, amountInput] = field("Amount", { inputmode: "decimal", placeholder: "25.00",
     pattern: "[0-9]{1,20}([.][0-9]{1,3})?", title: "a decimal amount such as 25.00" });
+  const pendingInput = h("input", { type: "checkbox", name: "pending" });
+  const [timeoutLabel, timeoutInput] = field("Timeout", { required: false, inputmode: "numeric",
+    placeholder: "seconds, for a pending transfer (optional)", pattern: "[0-9]{1,7}",
+    title: "whole seconds, 1 to 2592000 (30 days)" });
   const result = h("div", { "aria-live": "polite" });
   // One key per intended transfer: a double click or a retry sends the same key, so the service
   // moves the money once; editing the form or "New transfer" starts another transfer.
@@ -435,6 +492,10 @@ async function transferPage(view, from) {
     result.replaceChildren(h("p", { class: "muted" }, "Sending…"));
     const body = { from_account_id: fromInput.value.trim(), to_account_id: toInput.value.trim(),
       amount: amountInput.value.trim() };
+    if (pendingInput.checked) {
+      body.pending = true;
+      if (timeoutInput.value.trim()) body.timeout_s = Number.parseInt(timeoutInput.value, 10);
+    }
     try {
       const headers = { "Idempotency-Key": sent };
       const { data, response } = await api("POST", "/transfers", { body, headers });
@@ -452,6 +513,8 @@ async function transferPage(view, from) {
   };
   view.append(h("form", { class: "stack", oninput: () => { key = null; }, onsubmit: send },
     fromLabel, toLabel, amountLabel,
+    h("label", { class: "check" }, pendingInput, " Pending: reserve now, post or void later"),
+    timeoutLabel,
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Transfer"),
       h("button", { type: "reset", class: "secondary", onclick: reset }, "New transfer"))), result);
 }
