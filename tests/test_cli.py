@@ -66,7 +66,8 @@ def test_the_five_minute_tour(cli):
     code, out, _ = cli("balance", "acc-1", "--json")
     assert code == 0
     assert json.loads(out) == {"account_id": "acc-1", "owner": "Ann", "type": "CHECKING",
-                               "currency": "USD", "balance": "0.00", "overdraft_limit": "0.00",
+                               "currency": "USD", "balance": "0.00", "pending_debits": "0.00",
+                               "pending_credits": "0.00", "overdraft_limit": "0.00",
                                "available": "0.00", "version": 4, "status": "OPEN"}  # fmt: skip
     assert cli("close", "acc-1")[0] == 0
     code, out, _ = cli("history", "acc-2", "--json")

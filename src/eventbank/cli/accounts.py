@@ -1,9 +1,11 @@
-"""Account commands: open, deposit, withdraw, transfer, close, freeze, and the reads."""
+"""Account commands: open, deposit, withdraw, transfer (pending ones too: post, void), close,
+freeze, and the reads."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from eventbank.application.holds import MAX_LISTED, open_holds
 from eventbank.application.service import Receipt
 from eventbank.cli.batch import TransferCommand, read_batch, run_batch
 from eventbank.cli.common import (
@@ -24,6 +27,7 @@ from eventbank.cli.common import (
     print_json,
     settings_of,
 )
+from eventbank.domain.deadlines import MAX_TIMEOUT_S
 from eventbank.domain.errors import InvalidInput
 from eventbank.ports.event_store import MAX_READ_LIMIT
 
@@ -39,7 +43,16 @@ def _report(receipt: Receipt, as_json: bool, summary: str) -> None:
 
 
 def _balance_line(account: dict[str, Any]) -> str:
-    return f"{account['account_id']} balance {account['balance']} {account['currency']}"
+    """``ann balance 90.00 USD``; with what pending transfers reserve on it (debits) or
+    announce to it (credits), and so what is available, when there are any."""
+    currency = account["currency"]
+    line = f"{account['account_id']} balance {account['balance']} {currency}"
+    pending = [f"{name.replace('_', ' ')} {account[name]} {currency}"
+               for name in ("pending_debits", "pending_credits")
+               if Decimal(account.get(name) or 0)]  # fmt: skip
+    if pending:
+        line += f", {', '.join(pending)}, available {account['available']} {currency}"
+    return line
 
 
 @accounts_app.command()
@@ -122,6 +135,17 @@ accounts_app.command("withdraw")(
 )
 
 
+def _timeout_seconds(text: str) -> int:
+    """A pending transfer's timeout as typed: whole seconds, 1 to 30 days."""
+    digits = text.strip().lstrip("0") or "0"
+    short = digits.isascii() and digits.isdigit() and len(digits) <= len(str(MAX_TIMEOUT_S))
+    if not (short and 1 <= int(digits) <= MAX_TIMEOUT_S):
+        raise typer.BadParameter(
+            f"a whole number of seconds from 1 to {MAX_TIMEOUT_S:,} (30 days); got {text!r}"
+        )
+    return int(digits)
+
+
 @accounts_app.command(cls=TransferCommand)
 def transfer(
     ctx: typer.Context,
@@ -147,26 +171,107 @@ def transfer(
     atomic: Annotated[
         bool, typer.Option("--atomic", help="With --batch: every line or none is transferred.")
     ] = False,
+    pending: Annotated[
+        bool,
+        typer.Option(
+            "--pending",
+            help="Nothing moves yet: reserve AMOUNT on FROM_ID (no longer available there) "
+            "until `eventbank post` moves it (all or part) or `eventbank void` releases it.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        int | None,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            parser=_timeout_seconds,
+            help=f"With --pending: release the reservation after this many seconds "
+            f"(1 to {MAX_TIMEOUT_S:,}, 30 days) unless posted or voided first. "
+            "Default: no timeout.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Move money between two accounts of one currency, atomically; or a batch of transfers
-    from a file (--batch)."""
+    """Move money between two accounts of one currency, atomically; or reserve it for a
+    pending transfer (--pending); or a batch of transfers from a file (--batch)."""
+    if timeout is not None and not pending:
+        raise InvalidInput("--timeout applies to a pending transfer only: add --pending")
     if batch is not None:
         if from_id is not None or idempotency_key is not None:
             raise InvalidInput(
                 "--batch takes the transfers from FILE, each line with its own idempotency_key:"
                 " give no FROM_ID TO_ID AMOUNT or --idempotency-key"
             )
+        if pending:
+            raise InvalidInput("--pending applies to a single transfer, not to a --batch file")
         lines = read_batch(batch)  # before the store is opened: a bad file changes nothing
         run_batch(ledger_from(ctx).service, lines, atomic=atomic, as_json=as_json)
         return
     if atomic:
         raise InvalidInput("--atomic applies to a --batch file only")
     assert from_id is not None and to_id is not None and amount is not None  # TransferCommand
-    receipt = ledger_from(ctx).service.transfer(from_id, to_id, amount, command_id=idempotency_key)
+    service = ledger_from(ctx).service
+    if pending:
+        receipt = service.transfer(from_id, to_id, amount, pending=True, timeout_s=timeout,
+                                   command_id=idempotency_key)  # fmt: skip
+        o = receipt.outcome
+        _report(receipt, as_json, f"reserved {o['amount']} {o['currency']} "
+                f"(transfer {o['transfer_id']}, pending, expires {o['expires_at'] or 'never'}); "
+                f"{_balance_line(o['from'])}; {_balance_line(o['to'])}")  # fmt: skip
+        return
+    receipt = service.transfer(from_id, to_id, amount, command_id=idempotency_key)
     o = receipt.outcome
     _report(receipt, as_json, f"transferred {o['amount']} {o['currency']} "
             f"(transfer {o['transfer_id']}); {_balance_line(o['from'])}; "
+            f"{_balance_line(o['to'])}")  # fmt: skip
+
+
+TransferId = Annotated[
+    str, typer.Argument(help="A pending transfer's id, as `transfer --pending` printed it.")
+]
+
+
+@accounts_app.command()
+def post(
+    ctx: typer.Context,
+    transfer_id: TransferId,
+    amount: Annotated[
+        str | None,
+        typer.Option(
+            "--amount",
+            metavar="AMOUNT",
+            parser=positive_amount,
+            help="Move only this much (at most the amount pending) and release the rest. "
+            "Default: all of it.",
+        ),
+    ] = None,
+    idempotency_key: IdempotencyKey = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Post a pending transfer: move its money (all, or --amount of it), releasing the rest of
+    the reservation. Refused once it is posted, voided or past its timeout."""
+    receipt = ledger_from(ctx).service.post_transfer(
+        transfer_id, amount, command_id=idempotency_key
+    )
+    o = receipt.outcome
+    _report(receipt, as_json, f"posted {o['amount']} of {o['pending_amount']} {o['currency']} "
+            f"(transfer {o['transfer_id']}); {_balance_line(o['from'])}; "
+            f"{_balance_line(o['to'])}")  # fmt: skip
+
+
+@accounts_app.command()
+def void(
+    ctx: typer.Context,
+    transfer_id: TransferId,
+    idempotency_key: IdempotencyKey = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Void a pending transfer: release its reservation; nothing moves. Refused once it is
+    posted, voided or past its timeout."""
+    receipt = ledger_from(ctx).service.void_transfer(transfer_id, command_id=idempotency_key)
+    o = receipt.outcome
+    _report(receipt, as_json, f"voided transfer {o['transfer_id']}, released "
+            f"{o['pending_amount']} {o['currency']}; {_balance_line(o['from'])}; "
             f"{_balance_line(o['to'])}")  # fmt: skip
 
 
@@ -287,6 +392,34 @@ def history(
         table.add_row(str(e["version"]), e["recorded_at"], e["kind"], e["amount"],
                       e["balance_after"], e["counterparty"] or "")  # fmt: skip
     out.print(table)
+
+
+@accounts_app.command()
+def pending(
+    ctx: typer.Context,
+    account_id: Annotated[
+        str | None, typer.Argument(help="Only this account's (either side); default: all.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(metavar="N", min=1, max=MAX_LISTED, help="At most this many.")
+    ] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """List open pending transfers: what each reserves, between whom, until when. An overdue
+    one is past its timeout (it reserves nothing more; its expiry is about to be recorded)."""
+    ledger = ledger_from(ctx)
+    holds = open_holds(ledger.service, ledger.reads, account_id, limit)
+    if as_json:
+        print_json(holds)
+        return
+    table = Table()
+    for header in ("transfer", "from", "to", "amount", "expires at"):
+        table.add_column(header, overflow="fold")  # ids whole, however narrow the terminal
+    for h in holds:
+        expiry = (h["expires_at"] or "never") + (" (overdue)" if h["overdue"] else "")
+        table.add_row(h["transfer_id"], h["from_account_id"], h["to_account_id"],
+                      f"{h['amount']} {h['currency']}", expiry)  # fmt: skip
+    out.print(table if holds else "no open pending transfers")
 
 
 @accounts_app.command()

@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from rich.console import Console
 
 from eventbank.application.service import LedgerService
 from eventbank.domain.errors import EventbankError
-from eventbank.domain.money import format_minor
-from eventbank.engines.urls import open_store
+from eventbank.domain.money import format_minor, format_money
 from eventbank.ports.event_store import DuplicateEvent, NewEvent
+from eventbank.wiring import open_ledger
 
 
 def run_demo(out: Console, store_url: str | None = None) -> None:
     if store_url is None:
         store_url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='eventbank-demo-')) / 'demo.db'}"
-    store = open_store(store_url)
-    ledger = LedgerService(store)
+    opened = open_ledger(store_url)
+    store, ledger = opened.events, opened.service
     try:
         out.rule("eventbank demo")
         out.print(f"store: {store_url}")
@@ -72,9 +73,36 @@ def run_demo(out: Console, store_url: str | None = None) -> None:
         except DuplicateEvent as exc:
             out.print(f"refused: {exc}; bob still has {len(store.read_stream('bob'))} events")
 
-        out.rule("4. the books balance")
+        _holds(out, ledger)
+
+        out.rule("5. the books balance")
         total = sum(ledger.get_account(a).balance_minor for a in ("alice", "bob"))
         out.print(f"alice + bob = {format_minor(total, 'USD')} USD "
                   "= 100.00 deposited - 80.00 withdrawn")  # fmt: skip
     finally:
-        store.close()
+        opened.close()
+
+
+def _holds(out: Console, ledger: LedgerService) -> None:
+    """A pending transfer posted in part, and one that expires."""
+
+    def available(account: str) -> str:
+        state = ledger.get_account(account)
+        return format_money(state.available_minor, state.currency)
+
+    out.rule("4. a hold, a partial post and an expiry")
+    held = ledger.transfer("alice", "bob", "10.00", pending=True, timeout_s=3600).outcome
+    out.print(f"hold of 10.00 from alice to bob: alice available {available('alice')}, "
+              f"bob balance {ledger.get_account('bob').balance} (nothing moved yet)")  # fmt: skip
+    ledger.post_transfer(held["transfer_id"], "6.00")
+    out.print(f"posted 6.00 of it: bob now {ledger.get_account('bob').balance}, the other 4.00 "
+              f"released: alice available {available('alice')}")  # fmt: skip
+    brief = ledger.transfer("alice", "bob", "4.00", pending=True, timeout_s=1).outcome
+    out.print(f"a hold of 4.00 with a 1 s timeout: alice available {available('alice')}")
+    time.sleep(1.1)
+    try:
+        ledger.post_transfer(brief["transfer_id"])
+    except EventbankError as exc:
+        out.print(f"posting it 1.1 s later: refused ({exc.code})")
+    ledger.expire_transfer(brief["transfer_id"])
+    out.print(f"its expiry recorded: alice available {available('alice')} again")
