@@ -8,9 +8,10 @@
    ``readers`` fetch every balance, and the nemesis injects a fault at random intervals.
 3. Stop the nemesis (everything is whole again) and the clients: each finishes the request it
    is in; a transfer still without a definite answer then is indeterminate.
-4. Recovery: the server's own projection runner must catch up within ``recovery_s``; then the
-   server is stopped and the Auditor compares read models with a replay, checks every chain and
-   the books (invariant 6).
+4. Recovery: the server's own projection runner must catch up within ``recovery_s``, and its
+   expiry worker must have expired every pending transfer past its timeout; then the server is
+   stopped and the Auditor compares read models with a replay, checks every chain, the books
+   and the pending transfers (invariant 6).
 5. The checker reads the history (``history.jsonl`` in the run folder) and the final store, and
    ``report.txt`` shows the counts and the violations side by side.
 """
@@ -83,6 +84,7 @@ def run(config: ChaosConfig) -> ChaosResult:
             open_accounts(deployment.server.url, TOKENS["teller"], bank)
             _drive(deployment, bank, history, config)
             problems = wait_for_projections(deployment.server.url, config.recovery_s)
+            problems += wait_for_expiries(deployment.store_url, bank.accounts, config.recovery_s)
             deployment.stop()
             events, audit_problems = final_store(
                 deployment.store_url, deployment.ordered, bank.accounts
@@ -162,6 +164,27 @@ def wait_for_projections(url: str, timeout_s: float) -> list[str]:
             pass
         time.sleep(0.5)
     return [f"the server's projections were still {lag} events behind {timeout_s} s after the run"]
+
+
+def wait_for_expiries(store_url: str, accounts: Sequence[str], timeout_s: float) -> list[str]:
+    """The server must record the expiry of every pending transfer past its timeout, untouched
+    accounts' too (its worker): read from the store while the server runs."""
+    deadline = time.monotonic() + timeout_s
+    ledger = open_ledger(store_url, inline=False)
+    try:
+        while True:
+            now = ledger.service.clock_text()
+            states = [ledger.service.load_account(account) for account in accounts]
+            overdue = [tid for state in states if state is not None
+                       for tid, hold in state.holds.items() if hold.overdue(now)]  # fmt: skip
+            if not overdue:
+                return []
+            if time.monotonic() > deadline:
+                return [f"{len(overdue)} pending transfers past their timeout were not expired "
+                        f"{timeout_s:g} s after the run: {sorted(set(overdue))[:5]}"]  # fmt: skip
+            time.sleep(0.5)
+    finally:
+        ledger.close()
 
 
 def _gauge(metrics: str, name: str) -> str:

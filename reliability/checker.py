@@ -7,7 +7,9 @@ Invariants (issue 10):
    the end on every engine;
 2. no balance is ever negative — in any client read, and at any point of any account's stream;
 3. every acknowledged transfer is in the event store exactly once (and no transfer is there
-   that no client asked for, or that was refused);
+   that no client asked for, or that was refused); the same for pending transfers (``hold``),
+   their posts and their voids (each closing at most one pending transfer; expiries are the
+   server's own, keyed ``expire-<transfer id>``);
 4. every transfer is whole: its debit and its credit are both present, or neither;
 5. every indeterminate request (its answer lost and the request sent again with the same key,
    or still unanswered when the run ended) had at most one effect, and exactly one if a later
@@ -81,24 +83,40 @@ def check(
     report = CheckReport()
     accounts = [e for e in events if e.aggregate_type == "Account"]
     transfers = _transfers(accounts)
-    by_command: dict[str, list[str]] = defaultdict(list)
-    for transfer_id, halves in transfers.items():
-        command = halves[0].metadata.get("command_id", "")
-        by_command[command].append(transfer_id)
-    requested = set()
+    by_command = _by_command(halves[0] for halves in transfers.values())
+    # a pending transfer by its debit side: placed by the hold's key, released by a post's, a
+    # void's or its expiry's
+    placed = _by_command(_debit_sides(accounts, "HoldPlaced"))
+    released = _by_command(_debit_sides(accounts, "HoldReleased"))
+    requested: dict[str, set[str]] = defaultdict(set)  # op -> the keys clients sent
     for op in history:
         _count(op, report.counts)
         for answer in op.get("unexpected", ()):
             report.flag(7, f"{op['op']} {op.get('key', '')} was answered {answer}".strip())
-        if op["op"] == "read":
+        kind = op["op"]
+        if kind == "read":
             for account, minor in op["balances"].items():
                 if minor < 0:
                     report.flag(2, f"a read saw {account} at {minor}")
-        elif op["op"] == "transfer":
-            requested.add(op["key"])
-            _check_transfer(op, transfers, by_command, report)
-    for command in by_command.keys() - requested:
+        elif kind in _EFFECTS:
+            requested[kind].add(op["key"])
+            found = {"transfer": by_command, "post": by_command, "hold": placed,
+                     "void": released}[kind]  # fmt: skip
+            _check_request(op, found, report)
+    for command in by_command.keys() - requested["transfer"] - requested["post"]:
         report.flag(3, f"transfer {by_command[command]} (key {command!r}) that no client sent")
+    for command in placed.keys() - requested["hold"]:
+        report.flag(3, f"pending transfer {placed[command]} (key {command!r}) no client sent")
+    closers = requested["post"] | requested["void"]
+    for command in released.keys() - closers:
+        expiry = [f"expire-{transfer_id}" for transfer_id in released[command]] == [command]
+        report.counts["expired"] += expiry
+        if not expiry:
+            report.flag(3, f"pending transfer {released[command]} closed by {command!r}, which "
+                           "no client sent")  # fmt: skip
+    for command, closed in released.items():
+        if len(closed) > 1:
+            report.flag(3, f"{command!r} closed {len(closed)} pending transfers")
     for transfer_id, halves in transfers.items():
         kinds = sorted(h.event_type for h in halves)
         if kinds != ["TransferredIn", "TransferredOut"]:
@@ -112,9 +130,9 @@ def check(
 
 def _count(op: Mapping[str, Any], counts: Counter) -> None:
     kind = op["op"]
-    if kind == "transfer":
+    if kind in _EFFECTS:
         lost = op.get("lost", 0)
-        tally = {f"transfer_{op['outcome']}": 1, "answers_lost": lost,
+        tally = {f"{kind}_{op['outcome']}": 1, "answers_lost": lost,
                  "answers_503": op.get("statuses", {}).get("503", 0),
                  "ok_after_lost_answer": op["outcome"] == "ok" and lost > 0}  # fmt: skip
         counts.update({key: int(n) for key, n in tally.items() if n})
@@ -132,12 +150,26 @@ def _transfers(accounts: Sequence[RecordedEvent]) -> dict[str, list[RecordedEven
     return found
 
 
-def _check_transfer(
-    op: Mapping[str, Any],
-    transfers: Mapping[str, list[RecordedEvent]],
-    by_command: Mapping[str, list[str]],
-    report: CheckReport,
+_EFFECTS = ("transfer", "hold", "post", "void")  # the operations that write
+
+
+def _by_command(events: Iterable[RecordedEvent]) -> dict[str, list[str]]:
+    """Transfer ids by the command (key) that wrote each of ``events``."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for event in events:
+        found[event.metadata.get("command_id", "")].append(event.data["transfer_id"])
+    return found
+
+
+def _debit_sides(accounts: Sequence[RecordedEvent], event_type: str) -> list[RecordedEvent]:
+    return [e for e in accounts if e.event_type == event_type and e.data["side"] == "debit"]
+
+
+def _check_request(
+    op: Mapping[str, Any], by_command: Mapping[str, list[str]], report: CheckReport
 ) -> None:
+    """One client operation against what its key wrote: once if acknowledged, never if
+    refused, at most once if its answer was lost."""
     effects = by_command.get(op["key"], [])
     # Indeterminate: the run ended before an answer, or an answer was lost and the request
     # sent again with its key. Either way it may have landed more than once; it must not have.
@@ -149,13 +181,12 @@ def _check_transfer(
                     f"request {op['key']} took effect {len(effects)} times")  # fmt: skip
     if op["outcome"] == "ok":
         transfer_id = op.get("transfer_id")
-        if transfer_id not in transfers:
-            report.flag(3, f"acknowledged transfer {transfer_id} (key {op['key']}) is missing")
-        elif transfer_id not in effects:
-            report.flag(3, f"acknowledged transfer {transfer_id} is not the one for {op['key']}")
+        if transfer_id not in effects:
+            report.flag(3, f"acknowledged {op['op']} of {transfer_id} (key {op['key']}) is "
+                           "missing")  # fmt: skip
     elif op["outcome"] in ("refused", "error") and effects:
         report.flag(5 if indeterminate else 3,
-                    f"{op['outcome']} request {op['key']} moved money anyway")  # fmt: skip
+                    f"{op['outcome']} request {op['key']} took effect anyway")  # fmt: skip
     elif op["outcome"] == "indeterminate":
         report.counts[f"indeterminate_{'applied' if effects else 'not_applied'}"] += 1
 

@@ -23,6 +23,12 @@ def render(report: CheckReport, title: list[str]) -> str:
         ("answers lost (retried, same key)", counts["answers_lost"]),
         ("acknowledged after a lost answer", counts["ok_after_lost_answer"]),
         ("503 store_unavailable answers", counts["answers_503"]),
+        ("pending transfers acknowledged", counts["hold_ok"]),
+        (
+            "  posted / voided / expired",
+            f"{counts['post_ok']}/{counts['void_ok']}/{counts['expired']}",
+        ),
+        ("  post or void refused (closed)", counts["post_refused"] + counts["void_refused"]),
         ("balance reads", counts["read"]),
         ("crashes injected", counts["crash"]),
         *_kinds(report, "crash"),

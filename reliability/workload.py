@@ -1,12 +1,17 @@
 """The clients of a chaos run: transfers over HTTP, retried with their key until answered, and
 readers of every balance. Each finished operation becomes one line of the history.
 
-A transfer is retried with the same ``Idempotency-Key`` whenever its answer says nothing
+A request is retried with the same ``Idempotency-Key`` whenever its answer says nothing
 final: the answer was lost (timeout, reset), the server was unreachable, it was busy (503,
 or a 409 ``concurrency_conflict`` after its own retries), or it failed unexpectedly (5xx).
-It ends ``ok`` (201), ``refused`` (409 ``insufficient_funds``), ``error`` (any other 4xx: a
-bug) or, if the run ends first, ``indeterminate``. Retrying with one key is always safe, so
-the checker may demand that every key moved money at most once.
+It ends ``ok`` (2xx), ``refused`` (409 ``insufficient_funds``; for a post or a void, 409
+``transfer_not_pending`` or ``transfer_expired``), ``error`` (any other 4xx: a bug) or, if
+the run ends first, ``indeterminate``. Retrying with one key is always safe, so the checker may
+demand that every key took effect at most once.
+
+A share of the operations (``HOLD_SHARE``) are pending transfers (``hold``), half of them with
+a timeout of a second or two; each acknowledged one is then posted (in part or whole), voided,
+or left to expire (or, without a timeout, to stay pending), each as an operation of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from reliability.history import History
 REQUEST_TIMEOUT = httpx.Timeout(15.0, connect=1.0)  # over the store's deadlines (5-10 s)
 BACKOFF_BASE_S, BACKOFF_CAP_S = 0.05, 1.0
 HOT_SHARE = 0.5  # of transfers that touch a hot account
+HOLD_SHARE = 0.3  # of operations that are pending transfers
 RETRY_CODES = {503: "store_unavailable", 409: "concurrency_conflict"}
+REFUSALS = {"insufficient_funds", "transfer_not_pending", "transfer_expired"}  # 409, definite
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,15 +136,46 @@ def _transfers(
         source, target = bank.pair(rng)
         minor = rng.randint(1, bank.max_transfer_minor)
         key = f"c{number}-{sequence}"
-        body = {"from_account_id": source, "to_account_id": target, "amount": amount_text(minor)}
+        body: dict[str, Any] = {"from_account_id": source, "to_account_id": target,
+                                "amount": amount_text(minor)}  # fmt: skip
+        op = "transfer"
+        if rng.random() < HOLD_SHARE:
+            op, body["pending"] = "hold", True
+            if rng.random() < 0.5:
+                body["timeout_s"] = rng.choice((1, 2))
         started = history.now()
-        result = _transfer(servers, key, body, stop, rng)
-        history.record("transfer", key=key, client=number, source=source, target=target,
+        result = _request(servers, "/transfers", key, body, stop, rng)
+        history.record(op, key=key, client=number, source=source, target=target,
                        amount_minor=minor, started=started, **result)  # fmt: skip
+        if op == "hold" and result["outcome"] == "ok":
+            _close(servers, key, result["transfer_id"], minor, history, stop, rng)
 
 
-def _transfer(
+def _close(
     servers: Iterator[httpx.Client],
+    key: str,
+    transfer_id: str,
+    held_minor: int,
+    history: History,
+    stop: threading.Event,
+    rng: random.Random,
+) -> None:
+    """Post (all or part), void, or leave a pending transfer, after a moment (so some expire)."""
+    choice = rng.random()
+    if choice >= 0.8:
+        return  # left: it expires, or (without a timeout) stays pending
+    stop.wait(rng.uniform(0, 1.5))
+    op, body = ("post", {"amount": amount_text(rng.randint(1, held_minor))}) if choice < 0.5 \
+        else ("void", {})  # fmt: skip
+    started = history.now()
+    result = _request(servers, f"/transfers/{transfer_id}/{op}", f"{key}-{op}", body, stop, rng)
+    history.record(op, key=f"{key}-{op}", started=started,
+                   **{**result, "transfer_id": transfer_id})  # fmt: skip
+
+
+def _request(
+    servers: Iterator[httpx.Client],
+    path: str,
     key: str,
     body: dict,
     stop: threading.Event,
@@ -150,7 +188,7 @@ def _transfer(
         attempts += 1
         client = next(servers)
         try:
-            response = client.post("/transfers", json=body, headers={"Idempotency-Key": key})
+            response = client.post(path, json=body, headers={"Idempotency-Key": key})
         except (httpx.ConnectError, httpx.ConnectTimeout):
             statuses["unreachable"] += 1  # never sent: no effect, but retry all the same
         except httpx.TransportError:
@@ -160,11 +198,12 @@ def _transfer(
             statuses[str(response.status_code)] += 1
             code = _code(response)
             server = str(client.base_url).rstrip("/")  # which one gave the definite answer
-            if response.status_code == 201:
+            if response.status_code in (200, 201):
                 return _ended("ok", attempts, lost, statuses, unexpected, server=server,
                               transfer_id=response.json()["transfer_id"])  # fmt: skip
-            if (response.status_code, code) == (409, "insufficient_funds"):
-                return _ended("refused", attempts, lost, statuses, unexpected, server=server)
+            if response.status_code == 409 and code in REFUSALS:
+                return _ended("refused", attempts, lost, statuses, unexpected, server=server,
+                              code=code)  # fmt: skip
             if RETRY_CODES.get(response.status_code) != code:
                 unexpected.append(f"{response.status_code} {code}")
                 if response.status_code < 500:

@@ -31,6 +31,8 @@ def test_a_short_chaos_run_violates_no_invariant(engine: str, tmp_path: Path):
     assert result.report.ok, result.text
     assert counts["crash"] >= 2 and counts["crash"] + counts["fault"] >= 3, result.text
     assert counts["transfer_ok"] >= 10 and counts["read"] > 0, result.text
+    assert counts["hold_ok"] and counts["post_ok"] and counts["void_ok"], result.text
+    assert counts["expired"], result.text
     if engine == "postgres":  # a server that hangs, not only one that is down
         assert counts["fault:postgres_paused"] >= 1, result.text
     print(result.text)

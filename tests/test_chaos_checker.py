@@ -126,6 +126,74 @@ def test_each_planted_violation_is_reported(violation, invariant):
         assert invariant in {v.invariant for v in report.violations}, (violation, report)
 
 
+def hold(tid: str, versions: tuple[int, int], minor: int, key: str) -> list[RecordedEvent]:
+    """A pending transfer from a to b, placed by ``key``."""
+    return [event(account, version, "HoldPlaced", minor, transfer_id=tid, side=side,
+                  counterparty_id=other, expires_at="", command_id=key)
+            for account, version, side, other in (("a", versions[0], "debit", "b"),
+                                                  ("b", versions[1], "credit", "a"))]  # fmt: skip
+
+
+def released(tid: str, versions: tuple[int, int], minor: int, outcome: str, key: str):
+    return [event(account, version, "HoldReleased", minor, transfer_id=tid, side=side,
+                  outcome=outcome, command_id=key)
+            for account, version, side in (("a", versions[0], "debit"),
+                                           ("b", versions[1], "credit"))]  # fmt: skip
+
+
+def run_with_holds():
+    """h1 held and posted in part, h2 held and voided, h3 held and expired by the server."""
+    history, events = clean_run()
+    events += [*hold("h1", (4, 4), 20, "k5"), *released("h1", (5, 5), 20, "posted", "k5-post"),
+               *transfer("h1", "a", 6, "b", 6, 10, "k5-post"),
+               *hold("h2", (7, 7), 5, "k6"), *released("h2", (8, 8), 5, "voided", "k6-void"),
+               *hold("h3", (9, 9), 5, "k7"), *released("h3", (10, 10), 5, "expired",
+                                                        "expire-h3")]  # fmt: skip
+    history += [{"op": "hold", "key": "k5", "outcome": "ok", "transfer_id": "h1"},
+                {"op": "post", "key": "k5-post", "outcome": "ok", "transfer_id": "h1"},
+                {"op": "hold", "key": "k6", "outcome": "ok", "transfer_id": "h2"},
+                {"op": "void", "key": "k6-void", "outcome": "ok", "transfer_id": "h2"},
+                {"op": "hold", "key": "k7", "outcome": "ok", "transfer_id": "h3"},
+                {"op": "post", "key": "k7-post", "outcome": "refused", "transfer_id": "h3"},
+                {"op": "hold", "key": "k8", "outcome": "refused"}]  # fmt: skip
+    return history, events
+
+
+def test_pending_transfers_posts_voids_and_expiries_are_checked_and_counted():
+    history, events = run_with_holds()
+    report = check(history, events, 200, ordered=True)
+    assert report.ok, report.violations
+    counts = report.counts
+    assert (counts["hold_ok"], counts["hold_refused"], counts["post_ok"], counts["post_refused"],
+            counts["void_ok"], counts["expired"]) == (3, 1, 1, 1, 1, 1)  # fmt: skip
+    assert "posted / voided / expired" in render(report, ["title"])
+
+
+@pytest.mark.parametrize(
+    "violation",
+    ["acknowledged void missing", "refused hold applied", "closed by nobody's key",
+     "one void closing two", "refused post applied"],
+)  # fmt: skip
+def test_each_planted_violation_of_a_pending_transfer_is_reported(violation):
+    history, events = run_with_holds()
+    if violation == "acknowledged void missing":
+        events = [e for e in events if e.metadata["command_id"] != "k6-void"]
+    elif violation == "refused hold applied":
+        events += hold("h9", (11, 11), 1, "k8")
+    elif violation == "closed by nobody's key":
+        events += [*hold("h9", (11, 11), 1, "k9"), *released("h9", (12, 12), 1, "voided", "x")]
+        history.append({"op": "hold", "key": "k9", "outcome": "ok", "transfer_id": "h9"})
+    elif violation == "one void closing two":
+        events += [*hold("h9", (11, 11), 1, "k9"),
+                   *released("h9", (12, 12), 1, "voided", "k6-void")]  # fmt: skip
+        history.append({"op": "hold", "key": "k9", "outcome": "ok", "transfer_id": "h9"})
+    elif violation == "refused post applied":
+        events += [*released("h3", (11, 11), 5, "posted", "k7-post"),
+                   *transfer("h3", "a", 12, "b", 12, 5, "k7-post")]  # fmt: skip
+    report = check(history, events, 200, ordered=True)
+    assert 3 in {v.invariant for v in report.violations}, (violation, report.violations)
+
+
 def test_what_the_audit_after_recovery_found_is_a_violation_of_invariant_6():
     history, events = clean_run()
     report = check(history, events, 200, ordered=True,
