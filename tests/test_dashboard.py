@@ -300,3 +300,43 @@ def test_an_account_page_shows_what_is_available_and_a_frozen_account_offers_no_
     expect(page.locator(".summary")).to_contain_text("Available10.00 USD")
     expect(page.locator(".summary")).not_to_contain_text("Overdraft limit")
     expect(page.get_by_role("link", name="Transfer from this account")).to_have_count(0)
+
+
+def test_a_pending_transfer_is_made_shown_posted_and_voided_from_the_pages(page, server):
+    payer, payee = new_account(server, "100.00"), new_account(server)
+    sign_in(page, server, TELLER, "env-0 (teller)")
+    page.goto(f"{server.url}/#/transfer?from={payer}")
+    page.get_by_label("To account").fill(payee)
+    page.get_by_label("Amount").fill("30.00")
+    page.get_by_label("Pending: reserve now, post or void later").check()
+    page.get_by_label("Timeout").fill("3600")
+    page.get_by_role("button", name="Transfer", exact=True).click()
+    expect(page.locator(".success")).to_contain_text(f"Reserved 30.00 USD on {payer}")
+    expect(page.locator(".success")).to_contain_text("available now 70.00")
+    with server.client(TELLER) as teller:
+        body = {"from_account_id": payer, "to_account_id": payee, "amount": "5.00",
+                "pending": True}  # fmt: skip
+        assert teller.post("/transfers", json=body).status_code == 201
+
+    page.goto(f"{server.url}/#/accounts/{payer}")
+    summary = page.locator(".summary")
+    expect(summary).to_contain_text("Balance100.00 USD")
+    expect(summary).to_contain_text("Available65.00 USD")
+    expect(summary).to_contain_text("Pending debits35.00 USD")
+    pending = page.locator("#pending tbody tr")
+    expect(pending).to_have_count(2)
+    expect(page.locator("#history")).to_contain_text("Held (pending out)")
+    shot(page, "account-pending")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    pending.filter(has_text="30.00 USD").get_by_role("button", name="Post").click()
+    expect(pending).to_have_count(1)
+    expect(summary).to_contain_text("Balance70.00 USD")
+    page.once("dialog", lambda dialog: dialog.accept())
+    pending.get_by_role("button", name="Void").click()
+    expect(page.locator("#pending")).to_contain_text("No pending transfers")
+    expect(summary).to_contain_text("Available70.00 USD")
+    expect(summary).not_to_contain_text("Pending debits")
+    assert balance(server, payee) == "30.00"
+    page.goto(f"{server.url}/#/accounts/{payee}")
+    expect(page.locator("#history")).to_contain_text("Hold posted")
