@@ -80,7 +80,7 @@ def run(config: ChaosConfig) -> ChaosResult:
     bank = Bank.of(config.accounts, config.hot)
     history = History(folder / "history.jsonl")
     try:
-        with _local_aws_env(), deploy(config.engine, folder, TOKENS) as deployment:
+        with local_aws_env(), deploy(config.engine, folder, TOKENS) as deployment:
             open_accounts(deployment.server.url, TOKENS["teller"], bank)
             _drive(deployment, bank, history, config)
             problems = wait_for_projections(deployment.server.url, config.recovery_s)
@@ -221,7 +221,7 @@ def _feed(events: EventStore) -> list[RecordedEvent]:
 
 
 @contextmanager
-def _local_aws_env() -> Iterator[None]:
+def local_aws_env() -> Iterator[None]:
     """This process talks to DynamoDB Local with dummy credentials while a run lasts."""
     saved = {name: os.environ.get(name) for name in (*AWS_UNSET, *AWS_LOCAL_ENV)}
     for name in AWS_UNSET:

@@ -12,9 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reliability.chaos import TOKENS, ChaosConfig, final_store, run, wait_for_projections
+from reliability.chaos import (
+    TOKENS,
+    ChaosConfig,
+    final_store,
+    local_aws_env,
+    run,
+    wait_for_projections,
+)
 from reliability.checker import check
-from reliability.deployments import ORDERED, disk_full
+from reliability.deployments import ORDERED, deploy, disk_full
 from reliability.history import read_history
 from reliability.serve import ServeProcess
 from reliability.servers import PostgresCluster
@@ -194,3 +201,36 @@ def test_two_servers_on_one_postgres_database_violate_no_invariant(tmp_path: Pat
                 if op["op"] == "transfer" and op["outcome"] == "ok"}  # fmt: skip
     assert len(answered) == 2, answered  # both servers moved money
     print(result.text)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres", "dynamodb"])
+def test_a_hold_that_times_out_while_the_server_is_down_is_expired_once_after_restart(
+    engine: str, tmp_path: Path
+):
+    bank = Bank.of(2, hot=0)
+    with local_aws_env(), deploy(engine, tmp_path, TOKENS) as deployment:
+        server = deployment.server
+        open_accounts(server.url, TELLER, bank)
+        body = {"from_account_id": "chaos-000", "to_account_id": "chaos-001", "amount": "250.00",
+                "pending": True, "timeout_s": 1}  # fmt: skip
+        with http_client(server.url, TELLER) as client:
+            held = client.post("/transfers", json=body, headers={"Idempotency-Key": "hold-1"})
+            assert held.status_code == 201, held.text
+        tid = held.json()["transfer_id"]
+        server.kill()  # a crash: its worker cannot record the expiry
+        time.sleep(1.5)  # the timeout passes while nothing runs
+        server.start()
+        with http_client(server.url, TELLER) as client:
+            deadline = time.monotonic() + 20
+            while client.get(f"/transfers/{tid}").json()["status"] != "expired":
+                assert time.monotonic() < deadline, "the restarted server never expired it"
+                time.sleep(0.2)
+            shown = client.get("/accounts/chaos-000").json()
+            assert (shown["balance"], shown["pending_debits"], shown["available"]) == (
+                "1000.00", "0.00", "1000.00")  # fmt: skip
+        server.stop()
+        events, findings = final_store(server.store_url, ORDERED[engine], bank.accounts)
+    assert findings == []  # the audit: read models, chains, books and holds all whole
+    released = [(e.aggregate_id, e.data["outcome"]) for e in events
+                if e.event_type == "HoldReleased" and e.data["transfer_id"] == tid]  # fmt: skip
+    assert sorted(released) == [("chaos-000", "expired"), ("chaos-001", "expired")]
