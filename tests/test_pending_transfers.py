@@ -5,10 +5,12 @@ closes it exactly once, and the read models, snapshots and the audit agree."""
 from __future__ import annotations
 
 import functools
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from rich.console import Console
 
@@ -17,6 +19,7 @@ from eventbank.application.holds import ExpirySweeper, open_holds
 from eventbank.application.ids import new_id
 from eventbank.application.service import LedgerService
 from eventbank.cli.demo import run_demo
+from eventbank.domain.account import describe_account
 from eventbank.domain.errors import (
     AccountIsFrozen,
     BalanceNotZero,
@@ -29,7 +32,12 @@ from eventbank.domain.errors import (
     TransferNotPending,
 )
 from eventbank.domain.events import ACCOUNT, HoldReleased
+from eventbank.engines.dynamodb import read_store as dynamo_reads
+from eventbank.engines.postgres import read_store as postgres_reads
+from eventbank.engines.sqlite import read_store as sqlite_reads
+from eventbank.engines.urls import open_read_store, sqlite_path
 from eventbank.ports.event_store import NewEvent, chained
+from eventbank.ports.read_store import BalanceRow
 from eventbank.wiring import Ledger, open_ledger
 
 START = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
@@ -424,3 +432,41 @@ def race(calls: list[Callable[[], object]]) -> list[object]:
     for thread in threads:
         thread.join()
     return results
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres", "dynamodb"])
+def test_rows_written_before_pending_transfers_existed_show_none(engine, request, monkeypatch):
+    """A read store made by the release before (no pending columns or attributes) is migrated
+    when opened, and its rows read as holding nothing."""
+    url = request.getfixturevalue(f"{engine}_read_store_url")
+    old = BalanceRow("old", "Ann", "CHECKING", "USD", 1234, "OPEN", 2, "2026-01-01", 500)
+    if engine == "dynamodb":  # no schema: an item without the attributes, as written before
+        store = open_read_store(url)
+        item = dynamo_reads._row_item(old)
+        for name in ("pending_debits_minor", "pending_credits_minor"):
+            del item[name]
+        store._ddb.put_item(TableName=store.table, Item=item)
+        store.close()
+    else:
+        module = {"sqlite": sqlite_reads, "postgres": postgres_reads}[engine]
+        with monkeypatch.context() as before:
+            before.setattr(module, "_MIGRATIONS", module._MIGRATIONS[:-1])
+            open_read_store(url).close()  # the schema of the release before
+        insert = ("INSERT INTO account_balances (account_id, owner, account_type, currency,"
+                  " balance_minor, status, version, updated_at, overdraft_limit_minor)"
+                  " VALUES ('old', 'Ann', 'CHECKING', 'USD', 1234, 'OPEN', 2, '2026-01-01',"
+                  " 500)")  # fmt: skip
+        if engine == "sqlite":
+            with sqlite3.connect(sqlite_path(url)) as conn:
+                conn.execute(insert)
+        else:
+            with psycopg.connect(url) as conn:
+                conn.execute(insert)
+    store = open_read_store(url)
+    try:
+        row = store.balance("old")
+        assert row == old and (row.pending_debits_minor, row.pending_credits_minor) == (0, 0)
+        shown = describe_account(row)
+        assert (shown["pending_debits"], shown["available"]) == ("0.00", "17.34")
+    finally:
+        store.close()
