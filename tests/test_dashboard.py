@@ -340,3 +340,35 @@ def test_a_pending_transfer_is_made_shown_posted_and_voided_from_the_pages(page,
     assert balance(server, payee) == "30.00"
     page.goto(f"{server.url}/#/accounts/{payee}")
     expect(page.locator("#history")).to_contain_text("Hold posted")
+
+
+def test_an_admin_freezes_unfreezes_and_sets_a_limit_from_the_account_page(page, server):
+    account = new_account(server, "10.00")
+    sign_in(page, server, server.admin, "admin (admin)")
+    page.goto(f"{server.url}/#/accounts/{account}")
+    page.get_by_text("Admin: freeze, overdraft limit").click()
+    page.get_by_label("Reason").fill("card reported stolen")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Freeze").click()
+    expect(page.locator("h1")).to_contain_text("FROZEN")
+    page.get_by_text("Admin: freeze, overdraft limit").click()
+    page.get_by_label("Overdraft limit").fill("25.00")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Set limit").click()
+    expect(page.locator(".summary")).to_contain_text("Overdraft limit25.00 USD")
+    expect(page.locator(".summary")).to_contain_text("Available35.00 USD")
+    page.get_by_text("Admin: freeze, overdraft limit").click()
+    page.get_by_label("Reason").fill("cleared")
+    page.once("dialog", lambda dialog: dialog.dismiss())  # a change of mind: nothing is sent
+    page.get_by_role("button", name="Unfreeze").click()
+    expect(page.locator("h1")).to_contain_text("FROZEN")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Unfreeze").click()
+    expect(page.locator("h1")).to_contain_text("OPEN")
+    shot(page, "account-admin")
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, server, TELLER, "env-0 (teller)")  # a teller sees no admin controls
+    page.goto(f"{server.url}/#/accounts/{account}")
+    expect(page.locator(".summary")).to_be_visible()
+    expect(page.get_by_text("Admin: freeze, overdraft limit")).to_have_count(0)

@@ -360,6 +360,42 @@ function movementRow(m) {
     td(accountLink(m.counterparty)), td(`${m.balance_after} ${m.currency}`, "num"));
 }
 
+function adminSection(view, a) {
+  // Admin actions on the account: each form is one intended change, with one Idempotency-Key
+  // until the form is edited, and a confirmation that says what will happen.
+  const path = `/accounts/${encodeURIComponent(a.account_id)}`;
+  const result = h("div", { "aria-live": "polite" });
+  const form = (fields, label, confirmText, send) => {
+    let key = null;
+    return h("form", { class: "inline", oninput: () => { key = null; }, onsubmit: async (event) => {
+      event.preventDefault();
+      if (!window.confirm(confirmText())) return;
+      key = key || newKey();
+      try {
+        await send(key);
+        render();
+      } catch (error) {
+        result.replaceChildren(problemBox(error));
+      }
+    } }, ...fields, h("button", { type: "submit", class: "secondary" }, label));
+  };
+  const frozen = a.status === "FROZEN";
+  const [reasonLabel, reason] = field("Reason", { maxlength: 500 });
+  const freeze = form([reasonLabel], frozen ? "Unfreeze" : "Freeze",
+    () => frozen ? `Unfreeze ${a.account_id}? Debits will be allowed again.`
+      : `Freeze ${a.account_id}? Every debit will be refused until it is unfrozen.`,
+    (key) => api("POST", `${path}/${frozen ? "unfreeze" : "freeze"}`,
+      { body: { reason: reason.value.trim() }, headers: { "Idempotency-Key": key } }));
+  const [limitLabel, limit] = field("Overdraft limit", { value: a.overdraft_limit,
+    inputmode: "decimal", pattern: "[0-9]{1,20}([.][0-9]{1,3})?", title: "a decimal amount such as 500.00" });
+  const limits = form([limitLabel], "Set limit",
+    () => `Let ${a.account_id}'s balance go down to -${limit.value.trim()} ${a.currency}?`,
+    (key) => api("POST", `${path}/limits`,
+      { body: { overdraft_limit: limit.value.trim() }, headers: { "Idempotency-Key": key } }));
+  view.append(h("details", { class: "panel admin" }, h("summary", {}, "Admin: freeze, overdraft limit"),
+    freeze, limits, result));
+}
+
 const isZero = (amount) => /^-?0+(\.0+)?$/.test(amount);
 
 async function pendingSection(view, a) {
@@ -422,6 +458,7 @@ async function accountPage(view, id) {
     may("write") && a.status === "OPEN" ? h("div", { class: "actions" },
       h("a", { href: `#/transfer?from=${encodeURIComponent(id)}` }, "Transfer from this account")) : null);
 
+  if (may("admin") && a.status !== "CLOSED") adminSection(view, a);
   await pendingSection(view, a);
 
   const history = h("div", { id: "history" });
