@@ -142,18 +142,21 @@ def test_events_round_trip_through_their_json_data():
         event_from_data("FundsDeposited", {"account_id": "a"}, 2)
 
 
-def test_a_v1_deposit_is_upcast_on_read_and_new_deposits_are_written_as_v2():
+def test_older_deposits_are_upcast_on_read_and_new_deposits_are_written_as_v3():
     v1 = {"account_id": "a", "amount_minor": 5, "currency": "USD"}
-    assert event_from_data("FundsDeposited", v1, 1) == FundsDeposited("a", 5, "USD", "unknown")
+    assert event_from_data("FundsDeposited", v1, 1) == FundsDeposited("a", 5, "USD", "unknown", {})
     assert v1 == {"account_id": "a", "amount_minor": 5, "currency": "USD"}  # not rewritten
-    [written] = acc.decide(opened(), acc.Deposit("a1", usd(5), "api"))
-    assert (written.SCHEMA_VERSION, written.to_data()["channel"]) == (2, "api")
+    v2 = {**v1, "channel": "api"}
+    assert event_from_data("FundsDeposited", v2, 2).metadata == {}
+    [written] = acc.decide(opened(), acc.Deposit("a1", usd(5), "api", {"order": "7"}))
+    assert written.SCHEMA_VERSION == 3
+    assert (written.to_data()["channel"], written.to_data()["metadata"]) == ("api", {"order": "7"})
 
 
 def test_an_event_newer_than_the_code_is_refused_not_misread():
-    with pytest.raises(UnknownSchemaVersion, match="FundsDeposited v3 is newer"):
+    with pytest.raises(UnknownSchemaVersion, match="FundsDeposited v4 is newer"):
         event_from_data("FundsDeposited", {"account_id": "a", "amount_minor": 5,
-                                           "currency": "USD", "channel": "x"}, 3)  # fmt: skip
+                                           "currency": "USD", "channel": "x"}, 4)  # fmt: skip
 
 
 commands = st.lists(

@@ -206,7 +206,8 @@ def test_old_events_are_upcast_on_read_and_never_rewritten(service, store):
     service.deposit("old", "1.00")
     stored = store.read_stream("old")
     assert (stored[1].schema_version, dict(stored[1].data)) == (1, v1)
-    assert (stored[2].schema_version, stored[2].data["channel"]) == (2, "unknown")
+    assert (stored[2].schema_version, stored[2].data["channel"]) == (3, "unknown")
+    assert stored[2].data["metadata"] == {}
 
 
 class CountingReads:

@@ -10,7 +10,12 @@ from urllib.parse import urlsplit
 
 from eventbank.application.observability import InstrumentedStore, Metrics
 from eventbank.application.projections.runner import ProjectionRunner, Projector
-from eventbank.application.queries import AccountQueries, transfer_accounts, transfer_outcome
+from eventbank.application.queries import (
+    AccountQueries,
+    find_original,
+    transfer_accounts,
+    transfer_outcome,
+)
 from eventbank.application.service import LedgerService
 from eventbank.engines.sql.group_commit import GroupCommit
 from eventbank.engines.urls import default_read_store_url, open_read_store, open_store
@@ -88,6 +93,7 @@ def open_ledger(
         events, after_append=after_append, observer=metrics, channel=channel,
         locate_transfer=functools.partial(transfer_accounts, reads, events),
         transfer_outcome=functools.partial(transfer_outcome, reads),
+        find_original=functools.partial(find_original, reads, events),
     )  # fmt: skip
     runner = ProjectionRunner(projector)
     if metrics is not None:

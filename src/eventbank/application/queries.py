@@ -10,13 +10,16 @@ from the read model is also checked against the event store before it is called 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from eventbank.application.auditor import AUDIT_STREAM
 from eventbank.application.projections import accounts
-from eventbank.domain.account import check_account_id, describe_account
+from eventbank.domain.account import CREDIT, DEBIT, check_account_id, describe_account
 from eventbank.domain.errors import AccountNotFound, InvalidInput, NotFound, TransferNotFound
+from eventbank.domain.events import event_from_data
+from eventbank.domain.journal import Leg, NotReversible, Original
 from eventbank.domain.money import format_minor
 from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore, RecordedEvent, stream_head
 from eventbank.ports.read_store import MAX_ACCOUNTS_PAGE, BalanceRow, ReadStore, TransactionRow
@@ -37,29 +40,75 @@ _CLOSED = ("posted", "voided", "expired")  # how a pending transfer ends
 UNPROJECTED_SCAN = 10_000  # feed events past the checkpoint a transfer look-up reads at most
 
 
-def transfer_accounts(
-    reads: ReadStore, events: EventStore, transfer_id: str
-) -> tuple[str, str] | None:
-    """A transfer's (debit, credit) account ids, None if it is unknown: from the read model,
-    else from the feed past the projection's checkpoint, which the read model may not hold
-    yet (an acknowledged transfer is found at once, even after a crash left it unprojected)."""
-    for half in reads.transfer(transfer_id):
-        if half.kind in ("hold_out", "transfer_out") and half.counterparty is not None:
-            return half.account_id, half.counterparty
+@dataclass(frozen=True, slots=True)
+class _Half:
+    """One account's side of a transfer or transaction: a read-model row's or an event's."""
+
+    account_id: str
+    kind: str
+    amount_minor: int
+    currency: str
+    counterparty: str | None
+
+
+def movement_halves(reads: ReadStore, events: EventStore, movement_id: str) -> list[_Half]:
+    """Every side of a transfer or transaction, from the read model, completed from the feed
+    past the projection's checkpoint, which the read model may not hold yet (an acknowledged
+    write is found at once, even after a crash left it unprojected). Empty: unknown."""
+    halves = {(r.account_id, r.kind): _Half(r.account_id, r.kind, r.amount_minor, r.currency,
+                                            r.counterparty)
+              for r in reads.transfer(movement_id)}  # fmt: skip
     after, scanned = reads.checkpoint(accounts.NAME), 0
     while scanned < UNPROJECTED_SCAN and (feed := events.read_all(after, MAX_READ_LIMIT)):
         for event in feed:
             data = event.data
-            if data.get("transfer_id") != transfer_id:
+            if movement_id not in (data.get("transfer_id"), data.get("transaction_id")):
                 continue
-            if event.event_type == "TransferredOut":
-                return event.aggregate_id, str(data["to_account_id"])
-            if event.event_type == "HoldPlaced" and data.get("side") == "debit":
-                return event.aggregate_id, str(data["counterparty_id"])
+            domain_event = event_from_data(event.event_type, dict(data), event.schema_version)
+            kind = accounts.kind_of(domain_event)
+            if kind is not None:
+                counterparty = data.get("to_account_id") or data.get("from_account_id")
+                halves[(event.aggregate_id, kind)] = _Half(
+                    event.aggregate_id, kind, int(data["amount_minor"]), str(data["currency"]),
+                    counterparty or data.get("counterparty_id"),
+                )  # fmt: skip
         if feed[-1].position is None:
             break  # not a feed with positions: nothing more to page through
         after, scanned = feed[-1].position, scanned + len(feed)
+    return list(halves.values())
+
+
+def transfer_accounts(
+    reads: ReadStore, events: EventStore, transfer_id: str
+) -> tuple[str, str] | None:
+    """A transfer's (debit, credit) account ids, None if it is unknown."""
+    for half in movement_halves(reads, events, transfer_id):
+        if half.kind in ("hold_out", "transfer_out") and half.counterparty is not None:
+            return half.account_id, half.counterparty
     return None
+
+
+def find_original(reads: ReadStore, events: EventStore, movement_id: str) -> Original | None:
+    """What a reversal of ``movement_id`` reverses: the money it moved, leg by leg (None: no
+    such transfer or transaction). A pending transfer that moved nothing yet is not
+    reversible."""
+    halves = movement_halves(reads, events, movement_id)
+    if not halves:
+        return None
+    legs = [Leg(h.account_id, _DIRECTIONS[h.kind], h.amount_minor)
+            for h in halves if h.kind in _DIRECTIONS]  # fmt: skip
+    if not legs:
+        raise NotReversible(
+            f"transfer {movement_id!r} moved no money (pending, voided or expired); void it "
+            "instead of reversing it"
+        )
+    kind = "transfer" if any(h.kind == "transfer_out" for h in halves) else "transaction"
+    legs.sort(key=lambda leg: (leg.direction != DEBIT, leg.account_id))
+    return Original(movement_id, kind, halves[0].currency, tuple(legs))
+
+
+_DIRECTIONS = {"transfer_out": DEBIT, "transfer_in": CREDIT,
+               "transaction_debit": DEBIT, "transaction_credit": CREDIT}  # fmt: skip
 
 
 def transfer_outcome(reads: ReadStore, transfer_id: str) -> str | None:

@@ -59,6 +59,7 @@ from eventbank.application.batch import (
 from eventbank.application.ids import new_id
 from eventbank.application.stream_locks import StreamLocks
 from eventbank.domain import account as domain
+from eventbank.domain import journal
 from eventbank.domain.account import Account
 from eventbank.domain.canonical import fingerprint
 from eventbank.domain.deadlines import check_timeout, deadline, utc_text
@@ -77,9 +78,13 @@ from eventbank.domain.events import (
     AccountEvent,
     HoldPlaced,
     HoldReleased,
+    LegPosted,
     Movement,
+    ReversalRecorded,
     event_from_data,
 )
+from eventbank.domain.journal import Original
+from eventbank.domain.metadata import check_metadata
 from eventbank.domain.money import Money, format_minor, parse_amount
 from eventbank.ports.event_store import (
     GENESIS_HASH,
@@ -184,6 +189,7 @@ class LedgerService:
         cache_size: int = 10_000,
         locate_transfer: Callable[[str], tuple[str, str] | None] | None = None,
         transfer_outcome: Callable[[str], str | None] | None = None,
+        find_original: Callable[[str], Original | None] | None = None,
     ):
         """``after_append`` sees each command's recorded events once they are durable (e.g. to
         project them inline); it must not raise. ``observer`` is told of outcomes and retries.
@@ -193,7 +199,10 @@ class LedgerService:
         model's look-up, wiring.py); posting, voiding or expiring a pending transfer by its id
         needs it, and the debit account's own state then decides (a stale answer is refused).
         ``transfer_outcome``: how a pending transfer ended ("posted", "voided", "expired"), as
-        projected, so that a post after its expiry is refused as ``transfer_expired``."""
+        projected, so that a post after its expiry is refused as ``transfer_expired``.
+        ``find_original``: the legs of a transfer or transaction by its id, None if unknown
+        (wiring.py); reversing needs it, and the legs are facts, so a read model's answer is
+        safe (the total already reversed comes from the event store, domain/journal.py)."""
         self.channel = channel
         if snapshot_every < 1:
             raise InvalidInput("snapshot_every must be at least 1")
@@ -204,6 +213,7 @@ class LedgerService:
         self.clock = clock
         self.locate_transfer = locate_transfer
         self.transfer_outcome = transfer_outcome
+        self.find_original = find_original
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
@@ -310,14 +320,28 @@ class LedgerService:
             expire_overdue=False,  # a new account has nothing pending
         )  # fmt: skip
 
-    def deposit(self, account_id: str, amount: str, *, command_id: str | None = None) -> Receipt:
+    def deposit(
+        self,
+        account_id: str,
+        amount: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        command_id: str | None = None,
+    ) -> Receipt:
         return self._single(
-            account_id, amount, command_id, "deposit",
-            lambda aid, money: domain.Deposit(aid, money, self.channel),
+            account_id, amount, command_id, "deposit", metadata,
+            lambda aid, money, meta: domain.Deposit(aid, money, self.channel, meta),
         )  # fmt: skip
 
-    def withdraw(self, account_id: str, amount: str, *, command_id: str | None = None) -> Receipt:
-        return self._single(account_id, amount, command_id, "withdraw", domain.Withdraw)
+    def withdraw(
+        self,
+        account_id: str,
+        amount: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        command_id: str | None = None,
+    ) -> Receipt:
+        return self._single(account_id, amount, command_id, "withdraw", metadata, domain.Withdraw)
 
     def close_account(self, account_id: str, *, command_id: str | None = None) -> Receipt:
         domain.check_account_id(account_id)
@@ -377,6 +401,7 @@ class LedgerService:
         *,
         pending: bool = False,
         timeout_s: int | None = None,
+        metadata: Mapping[str, str] | None = None,
         command_id: str | None = None,
     ) -> Receipt:
         """Debit ``from_id`` and credit ``to_id`` in one atomic append across both streams.
@@ -388,10 +413,11 @@ class LedgerService:
         if not pending:
             if timeout_s is not None:
                 raise InvalidInput("a timeout is for a pending transfer only")
-            parts = _transfer_parts(from_id, to_id, amount, self.clock_text)
+            parts = _transfer_parts(from_id, to_id, amount, self.clock_text, metadata)
             return self._handle(command_id, *parts)
         timeout = None if timeout_s is None else check_timeout(timeout_s)
-        request, streams, _, _ = _transfer_parts(from_id, to_id, amount, self.clock_text)
+        meta = check_metadata(metadata)
+        request, streams, _, _ = _transfer_parts(from_id, to_id, amount, self.clock_text, meta)
         request = {**request, "pending": True, "timeout_s": timeout}
         transfer_id = new_id()
 
@@ -401,13 +427,14 @@ class LedgerService:
             return list(domain.decide_pending_transfer(
                 states[from_id], states.get(to_id), from_id=from_id, to_id=to_id, amount=money,
                 transfer_id=transfer_id, expires_at=deadline(moment, timeout),
-                now=utc_text(moment),
+                now=utc_text(moment), metadata=meta,
             ))  # fmt: skip
 
         def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
             placed = cast(HoldPlaced, events[0])
             return {"kind": "transfer", "transfer_id": transfer_id, "status": "pending",
                     **_amount_of(placed), "expires_at": placed.expires_at or None,
+                    **_metadata_of(meta),
                     "from": after[from_id].describe(), "to": after[to_id].describe()}  # fmt: skip
 
         return self._handle(command_id, request, streams, decide, outcome)
@@ -431,6 +458,84 @@ class LedgerService:
         the transfer's own, so two expirers racing write it once and both get its outcome.
         ``located``: its (debit, credit) accounts, when the caller knows them."""
         return self._close_pending("expire", transfer_id, None, f"expire-{transfer_id}", located)
+
+    def post_transaction(
+        self,
+        legs: Sequence[tuple[str, str, str]],
+        *,
+        currency: str,
+        description: str = "",
+        metadata: Mapping[str, str] | None = None,
+        command_id: str | None = None,
+    ) -> Receipt:
+        """One balanced multi-leg entry: ``legs`` are (account id, "debit" or "credit",
+        amount), debits equal to credits, 2 to ``journal.MAX_LEGS`` of them, each account once;
+        written in one atomic append over every account's stream (domain/journal.py)."""
+        meta, text = check_metadata(metadata), journal.check_description(description)
+        parsed = _parse_legs(legs, currency)
+        journal.check_legs(parsed, currency)
+        streams = [leg.account_id for leg in parsed]
+        request = {"command": "transaction", "currency": currency,
+                   "legs": [[leg[0], leg[1], leg[2]] for leg in legs],
+                   "description": text, **_metadata_of(meta)}  # fmt: skip
+        transaction_id = new_id()
+
+        def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
+            return journal.decide_transaction(
+                states, transaction_id=transaction_id, currency=currency, legs=parsed,
+                description=text, metadata=meta, now=self.clock_text(),
+            )  # fmt: skip
+
+        def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
+            return _transaction_outcome(transaction_id, currency, text, meta, after, events)
+
+        return self._handle(command_id, request, streams, decide, outcome)
+
+    def reverse(
+        self,
+        original_id: str,
+        amount: str | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        command_id: str | None = None,
+    ) -> Receipt:
+        """Move money back against a transfer or transaction: ``amount`` of it (all that is
+        left when None), never more in total than it moved; linked both ways (the reversal's
+        ``reverses``, the original's ``reversed_by``)."""
+        if not isinstance(original_id, str) or not _COMMAND_ID.fullmatch(original_id):
+            raise InvalidInput("a transfer id is 1-255 printable ASCII characters, no spaces")
+        meta = check_metadata(metadata)
+        original = self.find_original(original_id) if self.find_original else None
+        if original is None:
+            raise TransferNotFound(f"transfer or transaction {original_id!r} is not known")
+        money = None if amount is None else parse_amount(amount, original.currency)
+        request = {"command": "reverse", "original_id": original_id, "amount": amount,
+                   **_metadata_of(meta)}  # fmt: skip
+        reversal_id = new_id()
+
+        def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
+            return journal.decide_reversal(states, original, money, reversal_id=reversal_id,
+                                           metadata=meta, now=self.clock_text())  # fmt: skip
+
+        def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
+            recorded = cast(ReversalRecorded, events[-1])
+            view = {
+                "reverses": original_id,
+                "reversed_total": format_minor(
+                    after[recorded.account_id].reversed[original_id], original.currency
+                ),
+            }
+            if original.kind == "transfer":
+                return {"kind": "transfer", "transfer_id": reversal_id, **_amount_of(events[0]),
+                        **_metadata_of(meta), **view, "from": after[events[0].account_id]
+                        .describe(), "to": after[events[1].account_id].describe()}  # fmt: skip
+            legs = events[:-1]
+            text = cast(LegPosted, legs[0]).description
+            return {**_transaction_outcome(reversal_id, original.currency, text, meta, after,
+                                           legs), **view}  # fmt: skip
+
+        streams = [leg.account_id for leg in original.legs]
+        return self._handle(command_id, request, streams, decide, outcome)
 
     def expire_overdue(self, stream_ids: Sequence[str]) -> int:
         """Record the expiry of each pending transfer on these streams past its timeout (as
@@ -520,19 +625,23 @@ class LedgerService:
         amount: str,
         command_id: str | None,
         kind: str,
-        make: Callable[[str, Money], domain.Deposit | domain.Withdraw],
+        metadata: Mapping[str, str] | None,
+        make: Callable[[str, Money, Mapping[str, str]], domain.Deposit | domain.Withdraw],
     ) -> Receipt:
         domain.check_account_id(account_id)
+        meta = check_metadata(metadata)
 
         def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
             account = domain.require_open(states[account_id], account_id)
-            command = make(account_id, parse_amount(amount, account.currency))
+            command = make(account_id, parse_amount(amount, account.currency), meta)
             return domain.decide(account, command, self.clock_text())
 
         def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
-            return {"kind": kind, **_amount_of(events[0]), "account": after[account_id].describe()}
+            return {"kind": kind, **_amount_of(events[0]), **_metadata_of(meta),
+                    "account": after[account_id].describe()}  # fmt: skip
 
-        request = {"command": kind, "account_id": account_id, "amount": amount}
+        request = {"command": kind, "account_id": account_id, "amount": amount,
+                   **_metadata_of(meta)}  # fmt: skip
         return self._handle(command_id, request, [account_id], decide, outcome)
 
     # ------------------------------------------------------------ the one write path
@@ -1121,26 +1230,33 @@ class LedgerService:
 
 
 def _transfer_parts(
-    from_id: str, to_id: str, amount: str, now: Callable[[], str]
+    from_id: str,
+    to_id: str,
+    amount: str,
+    now: Callable[[], str],
+    metadata: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], list[str], Decision, Describe]:
     """A transfer's request (what its fingerprint covers), streams, decision and outcome: one
     definition for a single transfer and for each item of a batch, so the same key and
     parameters are the same command either way. ``now``: the time the rules are given."""
     domain.check_account_id(from_id)
     domain.check_account_id(to_id)
+    meta = check_metadata(metadata)
     transfer_id = new_id()
-    request = {"command": "transfer", "from": from_id, "to": to_id, "amount": amount}
+    request = {"command": "transfer", "from": from_id, "to": to_id, "amount": amount,
+               **_metadata_of(meta)}  # fmt: skip
 
     def decide(states: Mapping[str, Account | None]) -> list[AccountEvent]:
         source = domain.require_open(states[from_id], from_id)
         money = parse_amount(amount, source.currency)
         return list(domain.decide_transfer(
             states[from_id], states.get(to_id), from_id=from_id, to_id=to_id, amount=money,
-            transfer_id=transfer_id, now=now(),
+            transfer_id=transfer_id, now=now(), metadata=meta,
         ))  # fmt: skip
 
     def outcome(after: Mapping[str, Account], events: list[AccountEvent]) -> dict[str, Any]:
         return {"kind": "transfer", "transfer_id": transfer_id, **_amount_of(events[0]),
+                **_metadata_of(meta),
                 "from": after[from_id].describe(), "to": after[to_id].describe()}  # fmt: skip
 
     streams = [from_id] if from_id == to_id else [from_id, to_id]
@@ -1153,6 +1269,48 @@ def _amount_of(event: AccountEvent) -> dict[str, str]:
     movement = cast(Movement, event)
     return {"amount": format_minor(movement.amount_minor, movement.currency),
             "currency": movement.currency}  # fmt: skip
+
+
+def _parse_legs(legs: Sequence[tuple[str, str, str]], currency: str) -> list[journal.Leg]:
+    """(account id, direction, amount text) triples as legs, each checked on its own."""
+    if isinstance(legs, str | bytes) or not isinstance(legs, Sequence):
+        raise InvalidInput("legs must be a list of (account, direction, amount)")
+    parsed = []
+    for n, leg in enumerate(legs, 1):
+        if not isinstance(leg, Sequence) or isinstance(leg, str) or len(leg) != 3:
+            raise InvalidInput(f"leg {n} must be (account, direction, amount)")
+        account_id, direction, amount = leg
+        domain.check_account_id(account_id)
+        try:
+            minor = parse_amount(amount, currency).amount_minor
+        except InvalidInput as exc:
+            raise type(exc)(f"leg {n}: {exc}") from None
+        parsed.append(journal.Leg(account_id, direction, minor))
+    return parsed
+
+
+def _transaction_outcome(
+    transaction_id: str,
+    currency: str,
+    description: str,
+    metadata: Mapping[str, str],
+    after: Mapping[str, Account],
+    legs: Sequence[AccountEvent],
+) -> dict[str, Any]:
+    posted = cast("Sequence[LegPosted]", legs)
+    debits = sum(leg.amount_minor for leg in posted if leg.direction == domain.DEBIT)
+    return {"kind": "transaction", "transaction_id": transaction_id,
+            "amount": format_minor(debits, currency), "currency": currency,
+            "description": description, **_metadata_of(metadata),
+            "legs": [{"account_id": leg.account_id, "direction": leg.direction,
+                      "amount": format_minor(leg.amount_minor, currency),
+                      "account": after[leg.account_id].describe()} for leg in posted]}  # fmt: skip
+
+
+def _metadata_of(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """``{"metadata": ...}`` when there is any: absent, a request's fingerprint and outcome
+    stay what they were before commands carried metadata."""
+    return {"metadata": dict(metadata)} if metadata else {}
 
 
 def check_command_id(command_id: str) -> str:

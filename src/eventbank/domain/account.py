@@ -47,7 +47,9 @@ from eventbank.domain.events import (
     FundsWithdrawn,
     HoldPlaced,
     HoldReleased,
+    LegPosted,
     OverdraftLimitSet,
+    ReversalRecorded,
     TransferredIn,
     TransferredOut,
 )
@@ -108,12 +110,15 @@ class Hold:
 
 
 _NO_HOLDS: Mapping[str, Hold] = MappingProxyType({})
+_NONE_REVERSED: Mapping[str, int] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class Account:
     """An account's state as of ``version`` events. ``holds``: its open pending transfers by
-    transfer id (a read model's row has only the totals, and no holds)."""
+    transfer id (a read model's row has only the totals, and no holds). ``reversed``: how much
+    of each transfer or transaction whose first debit was this account has been reversed
+    (domain/journal.py)."""
 
     account_id: str
     owner: str
@@ -126,6 +131,7 @@ class Account:
     pending_debits_minor: int = 0  # reserved by pending transfers from this account
     pending_credits_minor: int = 0  # announced by pending transfers to this account
     holds: Mapping[str, Hold] = field(default_factory=lambda: _NO_HOLDS)
+    reversed: Mapping[str, int] = field(default_factory=lambda: _NONE_REVERSED)
 
     @property
     def balance(self) -> str:
@@ -170,8 +176,8 @@ def describe_account(a: Account | Any) -> dict[str, object]:
 
 
 # Bump when Account's fields change meaning; snapshots of another version are ignored.
-# 2: overdraft_limit_minor. 3: pending transfers (totals and holds).
-STATE_SCHEMA_VERSION = 3
+# 2: overdraft_limit_minor. 3: pending transfers (totals and holds). 4: reversed.
+STATE_SCHEMA_VERSION = 4
 
 
 def to_snapshot(state: Account) -> dict[str, object]:
@@ -191,6 +197,7 @@ def to_snapshot(state: Account) -> dict[str, object]:
             tid: [h.side, h.counterparty_id, h.amount_minor, h.expires_at]
             for tid, h in state.holds.items()
         },  # fmt: skip
+        "reversed": dict(state.reversed),
     }
 
 
@@ -207,6 +214,7 @@ def from_snapshot(data: dict[str, Any]) -> Account:
         pending_debits_minor=data["pending_debits_minor"],
         pending_credits_minor=data["pending_credits_minor"],
         holds=MappingProxyType({tid: Hold(*fields) for tid, fields in data["holds"].items()}),
+        reversed=MappingProxyType(data["reversed"]),
     )
 
 
@@ -256,12 +264,14 @@ class Deposit:
     account_id: str
     amount: Money
     channel: str = "unknown"
+    metadata: Mapping[str, str] = field(default_factory=dict)  # domain/metadata.py
 
 
 @dataclass(frozen=True, slots=True)
 class Withdraw:
     account_id: str
     amount: Money
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +356,7 @@ def _require_currency(state: Account, amount: Money) -> None:
         )
 
 
-def _require_room(state: Account, amount: Money) -> None:
+def require_room(state: Account, amount: Money) -> None:
     """The credit fits under the maximum balance, with room kept for pending credits."""
     if state.balance_minor + state.pending_credits_minor + amount.amount_minor > MAX_BALANCE_MINOR:
         raise BalanceLimitExceeded(
@@ -355,7 +365,7 @@ def _require_room(state: Account, amount: Money) -> None:
         )
 
 
-def _require_funds(state: Account, amount: Money, now: str) -> None:
+def require_funds(state: Account, amount: Money, now: str) -> None:
     """The debit fits in what is available at ``now`` (module docstring: holds and time)."""
     available = state.available_at(now)
     if amount.amount_minor > available:
@@ -389,16 +399,18 @@ def decide(state: Account | None, command: Command, now: str = "") -> list[Accou
                     raise InvalidInput("initial deposit must be greater than zero")
                 events.append(FundsDeposited(account_id, initial.amount_minor, currency, channel))
             return events
-        case Deposit(account_id, amount, channel):
+        case Deposit(account_id, amount, channel, metadata):
             account = require_open(state, account_id)
             _require_currency(account, amount)
-            _require_room(account, amount)
-            return [FundsDeposited(account_id, amount.amount_minor, amount.currency, channel)]
-        case Withdraw(account_id, amount):
+            require_room(account, amount)
+            return [FundsDeposited(account_id, amount.amount_minor, amount.currency, channel,
+                                   dict(metadata))]  # fmt: skip
+        case Withdraw(account_id, amount, metadata):
             account = require_debitable(state, account_id)
             _require_currency(account, amount)
-            _require_funds(account, amount, now)
-            return [FundsWithdrawn(account_id, amount.amount_minor, amount.currency)]
+            require_funds(account, amount, now)
+            return [FundsWithdrawn(account_id, amount.amount_minor, amount.currency,
+                                   dict(metadata))]  # fmt: skip
         case CloseAccount(account_id):
             account = require_debitable(state, account_id)
             if account.balance_minor != 0:
@@ -440,13 +452,14 @@ def decide_transfer(
     amount: Money,
     transfer_id: str,
     now: str = "",
+    metadata: Mapping[str, str] | None = None,
 ) -> tuple[TransferredOut, TransferredIn]:
     """The debit and credit of one transfer; both share ``transfer_id``."""
-    _check_transfer(source, target, from_id, to_id, amount, now)
-    minor, currency = amount.amount_minor, amount.currency
+    check_transfer(source, target, from_id, to_id, amount, now)
+    minor, currency, meta = amount.amount_minor, amount.currency, dict(metadata or {})
     return (
-        TransferredOut(from_id, transfer_id, to_id, minor, currency),
-        TransferredIn(to_id, transfer_id, from_id, minor, currency),
+        TransferredOut(from_id, transfer_id, to_id, minor, currency, meta),
+        TransferredIn(to_id, transfer_id, from_id, minor, currency, dict(meta)),
     )
 
 
@@ -460,21 +473,22 @@ def decide_pending_transfer(
     transfer_id: str,
     expires_at: str,
     now: str,
+    metadata: Mapping[str, str] | None = None,
 ) -> tuple[HoldPlaced, HoldPlaced]:
     """A pending transfer: ``amount`` reserved on ``from_id`` (so it is no longer available
     there) and announced on ``to_id``, under the rules of a transfer; nothing moves until it
     is posted (``decide_post``)."""
-    debit_account, credit_account = _check_transfer(source, target, from_id, to_id, amount, now)
+    debit_account, credit_account = check_transfer(source, target, from_id, to_id, amount, now)
     for account in (debit_account, credit_account):
         if len(account.holds) >= MAX_OPEN_HOLDS:
             raise TooManyHolds(
                 f"account {account.account_id!r} has {MAX_OPEN_HOLDS:,} pending transfers open, "
                 "the most it may have; post or void some first"
             )
-    minor, currency = amount.amount_minor, amount.currency
+    minor, currency, meta = amount.amount_minor, amount.currency, dict(metadata or {})
     return (
-        HoldPlaced(from_id, transfer_id, DEBIT, to_id, minor, currency, expires_at),
-        HoldPlaced(to_id, transfer_id, CREDIT, from_id, minor, currency, expires_at),
+        HoldPlaced(from_id, transfer_id, DEBIT, to_id, minor, currency, expires_at, meta),
+        HoldPlaced(to_id, transfer_id, CREDIT, from_id, minor, currency, expires_at, dict(meta)),
     )
 
 
@@ -537,7 +551,7 @@ def decide_expiry(
     return _released(debit, credit, transfer_id, hold, "expired")
 
 
-def _check_transfer(
+def check_transfer(
     source: Account | None,
     target: Account | None,
     from_id: str,
@@ -556,8 +570,8 @@ def _check_transfer(
             f"{credit_account.currency} account {to_id!r}"
         )
     _require_currency(debit_account, amount)
-    _require_funds(debit_account, amount, now)
-    _require_room(credit_account, amount)
+    require_funds(debit_account, amount, now)
+    require_room(credit_account, amount)
     return debit_account, credit_account
 
 
@@ -616,10 +630,16 @@ def apply(state: Account | None, event: AccountEvent) -> Account:
     delta = 0
     status, limit = state.status, state.overdraft_limit_minor
     debits, credits, holds = state.pending_debits_minor, state.pending_credits_minor, state.holds
+    reversed_ = state.reversed
     if isinstance(event, FundsDeposited | TransferredIn):
         delta = event.amount_minor
     elif isinstance(event, FundsWithdrawn | TransferredOut):
         delta = -event.amount_minor
+    elif isinstance(event, LegPosted):
+        delta = event.amount_minor if event.direction == CREDIT else -event.amount_minor
+    elif isinstance(event, ReversalRecorded):
+        so_far = reversed_.get(event.original_id, 0)
+        reversed_ = MappingProxyType({**reversed_, event.original_id: so_far + event.amount_minor})
     elif isinstance(event, HoldPlaced | HoldReleased):
         sign = 1 if isinstance(event, HoldPlaced) else -1
         if event.side == DEBIT:
@@ -644,7 +664,7 @@ def apply(state: Account | None, event: AccountEvent) -> Account:
         limit = event.limit_minor
     return Account(state.account_id, state.owner, state.account_type, state.currency,
                    state.balance_minor + delta, status, state.version + 1, limit, debits,
-                   credits, holds)  # fmt: skip
+                   credits, holds, reversed_)  # fmt: skip
 
 
 def replay(events: Iterable[AccountEvent], state: Account | None = None) -> Account | None:

@@ -11,8 +11,8 @@ is refused (``UnknownSchemaVersion``) rather than misread.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from eventbank.domain.errors import InvalidInput
@@ -31,8 +31,12 @@ class AccountEvent:
         return type(self).__name__
 
     def to_data(self) -> dict[str, Any]:
-        """The fields as a dict (all are str or int: no deep copy needed, unlike ``asdict``)."""
-        return {name: getattr(self, name) for name in _field_names(type(self))}
+        """The fields as a dict (str, int, or a flat str -> str metadata mapping, copied: no
+        deep copy needed, unlike ``asdict``)."""
+        data = {name: getattr(self, name) for name in _field_names(type(self))}
+        if "metadata" in data:
+            data["metadata"] = dict(data["metadata"])
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,39 +46,88 @@ class AccountOpened(AccountEvent):
     currency: str
 
 
+def _no_metadata() -> Mapping[str, str]:
+    return {}
+
+
 @dataclass(frozen=True, slots=True)
 class FundsDeposited(AccountEvent):
-    """v2 added ``channel`` (how the money arrived: cli, api, …); v1 events read as "unknown"."""
+    """v2 added ``channel`` (how the money arrived: cli, api, …); v1 events read as "unknown".
+    v3 added ``metadata`` (the caller's string keys and values, domain/metadata.py)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 3
+
+    amount_minor: int
+    currency: str
+    channel: str
+    metadata: Mapping[str, str] = field(default_factory=_no_metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class FundsWithdrawn(AccountEvent):
+    """v2 added ``metadata``."""
 
     SCHEMA_VERSION: ClassVar[int] = 2
 
     amount_minor: int
     currency: str
-    channel: str
-
-
-@dataclass(frozen=True, slots=True)
-class FundsWithdrawn(AccountEvent):
-    amount_minor: int
-    currency: str
+    metadata: Mapping[str, str] = field(default_factory=_no_metadata)
 
 
 @dataclass(frozen=True, slots=True)
 class TransferredOut(AccountEvent):
-    """The debit half of a transfer; its credit half carries the same ``transfer_id``."""
+    """The debit half of a transfer; its credit half carries the same ``transfer_id``. v2 added
+    ``metadata`` and ``reverses`` (the transfer or transaction this one reverses, or "")."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     transfer_id: str
     to_account_id: str
     amount_minor: int
     currency: str
+    metadata: Mapping[str, str] = field(default_factory=_no_metadata)
+    reverses: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class TransferredIn(AccountEvent):
-    """The credit half of a transfer."""
+    """The credit half of a transfer (v2: as TransferredOut)."""
+
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     transfer_id: str
     from_account_id: str
+    amount_minor: int
+    currency: str
+    metadata: Mapping[str, str] = field(default_factory=_no_metadata)
+    reverses: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LegPosted(AccountEvent):
+    """One account's leg of a multi-leg transaction (domain/journal.py): ``direction`` "debit"
+    takes ``amount_minor`` from the account, "credit" adds it. The transaction's other legs, on
+    their own accounts' streams, carry the same ``transaction_id``; its debits equal its
+    credits. ``reverses``: the transfer or transaction this one reverses, or ""."""
+
+    transaction_id: str
+    direction: str  # "debit" | "credit"
+    amount_minor: int
+    currency: str
+    description: str
+    metadata: Mapping[str, str]
+    reverses: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalRecorded(AccountEvent):
+    """On the stream that keeps count of an original's reversals (its first debited account),
+    beside the reversal's own movements: ``amount_minor`` more of ``original_id`` is reversed
+    by ``reversal_id``. The account's state sums these, so the total reversed can never pass
+    the original."""
+
+    original_id: str
+    reversal_id: str
     amount_minor: int
     currency: str
 
@@ -111,12 +164,15 @@ class HoldPlaced(AccountEvent):
     side, on ``counterparty_id``'s stream, carries the same ``transfer_id``. ``expires_at``:
     RFC 3339 UTC (``clock.utc_text``), or "" for no timeout."""
 
+    SCHEMA_VERSION: ClassVar[int] = 2  # v2 added ``metadata``
+
     transfer_id: str
     side: str  # "debit" | "credit"
     counterparty_id: str
     amount_minor: int
     currency: str
     expires_at: str
+    metadata: Mapping[str, str] = field(default_factory=_no_metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +188,7 @@ class HoldReleased(AccountEvent):
     outcome: str  # "posted" | "voided" | "expired"
 
 
-Movement = FundsDeposited | FundsWithdrawn | TransferredOut | TransferredIn
+Movement = FundsDeposited | FundsWithdrawn | TransferredOut | TransferredIn | LegPosted
 """The events that move money: each carries ``amount_minor`` and ``currency``."""
 
 
@@ -152,7 +208,7 @@ EVENT_TYPES: dict[str, type[AccountEvent]] = {
     for cls in (
         AccountOpened, FundsDeposited, FundsWithdrawn, TransferredOut, TransferredIn,
         AccountClosed, AccountFrozen, AccountUnfrozen, OverdraftLimitSet, HoldPlaced,
-        HoldReleased,
+        HoldReleased, LegPosted, ReversalRecorded,
     )
 }  # fmt: skip
 
@@ -161,10 +217,19 @@ class UnknownSchemaVersion(InvalidInput):
     code = "unknown_schema_version"
 
 
+def _with_metadata(data: dict[str, Any]) -> dict[str, Any]:
+    """Events written before money commands carried metadata had none."""
+    return {**data, "metadata": {}}
+
+
 # (event type, version it reads) -> function producing the next version's data
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {
     ("FundsDeposited", 1): lambda data: {**data, "channel": "unknown"},
-}
+    **{(name, version): _with_metadata for name, version in (
+        ("FundsDeposited", 2), ("FundsWithdrawn", 1), ("TransferredOut", 1),
+        ("TransferredIn", 1), ("HoldPlaced", 1),
+    )},
+}  # fmt: skip
 
 
 def event_from_data(event_type: str, data: dict[str, Any], schema_version: int) -> AccountEvent:

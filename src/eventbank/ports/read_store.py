@@ -48,12 +48,13 @@ class TransactionRow:
     version: int
     # deposit | withdrawal | transfer_out | transfer_in, and for a pending transfer's sides
     # (amount: the whole pending amount; the balance does not change) hold_out | hold_in when
-    # it is made, then posted_out | posted_in, voided_* or expired_* when it is closed
+    # it is made, then posted_out | posted_in, voided_* or expired_* when it is closed;
+    # transaction_debit | transaction_credit for a leg of a multi-leg transaction
     kind: str
     amount_minor: int
     currency: str
     counterparty: str | None
-    transfer_id: str | None
+    transfer_id: str | None  # the transfer's or the transaction's id
     balance_after_minor: int
     recorded_at: str
 

@@ -17,6 +17,7 @@ from eventbank.domain.events import (
     FundsWithdrawn,
     HoldPlaced,
     HoldReleased,
+    LegPosted,
     Movement,
     TransferredIn,
     TransferredOut,
@@ -61,7 +62,7 @@ def project(row: BalanceRow | None, event: RecordedEvent) -> Change:
         pending_debits_minor=state.pending_debits_minor,
         pending_credits_minor=state.pending_credits_minor,
     )
-    kind = _kind(domain_event)
+    kind = kind_of(domain_event)
     if kind is None:
         return Change(new_row, None)
     return Change(
@@ -75,19 +76,22 @@ def project(row: BalanceRow | None, event: RecordedEvent) -> Change:
             counterparty=getattr(domain_event, "to_account_id", None)
             or getattr(domain_event, "from_account_id", None)
             or getattr(domain_event, "counterparty_id", None),
-            transfer_id=getattr(domain_event, "transfer_id", None),
+            transfer_id=getattr(domain_event, "transfer_id", None)
+            or getattr(domain_event, "transaction_id", None),
             balance_after_minor=state.balance_minor,
             recorded_at=recorded_at,
         ),
     )
 
 
-def _kind(event: AccountEvent) -> str | None:
+def kind_of(event: AccountEvent) -> str | None:
     """The movement ``event`` records, if any: a pending transfer's side is one too (its
     amount held or released, the balance unchanged), named by side ("out" is the debit)."""
     if isinstance(event, HoldPlaced | HoldReleased):
         direction = "out" if event.side == domain.DEBIT else "in"
         return f"{'hold' if isinstance(event, HoldPlaced) else event.outcome}_{direction}"
+    if isinstance(event, LegPosted):
+        return f"transaction_{event.direction}"  # transaction_debit | transaction_credit
     return _KINDS.get(type(event))
 
 
