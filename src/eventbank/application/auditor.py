@@ -9,7 +9,8 @@ Three checks, each finding naming the stream, version and kind of break:
    account's available amount is ever below minus its overdraft limit. Pending transfers: each
    is placed once on each side, alike, and closed at most once on each side, after it was
    placed, with one outcome; per currency the pending debits, the pending credits and the open
-   pending transfers sum alike.
+   pending transfers sum alike. Journal: each transaction's legs balance, in one currency;
+   each reversal moved what it recorded, and no original is reversed by more than it moved.
 3. Read models: every projected row, movement and total equals a replay of the events.
 
 What the chain does not do on its own: someone able to rewrite the *whole* store can recompute
@@ -38,6 +39,8 @@ from eventbank.domain.events import (
     ACCOUNT,
     HoldPlaced,
     HoldReleased,
+    LegPosted,
+    ReversalRecorded,
     TransferredIn,
     TransferredOut,
     event_from_data,
@@ -79,7 +82,8 @@ class AuditNotRecorded(ConcurrencyConflict):
 class Finding:
     kind: str  # version_gap | chain_break | unreadable_event | negative_balance |
     #            transfer_unbalanced | hold_unbalanced | hold_closed_twice | holds_unbalanced |
-    #            conservation_break | read_model_mismatch | digest_mismatch
+    #            conservation_break | read_model_mismatch | digest_mismatch |
+    #            transaction_unbalanced | reversal_unbalanced | reversal_exceeds_original
     stream: str | None
     version: int | None
     detail: str
@@ -163,6 +167,7 @@ class Auditor:
         report = AuditReport()
         transfers: dict[str, list[tuple[str, RecordedEvent, int, str]]] = defaultdict(list)
         holds: dict[str, list[tuple[HoldPlaced | HoldReleased, RecordedEvent]]] = defaultdict(list)
+        journal = _Journal()
         replayed: dict[str, tuple[Any, list[Any]]] = {}
         for stream in streams if streams is not None else stream_ids(self.events):
             stored = self.events.read_stream(stream)
@@ -172,13 +177,16 @@ class Auditor:
                 report.heads[stream] = {"version": stored[-1].version, "hash": stored[-1].hash}
             report.findings.extend(_integrity(stream, stored))
             if stored and stored[0].aggregate_type == ACCOUNT:
-                report.findings.extend(self._books(stream, stored, report, transfers, holds))
+                report.findings.extend(
+                    self._books(stream, stored, report, transfers, holds, journal)
+                )
                 if self.reads is not None:
                     replayed[stream] = _safe_replay(stored)
             if on_stream is not None:
                 on_stream(stream)
         report.findings.extend(_transfer_findings(transfers))
         report.findings.extend(_hold_findings(holds, report.books))
+        report.findings.extend(journal.findings(transfers))
         report.findings.extend(_conservation_findings(report.books))
         if self.reads is not None:
             report.findings.extend(_read_model_findings(self.reads, replayed))
@@ -191,6 +199,7 @@ class Auditor:
         report: AuditReport,
         transfers: dict[str, list[tuple[str, RecordedEvent, int, str]]],
         holds: dict[str, list[tuple[HoldPlaced | HoldReleased, RecordedEvent]]],
+        journal: _Journal,
     ) -> Iterator[Finding]:
         state = None
         for event in stored:
@@ -212,6 +221,10 @@ class Auditor:
                 )
             elif isinstance(fact, HoldPlaced | HoldReleased):
                 holds[fact.transfer_id].append((fact, event))
+            elif isinstance(fact, LegPosted):
+                journal.legs[fact.transaction_id].append((fact, event))
+            elif isinstance(fact, ReversalRecorded):
+                journal.reversals.append((fact, event))
             # below zero, or below -limit with an overdraft, counting what pending transfers
             # held then (one past its timeout held nothing more: deadlines.py)
             if state.available_at(_moment(event)) < 0:
@@ -302,6 +315,52 @@ def _transfer_findings(
             yield Finding("transfer_unbalanced", first.aggregate_id, first.version,
                           f"transfer {transfer_id} debits {debits[0][2]} {debits[0][3]} but "
                           f"credits {credits[0][2]} {credits[0][3]}")  # fmt: skip
+
+
+@dataclass
+class _Journal:
+    """Transactions' legs and reversals' records, gathered stream by stream."""
+
+    legs: dict[str, list[tuple[LegPosted, RecordedEvent]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    reversals: list[tuple[ReversalRecorded, RecordedEvent]] = field(default_factory=list)
+
+    def findings(
+        self, transfers: Mapping[str, list[tuple[str, RecordedEvent, int, str]]]
+    ) -> Iterator[Finding]:
+        for transaction_id, legs in self.legs.items():
+            debits = sum(leg.amount_minor for leg, _ in legs if leg.direction == domain.DEBIT)
+            credits = sum(leg.amount_minor for leg, _ in legs if leg.direction == domain.CREDIT)
+            if debits != credits or len(legs) < 2 or len({leg.currency for leg, _ in legs}) != 1:
+                _, first = legs[0]
+                yield Finding("transaction_unbalanced", first.aggregate_id, first.version,
+                              f"transaction {transaction_id}: {len(legs)} legs, debits {debits},"
+                              f" credits {credits}")  # fmt: skip
+
+        def moved(movement_id: str) -> int | None:
+            """What a transfer or transaction moved (None: no such movement)."""
+            out = [h[2] for h in transfers.get(movement_id, ()) if h[0] == "TransferredOut"]
+            if out:
+                return sum(out)
+            legs = self.legs.get(movement_id)
+            if legs is None:
+                return None
+            return sum(leg.amount_minor for leg, _ in legs if leg.direction == domain.DEBIT)
+
+        reversed_minor: dict[str, int] = defaultdict(int)
+        for record, event in self.reversals:
+            where = (event.aggregate_id, event.version)
+            reversed_minor[record.original_id] += record.amount_minor
+            if moved(record.reversal_id) != record.amount_minor:
+                yield Finding("reversal_unbalanced", *where, f"reversal {record.reversal_id} "
+                              f"records {record.amount_minor} but moved "
+                              f"{moved(record.reversal_id)}")  # fmt: skip
+            original = moved(record.original_id) or 0
+            if reversed_minor[record.original_id] > original:
+                yield Finding("reversal_exceeds_original", *where,
+                              f"{record.original_id} moved {original} but "
+                              f"{reversed_minor[record.original_id]} is reversed")  # fmt: skip
 
 
 def _hold_findings(

@@ -45,6 +45,7 @@ class BatchItem:
     amount: str
     idempotency_key: str | None
     malformed: InvalidInput | None = None
+    metadata: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

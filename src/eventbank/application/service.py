@@ -1327,7 +1327,7 @@ def _batch_command(
     if item.malformed is not None:
         raise item.malformed
     request, streams, decide, describe = _transfer_parts(
-        item.from_account_id, item.to_account_id, item.amount, now
+        item.from_account_id, item.to_account_id, item.amount, now, item.metadata
     )
     key = item.idempotency_key
     if not key:

@@ -19,6 +19,7 @@ from eventbank.cli.accounts import accounts_app
 from eventbank.cli.audit import audit_app
 from eventbank.cli.bench import bench_app
 from eventbank.cli.common import Command, Settings
+from eventbank.cli.journal import journal_app
 from eventbank.cli.payroll import payroll_app
 from eventbank.cli.projections import projections_app
 from eventbank.cli.serve import serve_app
@@ -36,6 +37,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(accounts_app)
+app.add_typer(journal_app)
 app.add_typer(serve_app)
 app.add_typer(audit_app)
 app.add_typer(bench_app)

@@ -21,7 +21,9 @@ from eventbank.cli.common import (
     Amount,
     IdempotencyKey,
     JsonFlag,
+    Metadata,
     ledger_from,
+    metadata_of,
     out,
     positive_amount,
     print_json,
@@ -110,11 +112,12 @@ def _money_command(method: str, verb: str, doc: str) -> Callable[..., None]:
         ctx: typer.Context,
         account_id: AccountId,
         amount: Amount,
+        meta: Metadata = None,
         idempotency_key: IdempotencyKey = None,
         as_json: JsonFlag = False,
     ) -> None:
         handle = getattr(ledger_from(ctx).service, method)
-        receipt = handle(account_id, amount, command_id=idempotency_key)
+        receipt = handle(account_id, amount, metadata=metadata_of(meta), command_id=idempotency_key)
         o = receipt.outcome
         summary = f"{verb} {o['amount']} {o['currency']}; {_balance_line(o['account'])}"
         _report(receipt, as_json, summary)
@@ -190,6 +193,7 @@ def transfer(
             "Default: no timeout.",
         ),
     ] = None,
+    meta: Metadata = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Move money between two accounts of one currency, atomically; or reserve it for a
@@ -202,8 +206,10 @@ def transfer(
                 "--batch takes the transfers from FILE, each line with its own idempotency_key:"
                 " give no FROM_ID TO_ID AMOUNT or --idempotency-key"
             )
-        if pending:
-            raise InvalidInput("--pending applies to a single transfer, not to a --batch file")
+        if pending or meta:
+            raise InvalidInput(
+                "--pending and --meta apply to a single transfer, not to a --batch file"
+            )
         lines = read_batch(batch)  # before the store is opened: a bad file changes nothing
         run_batch(ledger_from(ctx).service, lines, atomic=atomic, as_json=as_json)
         return
@@ -212,14 +218,18 @@ def transfer(
     assert from_id is not None and to_id is not None and amount is not None  # TransferCommand
     service = ledger_from(ctx).service
     if pending:
-        receipt = service.transfer(from_id, to_id, amount, pending=True, timeout_s=timeout,
-                                   command_id=idempotency_key)  # fmt: skip
+        receipt = service.transfer(
+            from_id, to_id, amount, pending=True, timeout_s=timeout, metadata=metadata_of(meta),
+            command_id=idempotency_key,
+        )  # fmt: skip
         o = receipt.outcome
         _report(receipt, as_json, f"reserved {o['amount']} {o['currency']} "
                 f"(transfer {o['transfer_id']}, pending, expires {o['expires_at'] or 'never'}); "
                 f"{_balance_line(o['from'])}; {_balance_line(o['to'])}")  # fmt: skip
         return
-    receipt = service.transfer(from_id, to_id, amount, command_id=idempotency_key)
+    receipt = service.transfer(
+        from_id, to_id, amount, metadata=metadata_of(meta), command_id=idempotency_key
+    )
     o = receipt.outcome
     _report(receipt, as_json, f"transferred {o['amount']} {o['currency']} "
             f"(transfer {o['transfer_id']}); {_balance_line(o['from'])}; "

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
+from eventbank.domain.errors import InvalidInput
 from eventbank.engines.sqlite.connection import NoSuchStore
 from eventbank.wiring import Ledger, open_ledger
 
@@ -39,6 +40,32 @@ IdempotencyKey = Annotated[
     ),
 ]
 AccountId = Annotated[str, typer.Argument(help="Account id: 1-64 letters, digits, _ . : -")]
+Metadata = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--meta",
+        metavar="KEY=VALUE",
+        help="Your own metadata, stored in the event and searchable (repeat for more keys; "
+        "at most 20).",
+    ),
+]
+
+
+def metadata_of(pairs: list[str] | None) -> dict[str, str] | None:
+    """``--meta KEY=VALUE`` options as a dict (the ledger checks the limits)."""
+    if not pairs:
+        return None
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--meta takes KEY=VALUE, got {pair!r}")
+        if key in found:
+            raise InvalidInput(f"--meta key {key!r} is given twice")
+        found[key] = value
+    return found
+
+
 Amount = Annotated[
     str, typer.Argument(parser=positive_amount, help='Decimal amount, e.g. "80" or "80.00".')
 ]

@@ -112,7 +112,8 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
         account_id: str, body: MoneyRequest, response: Response, key: IdempotencyKey = None
     ):
         """Deposit money from outside the bank."""
-        receipt = await run_command(service.deposit, account_id, body.amount, command_id=key)
+        receipt = await run_command(service.deposit, account_id, body.amount,
+                                    metadata=body.metadata, command_id=key)  # fmt: skip
         return answer(receipt, response)
 
     @router.post("/accounts/{account_id}/withdrawals", status_code=201, tags=["money"], **write)
@@ -120,7 +121,8 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
         account_id: str, body: MoneyRequest, response: Response, key: IdempotencyKey = None
     ):
         """Withdraw money; never below zero, or below minus the account's overdraft limit."""
-        receipt = await run_command(service.withdraw, account_id, body.amount, command_id=key)
+        receipt = await run_command(service.withdraw, account_id, body.amount,
+                                    metadata=body.metadata, command_id=key)  # fmt: skip
         return answer(receipt, response)
 
     @router.post("/accounts/{account_id}/close", **write)

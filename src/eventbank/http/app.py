@@ -47,6 +47,7 @@ from eventbank.http.api_docs import api_docs_routes
 from eventbank.http.audits import audit_routes
 from eventbank.http.auth import TokenStore, permission_guard
 from eventbank.http.dashboard import dashboard_routes
+from eventbank.http.journal import journal_routes
 from eventbank.http.json_bodies import RefuseDuplicateKeys
 from eventbank.http.operations import operation_routes
 from eventbank.http.params import problem_responses
@@ -121,6 +122,7 @@ def create_app(
     guard = permission_guard(tokens)
     app.include_router(account_routes(ledger, guard))
     app.include_router(transfer_routes(ledger, guard))
+    app.include_router(journal_routes(ledger, guard))
     app.include_router(payroll_routes(payrolls, saga_runner, guard))
     app.include_router(audit_routes(ledger, guard))
     app.include_router(operation_routes(ledger, guard, metrics, stall_after_s=stall_after_s))

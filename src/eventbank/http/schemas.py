@@ -12,6 +12,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from eventbank.domain.account import MAX_REASON_LENGTH
 from eventbank.domain.deadlines import MAX_TIMEOUT_S
+from eventbank.domain.journal import MAX_DESCRIPTION_LENGTH, MAX_LEGS
+from eventbank.domain.metadata import MAX_KEYS, MAX_VALUE_LENGTH
 
 
 def _decimal_string(value: Any) -> Any:
@@ -28,6 +30,13 @@ Amount = Annotated[
 ]  # fmt: skip
 AccountId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", examples=["acc-1"])]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", examples=["USD"])]
+Metadata = Annotated[
+    dict[str, str] | None,
+    Field(description=f"Your own string keys and values, stored in the event, part of the "
+          f"idempotency fingerprint and searchable: at most {MAX_KEYS} keys of 1-40 letters, "
+          f"digits, '_', '.' or '-', each value at most {MAX_VALUE_LENGTH} characters.",
+          examples=[{"order_id": "ord-1042"}]),
+]  # fmt: skip
 
 
 class Strict(BaseModel):
@@ -51,9 +60,11 @@ class OpenAccountRequest(Strict):
 
 
 class MoneyRequest(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": "80.00"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"amount": "80.00"}, {"amount": "80.00", "metadata": {"invoice": "inv-7"}}]})  # fmt: skip
 
     amount: Amount
+    metadata: Metadata = None
 
 
 class LimitRequest(Strict):
@@ -79,6 +90,7 @@ class TransferFields(Strict):
     from_account_id: AccountId
     to_account_id: AccountId
     amount: Amount
+    metadata: Metadata = None
 
 
 class TransferRequest(TransferFields):
@@ -118,6 +130,45 @@ class VoidTransferRequest(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
 
 
+class LegRequest(Strict):
+    account_id: AccountId
+    amount: Amount
+    direction: Literal["debit", "credit"] = Field(
+        description="`debit` takes the amount from the account, `credit` adds it."
+    )
+
+
+class TransactionRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "currency": "USD", "description": "order 1042: payout less fee",
+        "legs": [{"account_id": "buyer", "amount": "10.00", "direction": "debit"},
+                 {"account_id": "seller", "amount": "9.50", "direction": "credit"},
+                 {"account_id": "fees", "amount": "0.50", "direction": "credit"}],
+        "metadata": {"order_id": "1042"}}]})  # fmt: skip
+
+    currency: Currency
+    legs: Annotated[
+        list[LegRequest],
+        Field(description=f"2 to {MAX_LEGS} legs, each account once; debits equal credits "
+              f"(`unbalanced_transaction`). {MAX_LEGS} is what one atomic write holds on every "
+              "engine (`too_many_legs`).", max_length=10_000),
+    ]  # fmt: skip
+    description: Annotated[str, Field(max_length=MAX_DESCRIPTION_LENGTH)] = ""
+    metadata: Metadata = None
+
+
+class ReverseRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {}, {"amount": "5.00", "metadata": {"refund": "rf-9"}}]})  # fmt: skip
+
+    amount: Annotated[
+        Amount | None,
+        Field(description="At most what is left to reverse; absent: all of it. A transaction is "
+              "reversed leg by leg in proportion, so the amount must split exactly."),
+    ] = None  # fmt: skip
+    metadata: Metadata = None
+
+
 class AccountView(BaseModel):
     account_id: str
     owner: str
@@ -153,6 +204,13 @@ class AccountView(BaseModel):
     status: Literal["OPEN", "FROZEN", "CLOSED"]
 
 
+class LegResult(BaseModel):
+    account_id: str
+    direction: Literal["debit", "credit"]
+    amount: str
+    account: AccountView
+
+
 class CommandResult(BaseModel):
     """What a write did. A replay (same Idempotency-Key and body) returns this same body, with
     the response header ``Idempotent-Replayed: true``."""
@@ -184,6 +242,16 @@ class CommandResult(BaseModel):
     ] = None
     from_: Annotated[AccountView | None, Field(alias="from")] = None
     to: AccountView | None = None
+    transaction_id: str | None = None
+    description: str | None = None
+    legs: list[LegResult] | None = None
+    metadata: dict[str, str] | None = None
+    reverses: Annotated[
+        str | None, Field(description="A reversal's: the transfer or transaction it reverses.")
+    ] = None
+    reversed_total: Annotated[
+        str | None, Field(description="A reversal's: how much of the original is now reversed.")
+    ] = None
 
     model_config = ConfigDict(populate_by_name=True)
 

@@ -50,7 +50,7 @@ def transfer_routes(ledger: Ledger, guard: Guard) -> APIRouter:
         it is posted, voided or expires."""
         receipt = await run_command(service.transfer, body.from_account_id, body.to_account_id,
                                     body.amount, pending=body.pending, timeout_s=body.timeout_s,
-                                    command_id=key)  # fmt: skip
+                                    metadata=body.metadata, command_id=key)  # fmt: skip
         return answer(receipt, response)
 
     @router.post("/transfers/{transfer_id}/post", status_code=200, **write)
@@ -133,7 +133,8 @@ def _item(raw: Any) -> BatchItem:
         )
         key = raw.get("idempotency_key") if isinstance(raw, dict) else None
         return BatchItem("", "", "", key if isinstance(key, str) else None, InvalidInput(detail))
-    return BatchItem(item.from_account_id, item.to_account_id, item.amount, item.idempotency_key)
+    return BatchItem(item.from_account_id, item.to_account_id, item.amount, item.idempotency_key,
+                     metadata=item.metadata)  # fmt: skip
 
 
 def _result(result: ItemResult) -> dict[str, Any]:
