@@ -402,7 +402,7 @@ def test_on_dynamodb_a_hold_a_post_and_a_void_are_each_one_transaction(dynamodb_
         ledger.close()
 
 
-def test_the_demo_shows_a_hold_a_partial_post_and_an_expiry(tmp_path):
+def test_the_demo_shows_a_hold_a_partial_post_an_expiry_a_fee_split_and_a_refund(tmp_path):
     out = Console(record=True, width=200)
     run_demo(out, f"sqlite:///{tmp_path / 'demo.db'}")
     text = out.export_text()
@@ -411,7 +411,10 @@ def test_the_demo_shows_a_hold_a_partial_post_and_an_expiry(tmp_path):
         "9.00 USD" in text  # fmt: skip
     assert "posting it 1.1 s later: refused (transfer_expired)" in text
     assert "its expiry recorded: alice available 9.00 USD again" in text
-    assert "alice + bob = 20.00 USD" in text
+    assert "one entry, three legs, one atomic write: alice -4.00, bob +3.80, fees +0.20" in text
+    assert "refunded 2.00 of it, leg by leg in proportion (alice 2.00, bob 1.90, fees 0.10)" in text
+    assert "refunding 2.50 more: refused (reversal_exceeds_original)" in text
+    assert "alice + bob + fees = 20.00 USD" in text
 
 
 def race(calls: list[Callable[[], object]]) -> list[object]:

@@ -74,13 +74,36 @@ def run_demo(out: Console, store_url: str | None = None) -> None:
             out.print(f"refused: {exc}; bob still has {len(store.read_stream('bob'))} events")
 
         _holds(out, ledger)
+        _journal(out, ledger)
 
-        out.rule("5. the books balance")
-        total = sum(ledger.get_account(a).balance_minor for a in ("alice", "bob"))
-        out.print(f"alice + bob = {format_minor(total, 'USD')} USD "
+        out.rule("6. the books balance")
+        names = ("alice", "bob", "fees")
+        total = sum(ledger.get_account(a).balance_minor for a in names)
+        out.print(f"alice + bob + fees = {format_minor(total, 'USD')} USD "
                   "= 100.00 deposited - 80.00 withdrawn")  # fmt: skip
     finally:
         opened.close()
+
+
+def _journal(out: Console, ledger: LedgerService) -> None:
+    """A fee split as one multi-leg entry, then a partial refund of it."""
+    out.rule("5. a fee split and a partial refund")
+    ledger.open_account("fees", owner="Fees", account_type="CHECKING")
+    split = ledger.post_transaction(
+        [("alice", "debit", "4.00"), ("bob", "credit", "3.80"), ("fees", "credit", "0.20")],
+        currency="USD", description="order 1042", metadata={"order_id": "1042"},
+    ).outcome  # fmt: skip
+    shown = ", ".join(f"{leg['account_id']} {'-' if leg['direction'] == 'debit' else '+'}"
+                      f"{leg['amount']}" for leg in split["legs"])  # fmt: skip
+    out.print(f"one entry, three legs, one atomic write: {shown}")
+    refund = ledger.reverse(split["transaction_id"], "2.00").outcome
+    legs = ", ".join(f"{leg['account_id']} {leg['amount']}" for leg in refund["legs"])
+    out.print(f"refunded 2.00 of it, leg by leg in proportion ({legs}); "
+              f"{refund['reversed_total']} of 4.00 reversed so far")  # fmt: skip
+    try:
+        ledger.reverse(split["transaction_id"], "2.50")
+    except EventbankError as exc:
+        out.print(f"refunding 2.50 more: refused ({exc.code})")
 
 
 def _holds(out: Console, ledger: LedgerService) -> None:
