@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from eventbank.application.auditor import Auditor
 from eventbank.application.ids import new_id
+from eventbank.application.queries import NotYetKnown, find_original
 from eventbank.application.service import IdempotencyKeyReused
 from eventbank.domain.errors import (
     AccountIsFrozen,
@@ -277,3 +278,24 @@ def test_random_journal_histories_conserve_money_and_audit_clean(ledger, steps):
     total = sum(service.get_account(n).balance_minor for n in names)
     assert total == 10_000
     assert Auditor(ledger.events, ledger.reads).run().clean
+
+
+class PartlyProjected:
+    """A real read store that shows one side of each movement and a checkpoint past the feed:
+    what a parked stream can leave."""
+
+    def __init__(self, reads):
+        self._reads = reads
+
+    def transfer(self, movement_id):
+        return self._reads.transfer(movement_id)[:1]
+
+    def checkpoint(self, projection):
+        return 2**62
+
+
+def test_a_reversal_is_not_decided_on_part_of_its_original(ledger):
+    tid = ledger.service.post_transaction(FEE_SPLIT, currency="USD").outcome["transaction_id"]
+    assert find_original(ledger.reads, ledger.events, tid).total_minor == 1000
+    with pytest.raises(NotYetKnown):
+        find_original(PartlyProjected(ledger.reads), ledger.events, tid)
