@@ -53,6 +53,12 @@ def test_a_transaction_and_its_reversals_over_http(api):  # noqa: F811
     assert (refund.json()["amount"], refund.json()["from"]["account_id"]) == ("20.00", "bob")
     problem(api.teller.post("/transfers/nope/reverse"), 404, "transfer_not_found")
     assert api.account("ann")["balance"] == "95.00"
+    moves = api.teller.get("/accounts/fees/transactions")
+    assert moves.status_code == 200, moves.text
+    assert [(m["kind"], m["amount"], m["balance_after"]) for m in moves.json()["items"]] == [
+        ("transaction_credit", "0.50", "0.50"),
+        ("transaction_debit", "0.25", "0.25"),
+    ]
 
 
 def test_bad_transactions_are_refused_with_stable_codes_and_write_nothing(api):  # noqa: F811

@@ -261,10 +261,12 @@ class MovementView(BaseModel):
     kind: Literal[
         "deposit", "withdrawal", "transfer_out", "transfer_in", "hold_out", "hold_in",
         "posted_out", "posted_in", "voided_out", "voided_in", "expired_out", "expired_in",
+        "transaction_debit", "transaction_credit",
     ] = Field(description="A pending transfer's side is a movement too, its balance unchanged: "
               "`hold_*` when it is made (the amount held), then `posted_*` (followed by the "
               "`transfer_*` of the amount that moved), `voided_*` or `expired_*` when it "
-              "is closed. `_out` is the debit side.")  # fmt: skip
+              "is closed. `_out` is the debit side. `transaction_*`: a leg of a multi-leg "
+              "transaction (`transfer_id` is the transaction's id).")  # fmt: skip
     amount: str
     currency: str
     balance_after: str
