@@ -348,8 +348,10 @@ async function newestFirst(container, top, load, headers, toRow, empty) {
 const KINDS = { deposit: "Deposit", withdrawal: "Withdrawal", transfer_out: "Transfer out",
   transfer_in: "Transfer in", hold_out: "Held (pending out)", hold_in: "Announced (pending in)",
   posted_out: "Hold posted", posted_in: "Hold posted", voided_out: "Hold voided",
-  voided_in: "Hold voided", expired_out: "Hold expired", expired_in: "Hold expired" };
-const MOVES = { withdrawal: "debit", transfer_out: "debit", deposit: "credit", transfer_in: "credit" };
+  voided_in: "Hold voided", expired_out: "Hold expired", expired_in: "Hold expired",
+  transaction_debit: "Entry debit", transaction_credit: "Entry credit" };
+const MOVES = { withdrawal: "debit", transfer_out: "debit", transaction_debit: "debit",
+  deposit: "credit", transfer_in: "credit", transaction_credit: "credit" };
 
 function movementRow(m) {
   // a pending transfer's side changes no balance: its amount is shown without a sign
