@@ -70,7 +70,7 @@ def test_bad_transactions_are_refused_with_stable_codes_and_write_nothing(api): 
         ({**SPLIT, "legs": legs[:1]}, "too_few_legs"),
         ({**SPLIT, "legs": [legs[0], {**legs[0], "direction": "credit"}]}, "duplicate_leg"),
         ({**SPLIT, "legs": [legs[0]] + [{"account_id": f"p{n}", "amount": "0.01",
-                                          "direction": "credit"} for n in range(1000)]},
+                                          "direction": "credit"} for n in range(100)]},
          "too_many_legs"),
         ({**SPLIT, "metadata": {"no spaces": "x"}}, "invalid_metadata"),
         ({**SPLIT, "legs": [{**legs[0], "amount": 10.0}, legs[1], legs[2]]}, "validation_error"),

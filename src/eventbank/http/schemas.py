@@ -151,7 +151,7 @@ class TransactionRequest(Strict):
         list[LegRequest],
         Field(description=f"2 to {MAX_LEGS} legs, each account once; debits equal credits "
               f"(`unbalanced_transaction`). {MAX_LEGS} is what one atomic write holds on every "
-              "engine (`too_many_legs`).", max_length=10_000),
+              "engine (`too_many_legs`).", max_length=256),
     ]  # fmt: skip
     description: Annotated[str, Field(max_length=MAX_DESCRIPTION_LENGTH)] = ""
     metadata: Metadata = None
@@ -540,3 +540,105 @@ class TransferBatchResult(BaseModel):
     succeeded: int = Field(description="Items done, now or before (ok + replayed).")
     refused: int
     replayed: int
+
+
+class AccountAsOfView(AccountView):
+    as_of: Annotated[
+        str | None,
+        Field(
+            description="Present with the `as_of` parameter: the instant this state is as of "
+            "(RFC 3339, UTC), folded from the account's events.",
+            examples=["2026-11-30T23:59:59.000000Z"],
+        ),
+    ] = None
+
+
+class StatementLine(BaseModel):
+    version: int
+    recorded_at: str
+    kind: Literal[
+        "deposit", "withdrawal", "transfer_out", "transfer_in", "transaction_debit",
+        "transaction_credit",
+    ] = Field(description="What moved the balance. A pending transfer's holds move none and "
+              "are no line; its posting is a `transfer_*` line.")  # fmt: skip
+    amount: Annotated[str, Field(description="Signed: negative is money out.", examples=["-5.00"])]
+    balance_after: str
+    description: Annotated[
+        str,
+        Field(description="A transaction's own description; else what happened and with whom, "
+              'such as "transfer to bob" or "deposit (api)".'),
+    ]  # fmt: skip
+    counterparty: str | None
+    transfer_id: Annotated[str | None, Field(description="The transfer's or transaction's id.")]
+    reverses: Annotated[str | None, Field(description="A reversal's: what it reverses.")]
+    metadata: dict[str, str]
+
+
+class StatementView(BaseModel):
+    """Every movement of the balance in the period, oldest first. Always
+    `opening_balance + total_in - total_out = closing_balance`, and each line's
+    `balance_after` is the one before plus its `amount`."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    account_id: str
+    currency: str
+    from_: Annotated[str, Field(alias="from", description="The period's first instant (UTC).")]
+    to: Annotated[
+        str,
+        Field(description="Its last instant (UTC): the `to` asked for, or now if that is later."),
+    ]
+    opening_balance: Annotated[str, Field(description="The balance just before `from`.")]
+    total_in: str
+    total_out: Annotated[str, Field(description="Positive: the sum of the money out.")]
+    closing_balance: Annotated[str, Field(description="The balance at `to`.")]
+    lines: list[StatementLine]
+
+
+class TransferLegView(BaseModel):
+    account_id: str
+    direction: Literal["debit", "credit"]
+    amount: str
+
+
+class TransferRecord(BaseModel):
+    """A transfer or a multi-leg transaction, from the transfers read model."""
+
+    transfer_id: str
+    kind: Literal["transfer", "transaction"]
+    status: Annotated[
+        Literal["posted", "pending", "voided", "expired"],
+        Field(description="posted: the money moved; pending, voided, expired: a pending "
+              "transfer's other states."),
+    ]  # fmt: skip
+    amount: Annotated[str, Field(description="What moved (a transaction's debits).")]
+    pending_amount: Annotated[
+        str | None, Field(description="What a pending transfer reserved; null if never pending.")
+    ] = None
+    currency: str
+    from_account_id: Annotated[
+        str | None, Field(description="A transfer's; null for a transaction.")
+    ] = None
+    to_account_id: str | None = None
+    accounts: Annotated[list[str], Field(description="Every account it touches.")]
+    created_at: Annotated[str, Field(description="Its first movement's time, RFC 3339 UTC.")]
+    recorded_at: Annotated[str | None, Field(description="As recorded (GET by id).")] = None
+    metadata: dict[str, str]
+    description: Annotated[str, Field(description="A transaction's description.")]
+    reverses: Annotated[
+        str | None, Field(description="The transfer or transaction this one reverses.")
+    ] = None
+    reversed_by: Annotated[list[str], Field(description="The reversals of it, by id.")]
+    reversed_amount: Annotated[str, Field(description="How much of it they moved back.")]
+    legs: Annotated[
+        list[TransferLegView] | None, Field(description="A transaction's legs (GET by id).")
+    ] = None
+
+
+class TransferSearchPage(BaseModel):
+    items: list[TransferRecord]
+    next: Annotated[
+        str | None,
+        Field(description="Pass as `after` for the next page (the same filters); null: no more. "
+              "A page may be short, even empty, and still have one."),
+    ]  # fmt: skip
