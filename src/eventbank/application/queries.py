@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from eventbank.application import transfer_search
 from eventbank.application.auditor import AUDIT_STREAM
 from eventbank.application.projections import accounts
 from eventbank.domain.account import CREDIT, DEBIT, check_account_id, describe_account
@@ -28,7 +29,13 @@ from eventbank.domain.events import event_from_data
 from eventbank.domain.journal import Leg, NotReversible, Original
 from eventbank.domain.money import format_minor
 from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore, RecordedEvent, stream_head
-from eventbank.ports.read_store import MAX_ACCOUNTS_PAGE, BalanceRow, ReadStore, TransactionRow
+from eventbank.ports.read_store import (
+    MAX_ACCOUNTS_PAGE,
+    BalanceRow,
+    ReadStore,
+    TransactionRow,
+    summarize,
+)
 
 SEARCH_SCAN = 2_000  # rows one account search examines at most (find_accounts)
 SEARCH_CHUNK = 500  # rows per further read while searching: a page filled early stops reading
@@ -154,28 +161,23 @@ class AccountQueries:
         return [describe_transaction(t) for t in moves]
 
     def transfer(self, transfer_id: str) -> dict[str, Any]:
-        """One transfer, from its projected halves: ``status`` ``posted`` for a transfer made
-        final; a pending transfer's ``pending``, ``posted``, ``voided`` or ``expired``, with
-        the amount it reserved (``pending_amount``) and, once posted, the amount that moved."""
-        halves = {t.kind: t for t in self.reads.transfer(transfer_id)}
-        if "hold_out" not in halves and {"transfer_out", "transfer_in"} - set(halves):
+        """One transfer or transaction, from its projected movements and its transfers row:
+        ``status`` ``posted`` for one made final; a pending transfer's ``pending``, ``posted``,
+        ``voided`` or ``expired``, with the amount it reserved (``pending_amount``) and, once
+        posted, the amount that moved; its metadata and reversal links; a transaction's legs."""
+        halves = self.reads.transfer(transfer_id)
+        kinds = {t.kind for t in halves}
+        legs = [t for t in halves if t.kind in ("transaction_debit", "transaction_credit")]
+        if not legs and "hold_out" not in kinds and {"transfer_out", "transfer_in"} - kinds:
             raise TransferNotFound(f"transfer {transfer_id!r} is not known (yet)")
-        debit = halves.get("hold_out") or halves["transfer_out"]
-        view = {
-            "transfer_id": transfer_id,
-            "status": "posted",
-            "amount": format_minor(debit.amount_minor, debit.currency),
-            "currency": debit.currency,
-            "from_account_id": debit.account_id,
-            "to_account_id": debit.counterparty,
-            "recorded_at": debit.recorded_at,
-        }
-        if "hold_out" in halves:
-            closed = [outcome for outcome in _CLOSED if f"{outcome}_out" in halves]
-            view["status"] = closed[0] if closed else "pending"
-            view["pending_amount"] = view["amount"]
-            moved = halves.get("transfer_out")
-            view["amount"] = format_minor(moved.amount_minor if moved else 0, debit.currency)
+        row = self.reads.transfer_rows([transfer_id]).get(transfer_id)
+        # a read model made before the transfers rows existed has movements only
+        view = transfer_search.describe(row or summarize(halves))
+        view["recorded_at"] = min(t.recorded_at for t in halves)
+        if legs:
+            view["legs"] = [{"account_id": t.account_id, "direction": _DIRECTIONS[t.kind],
+                             "amount": format_minor(t.amount_minor, t.currency)}
+                            for t in legs]  # fmt: skip
         return view
 
     def totals(self) -> list[dict[str, Any]]:
@@ -306,4 +308,7 @@ def describe_transaction(t: TransactionRow) -> dict[str, Any]:
         "counterparty": t.counterparty,
         "transfer_id": t.transfer_id,
         "recorded_at": t.recorded_at,
+        "metadata": dict(t.metadata),
+        "description": t.description,
+        "reverses": t.reverses,
     }

@@ -24,6 +24,7 @@ from eventbank.cli.payroll import payroll_app
 from eventbank.cli.projections import projections_app
 from eventbank.cli.serve import serve_app
 from eventbank.cli.tokens import tokens_app
+from eventbank.cli.transfers import transfers_app
 from eventbank.domain.errors import Conflict, EventbankError, InvalidInput, RuleViolation
 from eventbank.engines.urls import DEFAULT_STORE_URL
 
@@ -39,6 +40,7 @@ app = typer.Typer(
 app.add_typer(accounts_app)
 app.add_typer(journal_app)
 app.add_typer(serve_app)
+app.add_typer(transfers_app)
 app.add_typer(audit_app)
 app.add_typer(bench_app)
 app.add_typer(projections_app, name="projections", help="Read-model projections.")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from eventbank.application.batch import MAX_BATCH_ITEMS, BatchItem, ItemResult, tally
 from eventbank.application.holds import MAX_LISTED, open_holds
-from eventbank.domain.errors import InvalidInput
+from eventbank.application.transfer_search import find_transfers
+from eventbank.domain.errors import InvalidInput, TransferNotFound
 from eventbank.http.commands import run_command
 from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, Guard, IdempotencyKey, answer
 from eventbank.http.schemas import (
@@ -20,8 +21,9 @@ from eventbank.http.schemas import (
     PostTransferRequest,
     TransferBatchRequest,
     TransferBatchResult,
+    TransferRecord,
     TransferRequest,
-    TransferView,
+    TransferSearchPage,
     VoidTransferRequest,
 )
 from eventbank.ports.event_store import BatchTooLarge
@@ -109,14 +111,56 @@ def transfer_routes(ledger: Ledger, guard: Guard) -> APIRouter:
             response.headers["Idempotent-Replayed"] = "true"
         return {"results": [_result(r) for r in results], **tally(results)}
 
-    @router.get("/transfers/{transfer_id}", response_model=TransferView,
+    @router.get("/transfers", response_model=TransferSearchPage, dependencies=[guard("read")],
+                responses=READ_ERRORS)  # fmt: skip
+    def search_transfers(
+        request: Request,
+        account_id: Annotated[
+            str | None, Query(max_length=64, description="Either side, or any leg.")
+        ] = None,
+        from_: Annotated[
+            str | None, Query(alias="from", max_length=40, description="RFC 3339, inclusive.")
+        ] = None,
+        to: Annotated[str | None, Query(max_length=40, description="RFC 3339, exclusive.")] = None,
+        status: Annotated[
+            str | None, Query(max_length=20, description="pending, posted, voided or expired.")
+        ] = None,
+        after: Annotated[
+            str | None, Query(max_length=800, description="The `next` of the page before.")
+        ] = None,
+        limit: Annotated[str, Query(max_length=10, description="1 to 200.")] = "50",
+    ):
+        """Transfers and transactions, oldest first; filter with `metadata.KEY=VALUE` (each must
+        match) and the parameters. One indexed read (by account, else by the first metadata
+        pair, else by time) examines at most 1,000 rows per request, so a page may hold fewer
+        than `limit` items, even none, while `next` is not null: follow `next` until it is."""
+        metadata = {name.removeprefix("metadata."): value
+                    for name, value in request.query_params.items()
+                    if name.startswith("metadata.")}  # fmt: skip
+        items, cursor = find_transfers(
+            ledger.reads, account_id=account_id, metadata=metadata, from_=from_, to=to,
+            status=status, after=after, limit=limit,
+        )  # fmt: skip
+        return {"items": items, "next": cursor}
+
+    @router.get("/transfers/{transfer_id}", response_model=TransferRecord,
                 response_model_exclude_none=True, dependencies=[guard("read")],
                 responses=READ_ERRORS)  # fmt: skip
     def get_transfer(transfer_id: str):
-        """A transfer, once projected: `status` posted for one made final at once; a pending
-        transfer's pending, posted, voided or expired, with `pending_amount`, what it
-        reserved."""
+        """A transfer or transaction, once projected: `status` posted for one made final at
+        once; a pending transfer's pending, posted, voided or expired, with `pending_amount`,
+        what it reserved; its metadata, reversal links and (a transaction's) legs."""
         return queries.transfer(transfer_id)
+
+    @router.get("/transactions/{transaction_id}", response_model=TransferRecord,
+                response_model_exclude_none=True, dependencies=[guard("read")],
+                responses=READ_ERRORS)  # fmt: skip
+    def get_transaction(transaction_id: str):
+        """A multi-leg transaction, once projected, with its legs (as `/transfers/{id}`)."""
+        view = queries.transfer(transaction_id)
+        if view["kind"] != "transaction":
+            raise TransferNotFound(f"{transaction_id!r} is a transfer, not a transaction")
+        return view
 
     return router
 

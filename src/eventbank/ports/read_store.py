@@ -10,17 +10,25 @@ Bounded reads: ``accounts_page(after, limit)`` lists balance rows in account-id 
 order on every engine) from a cursor, one indexed range read of at most ``limit`` rows, whatever
 the store's size; ``all_balances`` reads every row and is for audits only. ``totals`` sums are
 exact at any size (Python ints; no engine's 64-bit sum may overflow or round).
+
+Transfers: ``transfers_page`` reads one index of the transfers read model (by account, by one
+metadata pair, or by time alone) in ``(created_at, transfer_id)`` order from a position, one
+indexed range read of at most ``limit`` rows: searches filter what it returns
+(application/transfer_search.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from eventbank.domain.errors import EventbankError, InvalidInput
 
 MAX_ACCOUNTS_PAGE = 1_000  # rows one accounts_page call may return
+MAX_TRANSFERS_PAGE = 1_000  # rows one transfers_page call may return
+END_OF_TIME = "~"  # sorts after every created_at ("2026-…"): no upper bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,53 @@ class TransactionRow:
     transfer_id: str | None  # the transfer's or the transaction's id
     balance_after_minor: int
     recorded_at: str
+    # the event's: the caller's metadata, a transaction's description, and the id of the
+    # transfer or transaction this one reverses (rows written before these existed have none)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+    reverses: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRow:
+    """``transfers``: one row per transfer or multi-leg transaction, folded from its movements
+    (``summarize``) and the reversals that name it. ``created_at`` is its first movement's
+    time as fixed-width UTC text (``2026-12-05T09:00:00.000000Z``), so texts order as times."""
+
+    transfer_id: str
+    kind: str  # transfer | transaction
+    currency: str
+    created_at: str
+    from_account: str | None  # a transfer's; None for a transaction
+    to_account: str | None
+    accounts: tuple[str, ...]  # every account it touches, sorted
+    metadata: Mapping[str, str]
+    description: str
+    reverses: str | None
+    held_minor: int  # a pending transfer's reserved amount (0: never pending)
+    moved_minor: int  # what moved: a transfer's amount, a transaction's debits
+    outcome: str  # how a pending transfer ended: posted | voided | expired ("": open or never)
+    reversed_by: tuple[str, ...] = ()  # ids of the reversals of it, sorted
+    reversed_minor: int = 0  # how much of it they moved back
+
+    @property
+    def status(self) -> str:
+        """posted, or for a pending transfer pending until it is posted, voided or expired."""
+        return self.outcome or ("pending" if self.held_minor else "posted")
+
+    @property
+    def position(self) -> tuple[str, str]:
+        """Where it sits in every transfers index."""
+        return self.created_at, self.transfer_id
+
+
+@dataclass(frozen=True, slots=True)
+class TransferIndex:
+    """Which index ``transfers_page`` reads: an account's, one metadata pair's, or (neither)
+    the time index of every transfer."""
+
+    account_id: str | None = None
+    meta: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +172,16 @@ class ReadStore(Protocol):
 
     def transfer(self, transfer_id: str) -> list[TransactionRow]: ...
 
+    def transfer_rows(self, transfer_ids: Sequence[str]) -> dict[str, TransferRow]: ...
+
+    def transfers_page(
+        self, index: TransferIndex, after: tuple[str, str], before: str, limit: int
+    ) -> list[TransferRow]:
+        """Rows of ``index`` with ``(created_at, transfer_id) > after`` and ``created_at <
+        before`` (``END_OF_TIME``: no bound), in that order, at most ``limit`` (1 to
+        MAX_TRANSFERS_PAGE): one indexed range read, never a scan of the store."""
+        ...
+
     def totals(self) -> list[CurrencyTotal]: ...
 
     def save_failure(self, failure: Failure) -> None: ...
@@ -136,3 +201,71 @@ def check_accounts_page(after: str, limit: int) -> None:
         raise InvalidInput('after must be an account id (a string; "" = from the first)')
     if type(limit) is not int or not 1 <= limit <= MAX_ACCOUNTS_PAGE:
         raise InvalidInput(f"limit must be an integer from 1 to {MAX_ACCOUNTS_PAGE}")
+
+
+_OPENING = ("hold_out", "hold_in", "transfer_out", "transfer_in", "transaction_debit",
+            "transaction_credit")  # fmt: skip
+_OUTCOMES = ("posted", "voided", "expired")
+
+
+def summarize(moves: Sequence[TransactionRow]) -> TransferRow:
+    """The transfers row of one id from all its movements (in any order), before reversals.
+
+    The earliest movements open it (a pending transfer's later ones, its post, void or expiry,
+    carry no metadata): they give its time, metadata, description and what it reverses."""
+    first = min(moves, key=lambda m: (utc_position(m.recorded_at), m.kind not in _OPENING))
+    kinds = {m.kind for m in moves}
+    debit = next((m for m in moves if m.kind in ("hold_out", "transfer_out")), None)
+    credit = next((m for m in moves if m.kind in ("hold_in", "transfer_in")), None)
+    ends: tuple[str | None, str | None] = (None, None)  # a transaction has no from and to
+    if debit is not None:
+        ends = debit.account_id, debit.counterparty
+    elif credit is not None:
+        ends = credit.counterparty, credit.account_id
+    transaction = any(m.kind.startswith("transaction_") for m in moves)
+    return TransferRow(
+        transfer_id=str(first.transfer_id),
+        kind="transaction" if transaction else "transfer",
+        currency=first.currency,
+        created_at=utc_position(first.recorded_at),
+        from_account=None if transaction else ends[0],
+        to_account=None if transaction else ends[1],
+        accounts=tuple(sorted({m.account_id for m in moves})),
+        metadata=dict(first.metadata),
+        description=first.description,
+        reverses=first.reverses,
+        held_minor=next((m.amount_minor for m in moves if m.kind in ("hold_out", "hold_in")), 0),
+        # both sides sum to the same once all are projected; until then, what is known
+        moved_minor=max(_total(moves, _DEBITS), _total(moves, _CREDITS)),
+        outcome=next((o for o in _OUTCOMES if f"{o}_out" in kinds or f"{o}_in" in kinds), ""),
+    )
+
+
+_DEBITS = ("transfer_out", "transaction_debit")
+_CREDITS = ("transfer_in", "transaction_credit")
+
+
+def _total(moves: Sequence[TransactionRow], kinds: tuple[str, ...]) -> int:
+    return sum(m.amount_minor for m in moves if m.kind in kinds)
+
+
+def utc_position(recorded_at: str) -> str:
+    """An event's ``recorded_at`` (RFC 3339) as fixed-width UTC text, which orders as time."""
+    moment = datetime.fromisoformat(recorded_at.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_transfers_page(
+    index: TransferIndex, after: tuple[str, str], before: str, limit: int
+) -> None:
+    """Refuse a malformed ``transfers_page`` before any engine touches storage."""
+    if index.account_id is not None and index.meta is not None:
+        raise InvalidInput("a transfers page reads one index: an account's or a metadata pair's")
+    if not (isinstance(after, tuple) and len(after) == 2 and all(type(a) is str for a in after)):
+        raise InvalidInput("after must be a (created_at, transfer_id) pair of strings")
+    if type(before) is not str:
+        raise InvalidInput("before must be a string")
+    if type(limit) is not int or not 1 <= limit <= MAX_TRANSFERS_PAGE:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_TRANSFERS_PAGE}")

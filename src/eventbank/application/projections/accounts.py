@@ -80,6 +80,9 @@ def project(row: BalanceRow | None, event: RecordedEvent) -> Change:
             or getattr(domain_event, "transaction_id", None),
             balance_after_minor=state.balance_minor,
             recorded_at=recorded_at,
+            metadata=dict(getattr(domain_event, "metadata", {})),
+            description=getattr(domain_event, "description", ""),
+            reverses=getattr(domain_event, "reverses", "") or None,
         ),
     )
 

@@ -6,7 +6,12 @@ Keys are strings (``PK``, ``SK``), so one ``Query`` answers each read in the ord
 |---|---|---|
 | balance row | ``ACCOUNT#<id>`` | ``ROW`` |
 | movement | ``ACCOUNT#<id>`` | ``TX#<version, 20 digits>`` (version order) |
-| transfer half | ``TRANSFER#<transfer id>`` | kind (descending: ``transfer_out`` first) |
+| transfer half | ``TRANSFER#<transfer id>`` | ``<kind>#<account id>`` (descending: debits first) |
+| transfers row | ``TRANSFER_ROW#<transfer id>`` | ``SUMMARY`` (not ``ROW``: audits scan those) |
+| by account | ``TRANSFERS_BY_ACCOUNT#<account id>`` | ``<created_at>#<transfer id>`` |
+| by metadata | ``TRANSFERS_BY_META#<sha256 of key, value>`` | ``<created_at>#<transfer id>`` |
+| by time | ``TRANSFERS_BY_DAY#<UTC day>`` | ``<created_at>#<transfer id>`` |
+| days with transfers | ``TRANSFER_DAYS`` | ``<UTC day>`` |
 | currency total | ``TOTALS`` | currency |
 | checkpoint | ``CHECKPOINT`` | projection |
 | failure | ``FAILURE#<projection>`` | aggregate id |
@@ -22,6 +27,25 @@ unchanged keys, a balance change writes nothing to the index; an opening writes 
 closing moves it. Index reads are eventually consistent: an account opened or closed a moment
 ago may be missing from a listing (never from ``balance``), and until DynamoDB has backfilled
 the index of an upgraded table, listing answers ``StoreUnavailable``.
+
+The transfers read model. A transfers row is folded in place, by update expressions that give
+one result in any order (DynamoDB Streams has no order across accounts): the movements' sums and
+sets are ``ADD``ed (exactly once, as each rides in its change's guarded transaction), and what
+opens a transfer (its time, metadata, description, what it reverses) is set ``if_not_exists``.
+Any transfer's first movement projected on any account opens it (its later ones, a post or
+void, follow on the same streams), so the first written is an opening one. Index entries, one
+item each, are keyed ``<created_at>#<id>`` (created_at is fixed width, so this orders as the
+pair); created_at is read from the row before writing (a consistent GetItem) so a post's
+entries land on the opening's. A page is one ``Query`` of one partition (``Limit`` bounded),
+then the rows by consistent ``BatchGetItem``. Listing by time alone reads the days that have
+transfers (``TRANSFER_DAYS``, one item per UTC day, written once per process and day before
+the day's first change, so a crash can only leave a day marked and empty), then each day's
+partition in order; every marked day holds a transfer, so a page reads at most ``limit`` + 2
+day partitions. Limits: every partition sustains about 1,000 writes/s on AWS, so a day's
+partition caps the transfers opened per second (a transfer writes its entry from both sides),
+as an account's partition caps an account and a metadata pair's one (say ``channel=web`` on
+every transfer) caps that pair; the per-currency totals item caps projection throughput below
+that already. Transfers made before this read model existed are listed after a rebuild.
 
 Exactly once without one big transaction. SQLite commits a batch's changes and its checkpoint
 together; DynamoDB cannot, as a ``TransactWriteItems`` holds at most 100 items and may not touch
@@ -48,6 +72,8 @@ stored as 40-digit zero-padded strings, which compare in numeric order.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from itertools import islice
@@ -56,6 +82,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from eventbank.domain.account import AccountStatus
+from eventbank.domain.canonical import canonical_json
 from eventbank.engines.dynamodb.table import TRANSIENT, DynamoTable, Retry, error_code, number
 from eventbank.ports.event_store import StoreError, StoreUnavailable
 from eventbank.ports.read_store import (
@@ -65,7 +92,11 @@ from eventbank.ports.read_store import (
     Failure,
     ReadStoreError,
     TransactionRow,
+    TransferIndex,
+    TransferRow,
     check_accounts_page,
+    check_transfers_page,
+    utc_position,
 )
 
 _KEY_SCHEMA = [{"AttributeName": "PK", "KeyType": "HASH"},
@@ -89,6 +120,12 @@ _VERSION_DIGITS = 20
 _POSITION_DIGITS = 40
 _GET_BATCH = 100  # the BatchGetItem maximum
 _WRITE_BATCH = 25  # the BatchWriteItem maximum
+_DAYS = "TRANSFER_DAYS"
+_SUMMARY = "SUMMARY"
+_HOLDS = ("hold_out", "hold_in")
+_DEBITS = ("transfer_out", "transaction_debit")
+_CREDITS = ("transfer_in", "transaction_credit")
+_OUTCOMES = ("posted", "voided", "expired")
 
 
 class DynamoReadStore(DynamoTable):
@@ -104,6 +141,7 @@ class DynamoReadStore(DynamoTable):
     ):
         super().__init__(table, endpoint_url=endpoint_url, region=region, timeout_s=timeout_s)
         self._index_active = False  # the accounts index, once seen ACTIVE
+        self._days_marked: set[str] = set()  # TRANSFER_DAYS items this process has written
         try:
             described, _ = self._ensure_table(
                 _KEY_SCHEMA, _ATTRIBUTES + _INDEX_ATTRIBUTES,
@@ -178,6 +216,8 @@ class DynamoReadStore(DynamoTable):
         """One transaction; a lost response needs no request token, as a retry of a write that
         landed fails its version condition and is skipped like any duplicate."""
         items = _transaction_items(self.table, change, before)
+        if change.transaction is not None and change.transaction.transfer_id is not None:
+            items += self._transfer_items(change.transaction)
 
         def attempt() -> bool:
             try:
@@ -200,6 +240,37 @@ class DynamoReadStore(DynamoTable):
             if current is None or current.version < change.row.version:
                 raise _gap(change.row, current.version if current else 0)
 
+    def _transfer_items(self, move: TransactionRow) -> list[dict[str, Any]]:
+        """The transfers row's update and index entries for one movement (module docstring);
+        its day is marked first."""
+        transfer_id = str(move.transfer_id)
+        row_key = _key(f"TRANSFER_ROW#{transfer_id}", _SUMMARY)
+        known = self._call(
+            self._ddb.get_item, TableName=self.table, Key=row_key, ConsistentRead=True,
+            ProjectionExpression="created_at",
+        ).get("Item")  # fmt: skip
+        created_at = known["created_at"]["S"] if known else utc_position(move.recorded_at)
+        day, sk = created_at[:10], f"{created_at}#{transfer_id}"
+        if day not in self._days_marked:
+            self._call(self._ddb.put_item, TableName=self.table, Item=_key(_DAYS, day))
+            self._days_marked.add(day)
+        entries = [f"TRANSFERS_BY_ACCOUNT#{move.account_id}", f"TRANSFERS_BY_DAY#{day}"]
+        entries += [_meta_pk(key, value) for key, value in move.metadata.items()]
+        items = [{"Put": {"TableName": self.table,
+                          "Item": {**_key(pk, sk), "transfer_id": {"S": transfer_id}}}}
+                 for pk in entries]  # fmt: skip
+        items.append({"Update": _row_update(self.table, move, created_at)})
+        if move.reverses is not None:
+            moved = move.amount_minor if move.kind in _DEBITS else 0
+            items.append({"Update": {
+                "TableName": self.table, "Key": _key(f"TRANSFER_ROW#{move.reverses}", _SUMMARY),
+                "UpdateExpression": "ADD #by :id, #minor :moved",
+                "ExpressionAttributeNames": {"#by": "reversed_by", "#minor": "reversed_minor"},
+                "ExpressionAttributeValues": {":id": {"SS": [transfer_id]},
+                                              ":moved": number(moved)},
+            }})  # fmt: skip
+        return items
+
     def save_failure(self, failure: Failure) -> None:
         item = {
             **_key(f"FAILURE#{failure.projection}", failure.aggregate_id),
@@ -220,6 +291,7 @@ class DynamoReadStore(DynamoTable):
     def reset(self, projection: str) -> None:
         """Forget everything this projection wrote, so a rebuild starts from nothing: a Scan of
         the keys, deleted page by page in batches (other projections' state is kept)."""
+        self._days_marked.clear()
         scanned = self._pages(self._ddb.scan, ProjectionExpression="PK, SK")
         keys = (_key(i["PK"]["S"], i["SK"]["S"]) for i in scanned if _written_by(projection, i))
         while batch := list(islice(keys, _WRITE_BATCH)):
@@ -332,6 +404,68 @@ class DynamoReadStore(DynamoTable):
         )  # fmt: skip
         return [_move(item) for item in items]
 
+    def transfer_rows(self, transfer_ids: Sequence[str]) -> dict[str, TransferRow]:
+        """Consistent reads, 100 keys per BatchGetItem, unprocessed keys retried with backoff."""
+        ids = list(dict.fromkeys(transfer_ids))
+        found: dict[str, TransferRow] = {}
+        for start in range(0, len(ids), _GET_BATCH):
+            keys = [_key(f"TRANSFER_ROW#{i}", _SUMMARY) for i in ids[start : start + _GET_BATCH]]
+            pending = {self.table: {"Keys": keys, "ConsistentRead": True}}
+
+            def attempt() -> None:
+                nonlocal pending
+                page = self._ddb.batch_get_item(RequestItems=pending)
+                for item in page["Responses"].get(self.table, []):
+                    if "created_at" in item:  # not just a reversal's link, ahead of its row
+                        row = _transfer_row(item)
+                        found[row.transfer_id] = row
+                pending = page["UnprocessedKeys"]
+                if pending:
+                    raise Retry(f"{len(pending[self.table]['Keys'])} keys left unprocessed")
+
+            self._retrying(attempt)
+        return found
+
+    def transfers_page(
+        self, index: TransferIndex, after: tuple[str, str], before: str, limit: int
+    ) -> list[TransferRow]:
+        """One Query of the account's or metadata pair's partition, or of the day partitions
+        in order (module docstring), then the rows by BatchGetItem."""
+        check_transfers_page(index, after, before, limit)
+        if index.account_id is not None:
+            ids = self._entries(f"TRANSFERS_BY_ACCOUNT#{index.account_id}", after, before, limit)
+        elif index.meta is not None:
+            ids = self._entries(_meta_pk(*index.meta), after, before, limit)
+        else:
+            ids = []
+            for day in self._days(after[0][:10], before[:10]):
+                ids += self._entries(f"TRANSFERS_BY_DAY#{day}", after, before, limit - len(ids))
+                if len(ids) == limit:
+                    break
+        rows = self.transfer_rows(ids)
+        return [rows[i] for i in ids if i in rows]  # a row reset meanwhile is left out
+
+    def _entries(self, pk: str, after: tuple[str, str], before: str, limit: int) -> list[str]:
+        """The transfer ids of one index partition after ``after`` and before ``before``."""
+        low = f"{after[0]}#{after[1]}" if after[0] else "0"  # every created_at is a year
+        items = self._pages(
+            self._ddb.query, Limit=limit + 1,
+            KeyConditionExpression="PK = :pk AND SK BETWEEN :low AND :high",
+            ExpressionAttributeValues={":pk": {"S": pk}, ":low": {"S": low},
+                                       ":high": {"S": before}},
+        )  # fmt: skip
+        fresh = (item for item in items if item["SK"]["S"] != low)  # ``after`` is exclusive
+        return [item["transfer_id"]["S"] for item in islice(fresh, limit)]
+
+    def _days(self, first: str, last: str) -> Iterator[str]:
+        """The UTC days from ``first`` to ``last`` that have transfers, in order, as read."""
+        items = self._pages(
+            self._ddb.query, KeyConditionExpression="PK = :days AND SK BETWEEN :first AND :last",
+            ExpressionAttributeValues={":days": {"S": _DAYS}, ":first": {"S": first or "0"},
+                                       ":last": {"S": last}},
+        )  # fmt: skip
+        return (item["SK"]["S"] for item in items)
+
     def totals(self) -> list[CurrencyTotal]:
         items = self._pages(
             self._ddb.query, KeyConditionExpression="PK = :totals",
@@ -394,7 +528,9 @@ def _transaction_items(
     if move is not None:
         items.append({"Put": {"TableName": table, "Item": _move_item(move)}})
         if move.transfer_id is not None:
-            half = {**_move_item(move), **_key(f"TRANSFER#{move.transfer_id}", move.kind)}
+            # a transaction has several legs of one kind: the account tells them apart
+            sk = f"{move.kind}#{move.account_id}"
+            half = {**_move_item(move), **_key(f"TRANSFER#{move.transfer_id}", sk)}
             items.append({"Put": {"TableName": table, "Item": half}})
     return items
 
@@ -478,6 +614,12 @@ def _move_item(t: TransactionRow) -> dict[str, dict[str, str]]:
         item["counterparty"] = {"S": t.counterparty}
     if t.transfer_id is not None:
         item["transfer_id"] = {"S": t.transfer_id}
+    if t.metadata:
+        item["metadata"] = {"S": canonical_json(dict(t.metadata))}
+    if t.description:
+        item["description"] = {"S": t.description}
+    if t.reverses is not None:
+        item["reverses"] = {"S": t.reverses}
     return item
 
 
@@ -487,4 +629,67 @@ def _move(item: dict[str, Any]) -> TransactionRow:
         int(item["amount_minor"]["N"]), item["currency"]["S"],
         item.get("counterparty", {}).get("S"), item.get("transfer_id", {}).get("S"),
         int(item["balance_after_minor"]["N"]), item["recorded_at"]["S"],
+        # movements written before metadata, descriptions and reversals existed have none
+        json.loads(item.get("metadata", {"S": "{}"})["S"]),
+        item.get("description", {"S": ""})["S"], item.get("reverses", {}).get("S"),
+    )  # fmt: skip
+
+
+def _meta_pk(key: str, value: str) -> str:
+    """A metadata pair's index partition: hashed, as a value may be longer than a key can be."""
+    return f"TRANSFERS_BY_META#{hashlib.sha256(canonical_json([key, value]).encode()).hexdigest()}"
+
+
+def _row_update(table: str, move: TransactionRow, created_at: str) -> dict[str, Any]:
+    """One movement folded into its transfers row: sums and sets ADDed, what opens it set only
+    if not set, so any order of movements gives the same row."""
+    kind = "transaction" if move.kind.startswith("transaction_") else "transfer"
+    sets: dict[str, tuple[str, dict[str, Any]]] = {  # attribute: (how, its value)
+        "transfer_id": ("=", {"S": str(move.transfer_id)}), "kind": ("=", {"S": kind}),
+        "currency": ("=", {"S": move.currency}), "created_at": ("if_not_exists", {"S": created_at}),
+        "metadata": ("if_not_exists", {"S": canonical_json(dict(move.metadata))}),
+        "description": ("if_not_exists", {"S": move.description}),
+    }  # fmt: skip
+    adds: dict[str, dict[str, Any]] = {"accounts": {"SS": [move.account_id]}}
+    if move.reverses is not None:
+        sets["reverses"] = ("if_not_exists", {"S": move.reverses})
+    if move.kind in _HOLDS:
+        sets["held_minor"] = ("=", number(move.amount_minor))
+    elif move.kind in _DEBITS or move.kind in _CREDITS:
+        adds["debits_minor" if move.kind in _DEBITS else "credits_minor"] = number(
+            move.amount_minor
+        )
+    if (outcome := move.kind.rsplit("_", 1)[0]) in _OUTCOMES:
+        adds["outcomes"] = {"SS": [outcome]}
+    ends = (move.account_id, str(move.counterparty))
+    if move.kind in ("hold_out", "transfer_out", "hold_in", "transfer_in"):
+        debit, credit = ends if move.kind.endswith("_out") else ends[::-1]
+        sets["from_account"], sets["to_account"] = ("=", {"S": debit}), ("=", {"S": credit})
+    set_parts = [f"#{a} = {f'if_not_exists(#{a}, :{a})' if how != '=' else f':{a}'}"
+                 for a, (how, _) in sets.items()]  # fmt: skip
+    return {
+        "TableName": table, "Key": _key(f"TRANSFER_ROW#{move.transfer_id}", _SUMMARY),
+        "UpdateExpression": f"SET {', '.join(set_parts)} ADD "
+        + ", ".join(f"#{a} :{a}" for a in adds),
+        "ExpressionAttributeNames": {f"#{a}": a for a in [*sets, *adds]},
+        "ExpressionAttributeValues": {**{f":{a}": v for a, (_, v) in sets.items()},
+                                      **{f":{a}": v for a, v in adds.items()}},
+    }  # fmt: skip
+
+
+def _transfer_row(item: dict[str, Any]) -> TransferRow:
+    outcomes = set(item.get("outcomes", {}).get("SS", []))
+    moved = max(int(item.get(f"{side}_minor", {"N": "0"})["N"]) for side in ("debits", "credits"))
+    return TransferRow(
+        transfer_id=item["transfer_id"]["S"], kind=item["kind"]["S"],
+        currency=item["currency"]["S"], created_at=item["created_at"]["S"],
+        from_account=item.get("from_account", {}).get("S"),
+        to_account=item.get("to_account", {}).get("S"),
+        accounts=tuple(sorted(item["accounts"]["SS"])),
+        metadata=json.loads(item["metadata"]["S"]), description=item["description"]["S"],
+        reverses=item.get("reverses", {}).get("S"),
+        held_minor=int(item.get("held_minor", {"N": "0"})["N"]), moved_minor=moved,
+        outcome=next((o for o in _OUTCOMES if o in outcomes), ""),
+        reversed_by=tuple(sorted(item.get("reversed_by", {}).get("SS", []))),
+        reversed_minor=int(item.get("reversed_minor", {"N": "0"})["N"]),
     )  # fmt: skip

@@ -18,10 +18,14 @@ listings sort by code point, as on SQLite, whatever the database's locale.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
 import psycopg
 
+from eventbank.domain.canonical import canonical_json
 from eventbank.engines.postgres import connection as pg
 from eventbank.ports.read_store import (
     BalanceRow,
@@ -30,14 +34,19 @@ from eventbank.ports.read_store import (
     Failure,
     ReadStoreError,
     TransactionRow,
+    TransferIndex,
+    TransferRow,
     check_accounts_page,
+    check_transfers_page,
+    summarize,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Advisory locks are keyed (namespace, key) per database; the namespace is "read" in ASCII.
 _LOCK_NAMESPACE = 0x72656164
 _MIGRATION_LOCK = 1
+_TRANSFER_LOCKS = 0x7872656C  # "xrel": one transaction-scoped lock per transfer id's hash
 
 # Migration N brings the schema from version N-1 to N. Append only; never edit a shipped one.
 _MIGRATIONS: tuple[str, ...] = (
@@ -95,6 +104,47 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE account_balances ADD COLUMN pending_debits_minor bigint NOT NULL DEFAULT 0,
                                  ADD COLUMN pending_credits_minor bigint NOT NULL DEFAULT 0;
     """,
+    # 4: metadata, descriptions, reversals, and the transfers read model with its indexes (by
+    # time, by account, by metadata pair; each in (created_at, transfer_id) order). Movements
+    # written before had no metadata, description or reversal: empty is right. Transfers made
+    # before are listed once the read models are rebuilt (``eventbank projections rebuild``).
+    """
+    ALTER TABLE account_transactions ADD COLUMN metadata jsonb NOT NULL DEFAULT '{}',
+                                     ADD COLUMN description text NOT NULL DEFAULT '',
+                                     ADD COLUMN reverses text;
+    CREATE TABLE transfers (
+        transfer_id    text   COLLATE "C" PRIMARY KEY,
+        kind           text   NOT NULL,
+        currency       text   NOT NULL,
+        created_at     text   COLLATE "C" NOT NULL,
+        from_account   text,
+        to_account     text,
+        accounts       jsonb  NOT NULL,
+        metadata       jsonb  NOT NULL,
+        description    text   NOT NULL,
+        reverses       text   COLLATE "C",
+        held_minor     bigint NOT NULL,
+        moved_minor    bigint NOT NULL,
+        outcome        text   NOT NULL,
+        reversed_by    jsonb  NOT NULL,
+        reversed_minor bigint NOT NULL
+    );
+    CREATE INDEX transfers_by_time ON transfers (created_at, transfer_id);
+    CREATE INDEX transfers_by_original ON transfers (reverses) WHERE reverses IS NOT NULL;
+    CREATE TABLE transfers_by_account (
+        account_id  text COLLATE "C" NOT NULL,
+        created_at  text COLLATE "C" NOT NULL,
+        transfer_id text COLLATE "C" NOT NULL,
+        PRIMARY KEY (account_id, created_at, transfer_id)
+    );
+    CREATE TABLE transfers_by_meta (
+        meta_key    text COLLATE "C" NOT NULL,
+        meta_value  text COLLATE "C" NOT NULL,
+        created_at  text COLLATE "C" NOT NULL,
+        transfer_id text COLLATE "C" NOT NULL,
+        PRIMARY KEY (meta_key, meta_value, created_at, transfer_id)
+    );
+    """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -104,8 +154,21 @@ _BALANCE_COLUMNS = (
 )
 _TRANSACTION_COLUMNS = (
     "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
-    " balance_after_minor, recorded_at"
+    " balance_after_minor, recorded_at, metadata, description, reverses"
 )
+_TRANSFER_COLUMNS = (
+    "transfer_id, kind, currency, created_at, from_account, to_account, accounts, metadata,"
+    " description, reverses, held_minor, moved_minor, outcome, reversed_by, reversed_minor"
+)
+_T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in _TRANSFER_COLUMNS.split(","))
+# Each index as (rows, key condition, which table's (created_at, transfer_id) orders it).
+_TRANSFER_INDEXES = {
+    "time": ("transfers t", "", "t"),
+    "account": ("transfers_by_account i JOIN transfers t USING (transfer_id)",
+                "i.account_id = %s AND ", "i"),
+    "meta": ("transfers_by_meta i JOIN transfers t USING (transfer_id)",
+             "i.meta_key = %s AND i.meta_value = %s AND ", "i"),
+}  # fmt: skip
 _FAILURE_COLUMNS = (
     "projection, aggregate_id, version, error, attempts, first_failed_at, next_attempt_at"
 )
@@ -178,6 +241,7 @@ class PostgresReadStore:
             if gap := _first_gap(conn, ordered, applied):
                 raise gap
             _insert_transactions(conn, ordered, applied)
+            _refresh_transfers(conn, ordered, applied)
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO projection_checkpoints (projection, position) VALUES (%s, %s)"
@@ -210,8 +274,8 @@ class PostgresReadStore:
         with pg.connection(self._pool) as conn, conn.transaction():
             # Wait for in-flight applies and hold off new ones (readers go on), as SQLite's
             # write lock does, so no concurrent batch survives the reset half-applied.
-            conn.execute("LOCK TABLE account_balances, account_transactions IN EXCLUSIVE MODE")
-            for table in ("account_balances", "account_transactions"):
+            conn.execute(f"LOCK TABLE {', '.join(_TABLES)} IN EXCLUSIVE MODE")
+            for table in _TABLES:
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM projection_checkpoints WHERE projection = %s", (projection,))
             conn.execute("DELETE FROM projection_failures WHERE projection = %s", (projection,))
@@ -265,17 +329,43 @@ class PostgresReadStore:
                 " WHERE account_id = %s AND version > %s ORDER BY version LIMIT %s",
                 (account_id, after_version, limit),
             ).fetchall()
-        return [TransactionRow(*r) for r in rows]
+        return [_transaction(r) for r in rows]
 
     def transfer(self, transfer_id: str) -> list[TransactionRow]:
         """Both halves of one transfer (debit first), once projected."""
         with pg.connection(self._pool) as conn:
             rows = conn.execute(
                 f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = %s"
-                " ORDER BY kind DESC",
+                " ORDER BY kind DESC, account_id",
                 (transfer_id,),
             ).fetchall()
-        return [TransactionRow(*r) for r in rows]
+        return [_transaction(r) for r in rows]
+
+    def transfer_rows(self, transfer_ids: Sequence[str]) -> dict[str, TransferRow]:
+        if not transfer_ids:
+            return {}
+        with pg.connection(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = ANY(%s)",
+                (list(transfer_ids),),
+            ).fetchall()
+        return {r[0]: _transfer(r) for r in rows}
+
+    def transfers_page(
+        self, index: TransferIndex, after: tuple[str, str], before: str, limit: int
+    ) -> list[TransferRow]:
+        """A range read of one index (a primary key's, or ``transfers_by_time``)."""
+        check_transfers_page(index, after, before, limit)
+        which, by = _which(index)
+        rows_from, key, p = _TRANSFER_INDEXES[which]
+        with pg.connection(self._pool) as conn:
+            rows = conn.execute(
+                f"SELECT {_T_COLUMNS} FROM {rows_from} WHERE {key}"
+                f"({p}.created_at, {p}.transfer_id) > (%s, %s) AND {p}.created_at < %s"
+                f" ORDER BY {p}.created_at, {p}.transfer_id LIMIT %s",
+                (*by, *after, before, limit),
+            ).fetchall()
+        return [_transfer(r) for r in rows]
 
     def totals(self) -> list[CurrencyTotal]:
         with pg.connection(self._pool) as conn:
@@ -355,7 +445,97 @@ def _insert_transactions(
     with conn.cursor() as cursor:
         cursor.executemany(
             f"INSERT INTO account_transactions ({_TRANSACTION_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [(t.account_id, t.version, t.kind, t.amount_minor, t.currency, t.counterparty,
-              t.transfer_id, t.balance_after_minor, t.recorded_at) for t in moves],
+              t.transfer_id, t.balance_after_minor, t.recorded_at,
+              canonical_json(dict(t.metadata)), t.description, t.reverses) for t in moves],
         )  # fmt: skip
+
+
+_TABLES = ("account_balances", "account_transactions", "transfers", "transfers_by_account",
+           "transfers_by_meta")  # fmt: skip
+_NAMES = [c.strip() for c in _TRANSFER_COLUMNS.split(",")]
+_UPSERT_TRANSFER = (
+    f"INSERT INTO transfers ({_TRANSFER_COLUMNS}) VALUES ({', '.join(['%s'] * len(_NAMES))})"
+    f" ON CONFLICT (transfer_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _NAMES)}"
+)
+
+
+def _refresh_transfers(
+    conn: psycopg.Connection, changes: Sequence[Change], applied: Sequence[bool]
+) -> None:
+    """Fold again the transfers rows the written movements touch, and the originals they
+    reverse. Each id's lock is taken before its movements are read, in id order after every
+    row lock (so batches cannot deadlock): a concurrent batch's movements of the same transfer
+    are then committed and seen (READ COMMITTED), and the last to fold sees them all."""
+    touched: set[str] = set()
+    originals: set[str] = set()
+    for change, ok in zip(changes, applied, strict=True):
+        move = change.transaction
+        if ok and move is not None and move.transfer_id is not None:
+            touched.add(move.transfer_id)
+            if move.reverses is not None:
+                originals.add(move.reverses)
+    for transfer_id in sorted(touched | originals):
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                     (_TRANSFER_LOCKS, transfer_id))  # fmt: skip
+    for transfer_id in [*sorted(touched), *sorted(originals)]:  # reversals before originals
+        _refresh_transfer(conn, transfer_id)
+
+
+def _refresh_transfer(conn: psycopg.Connection, transfer_id: str) -> None:
+    """As the SQLite read store's: the row from all its movements and reversals, its index
+    entries (its time and metadata never move), and its original's reversals."""
+    moves = conn.execute(
+        f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = %s",
+        (transfer_id,),
+    ).fetchall()
+    if not moves:
+        return  # an original not in this read model (yet)
+    row = _with_reversals(conn, summarize([_transaction(m) for m in moves]))
+    conn.execute(_UPSERT_TRANSFER, _transfer_values(row))
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO transfers_by_account VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            [(account, *row.position) for account in row.accounts],
+        )
+        cursor.executemany(
+            "INSERT INTO transfers_by_meta VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            [(key, value, *row.position) for key, value in row.metadata.items()],
+        )
+
+
+def _with_reversals(conn: psycopg.Connection, row: TransferRow) -> TransferRow:
+    reversals = conn.execute(
+        "SELECT transfer_id, moved_minor FROM transfers WHERE reverses = %s ORDER BY transfer_id",
+        (row.transfer_id,),
+    ).fetchall()
+    return replace(row, reversed_by=tuple(r[0] for r in reversals),
+                   reversed_minor=sum(r[1] for r in reversals))  # fmt: skip
+
+
+def _which(index: TransferIndex) -> tuple[str, tuple[str, ...]]:
+    """The index to read and its key."""
+    if index.account_id is not None:
+        return "account", (index.account_id,)
+    if index.meta is not None:
+        return "meta", index.meta
+    return "time", ()
+
+
+def _transfer_values(row: TransferRow) -> tuple[Any, ...]:
+    return (row.transfer_id, row.kind, row.currency, row.created_at, row.from_account,
+            row.to_account, json.dumps(row.accounts), canonical_json(dict(row.metadata)),
+            row.description, row.reverses, row.held_minor, row.moved_minor, row.outcome,
+            json.dumps(row.reversed_by), row.reversed_minor)  # fmt: skip
+
+
+def _transfer(r: Sequence[Any]) -> TransferRow:
+    """jsonb columns come back decoded."""
+    return TransferRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), r[7], r[8], r[9],
+                       r[10], r[11], r[12], tuple(r[13]), r[14])  # fmt: skip
+
+
+def _transaction(r: Sequence[Any]) -> TransactionRow:
+    return TransactionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+                          r[11])  # fmt: skip

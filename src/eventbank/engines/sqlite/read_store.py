@@ -19,9 +19,13 @@ kills projecting processes and checks the read model against a replay.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from eventbank.domain.canonical import canonical_json
 from eventbank.engines.sqlite.connection import SqliteFile
 from eventbank.ports.read_store import (
     BalanceRow,
@@ -30,7 +34,11 @@ from eventbank.ports.read_store import (
     Failure,
     ReadStoreError,
     TransactionRow,
+    TransferIndex,
+    TransferRow,
     check_accounts_page,
+    check_transfers_page,
+    summarize,
 )
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -98,6 +106,47 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE account_balances ADD COLUMN pending_debits_minor INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE account_balances ADD COLUMN pending_credits_minor INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: metadata, descriptions, reversals, and the transfers read model with its indexes (by
+    # time, by account, by metadata pair; each in (created_at, transfer_id) order). Movements
+    # written before had no metadata, description or reversal: empty is right. Transfers made
+    # before are listed once the read models are rebuilt (``eventbank projections rebuild``).
+    """
+    ALTER TABLE account_transactions ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE account_transactions ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    ALTER TABLE account_transactions ADD COLUMN reverses TEXT;
+    CREATE TABLE transfers (
+        transfer_id    TEXT PRIMARY KEY,
+        kind           TEXT    NOT NULL,
+        currency       TEXT    NOT NULL,
+        created_at     TEXT    NOT NULL,
+        from_account   TEXT,
+        to_account     TEXT,
+        accounts       TEXT    NOT NULL,
+        metadata       TEXT    NOT NULL,
+        description    TEXT    NOT NULL,
+        reverses       TEXT,
+        held_minor     INTEGER NOT NULL,
+        moved_minor    INTEGER NOT NULL,
+        outcome        TEXT    NOT NULL,
+        reversed_by    TEXT    NOT NULL,
+        reversed_minor INTEGER NOT NULL
+    );
+    CREATE INDEX transfers_by_time ON transfers (created_at, transfer_id);
+    CREATE INDEX transfers_by_original ON transfers (reverses) WHERE reverses IS NOT NULL;
+    CREATE TABLE transfers_by_account (
+        account_id  TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        transfer_id TEXT NOT NULL,
+        PRIMARY KEY (account_id, created_at, transfer_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE transfers_by_meta (
+        meta_key    TEXT NOT NULL,
+        meta_value  TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        transfer_id TEXT NOT NULL,
+        PRIMARY KEY (meta_key, meta_value, created_at, transfer_id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 _BALANCE_COLUMNS = (
@@ -106,8 +155,21 @@ _BALANCE_COLUMNS = (
 )
 _TRANSACTION_COLUMNS = (
     "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
-    " balance_after_minor, recorded_at"
+    " balance_after_minor, recorded_at, metadata, description, reverses"
 )
+_TRANSFER_COLUMNS = (
+    "transfer_id, kind, currency, created_at, from_account, to_account, accounts, metadata,"
+    " description, reverses, held_minor, moved_minor, outcome, reversed_by, reversed_minor"
+)
+_T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in _TRANSFER_COLUMNS.split(","))
+# Each index as (rows, key condition, which table's (created_at, transfer_id) orders it).
+_TRANSFER_INDEXES = {
+    "time": ("transfers t", "", "t"),
+    "account": ("transfers_by_account i JOIN transfers t USING (transfer_id)",
+                "i.account_id = ? AND ", "i"),
+    "meta": ("transfers_by_meta i JOIN transfers t USING (transfer_id)",
+             "(i.meta_key, i.meta_value) = (?, ?) AND ", "i"),
+}  # fmt: skip
 _FAILURE_COLUMNS = (
     "projection, aggregate_id, version, error, attempts, first_failed_at, next_attempt_at"
 )
@@ -132,6 +194,7 @@ class SqliteReadStore:
         self, projection: str, changes: Sequence[Change], checkpoint: int | None = None
     ) -> None:
         with self._db.write_transaction() as conn:
+            moved: set[str] = set()  # transfers whose rows this batch changes
             for change in changes:
                 row = change.row
                 applied = conn.execute(
@@ -160,10 +223,15 @@ class SqliteReadStore:
                     t = change.transaction
                     conn.execute(
                         f"INSERT INTO account_transactions ({_TRANSACTION_COLUMNS})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (t.account_id, t.version, t.kind, t.amount_minor, t.currency,
-                         t.counterparty, t.transfer_id, t.balance_after_minor, t.recorded_at),
+                         t.counterparty, t.transfer_id, t.balance_after_minor, t.recorded_at,
+                         canonical_json(dict(t.metadata)), t.description, t.reverses),
                     )  # fmt: skip
+                    if t.transfer_id is not None:
+                        moved.add(t.transfer_id)
+            for transfer_id in sorted(moved):
+                _refresh_transfer(conn, transfer_id)
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO projection_checkpoints VALUES (?, ?) ON CONFLICT (projection)"
@@ -191,7 +259,7 @@ class SqliteReadStore:
     def reset(self, projection: str) -> None:
         """Forget everything this projection wrote, so a rebuild starts from nothing."""
         with self._db.write_transaction() as conn:
-            for table in ("account_balances", "account_transactions"):
+            for table in _TABLES:
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM projection_checkpoints WHERE projection = ?", (projection,))
             conn.execute("DELETE FROM projection_failures WHERE projection = ?", (projection,))
@@ -248,16 +316,44 @@ class SqliteReadStore:
             " WHERE account_id = ? AND version > ? ORDER BY version LIMIT ?",
             (account_id, after_version, limit),
         )
-        return [TransactionRow(*r) for r in rows]
+        return [_transaction(r) for r in rows]
 
     def transfer(self, transfer_id: str) -> list[TransactionRow]:
         """Both halves of one transfer (debit first), once projected."""
         rows = self._conn().execute(
             f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ?"
-            " ORDER BY kind DESC",
+            " ORDER BY kind DESC, account_id",
             (transfer_id,),
         )
-        return [TransactionRow(*r) for r in rows]
+        return [_transaction(r) for r in rows]
+
+    def transfer_rows(self, transfer_ids: Sequence[str]) -> dict[str, TransferRow]:
+        ids = list(dict.fromkeys(transfer_ids))
+        found: dict[str, TransferRow] = {}
+        for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            rows = self._conn().execute(
+                f"SELECT {_TRANSFER_COLUMNS} FROM transfers"
+                f" WHERE transfer_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update((r[0], _transfer(r)) for r in rows)
+        return found
+
+    def transfers_page(
+        self, index: TransferIndex, after: tuple[str, str], before: str, limit: int
+    ) -> list[TransferRow]:
+        """A range read of one index (a primary key's, or ``transfers_by_time``)."""
+        check_transfers_page(index, after, before, limit)
+        which, by = _which(index)
+        rows_from, key, p = _TRANSFER_INDEXES[which]
+        rows = self._conn().execute(
+            f"SELECT {_T_COLUMNS} FROM {rows_from} WHERE {key}"
+            f"({p}.created_at, {p}.transfer_id) > (?, ?) AND {p}.created_at < ?"
+            f" ORDER BY {p}.created_at, {p}.transfer_id LIMIT ?",
+            (*by, *after, before, limit),
+        )
+        return [_transfer(r) for r in rows]
 
     def totals(self) -> list[CurrencyTotal]:
         """Exact at any size: the view's two 32-bit halves are joined as Python ints."""
@@ -286,3 +382,77 @@ def _require_already_applied(conn, row: BalanceRow) -> None:
         raise ReadStoreError(
             f"gap in {row.account_id}: read model at v{at}, change is v{row.version}"
         )
+
+
+_TABLES = ("account_balances", "account_transactions", "transfers", "transfers_by_account",
+           "transfers_by_meta")  # fmt: skip
+
+
+def _which(index: TransferIndex) -> tuple[str, tuple[str, ...]]:
+    """The index to read and its key."""
+    if index.account_id is not None:
+        return "account", (index.account_id,)
+    if index.meta is not None:
+        return "meta", index.meta
+    return "time", ()
+
+
+def _refresh_transfer(conn: Any, transfer_id: str) -> None:
+    """Fold a transfer's row again from all its movements and the reversals that name it, add
+    its index entries (its time and metadata are its first movements', so they never move),
+    and refresh what the original it reverses shows of its reversals."""
+    moves = conn.execute(
+        f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ?",
+        (transfer_id,),
+    ).fetchall()
+    row = _with_reversals(conn, summarize([_transaction(m) for m in moves]))
+    conn.execute(
+        f"INSERT OR REPLACE INTO transfers ({_TRANSFER_COLUMNS})"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _transfer_values(row),
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO transfers_by_account VALUES (?, ?, ?)",
+        [(account, *row.position) for account in row.accounts],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO transfers_by_meta VALUES (?, ?, ?, ?)",
+        [(key, value, *row.position) for key, value in row.metadata.items()],
+    )
+    if row.reverses is not None:
+        original = conn.execute(
+            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = ?", (row.reverses,)
+        ).fetchone()
+        if original is not None:
+            again = _with_reversals(conn, _transfer(original))
+            conn.execute(
+                "UPDATE transfers SET reversed_by = ?, reversed_minor = ? WHERE transfer_id = ?",
+                (json.dumps(again.reversed_by), again.reversed_minor, again.transfer_id),
+            )
+
+
+def _with_reversals(conn: Any, row: TransferRow) -> TransferRow:
+    reversals = conn.execute(
+        "SELECT transfer_id, moved_minor FROM transfers WHERE reverses = ? ORDER BY transfer_id",
+        (row.transfer_id,),
+    ).fetchall()
+    return replace(row, reversed_by=tuple(r[0] for r in reversals),
+                   reversed_minor=sum(r[1] for r in reversals))  # fmt: skip
+
+
+def _transfer_values(row: TransferRow) -> tuple[Any, ...]:
+    return (row.transfer_id, row.kind, row.currency, row.created_at, row.from_account,
+            row.to_account, json.dumps(row.accounts), canonical_json(dict(row.metadata)),
+            row.description, row.reverses, row.held_minor, row.moved_minor, row.outcome,
+            json.dumps(row.reversed_by), row.reversed_minor)  # fmt: skip
+
+
+def _transfer(r: Sequence[Any]) -> TransferRow:
+    return TransferRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])),
+                       json.loads(r[7]), r[8], r[9], r[10], r[11], r[12],
+                       tuple(json.loads(r[13])), r[14])  # fmt: skip
+
+
+def _transaction(r: Sequence[Any]) -> TransactionRow:
+    return TransactionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                          json.loads(r[9]), r[10], r[11])  # fmt: skip
