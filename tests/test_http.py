@@ -299,7 +299,7 @@ def secured_routes(server: Server) -> list[tuple[str, str, str]]:
 
 def test_every_route_refuses_missing_wrong_and_underprivileged_tokens(server):
     routes = secured_routes(server)
-    assert len(routes) == 25
+    assert len(routes) == 31
     role_lacking = {"write": AUDITOR, "events": TELLER, "audit": TELLER, "admin": TELLER}
     for method, path, needs in routes:
         for token, status in ((None, 401), ("wrong-token", 401), (role_lacking.get(needs), 403)):

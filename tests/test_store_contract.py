@@ -302,3 +302,27 @@ def test_racing_writers_at_one_version_exactly_one_wins(make_store):
             t.join()
         assert len(won) == 1 and len(lost) == len(handles) - 1
     assert [e.version for e in handles[0].read_stream("hot")] == list(range(1, 12))
+
+
+def test_every_snapshot_is_kept_and_the_newest_at_or_below_a_version_is_loaded(store):
+    def saved(version: int, schema: int = 1) -> Snapshot:
+        snapshot = Snapshot("s1", "Account", version, schema, {"balance_minor": version * 100})
+        store.save_snapshot(snapshot)
+        return snapshot
+
+    at_100, at_300, at_200 = saved(100), saved(300), saved(200)  # saved out of order
+    assert store.load_snapshot("s1") == at_300  # no bound: the newest, as before
+    assert store.load_snapshot("s1", None) == at_300
+    assert [store.load_snapshot("s1", v) for v in (99, 100, 199, 200, 250, 300, 10**9)] == [
+        None, at_100, at_100, at_200, at_200, at_300, at_300]  # fmt: skip
+    assert store.load_snapshot("s1", 0) is None
+    assert store.load_snapshot("s2", 500) is None and store.load_snapshot("s2") is None
+    saved(200, schema=0)  # an older state schema at a version kept does not replace it
+    assert store.load_snapshot("s1", 200) == at_200
+    newer_shape = saved(200, schema=2)  # a newer one does
+    assert store.load_snapshot("s1", 250) == newer_shape
+    assert store.load_snapshot("s1") == at_300
+    for bad in (-1, 1.5, "3", True):
+        with pytest.raises(InvalidInput):
+            store.load_snapshot("s1", bad)
+    assert store.read_stream("s1") == [] and "s1" not in store.stream_ids()

@@ -4,6 +4,7 @@ freeze, and the reads."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +16,14 @@ from rich.table import Table
 
 from eventbank.application.holds import MAX_LISTED, open_holds
 from eventbank.application.service import Receipt
+from eventbank.application.statements import (
+    balance_as_of,
+    describe_statement,
+    parse_as_of,
+    parse_period,
+    statement,
+    statement_csv,
+)
 from eventbank.cli.batch import TransferCommand, read_batch, run_batch
 from eventbank.cli.common import (
     AccountId,
@@ -368,15 +377,70 @@ def balance(
     ctx: typer.Context,
     account_id: AccountId,
     min_version: MinVersion = 0,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="INSTANT",
+            help="As it was at this RFC 3339 instant (2026-11-30T23:59:59Z), from the events.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Show an account's balance (from the read model)."""
-    account = ledger_from(ctx).queries.balance(account_id, min_version)
+    """Show an account's balance (from the read model; with --as-of, as it was then)."""
+    ledger = ledger_from(ctx)
+    if as_of is None:
+        account = ledger.queries.balance(account_id, min_version)
+    else:
+        instant = parse_as_of(as_of)
+        account = balance_as_of(ledger.events, account_id, instant, now=ledger.service.clock())
     if as_json:
         print_json(account)
     else:
+        when = f", as of {account['as_of']}" if "as_of" in account else ""
         out.print(escape(f"{_balance_line(account)} ({account['type']}, {account['status']}, "
-                         f"owner {account['owner']}, version {account['version']})"))  # fmt: skip
+                         f"owner {account['owner']}, version {account['version']}"
+                         f"{when})"))  # fmt: skip
+
+
+@accounts_app.command("statement")
+def statement_command(
+    ctx: typer.Context,
+    account_id: AccountId,
+    from_: Annotated[
+        str, typer.Option("--from", metavar="WHEN", help="A date (2026-11-01) or an instant.")
+    ],
+    to: Annotated[
+        str, typer.Option("--to", metavar="WHEN", help="A date or an instant; included.")
+    ],
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV for a spreadsheet.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """An account's statement: the opening balance, every movement of the balance in the period
+    with the balance after it, the totals in and out, and the closing balance."""
+    ledger = ledger_from(ctx)
+    start, end = parse_period(from_, to)
+    found = statement(ledger.events, account_id, start, end, now=ledger.service.clock())
+    if as_csv:
+        sys.stdout.write(statement_csv(found))
+        return
+    view = describe_statement(found)
+    if as_json:
+        print_json(view)
+        return
+    currency = view["currency"]
+    title = f"{account_id}: {view['from']} to {view['to']}"
+    table = Table("ver", "recorded at", "kind", "description", "amount", "balance",
+                  "counterparty", title=title)  # fmt: skip
+    table.add_row("", view["from"], "", "opening balance", "", view["opening_balance"], "")
+    for line in view["lines"]:
+        table.add_row(str(line["version"]), line["recorded_at"], line["kind"],
+                      escape(line["description"]), line["amount"], line["balance_after"],
+                      line["counterparty"] or "")  # fmt: skip
+    table.add_row("", view["to"], "", "closing balance", "", view["closing_balance"], "")
+    out.print(table)
+    out.print(f"in {view['total_in']} {currency}, out {view['total_out']} {currency}, "
+              f"closing balance {view['closing_balance']} {currency}")  # fmt: skip
 
 
 @accounts_app.command()

@@ -4,12 +4,21 @@ events."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from eventbank.application.queries import SEARCH_SCAN
 from eventbank.application.service import Receipt
+from eventbank.application.statements import (
+    MAX_STATEMENT_EVENTS,
+    balance_as_of,
+    describe_statement,
+    parse_as_of,
+    parse_period,
+    statement,
+    statement_csv,
+)
 from eventbank.http.commands import run_command
 from eventbank.http.params import (
     READ_ERRORS,
@@ -20,20 +29,38 @@ from eventbank.http.params import (
     answer,
 )
 from eventbank.http.schemas import (
+    AccountAsOfView,
     AccountPage,
-    AccountView,
     CommandResult,
     LimitRequest,
     MoneyRequest,
     MovementPage,
     OpenAccountRequest,
     ReasonRequest,
+    StatementView,
     StoredEvent,
     StoredEventPage,
 )
 from eventbank.wiring import Ledger
 
 MAX_PAGE = 1000
+AS_OF = (
+    "An RFC 3339 instant with its offset (2026-11-30T23:59:59Z): the account as it was then, "
+    "folded from its events (balance, holds, status), with `as_of` in the answer. Not in the "
+    "future: 422 invalid_as_of; before the account existed: 404 account_not_found."
+)
+PERIOD_BOUND = "A date (2026-11-01: that UTC day) or an RFC 3339 instant."
+STATEMENT = (
+    "The opening balance (just before `from`), every movement of the balance from `from` to "
+    "`to` with the balance after it, the totals in and out and the closing balance, folded from "
+    "the account's events. As CSV with `Accept: text/csv` or `format=csv`: a header, an "
+    "opening-balance row, one row per movement, a closing-balance row. `from` after `to` or in "
+    "the future, or either malformed: 422 invalid_period; a `to` in the future means now. More "
+    f"than {MAX_STATEMENT_EVENTS:,} events in the period: 422 statement_too_long."
+)
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
 MAX_ACCOUNTS_PAGE = 200
 LIST_ACCOUNTS = (
     "Accounts in id order from the read model, a page from the cursor `after`; `q` searches id "
@@ -75,11 +102,41 @@ def account_routes(ledger: Ledger, guard: Guard) -> APIRouter:
         items, next_after = queries.find_accounts(q, after, limit)
         return {"items": items, "next_after": next_after}
 
-    @router.get("/accounts/{account_id}", response_model=AccountView, dependencies=[reader],
-                responses=READ_ERRORS)  # fmt: skip
-    def get_account(account_id: str, min_version: MinVersion = 0):
-        """An account's balance and status, from the read model."""
-        return queries.balance(account_id, min_version)
+    @router.get("/accounts/{account_id}", response_model=AccountAsOfView, dependencies=[reader],
+                responses=READ_ERRORS, response_model_exclude_unset=True)  # fmt: skip
+    def get_account(
+        account_id: str,
+        min_version: MinVersion = 0,
+        as_of: Annotated[str | None, Query(max_length=64, description=AS_OF)] = None,
+    ):
+        """An account's balance and status, from the read model; with `as_of`, as of then."""
+        if as_of is None:
+            return queries.balance(account_id, min_version)
+        return balance_as_of(ledger.events, account_id, parse_as_of(as_of), now=service.clock())
+
+    @router.get("/accounts/{account_id}/statement", response_model=StatementView,
+                dependencies=[reader], responses={**READ_ERRORS, **CSV_RESPONSE},
+                description=STATEMENT)  # fmt: skip
+    def get_statement(
+        account_id: str,
+        from_: Annotated[str, Query(alias="from", max_length=64, description=PERIOD_BOUND)],
+        to: Annotated[str, Query(max_length=64, description=PERIOD_BOUND + " Included.")],
+        format: Annotated[
+            Literal["json", "csv"] | None, Query(description="csv: as `Accept: text/csv`.")
+        ] = None,
+        accept: Annotated[str, Header(include_in_schema=False)] = "",
+    ):
+        """An account's statement for a period (STATEMENT says the rest)."""
+        start, end = parse_period(from_, to)
+        found = statement(ledger.events, account_id, start, end, now=service.clock())
+        if format == "csv" or (format is None and "text/csv" in accept.lower()):
+            name = f"statement-{account_id}-{start:%Y%m%d}-{found.end:%Y%m%d}.csv"
+            return Response(
+                statement_csv(found),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
+        return describe_statement(found)
 
     @router.get("/accounts/{account_id}/transactions", response_model=MovementPage,
                 dependencies=[reader], responses=READ_ERRORS)  # fmt: skip

@@ -282,26 +282,6 @@ class MovementPage(BaseModel):
     )
 
 
-class TransferView(BaseModel):
-    transfer_id: str
-    status: Annotated[
-        Literal["posted", "pending", "voided", "expired"],
-        Field(
-            description="posted: the money moved (a transfer made final at once, or a pending "
-            "one posted); pending, voided, expired: a pending transfer's other states."
-        ),
-    ]
-    amount: Annotated[str, Field(description="What moved: zero unless posted.")]
-    pending_amount: Annotated[
-        str | None,
-        Field(description="What a pending transfer reserved; absent for one never pending."),
-    ] = None
-    currency: str
-    from_account_id: str
-    to_account_id: str
-    recorded_at: str
-
-
 class PendingTransferView(BaseModel):
     transfer_id: str
     from_account_id: str

@@ -17,7 +17,11 @@
   (never from the feed, which DynamoDB keeps for 24 hours only): each id once, in an order of
   the engine's own that never changes, at most ``limit`` ids after ``after`` ("" = from the
   start). Page with the last id returned; a stream created meanwhile may or may not appear.
-- Snapshots are a cache of folded state, never a source of truth.
+- Snapshots are a cache of folded state, never a source of truth. ``save_snapshot`` keeps
+  every snapshot (one per stream and version; saving one again at a version replaces it only
+  with a newer state schema), so a stream's past can be folded from the snapshot nearest below
+  it: ``load_snapshot(id, max_version)`` returns the newest at or below ``max_version``, one
+  indexed read (``None``: the newest of all, as a command folding the present needs).
 
 ``check_append`` is the one place the shape of an append is validated, so every engine
 refuses the same malformed requests with the same messages.
@@ -243,7 +247,9 @@ class EventStore(Protocol):
 
     def save_snapshot(self, snapshot: Snapshot) -> None: ...
 
-    def load_snapshot(self, aggregate_id: str) -> Snapshot | None: ...
+    def load_snapshot(
+        self, aggregate_id: str, max_version: int | None = None
+    ) -> Snapshot | None: ...
 
     def last_position(self) -> int | None:
         """The feed's newest position (0 when the store holds no event), one indexed read
@@ -337,6 +343,12 @@ def check_stream_read(after_version: int, limit: int | None, backwards: bool) ->
         check_read_limit(limit)
     if type(backwards) is not bool:
         raise InvalidInput("backwards must be true or false")
+
+
+def check_max_version(max_version: int | None) -> None:
+    """Refuse a malformed ``load_snapshot`` bound before any engine touches storage."""
+    if max_version is not None and (type(max_version) is not int or max_version < 0):
+        raise InvalidInput("max_version must be an integer >= 0, or None for the newest")
 
 
 def check_stream_ids(after: str, limit: int) -> None:

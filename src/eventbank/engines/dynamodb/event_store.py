@@ -6,12 +6,17 @@ unique), ``CMD#<command id>`` (fingerprint + outcome: makes commands idempotent)
 ``SNAP#<aggregate id>`` (the newest snapshot) and ``META#stream-registry`` (says the registry is
 complete). Negative ``SK`` hold the stream registry: one item per stream, put in the transaction
 of the stream's first event, so ``stream_ids`` lists every stream from the table itself (the
-feed keeps 24 hours only); see ``_registry_key``. Every put in an append carries
-``attribute_not_exists(PK)``, so two writers at one version can never both land (a table keyed
-on ``EventId`` alone lets both land: docs/architecture.md). A stream is gapless, since an append at
-``expected + 1`` also checks that version ``expected`` exists; so "exactly at version N" means
-"N exists (if N > 0) and N + 1 does not". For a stream with new events the put at N + 1 is the
-second half; a stream only named in ``expected_versions`` gets a ``ConditionCheck`` for it.
+feed keeps 24 hours only); see ``_registry_key``. They also hold the snapshot history: every
+snapshot at ``PK = SNAP#<aggregate id>``, ``SK = -version``, beside the newest one at ``SK = 0``
+(kept, so tables and processes from before the history read as they did); a ``SNAP#`` key is
+never a stream (account ids have no ``#``), and no event read or feed record has ``SK <= 0``.
+
+Every put in an append carries ``attribute_not_exists(PK)``, so two writers at one version can
+never both land (a table keyed on ``EventId`` alone lets both land: docs/architecture.md). A
+stream is gapless, since an append at ``expected + 1`` also checks that version ``expected``
+exists; so "exactly at version N" means "N exists (if N > 0) and N + 1 does not". For a stream
+with new events the put at N + 1 is the second half; a stream only named in
+``expected_versions`` gets a ``ConditionCheck`` for it.
 An append costs two items per event (event + guard), one per expected version > 0, one per
 event-less stream, one per new stream (its registry item) and one per command record: more than 100
 (DynamoDB's transaction limit) is refused with ``BatchTooLarge`` before anything is sent.
@@ -70,6 +75,7 @@ from eventbank.ports.event_store import (
     Snapshot,
     StoreError,
     check_append,
+    check_max_version,
     check_read_limit,
     check_stream_ids,
     check_stream_read,
@@ -228,21 +234,21 @@ class DynamoEventStore(DynamoTable):
         return items, roles
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Newest wins: a conditional put that only replaces an older snapshot."""
-        item = {
-            "PK": {"S": f"SNAP#{snapshot.aggregate_id}"},
-            "SK": _n(0),
-            "aggregate_type": {"S": snapshot.aggregate_type},
-            "version": _n(snapshot.version),
-            "state_schema_version": _n(snapshot.state_schema_version),
-            "state": {"S": canonical_json(snapshot.state)},
-        }
-        with suppress(ClientError):  # an equal or newer snapshot is already stored
+        """Two conditional puts: into the history at ``SK = -version`` (an equal one is replaced
+        only by a newer state schema), then the newest at ``SK = 0`` (only an older one is
+        replaced). A snapshot is a cache, so the two need no transaction."""
+        history = _snapshot_item(snapshot, -snapshot.version)
+        self._put_unless(history, "state_schema_version", snapshot.state_schema_version)
+        self._put_unless(_snapshot_item(snapshot, 0), "version", snapshot.version)
+
+    def _put_unless(self, item: dict[str, Any], attribute: str, value: int) -> None:
+        """Put ``item`` unless the one stored under its key has ``attribute`` >= ``value``."""
+        with suppress(ClientError):  # an equal or newer one is already stored
             self._call(
                 self._ddb.put_item, TableName=self.table, Item=item,
-                ConditionExpression="attribute_not_exists(PK) OR #version < :version",
-                ExpressionAttributeNames={"#version": "version"},
-                ExpressionAttributeValues={":version": _n(snapshot.version)},
+                ConditionExpression="attribute_not_exists(PK) OR #attribute < :value",
+                ExpressionAttributeNames={"#attribute": attribute},
+                ExpressionAttributeValues={":value": _n(value)},
                 passthrough={"ConditionalCheckFailedException"},
             )  # fmt: skip
 
@@ -254,10 +260,26 @@ class DynamoEventStore(DynamoTable):
             return None
         return CommandRecord(command_id, item["fingerprint"]["S"], json.loads(item["outcome"]["S"]))
 
-    def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
-        item = self._get(f"SNAP#{aggregate_id}")
-        if item is None:
+    def load_snapshot(self, aggregate_id: str, max_version: int | None = None) -> Snapshot | None:
+        """The newest at or below ``max_version`` (None: the newest, one GetItem). With a
+        bound: the history's first item from ``SK = -max_version`` up (one Query of one item)
+        and the newest item, whichever is newer within the bound; the newest covers a table
+        written before the history was kept."""
+        check_max_version(max_version)
+        newest = self._get(f"SNAP#{aggregate_id}")
+        found = [newest] if newest is not None else []
+        if max_version is not None:
+            found = [item for item in found if int(item["version"]["N"]) <= max_version]
+        if max_version:  # 0: no version is that low
+            found += self._call(
+                self._ddb.query, TableName=self.table, Limit=1, ConsistentRead=True,
+                KeyConditionExpression="PK = :pk AND SK BETWEEN :low AND :high",
+                ExpressionAttributeValues={":pk": {"S": f"SNAP#{aggregate_id}"},
+                                           ":low": _n(-max_version), ":high": _n(-1)},
+            )["Items"]  # fmt: skip
+        if not found:
             return None
+        item = max(found, key=lambda item: int(item["version"]["N"]))
         return Snapshot(
             aggregate_id,
             item["aggregate_type"]["S"],
@@ -457,6 +479,19 @@ def _registry_pk(shard: int) -> str:
 def _registry_item(stream: str) -> dict[str, dict[str, str]]:
     shard, sk = _registry_key(stream)
     return {"PK": {"S": _registry_pk(shard)}, "SK": _n(sk), "aggregate_id": {"S": stream}}
+
+
+def _snapshot_item(snapshot: Snapshot, sk: int) -> dict[str, dict[str, str]]:
+    """The item of ``snapshot`` under ``SNAP#<aggregate id>`` at ``sk``: 0 for the newest,
+    minus its version in the history."""
+    return {
+        "PK": {"S": f"SNAP#{snapshot.aggregate_id}"},
+        "SK": _n(sk),
+        "aggregate_type": {"S": snapshot.aggregate_type},
+        "version": _n(snapshot.version),
+        "state_schema_version": _n(snapshot.state_schema_version),
+        "state": {"S": canonical_json(snapshot.state)},
+    }
 
 
 def _event_attributes(event: NewEvent) -> dict[str, dict[str, str]]:

@@ -68,12 +68,13 @@ from eventbank.ports.event_store import (
     NewEvent,
     RecordedEvent,
     Snapshot,
+    check_max_version,
     check_read_limit,
     check_stream_ids,
     check_stream_read,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Advisory locks are keyed (namespace, key) per database; the namespace is "evnt" in ASCII.
 _LOCK_NAMESPACE = 0x65766E74
@@ -109,6 +110,12 @@ _MIGRATIONS: tuple[str, ...] = (
         state_schema_version bigint NOT NULL,
         state                json   NOT NULL
     );
+    """,
+    # 2: every snapshot is kept, keyed by (stream, version), so a past instant folds from the
+    # snapshot nearest below it (application/statements.py); the rows already there stay.
+    """
+    ALTER TABLE snapshots DROP CONSTRAINT snapshots_pkey;
+    ALTER TABLE snapshots ADD CONSTRAINT snapshots_pkey PRIMARY KEY (aggregate_id, version);
     """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -187,14 +194,16 @@ class PostgresEventStore(QueuedAppends):
     # ------------------------------------------------------------ writes
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Kept beside the older ones; at a version already saved, only a newer state schema
+        replaces it (the state at a version is the same fact, maybe in a newer shape)."""
         with self._connection() as conn:
             conn.execute(
                 "INSERT INTO snapshots (aggregate_id, aggregate_type, version,"
                 " state_schema_version, state) VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT (aggregate_id) DO UPDATE"
-                " SET aggregate_type = excluded.aggregate_type, version = excluded.version,"
+                " ON CONFLICT (aggregate_id, version) DO UPDATE"
+                " SET aggregate_type = excluded.aggregate_type,"
                 " state_schema_version = excluded.state_schema_version, state = excluded.state"
-                " WHERE excluded.version > snapshots.version",
+                " WHERE excluded.state_schema_version > snapshots.state_schema_version",
                 (
                     snapshot.aggregate_id,
                     snapshot.aggregate_type,
@@ -255,14 +264,20 @@ class PostgresEventStore(QueuedAppends):
             row = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
         return int(row[0]) if row else 0
 
-    def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
+    def load_snapshot(self, aggregate_id: str, max_version: int | None = None) -> Snapshot | None:
+        """The newest at or below ``max_version`` (None: the newest): one primary-key probe."""
+        check_max_version(max_version)
         with self._connection() as conn:
             row = conn.execute(
                 "SELECT aggregate_id, aggregate_type, version, state_schema_version, state"
-                " FROM snapshots WHERE aggregate_id = %s",
-                (aggregate_id,),
+                " FROM snapshots WHERE aggregate_id = %s AND version <= %s"
+                " ORDER BY version DESC LIMIT 1",
+                (aggregate_id, _NEWEST if max_version is None else max_version),
             ).fetchone()
         return Snapshot(*row) if row else None
+
+
+_NEWEST = 2**63 - 1  # above every version: bigint's largest
 
 
 # The distinct stream ids after the first parameter, at most the second: a loose index scan over

@@ -42,12 +42,13 @@ from eventbank.ports.event_store import (
     RecordedEvent,
     Snapshot,
     StoreError,
+    check_max_version,
     check_read_limit,
     check_stream_ids,
     check_stream_read,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Migration N brings the schema from version N-1 to N. Append only; never edit a shipped one.
 _MIGRATIONS: tuple[str, ...] = (
@@ -77,6 +78,22 @@ _MIGRATIONS: tuple[str, ...] = (
         state_schema_version INTEGER NOT NULL,
         state                TEXT    NOT NULL
     );
+    """,
+    # 2: every snapshot is kept, keyed by (stream, version), so a past instant folds from the
+    # snapshot nearest below it (application/statements.py); the newest one per stream stays.
+    """
+    CREATE TABLE snapshot_history (
+        aggregate_id         TEXT    NOT NULL,
+        aggregate_type       TEXT    NOT NULL,
+        version              INTEGER NOT NULL,
+        state_schema_version INTEGER NOT NULL,
+        state                TEXT    NOT NULL,
+        PRIMARY KEY (aggregate_id, version)
+    );
+    INSERT INTO snapshot_history SELECT aggregate_id, aggregate_type, version,
+        state_schema_version, state FROM snapshots;
+    DROP TABLE snapshots;
+    ALTER TABLE snapshot_history RENAME TO snapshots;
     """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -114,12 +131,15 @@ class SqliteEventStore(QueuedAppends):
     # ------------------------------------------------------------ writes
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Kept beside the older ones; at a version already saved, only a newer state schema
+        replaces it (the state at a version is the same fact, maybe in a newer shape)."""
         with self._db.write_transaction() as conn:
             conn.execute(
-                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?) ON CONFLICT (aggregate_id) DO UPDATE"
-                " SET aggregate_type = excluded.aggregate_type, version = excluded.version,"
+                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (aggregate_id, version) DO UPDATE"
+                " SET aggregate_type = excluded.aggregate_type,"
                 " state_schema_version = excluded.state_schema_version, state = excluded.state"
-                " WHERE excluded.version > snapshots.version",
+                " WHERE excluded.state_schema_version > snapshots.state_schema_version",
                 (
                     snapshot.aggregate_id,
                     snapshot.aggregate_type,
@@ -177,17 +197,23 @@ class SqliteEventStore(QueuedAppends):
         """The newest position (0 when empty): the rowid's end, one B-tree step."""
         return self._conn().execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
 
-    def load_snapshot(self, aggregate_id: str) -> Snapshot | None:
+    def load_snapshot(self, aggregate_id: str, max_version: int | None = None) -> Snapshot | None:
+        """The newest at or below ``max_version`` (None: the newest): one primary-key probe."""
+        check_max_version(max_version)
         row = (
             self._conn()
             .execute(
                 "SELECT aggregate_id, aggregate_type, version, state_schema_version, state"
-                " FROM snapshots WHERE aggregate_id = ?",
-                (aggregate_id,),
+                " FROM snapshots WHERE aggregate_id = ? AND version <= ?"
+                " ORDER BY version DESC LIMIT 1",
+                (aggregate_id, _NEWEST if max_version is None else max_version),
             )
             .fetchone()
         )
         return Snapshot(row[0], row[1], row[2], row[3], json.loads(row[4])) if row else None
+
+
+_NEWEST = 2**63 - 1  # above every version: SQLite's largest integer
 
 
 # The distinct stream ids after ``?``, at most ``?``: a loose index scan over
