@@ -402,7 +402,7 @@ def test_on_dynamodb_a_hold_a_post_and_a_void_are_each_one_transaction(dynamodb_
         ledger.close()
 
 
-def test_the_demo_shows_a_hold_a_partial_post_an_expiry_a_fee_split_and_a_refund(tmp_path):
+def test_the_demo_shows_holds_a_fee_split_a_refund_and_a_statement(tmp_path):
     out = Console(record=True, width=200)
     run_demo(out, f"sqlite:///{tmp_path / 'demo.db'}")
     text = out.export_text()
@@ -414,6 +414,8 @@ def test_the_demo_shows_a_hold_a_partial_post_an_expiry_a_fee_split_and_a_refund
     assert "one entry, three legs, one atomic write: alice -4.00, bob +3.80, fees +0.20" in text
     assert "refunded 2.00 of it, leg by leg in proportion (alice 2.00, bob 1.90, fees 0.10)" in text
     assert "refunding 2.50 more: refused (reversal_exceeds_original)" in text
+    assert "  order 1042: 0.20, balance 0.20\n" in text
+    assert "  opening 0.00 + in 0.20 - out 0.10 = closing 0.10" in text
     assert "alice + bob + fees = 20.00 USD" in text
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from rich.console import Console
 
 from eventbank.application.service import LedgerService
+from eventbank.application.statements import statement
 from eventbank.domain.errors import EventbankError
 from eventbank.domain.money import format_minor, format_money
 from eventbank.ports.event_store import DuplicateEvent, NewEvent
@@ -86,8 +88,9 @@ def run_demo(out: Console, store_url: str | None = None) -> None:
 
 
 def _journal(out: Console, ledger: LedgerService) -> None:
-    """A fee split as one multi-leg entry, then a partial refund of it."""
-    out.rule("5. a fee split and a partial refund")
+    """A fee split as one multi-leg entry, a partial refund of it, and the fee account's
+    statement."""
+    out.rule("5. a fee split, a partial refund and a statement")
     ledger.open_account("fees", owner="Fees", account_type="CHECKING")
     split = ledger.post_transaction(
         [("alice", "debit", "4.00"), ("bob", "credit", "3.80"), ("fees", "credit", "0.20")],
@@ -104,6 +107,16 @@ def _journal(out: Console, ledger: LedgerService) -> None:
         ledger.reverse(split["transaction_id"], "2.50")
     except EventbankError as exc:
         out.print(f"refunding 2.50 more: refused ({exc.code})")
+    now = ledger.clock()
+    found = statement(ledger.store, "fees", now - timedelta(days=1), now, now=now)
+    out.print("fees' statement, from its events:")
+    for line in found.lines:
+        out.print(f"  {line.description}: {format_minor(line.amount_minor, 'USD')}, "
+                  f"balance {format_minor(line.balance_after_minor, 'USD')}")  # fmt: skip
+    out.print(f"  opening {format_minor(found.opening_minor, 'USD')} + in "
+              f"{format_minor(found.total_in_minor, 'USD')} - out "
+              f"{format_minor(found.total_out_minor, 'USD')} = closing "
+              f"{format_minor(found.closing_minor, 'USD')}")  # fmt: skip
 
 
 def _holds(out: Console, ledger: LedgerService) -> None:
