@@ -122,7 +122,7 @@ def test_the_tour_runs_as_written(tmp_path):
             token = re.search(r"eb_[A-Za-z0-9_-]+", state.read_text()) if assigned else None
             headers = {"Authorization": f"Bearer {token.group()}"} if token else {}
             balances = [client.get(f"/accounts/{name}", headers=headers).json()["balance"]
-                        for name in ("alice", "bob")]  # fmt: skip
+                        for name in ("alice", "bob", "fees")]  # fmt: skip
     finally:
         stop_server(process)
     assert re.search(r"^idempotent-replayed: true", output, re.IGNORECASE | re.MULTILINE)
