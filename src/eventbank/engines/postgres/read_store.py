@@ -18,7 +18,6 @@ listings sort by code point, as on SQLite, whatever the database's locale.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -27,6 +26,17 @@ import psycopg
 
 from eventbank.domain.canonical import canonical_json
 from eventbank.engines.postgres import connection as pg
+from eventbank.engines.sql.transfer_rows import (
+    T_COLUMNS,
+    TABLES,
+    TRANSACTION_COLUMNS,
+    TRANSFER_COLUMNS,
+    TRANSFER_NAMES,
+    transaction_from,
+    transfer_from,
+    transfer_values,
+    which,
+)
 from eventbank.ports.read_store import (
     BalanceRow,
     Change,
@@ -44,7 +54,7 @@ from eventbank.ports.read_store import (
 SCHEMA_VERSION = 4
 
 # Advisory locks are keyed (namespace, key) per database; the namespace is "read" in ASCII.
-_LOCK_NAMESPACE = 0x72656164
+_LOCKTRANSFER_NAMESPACE = 0x72656164
 _MIGRATION_LOCK = 1
 _TRANSFER_LOCKS = 0x7872656C  # "xrel": one transaction-scoped lock per transfer id's hash
 
@@ -152,15 +162,6 @@ _BALANCE_COLUMNS = (
     "account_id, owner, account_type, currency, balance_minor, status, version, updated_at,"
     " overdraft_limit_minor, pending_debits_minor, pending_credits_minor"
 )
-_TRANSACTION_COLUMNS = (
-    "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
-    " balance_after_minor, recorded_at, metadata, description, reverses"
-)
-_TRANSFER_COLUMNS = (
-    "transfer_id, kind, currency, created_at, from_account, to_account, accounts, metadata,"
-    " description, reverses, held_minor, moved_minor, outcome, reversed_by, reversed_minor"
-)
-_T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in _TRANSFER_COLUMNS.split(","))
 # Each index as (rows, key condition, which table's (created_at, transfer_id) orders it).
 _TRANSFER_INDEXES = {
     "time": ("transfers t", "", "t"),
@@ -207,7 +208,7 @@ class PostgresReadStore:
             conninfo,
             _MIGRATIONS,
             version_table="read_schema_info",
-            lock=(_LOCK_NAMESPACE, _MIGRATION_LOCK),
+            lock=(_LOCKTRANSFER_NAMESPACE, _MIGRATION_LOCK),
             component="eventbank read-model",
             connect_timeout_s=connect_timeout_s,
             lock_timeout_s=lock_timeout_s,
@@ -274,8 +275,8 @@ class PostgresReadStore:
         with pg.connection(self._pool) as conn, conn.transaction():
             # Wait for in-flight applies and hold off new ones (readers go on), as SQLite's
             # write lock does, so no concurrent batch survives the reset half-applied.
-            conn.execute(f"LOCK TABLE {', '.join(_TABLES)} IN EXCLUSIVE MODE")
-            for table in _TABLES:
+            conn.execute(f"LOCK TABLE {', '.join(TABLES)} IN EXCLUSIVE MODE")
+            for table in TABLES:
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM projection_checkpoints WHERE projection = %s", (projection,))
             conn.execute("DELETE FROM projection_failures WHERE projection = %s", (projection,))
@@ -325,47 +326,47 @@ class PostgresReadStore:
     ) -> list[TransactionRow]:
         with pg.connection(self._pool) as conn:
             rows = conn.execute(
-                f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions"
+                f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions"
                 " WHERE account_id = %s AND version > %s ORDER BY version LIMIT %s",
                 (account_id, after_version, limit),
             ).fetchall()
-        return [_transaction(r) for r in rows]
+        return [transaction_from(r, _decoded) for r in rows]
 
     def transfer(self, transfer_id: str) -> list[TransactionRow]:
         """Both halves of one transfer (debit first), once projected."""
         with pg.connection(self._pool) as conn:
             rows = conn.execute(
-                f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = %s"
+                f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = %s"
                 " ORDER BY kind DESC, account_id",
                 (transfer_id,),
             ).fetchall()
-        return [_transaction(r) for r in rows]
+        return [transaction_from(r, _decoded) for r in rows]
 
     def transfer_rows(self, transfer_ids: Sequence[str]) -> dict[str, TransferRow]:
         if not transfer_ids:
             return {}
         with pg.connection(self._pool) as conn:
             rows = conn.execute(
-                f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = ANY(%s)",
+                f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = ANY(%s)",
                 (list(transfer_ids),),
             ).fetchall()
-        return {r[0]: _transfer(r) for r in rows}
+        return {r[0]: transfer_from(r, _decoded) for r in rows}
 
     def transfers_page(
         self, index: TransferIndex, after: tuple[str, str], before: str, limit: int
     ) -> list[TransferRow]:
         """A range read of one index (a primary key's, or ``transfers_by_time``)."""
         check_transfers_page(index, after, before, limit)
-        which, by = _which(index)
-        rows_from, key, p = _TRANSFER_INDEXES[which]
+        name, by = which(index)
+        rows_from, key, p = _TRANSFER_INDEXES[name]
         with pg.connection(self._pool) as conn:
             rows = conn.execute(
-                f"SELECT {_T_COLUMNS} FROM {rows_from} WHERE {key}"
+                f"SELECT {T_COLUMNS} FROM {rows_from} WHERE {key}"
                 f"({p}.created_at, {p}.transfer_id) > (%s, %s) AND {p}.created_at < %s"
                 f" ORDER BY {p}.created_at, {p}.transfer_id LIMIT %s",
                 (*by, *after, before, limit),
             ).fetchall()
-        return [_transfer(r) for r in rows]
+        return [transfer_from(r, _decoded) for r in rows]
 
     def totals(self) -> list[CurrencyTotal]:
         with pg.connection(self._pool) as conn:
@@ -444,7 +445,7 @@ def _insert_transactions(
         return
     with conn.cursor() as cursor:
         cursor.executemany(
-            f"INSERT INTO account_transactions ({_TRANSACTION_COLUMNS})"
+            f"INSERT INTO account_transactions ({TRANSACTION_COLUMNS})"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [(t.account_id, t.version, t.kind, t.amount_minor, t.currency, t.counterparty,
               t.transfer_id, t.balance_after_minor, t.recorded_at,
@@ -452,12 +453,10 @@ def _insert_transactions(
         )  # fmt: skip
 
 
-_TABLES = ("account_balances", "account_transactions", "transfers", "transfers_by_account",
-           "transfers_by_meta")  # fmt: skip
-_NAMES = [c.strip() for c in _TRANSFER_COLUMNS.split(",")]
 _UPSERT_TRANSFER = (
-    f"INSERT INTO transfers ({_TRANSFER_COLUMNS}) VALUES ({', '.join(['%s'] * len(_NAMES))})"
-    f" ON CONFLICT (transfer_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _NAMES)}"
+    f"INSERT INTO transfers ({TRANSFER_COLUMNS})"
+    f" VALUES ({', '.join(['%s'] * len(TRANSFER_NAMES))}) ON CONFLICT (transfer_id) DO UPDATE"
+    f" SET {', '.join(f'{c} = excluded.{c}' for c in TRANSFER_NAMES)}"
 )
 
 
@@ -487,13 +486,13 @@ def _refresh_transfer(conn: psycopg.Connection, transfer_id: str) -> None:
     """As the SQLite read store's: the row from all its movements and reversals, its index
     entries (its time and metadata never move), and its original's reversals."""
     moves = conn.execute(
-        f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = %s",
+        f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = %s",
         (transfer_id,),
     ).fetchall()
     if not moves:
         return  # an original not in this read model (yet)
-    row = _with_reversals(conn, summarize([_transaction(m) for m in moves]))
-    conn.execute(_UPSERT_TRANSFER, _transfer_values(row))
+    row = _with_reversals(conn, summarize([transaction_from(m, _decoded) for m in moves]))
+    conn.execute(_UPSERT_TRANSFER, transfer_values(row))
     with conn.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO transfers_by_account VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
@@ -514,28 +513,6 @@ def _with_reversals(conn: psycopg.Connection, row: TransferRow) -> TransferRow:
                    reversed_minor=sum(r[1] for r in reversals))  # fmt: skip
 
 
-def _which(index: TransferIndex) -> tuple[str, tuple[str, ...]]:
-    """The index to read and its key."""
-    if index.account_id is not None:
-        return "account", (index.account_id,)
-    if index.meta is not None:
-        return "meta", index.meta
-    return "time", ()
-
-
-def _transfer_values(row: TransferRow) -> tuple[Any, ...]:
-    return (row.transfer_id, row.kind, row.currency, row.created_at, row.from_account,
-            row.to_account, json.dumps(row.accounts), canonical_json(dict(row.metadata)),
-            row.description, row.reverses, row.held_minor, row.moved_minor, row.outcome,
-            json.dumps(row.reversed_by), row.reversed_minor)  # fmt: skip
-
-
-def _transfer(r: Sequence[Any]) -> TransferRow:
+def _decoded(value: Any) -> Any:
     """jsonb columns come back decoded."""
-    return TransferRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(r[6]), r[7], r[8], r[9],
-                       r[10], r[11], r[12], tuple(r[13]), r[14])  # fmt: skip
-
-
-def _transaction(r: Sequence[Any]) -> TransactionRow:
-    return TransactionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
-                          r[11])  # fmt: skip
+    return value

@@ -26,6 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from eventbank.domain.canonical import canonical_json
+from eventbank.engines.sql.transfer_rows import (
+    T_COLUMNS,
+    TABLES,
+    TRANSACTION_COLUMNS,
+    TRANSFER_COLUMNS,
+    transaction_from,
+    transfer_from,
+    transfer_values,
+    which,
+)
 from eventbank.engines.sqlite.connection import SqliteFile
 from eventbank.ports.read_store import (
     BalanceRow,
@@ -153,15 +163,6 @@ _BALANCE_COLUMNS = (
     "account_id, owner, account_type, currency, balance_minor, status, version, updated_at,"
     " overdraft_limit_minor, pending_debits_minor, pending_credits_minor"
 )
-_TRANSACTION_COLUMNS = (
-    "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
-    " balance_after_minor, recorded_at, metadata, description, reverses"
-)
-_TRANSFER_COLUMNS = (
-    "transfer_id, kind, currency, created_at, from_account, to_account, accounts, metadata,"
-    " description, reverses, held_minor, moved_minor, outcome, reversed_by, reversed_minor"
-)
-_T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in _TRANSFER_COLUMNS.split(","))
 # Each index as (rows, key condition, which table's (created_at, transfer_id) orders it).
 _TRANSFER_INDEXES = {
     "time": ("transfers t", "", "t"),
@@ -222,7 +223,7 @@ class SqliteReadStore:
                 if change.transaction is not None:
                     t = change.transaction
                     conn.execute(
-                        f"INSERT INTO account_transactions ({_TRANSACTION_COLUMNS})"
+                        f"INSERT INTO account_transactions ({TRANSACTION_COLUMNS})"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (t.account_id, t.version, t.kind, t.amount_minor, t.currency,
                          t.counterparty, t.transfer_id, t.balance_after_minor, t.recorded_at,
@@ -259,7 +260,7 @@ class SqliteReadStore:
     def reset(self, projection: str) -> None:
         """Forget everything this projection wrote, so a rebuild starts from nothing."""
         with self._db.write_transaction() as conn:
-            for table in _TABLES:
+            for table in TABLES:
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM projection_checkpoints WHERE projection = ?", (projection,))
             conn.execute("DELETE FROM projection_failures WHERE projection = ?", (projection,))
@@ -312,20 +313,20 @@ class SqliteReadStore:
         self, account_id: str, after_version: int = 0, limit: int = 100
     ) -> list[TransactionRow]:
         rows = self._conn().execute(
-            f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions"
+            f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions"
             " WHERE account_id = ? AND version > ? ORDER BY version LIMIT ?",
             (account_id, after_version, limit),
         )
-        return [_transaction(r) for r in rows]
+        return [transaction_from(r, json.loads) for r in rows]
 
     def transfer(self, transfer_id: str) -> list[TransactionRow]:
         """Both halves of one transfer (debit first), once projected."""
         rows = self._conn().execute(
-            f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ?"
+            f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ?"
             " ORDER BY kind DESC, account_id",
             (transfer_id,),
         )
-        return [_transaction(r) for r in rows]
+        return [transaction_from(r, json.loads) for r in rows]
 
     def transfer_rows(self, transfer_ids: Sequence[str]) -> dict[str, TransferRow]:
         ids = list(dict.fromkeys(transfer_ids))
@@ -333,11 +334,11 @@ class SqliteReadStore:
         for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
             chunk = ids[start : start + 500]
             rows = self._conn().execute(
-                f"SELECT {_TRANSFER_COLUMNS} FROM transfers"
+                f"SELECT {TRANSFER_COLUMNS} FROM transfers"
                 f" WHERE transfer_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            found.update((r[0], _transfer(r)) for r in rows)
+            found.update((r[0], transfer_from(r, json.loads)) for r in rows)
         return found
 
     def transfers_page(
@@ -345,15 +346,15 @@ class SqliteReadStore:
     ) -> list[TransferRow]:
         """A range read of one index (a primary key's, or ``transfers_by_time``)."""
         check_transfers_page(index, after, before, limit)
-        which, by = _which(index)
-        rows_from, key, p = _TRANSFER_INDEXES[which]
+        name, by = which(index)
+        rows_from, key, p = _TRANSFER_INDEXES[name]
         rows = self._conn().execute(
-            f"SELECT {_T_COLUMNS} FROM {rows_from} WHERE {key}"
+            f"SELECT {T_COLUMNS} FROM {rows_from} WHERE {key}"
             f"({p}.created_at, {p}.transfer_id) > (?, ?) AND {p}.created_at < ?"
             f" ORDER BY {p}.created_at, {p}.transfer_id LIMIT ?",
             (*by, *after, before, limit),
         )
-        return [_transfer(r) for r in rows]
+        return [transfer_from(r, json.loads) for r in rows]
 
     def totals(self) -> list[CurrencyTotal]:
         """Exact at any size: the view's two 32-bit halves are joined as Python ints."""
@@ -384,32 +385,19 @@ def _require_already_applied(conn, row: BalanceRow) -> None:
         )
 
 
-_TABLES = ("account_balances", "account_transactions", "transfers", "transfers_by_account",
-           "transfers_by_meta")  # fmt: skip
-
-
-def _which(index: TransferIndex) -> tuple[str, tuple[str, ...]]:
-    """The index to read and its key."""
-    if index.account_id is not None:
-        return "account", (index.account_id,)
-    if index.meta is not None:
-        return "meta", index.meta
-    return "time", ()
-
-
 def _refresh_transfer(conn: Any, transfer_id: str) -> None:
     """Fold a transfer's row again from all its movements and the reversals that name it, add
     its index entries (its time and metadata are its first movements', so they never move),
     and refresh what the original it reverses shows of its reversals."""
     moves = conn.execute(
-        f"SELECT {_TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ?",
+        f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ?",
         (transfer_id,),
     ).fetchall()
-    row = _with_reversals(conn, summarize([_transaction(m) for m in moves]))
+    row = _with_reversals(conn, summarize([transaction_from(m, json.loads) for m in moves]))
     conn.execute(
-        f"INSERT OR REPLACE INTO transfers ({_TRANSFER_COLUMNS})"
+        f"INSERT OR REPLACE INTO transfers ({TRANSFER_COLUMNS})"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        _transfer_values(row),
+        transfer_values(row),
     )
     conn.executemany(
         "INSERT OR IGNORE INTO transfers_by_account VALUES (?, ?, ?)",
@@ -421,10 +409,10 @@ def _refresh_transfer(conn: Any, transfer_id: str) -> None:
     )
     if row.reverses is not None:
         original = conn.execute(
-            f"SELECT {_TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = ?", (row.reverses,)
+            f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = ?", (row.reverses,)
         ).fetchone()
         if original is not None:
-            again = _with_reversals(conn, _transfer(original))
+            again = _with_reversals(conn, transfer_from(original, json.loads))
             conn.execute(
                 "UPDATE transfers SET reversed_by = ?, reversed_minor = ? WHERE transfer_id = ?",
                 (json.dumps(again.reversed_by), again.reversed_minor, again.transfer_id),
@@ -438,21 +426,3 @@ def _with_reversals(conn: Any, row: TransferRow) -> TransferRow:
     ).fetchall()
     return replace(row, reversed_by=tuple(r[0] for r in reversals),
                    reversed_minor=sum(r[1] for r in reversals))  # fmt: skip
-
-
-def _transfer_values(row: TransferRow) -> tuple[Any, ...]:
-    return (row.transfer_id, row.kind, row.currency, row.created_at, row.from_account,
-            row.to_account, json.dumps(row.accounts), canonical_json(dict(row.metadata)),
-            row.description, row.reverses, row.held_minor, row.moved_minor, row.outcome,
-            json.dumps(row.reversed_by), row.reversed_minor)  # fmt: skip
-
-
-def _transfer(r: Sequence[Any]) -> TransferRow:
-    return TransferRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])),
-                       json.loads(r[7]), r[8], r[9], r[10], r[11], r[12],
-                       tuple(json.loads(r[13])), r[14])  # fmt: skip
-
-
-def _transaction(r: Sequence[Any]) -> TransactionRow:
-    return TransactionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                          json.loads(r[9]), r[10], r[11])  # fmt: skip
