@@ -55,10 +55,10 @@ def test_a_transaction_and_its_reversals_over_http(api):  # noqa: F811
     assert api.account("ann")["balance"] == "95.00"
     moves = api.teller.get("/accounts/fees/transactions")
     assert moves.status_code == 200, moves.text
-    assert [(m["kind"], m["amount"], m["balance_after"]) for m in moves.json()["items"]] == [
-        ("transaction_credit", "0.50", "0.50"),
-        ("transaction_debit", "0.25", "0.25"),
-    ]
+    assert [(m["kind"], m["amount"], m["balance_after"], m["metadata"], m["reverses"])
+            for m in moves.json()["items"]] == [
+        ("transaction_credit", "0.50", "0.50", {"order_id": "1042"}, None),
+        ("transaction_debit", "0.25", "0.25", {}, tid)]  # fmt: skip
 
 
 def test_bad_transactions_are_refused_with_stable_codes_and_write_nothing(api):  # noqa: F811

@@ -273,6 +273,11 @@ class MovementView(BaseModel):
     counterparty: str | None
     transfer_id: str | None
     recorded_at: str
+    metadata: Annotated[dict[str, str], Field(description="The command's metadata.")] = {}
+    description: Annotated[str, Field(description="A transaction's description.")] = ""
+    reverses: Annotated[
+        str | None, Field(description="The transfer or transaction this movement reverses.")
+    ] = None
 
 
 class MovementPage(BaseModel):
