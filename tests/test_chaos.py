@@ -37,9 +37,11 @@ def test_a_short_chaos_run_violates_no_invariant(engine: str, tmp_path: Path):
     counts = result.report.counts
     assert result.report.ok, result.text
     assert counts["crash"] >= 2 and counts["crash"] + counts["fault"] >= 3, result.text
-    assert counts["transfer_ok"] >= 10 and counts["read"] > 0, result.text
+    acknowledged = sum(counts[f"{op}_ok"] for op in ("transfer", "hold", "transaction", "reverse"))
+    assert counts["transfer_ok"] and acknowledged >= 10 and counts["read"] > 0, result.text
     assert counts["hold_ok"] and counts["post_ok"] and counts["void_ok"], result.text
     assert counts["expired"], result.text
+    assert counts["transaction_ok"] and counts["reverse_ok"], dict(counts)
     if engine == "postgres":  # a server that hangs, not only one that is down
         assert counts["fault:postgres_paused"] >= 1, result.text
     print(result.text)
@@ -197,6 +199,7 @@ def test_two_servers_on_one_postgres_database_violate_no_invariant(tmp_path: Pat
     assert result.report.ok, result.text
     assert counts["crash"] + counts["fault"] >= 2, result.text
     assert counts["transfer_ok"] >= 10, result.text
+    assert counts["transaction_ok"] and counts["reverse_ok"], dict(counts)
     answered = {op["server"] for op in read_history(tmp_path / "history.jsonl")
                 if op["op"] == "transfer" and op["outcome"] == "ok"}  # fmt: skip
     assert len(answered) == 2, answered  # both servers moved money
