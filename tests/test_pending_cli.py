@@ -188,11 +188,12 @@ def test_more_than_is_available_cannot_be_reserved(sqlite_cli):
     assert event_count(sqlite_cli) == events
 
 
-def test_pending_does_not_go_with_a_batch(sqlite_cli, tmp_path):
+@pytest.mark.parametrize("option", [["--pending"], ["--meta", "order=1"]])
+def test_pending_and_metadata_do_not_go_with_a_batch(sqlite_cli, tmp_path, option):
     batch = tmp_path / "b.csv"
     batch.write_text("ann,bob,1.00,k-1\n")
-    code, _, err = sqlite_cli("transfer", "--batch", str(batch), "--pending")
-    assert code == 2 and "--pending applies to a single transfer" in err
+    code, _, err = sqlite_cli("transfer", "--batch", str(batch), *option)
+    assert code == 2 and f"{option[0]} applies to a single transfer" in err
     assert money(balance(sqlite_cli, "ann")) == ("100.00", "0.00", "0.00", "100.00")
 
 

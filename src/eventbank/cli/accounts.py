@@ -216,9 +216,8 @@ def transfer(
                 " give no FROM_ID TO_ID AMOUNT or --idempotency-key"
             )
         if pending or meta:
-            raise InvalidInput(
-                "--pending and --meta apply to a single transfer, not to a --batch file"
-            )
+            option = "--pending" if pending else "--meta"
+            raise InvalidInput(f"{option} applies to a single transfer, not to a --batch file")
         lines = read_batch(batch)  # before the store is opened: a bad file changes nothing
         run_batch(ledger_from(ctx).service, lines, atomic=atomic, as_json=as_json)
         return
