@@ -228,9 +228,11 @@ def test_each_documented_error(server, teller):
     eur = open_account(teller, None, currency="EUR")
     gone = open_account(teller, None)
     teller.post(f"/accounts/{gone}/close")
-    problem(teller.post(f"/accounts/{a}/withdrawals", json={"amount": "10.01"}), 409,
-            "insufficient_funds")  # fmt: skip
-    problem(teller.get("/accounts/nobody"), 404, "account_not_found")
+    refused = problem(teller.post(f"/accounts/{a}/withdrawals", json={"amount": "10.01"}), 409,
+                      "insufficient_funds")  # fmt: skip
+    assert refused["title"] == "Insufficient funds"  # what happened, not the status's name
+    missing = problem(teller.get("/accounts/nobody"), 404, "account_not_found")
+    assert missing["title"] == "Account not found"
     problem(teller.post("/accounts/nobody/deposits", json={"amount": "1"}), 404,
             "account_not_found")  # fmt: skip
     problem(teller.post(f"/accounts/{gone}/deposits", json={"amount": "1"}), 409,
@@ -253,9 +255,10 @@ def test_each_documented_error(server, teller):
             "invalid_currency")  # fmt: skip
     problem(teller.post(f"/accounts/{a}/close"), 409, "balance_not_zero")
     problem(teller.get("/transfers/unknown-transfer"), 404, "transfer_not_found")
-    problem(teller.post(f"/accounts/{a}/deposits", content=b"{not json",
-                        headers={"content-type": "application/json"}), 400,
-            "malformed_json")  # fmt: skip
+    malformed = problem(teller.post(f"/accounts/{a}/deposits", content=b"{not json",
+                                    headers={"content-type": "application/json"}), 400,
+                        "malformed_json")  # fmt: skip
+    assert malformed["title"] == "Malformed JSON"
     problem(teller.post(f"/accounts/{a}/deposits", content=b"[" * 20_000 + b"]" * 20_000,
                         headers={"content-type": "application/json"}), 400,
             "malformed_json")  # fmt: skip
@@ -291,6 +294,7 @@ def secured_routes(server: Server) -> list[tuple[str, str, str]]:
                 needs = ("events" if path.endswith("/events")
                          else "audit" if path in ("/audits", "/audits/{job_id}")
                          else "admin" if path.endswith(("/freeze", "/unfreeze", "/limits"))
+                         or path.startswith("/tokens")
                          else "write" if method == "post" else "read")  # fmt: skip
                 concrete = re.sub(r"\{[a-z_]+\}", "x", path)
                 routes.append((method.upper(), concrete, needs))
@@ -299,7 +303,7 @@ def secured_routes(server: Server) -> list[tuple[str, str, str]]:
 
 def test_every_route_refuses_missing_wrong_and_underprivileged_tokens(server):
     routes = secured_routes(server)
-    assert len(routes) == 31
+    assert len(routes) == 36
     role_lacking = {"write": AUDITOR, "events": TELLER, "audit": TELLER, "admin": TELLER}
     for method, path, needs in routes:
         for token, status in ((None, 401), ("wrong-token", 401), (role_lacking.get(needs), 403)):

@@ -20,8 +20,8 @@ from eventbank.http import app as http_app
 from eventbank.http.app import create_app
 from eventbank.http.auth import TokenStore, add_token
 from eventbank.wiring import Ledger, open_ledger
+from tests.clock import Clock
 from tests.test_http import problem
-from tests.test_pending_transfers import Clock
 
 
 @dataclass

@@ -8,7 +8,6 @@ import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -39,21 +38,7 @@ from eventbank.engines.urls import open_read_store, sqlite_path
 from eventbank.ports.event_store import NewEvent, chained
 from eventbank.ports.read_store import BalanceRow
 from eventbank.wiring import Ledger, open_ledger
-
-START = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.clock import Clock
 
 
 @pytest.fixture

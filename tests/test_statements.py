@@ -55,9 +55,9 @@ from eventbank.ports.event_store import (
     stream_head,
 )
 from eventbank.wiring import Ledger, open_ledger
+from tests.clock import START, Clock
 from tests.test_cli import cli_against
 from tests.test_http import problem
-from tests.test_pending_transfers import START, Clock
 
 _runs = itertools.count()
 SIGNS = {"deposit": 1, "transfer_in": 1, "transaction_credit": 1,

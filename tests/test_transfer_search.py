@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -23,29 +23,17 @@ from eventbank.http.app import create_app
 from eventbank.http.auth import TokenStore, add_token
 from eventbank.ports.read_store import END_OF_TIME, TransactionRow, TransferIndex
 from eventbank.wiring import Ledger, open_ledger
+from tests.clock import Clock
 from tests.test_cli import cli_against
 from tests.test_http import problem
 
 START = datetime(2026, 12, 5, 23, 59, 57, tzinfo=UTC)  # the movements straddle a UTC day
 
 
-class Clock:
-    """A clock that moves one second at each ``tick``, so every command has its own time."""
-
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self) -> None:
-        self.now += timedelta(seconds=1)
-
-
 @pytest.fixture
 def ledger(store_url: str) -> Iterator[Ledger]:
     ledger = open_ledger(store_url)
-    ledger.service.clock = Clock()
+    ledger.service.clock = Clock(START)
     yield ledger
     ledger.close()
 
@@ -258,6 +246,13 @@ def test_http_finds_pages_and_refuses_bad_input(ledger, book, reader):
     problem(reader.get(f"/transactions/{book['plain']}"), 404, "transfer_not_found")
     plain = reader.get(f"/transfers/{book['plain']}").json()
     assert (plain["metadata"], plain["reversed_amount"]) == ({"order": "o-1", "shop": "x"}, "4.00")
+    held = reader.get(f"/transfers/{book['held']}").json()  # every movement, on both accounts
+    assert [(m["account_id"], m["kind"], m["amount"]) for m in held["movements"]] == [
+        ("ann", "hold_out", "20.00"), ("bob", "hold_in", "20.00"),
+        ("ann", "posted_out", "20.00"), ("ann", "transfer_out", "15.00"),
+        ("bob", "posted_in", "20.00"), ("bob", "transfer_in", "15.00")]  # fmt: skip
+    assert {m["actor"] for m in held["movements"]} == {"local"}  # the library's own actor
+    assert page.json()["items"][0]["movements"] is None  # a search lists no movements
     for params, code in [
         ({"from": "2026-12-06T00:00:00Z", "to": "2026-12-05T00:00:00Z"}, "invalid_time_range"),
         ({"from": "yesterday"}, "invalid_time"),

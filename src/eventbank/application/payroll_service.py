@@ -7,25 +7,33 @@ with command ids ``<saga>:pay:<line>``, recording outcomes every ``record_every`
 ``all-or-nothing`` a failure compensates every paid line with reverse transfers
 (``<saga>:undo:<line>``). A process killed anywhere is finished by ``resume_all``: a line paid
 but not yet recorded is re-run, and its command id makes the transfer answer from its first
-run, so nobody is paid twice and nobody is skipped.
+run, so nobody is paid twice and nobody is skipped. ``page`` lists payrolls newest first from
+the same registry ``resume_all`` reads, a bounded window per call.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import hashlib
 import io
+import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from eventbank.application.ids import new_id
 from eventbank.application.service import IdempotencyKeyReused, LedgerService, current_actor
+from eventbank.application.transfer_search import InvalidCursor, InvalidLimit
 from eventbank.domain import payroll as saga
 from eventbank.domain.account import AccountStatus, check_account_id
 from eventbank.domain.canonical import canonical_json
+from eventbank.domain.deadlines import utc_text
 from eventbank.domain.errors import (
     Conflict,
     EventbankError,
@@ -43,12 +51,16 @@ from eventbank.ports.event_store import (
     NewEvent,
     RecordedEvent,
     chained,
+    stream_head,
 )
 
 Progress = Callable[[int, int], None]  # (lines with an outcome, all lines)
 # Attempts before a write that keeps meeting concurrent writes gives up with PayrollConflict.
 START_ATTEMPTS = 5
 RECORD_ATTEMPTS = 20
+LIST_DEFAULT, LIST_MAX = 20, 100  # payrolls per page (``page``)
+LIST_SCAN = 1_000  # registry events one ``page`` reads at most: bounded whatever the store
+LIST_CHUNK = 250  # registry events per further read while a page is not full
 
 
 class PayrollRejected(InvalidInput):
@@ -341,6 +353,39 @@ class PayrollService:
         """Finish or compensate every saga that was started and never closed."""
         return [self.run(saga_id, on_progress) for saga_id in self.unfinished()]
 
+    # ------------------------------------------------------------ list
+
+    def page(
+        self, after: str | None = None, limit: int | str = LIST_DEFAULT
+    ) -> tuple[list[Listed], str | None]:
+        """Payrolls newest first, at most ``limit`` (1 to ``LIST_MAX``), and the cursor of the
+        next page (None: no older payroll). The registry stream is the index: its versions
+        number registrations in start order with no gaps, so windows below the cursor (a
+        registry version) are indexed range reads on every engine. A call reads at most
+        ``LIST_SCAN`` registry events (closings sit between registrations, so a page may be
+        short and still have a ``next``) and the streams of the payrolls it returns."""
+        size = _page_size(limit)
+        head = stream_head(self.events, saga.REGISTRY)
+        top = head.version + 1 if head else 1
+        if after:
+            top = min(top, _cursor_version(after))
+        found: list[Listed] = []
+        budget, step = LIST_SCAN, 2 * size + 2  # a registration and a closing per payroll
+        while top > 1 and budget > 0 and len(found) < size:
+            take = min(top - 1, budget, step)
+            window = self.events.read_stream(saga.REGISTRY, top - 1 - take, limit=take)
+            budget, step = budget - take, LIST_CHUNK
+            for event in reversed(window):
+                top = event.version
+                if event.event_type == "PayrollRegistered" and (
+                    tracked := self._read(event.data["saga_id"])
+                ):
+                    found.append(Listed(tracked.state, _started_at(event), tracked.started_by))
+                    if len(found) == size:
+                        break
+        # Registry version 1 is a registration, so one below ``top`` is left iff top > 1.
+        return found, _encode_cursor(top) if top > 1 else None
+
     # ------------------------------------------------------------ state
 
     def load(self, saga_id: str) -> Payroll | None:
@@ -420,6 +465,7 @@ class PayrollService:
         A concurrent writer on the registry is retried; one on the saga stream itself means
         another process is running this saga, which the caller must not race: it is refused.
         """
+        recorded_at = self.ledger.clock().isoformat()  # as account events have it
         for _ in range(20):
             streams = {saga_id: events} | ({saga.REGISTRY: [registry]} if registry else {})
             heads, expected, new = {}, {}, []
@@ -434,7 +480,8 @@ class PayrollService:
                 for offset, (event_type, data) in enumerate(items, start=1):
                     new.append(NewEvent(
                         new_id(), stream, aggregate_type, expected[stream] + offset,
-                        event_type, 1, data, {"actor": current_actor.get(), "saga_id": saga_id},
+                        event_type, 1, data, {"actor": current_actor.get(), "saga_id": saga_id,
+                                              "recorded_at": recorded_at},
                     ))  # fmt: skip
             try:
                 recorded = self.events.append(chained(new, heads), expected)
@@ -444,3 +491,58 @@ class PayrollService:
                 continue
             return [event for event in recorded if event.aggregate_id == saga_id]
         raise ConcurrencyConflict([saga.REGISTRY])
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A payroll as ``page`` lists it: its state, when and by whom it was started."""
+
+    payroll: Payroll
+    started_at: str | None
+    started_by: str | None
+
+    def summary(self) -> dict[str, Any]:
+        return self.payroll.summary() | {"started_at": self.started_at,
+                                         "started_by": self.started_by}  # fmt: skip
+
+
+def _page_size(limit: int | str) -> int:
+    """An integer from 1 to ``LIST_MAX`` (decimal text too, as a query string has it)."""
+    if isinstance(limit, str) and re.fullmatch(r"\d{1,4}", limit):
+        limit = int(limit)
+    if type(limit) is not int or not 1 <= limit <= LIST_MAX:
+        raise InvalidLimit(f"limit must be an integer from 1 to {LIST_MAX}, not {limit!r}")
+    return limit
+
+
+def _encode_cursor(version: int) -> str:
+    """An opaque cursor: the registry version the next page lies below."""
+    return base64.urlsafe_b64encode(f"[{version}]".encode()).decode().rstrip("=")
+
+
+def _cursor_version(cursor: str) -> int:
+    refused = InvalidCursor("after is not a cursor a previous page returned")
+    if len(cursor) > 64 or not re.fullmatch(r"[A-Za-z0-9_-]+", cursor):
+        raise refused
+    try:
+        (version,) = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error):
+        raise refused from None
+    if type(version) is not int or not 1 <= version <= 2**62:
+        raise refused
+    return version
+
+
+def _started_at(registered: RecordedEvent) -> str | None:
+    """When the payroll was registered, as RFC 3339 UTC: its ``recorded_at``, or, for one
+    recorded before payroll events had it, the time in its event id (a UUIDv7)."""
+    try:
+        if isinstance(text := registered.metadata.get("recorded_at"), str):
+            moment = datetime.fromisoformat(text)
+        elif (event_id := uuid.UUID(registered.event_id)).version == 7:
+            moment = datetime.fromtimestamp((event_id.int >> 80) / 1000, UTC)
+        else:
+            return None
+    except ValueError:
+        return None
+    return utc_text(moment if moment.tzinfo else moment.replace(tzinfo=UTC))

@@ -158,13 +158,14 @@ class AccountQueries:
             moves = self.reads.transactions(account_id, after_version, limit)
         else:
             moves = [t for t in replayed_moves if t.version > after_version][:limit]
-        return [describe_transaction(t) for t in moves]
+        return self._with_actors([(account_id, describe_transaction(t)) for t in moves])
 
     def transfer(self, transfer_id: str) -> dict[str, Any]:
         """One transfer or transaction, from its projected movements and its transfers row:
         ``status`` ``posted`` for one made final; a pending transfer's ``pending``, ``posted``,
         ``voided`` or ``expired``, with the amount it reserved (``pending_amount``) and, once
-        posted, the amount that moved; its metadata and reversal links; a transaction's legs."""
+        posted, the amount that moved; its metadata and reversal links; a transaction's legs;
+        and every movement it made on each account (a hold, its post or release)."""
         halves = self.reads.transfer(transfer_id)
         kinds = {t.kind for t in halves}
         legs = [t for t in halves if t.kind in ("transaction_debit", "transaction_credit")]
@@ -174,6 +175,10 @@ class AccountQueries:
         # a read model made before the transfers rows existed has movements only
         view = transfer_search.describe(row or summarize(halves))
         view["recorded_at"] = min(t.recorded_at for t in halves)
+        in_order = sorted(halves, key=lambda t: (t.recorded_at, t.account_id, t.version))
+        movements = [(t.account_id, {"account_id": t.account_id, **describe_transaction(t)})
+                     for t in in_order]  # fmt: skip
+        view["movements"] = self._with_actors(movements)
         if legs:
             view["legs"] = [{"account_id": t.account_id, "direction": _DIRECTIONS[t.kind],
                              "amount": format_minor(t.amount_minor, t.currency)}
@@ -293,22 +298,56 @@ class AccountQueries:
             )
         return replayed, moves
 
+    def _with_actors(self, movements: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The movements (each with its account) with who made them: the ``actor`` their
+        events recorded. The read models keep no actor, so the events shown are read, one read
+        per run of consecutive versions of an account: a page of history is one read."""
+        actors: dict[tuple[str, int], str | None] = {}
+        wanted = sorted({(account_id, m["version"]) for account_id, m in movements})
+        for account_id, first, count in _runs(wanted):
+            for event in self.events.read_stream(account_id, first - 1, limit=count):
+                actors[(account_id, event.version)] = event.metadata.get("actor")
+        return [
+            {**m, "actor": actors.get((account_id, m["version"]))} for account_id, m in movements
+        ]
+
     def _replay(self, account_id: str) -> tuple[BalanceRow | None, list[TransactionRow]]:
         """The account's row and movements computed straight from its events."""
         return accounts.replay(self.events.read_stream(account_id))
 
 
+def _runs(keys: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
+    """Sorted (stream, version) keys as runs of consecutive versions: (stream, first, count)."""
+    runs: list[tuple[str, int, int]] = []
+    for stream, version in keys:
+        if runs and runs[-1][0] == stream and runs[-1][1] + runs[-1][2] == version:
+            runs[-1] = (stream, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((stream, version, 1))
+    return runs
+
+
 def describe_transaction(t: TransactionRow) -> dict[str, Any]:
+    """A movement as an account's history shows it: ``describe_movement``, with the account's
+    version, the balance after it and its time."""
     return {
         "version": t.version,
-        "kind": t.kind,
-        "amount": format_minor(t.amount_minor, t.currency),
-        "currency": t.currency,
+        **describe_movement(t),
         "balance_after": format_minor(t.balance_after_minor, t.currency),
-        "counterparty": t.counterparty,
-        "transfer_id": t.transfer_id,
         "recorded_at": t.recorded_at,
-        "metadata": dict(t.metadata),
-        "description": t.description,
-        "reverses": t.reverses,
+    }
+
+
+def describe_movement(m: accounts.Moved | TransactionRow) -> dict[str, Any]:
+    """What a money movement shows wherever it is listed (an account's history, the
+    recent-activity feed), the amount as a decimal string."""
+    return {
+        "kind": m.kind,
+        "amount": format_minor(m.amount_minor, m.currency),
+        "currency": m.currency,
+        "counterparty": m.counterparty,
+        "transfer_id": m.transfer_id,
+        "metadata": dict(m.metadata),
+        "description": m.description,
+        "reverses": m.reverses,
     }

@@ -72,7 +72,7 @@ def find_transfers(
     ``limit``, and the cursor of the next page (None: nothing is left). ``from`` is inclusive,
     ``to`` exclusive (RFC 3339 times); ``after`` is a cursor a previous page returned."""
     pairs = _metadata_filter(metadata)
-    size, wanted = _limit(limit), _status(status)
+    size, wanted = page_limit(limit), _status(status)
     low, before = _time(from_, "from"), _time(to, "to") or END_OF_TIME
     if low and before != END_OF_TIME and low > before:
         raise InvalidTimeRange(f"from ({from_}) is after to ({to})")
@@ -153,8 +153,9 @@ def _metadata_filter(metadata: Mapping[str, str] | None) -> list[tuple[str, str]
     return sorted(checked.items())
 
 
-def _limit(limit: int | str) -> int:
-    """An integer from 1 to ``MAX_LIMIT`` (decimal text, as a query string has it, too)."""
+def page_limit(limit: int | str) -> int:
+    """An integer from 1 to ``MAX_LIMIT`` (decimal text, as a query string has it, too): the
+    page size of a search and of the recent-activity feed."""
     if isinstance(limit, str) and re.fullmatch(r"\d{1,4}", limit):
         limit = int(limit)
     if type(limit) is not int or not 1 <= limit <= MAX_LIMIT:

@@ -89,7 +89,7 @@ def options(
 
 
 GLOBAL_OPTIONS = ("--store", "--read-store")
-PAYROLL_SUBCOMMANDS = ("start", "status", "resume", "--help")
+PAYROLL_SUBCOMMANDS = ("start", "status", "resume", "list", "--help")
 
 
 def hoist_global_options(argv: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""``eventbank payroll FILE --from EMPLOYER`` and ``payroll status|resume``."""
+"""``eventbank payroll FILE --from EMPLOYER`` and ``payroll status|resume|list``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from eventbank.application.payroll_service import PayrollRejected, PayrollService
+from eventbank.application.payroll_service import (
+    LIST_DEFAULT,
+    LIST_MAX,
+    PayrollRejected,
+    PayrollService,
+)
 from eventbank.cli.common import JsonFlag, ledger_from, out, print_json
 from eventbank.domain.errors import InvalidInput
 from eventbank.domain.money import format_minor
@@ -78,6 +84,40 @@ def resume(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     out.print(f"resumed {len(finished)} unfinished payroll(s)")
     for payroll in finished:
         _report(payroll, False)
+
+
+@payroll_app.command("list")
+def list_payrolls(
+    ctx: typer.Context,
+    after: Annotated[
+        str | None, typer.Option(metavar="CURSOR", help="Go on from a page's cursor.")
+    ] = None,
+    limit: Annotated[
+        str, typer.Option(metavar="N", help=f"At most this many (1 to {LIST_MAX}).")
+    ] = str(LIST_DEFAULT),
+    as_json: JsonFlag = False,
+) -> None:
+    """List payrolls, newest first, with their status and progress (as GET /payrolls). A page
+    reads a bounded part of the payroll registry: it may be short and still print a cursor."""
+    items, cursor = PayrollService(ledger_from(ctx).service).page(after, limit)
+    if as_json:
+        print_json({"items": [i.summary() for i in items], "next": cursor})
+        return
+    table = Table()
+    for header in ("started (UTC)", "payroll", "employer", "status", "lines", "moved", "by"):
+        # the payroll's id on one line, to be copied into `payroll status`
+        table.add_column(header, overflow="fold", no_wrap=header == "payroll")
+    for i in items:
+        p = i.payroll
+        done = len(p.paid) + len(p.failed)
+        started = i.started_at.replace("T", " ")[:19] if i.started_at else "-"  # UTC
+        table.add_row(started, p.saga_id, escape(p.employer_id), p.status,
+                      f"{done}/{p.line_count}", f"{format_minor(p.paid_minor, p.currency)} of "
+                      f"{format_minor(p.total_minor, p.currency)} {p.currency}",
+                      escape(i.started_by or "-"))  # fmt: skip
+    out.print(table)
+    if cursor is not None:
+        out.print(f"more: --after {cursor}")
 
 
 def _run(payrolls: PayrollService, saga_id: str, as_json: bool) -> None:

@@ -11,7 +11,13 @@ import typer
 from rich.table import Table
 
 from eventbank.cli.common import JsonFlag, out, print_json
-from eventbank.http.auth import PERMISSIONS, add_token, list_tokens, revoke_token
+from eventbank.http.auth import (
+    PERMISSIONS,
+    LastAdminToken,
+    add_token,
+    list_tokens,
+    revoke_token,
+)
 
 DEFAULT_TOKENS_FILE = Path("eventbank-tokens.json")
 
@@ -30,7 +36,9 @@ tokens_app = typer.Typer(no_args_is_help=True)
 
 @tokens_app.command("add")
 def tokens_add(
-    name: Annotated[str, typer.Argument(help="Who or what the token is for.")],
+    name: Annotated[
+        str, typer.Argument(help="Who or what the token is for: 1-64 letters, digits, _ . : @ -")
+    ],
     role: Annotated[str, typer.Option(help=f"One of: {', '.join(PERMISSIONS)}.")],
     tokens_file: TokensFile = DEFAULT_TOKENS_FILE,
 ) -> None:
@@ -70,5 +78,8 @@ def tokens_revoke(
 
     The file's last admin token is kept unless --force (a server that starts with no admin token
     makes a new one)."""
-    revoked = revoke_token(tokens_file, name, force=force)
+    try:
+        revoked = revoke_token(tokens_file, name, force=force)
+    except LastAdminToken as refused:
+        raise LastAdminToken(f"{refused}, or pass --force") from None
     out.print(f"revoked the {revoked.role} token {revoked.name}", markup=False)

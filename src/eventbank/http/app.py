@@ -3,8 +3,9 @@
 Every POST takes an ``Idempotency-Key`` header (the command id; generated when absent, except
 on ``POST /payrolls``, which requires one). A retry with the same key and body gets the first
 response again (same status and body, plus the header ``Idempotent-Replayed: true``) and moves
-no money; the same key with another body is a 422 ``idempotency_key_reused``. Request bodies
-over ``max_body_bytes`` are refused with 413.
+no money; the same key with another body is a 422 ``idempotency_key_reused``. ``POST /tokens``
+is the exception: it replays nothing, as that would keep the secret it shows once (tokens.py).
+Request bodies over ``max_body_bytes`` are refused with 413.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from eventbank.application.payroll_service import PayrollService
 from eventbank.domain.errors import EventbankError
 from eventbank.http import problems
 from eventbank.http.accounts import account_routes
+from eventbank.http.activity import activity_routes
 from eventbank.http.api_docs import api_docs_routes
 from eventbank.http.audits import audit_routes
 from eventbank.http.auth import TokenStore, permission_guard
@@ -58,6 +60,7 @@ from eventbank.http.payrolls import (
     payroll_routes,
 )
 from eventbank.http.schemas import Problem
+from eventbank.http.tokens import token_routes
 from eventbank.http.transfers import MAX_BATCH_BYTES, transfer_routes
 from eventbank.ports.event_store import StoreUnavailable
 from eventbank.wiring import Ledger, open_ledger
@@ -125,7 +128,9 @@ def create_app(
     app.include_router(journal_routes(ledger, guard))
     app.include_router(payroll_routes(payrolls, saga_runner, guard))
     app.include_router(audit_routes(ledger, guard))
+    app.include_router(activity_routes(ledger, guard))
     app.include_router(operation_routes(ledger, guard, metrics, stall_after_s=stall_after_s))
+    app.include_router(token_routes(tokens, guard))
     app.include_router(dashboard_routes())
     app.include_router(api_docs_routes(app))
     _document_problem_schema(app)

@@ -24,6 +24,11 @@ atomically replaces it, so no writer loses another's change.
 "Last used" is known to the server the moment a token authenticates; it keeps that in memory
 and writes it to the file at most once a minute and when it stops (``TokenStore.
 record_last_used``), so ``eventbank tokens list`` may show it up to a minute late.
+
+The CLI (``cli/tokens.py``) and the HTTP API (``http/tokens.py``) change the file through the
+same functions: ``add_token`` and ``revoke_token`` here. A server changing it through
+``TokenStore.add`` and ``TokenStore.revoke`` re-reads it at once, so the change holds for its
+own next request; other processes see it within a second, as any change.
 """
 
 from __future__ import annotations
@@ -34,12 +39,13 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +83,36 @@ class LastAdminToken(RuleViolation):
     code = "last_admin_token"
 
 
+class InvalidTokenName(InvalidInput):
+    code = "invalid_token_name"
+
+
+class InvalidTokenRole(InvalidInput):
+    code = "invalid_token_role"
+
+
+# Unknown and duplicate names are InvalidInput to the CLI (exit 2, as they always were); the
+# HTTP API answers them 404 and 409 (problems.py).
+class TokenNotFound(InvalidInput):
+    code = "token_not_found"
+
+
+class TokenExists(InvalidInput):
+    code = "token_exists"
+
+
+class TokenReadOnly(RuleViolation):
+    """A token from ``EVENTBANK_TOKENS``, or a server with no token file: not changed here."""
+
+    code = "token_read_only"
+
+
+TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
+"""A token's name: it is recorded as the ``actor`` of every event its requests write."""
+ENV_PREFIX = "env-"
+"""The names of ``EVENTBANK_TOKENS``' tokens (``env-0``, ``env-1``, …): no file token takes it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     name: str
@@ -95,6 +131,19 @@ class TokenInfo:
     role: str
     created_at: str | None
     last_used_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListedToken:
+    """A token a server accepts, as ``GET /tokens`` shows it: from the file, or from the
+    environment (read-only: only a change of ``EVENTBANK_TOKENS`` and a restart change it)."""
+
+    info: TokenInfo
+    source: str  # "file" | "environment"
+
+    @property
+    def read_only(self) -> bool:
+        return self.source == "environment"
 
 
 def digest(token: str) -> str:
@@ -148,6 +197,29 @@ def _tokens_of(entries: list[dict[str, Any]], path: Path) -> list[Token]:
     except InvalidInput as exc:
         raise InvalidInput(f"token file {path}: {exc}") from None
     return tokens
+
+
+def _info(entry: dict[str, Any]) -> TokenInfo:
+    return TokenInfo(entry["name"], entry["role"], entry.get("created_at"),
+                     entry.get("last_used_at"))  # fmt: skip
+
+
+def check_new_token(name: str, role: str) -> None:
+    """Refuse a name or role that ``add_token`` would not store (before the file is touched)."""
+    if type(name) is not str or not TOKEN_NAME.fullmatch(name):
+        shown = repr(name[:80] + "…" if type(name) is str and len(name) > 80 else name)
+        raise InvalidTokenName(
+            f"a token's name is 1-64 letters, digits, _ . : @ or -, starting with a letter or "
+            f"digit; not {shown}"
+        )
+    if name.lower().startswith(ENV_PREFIX):
+        raise InvalidTokenName(
+            f"names starting with {ENV_PREFIX!r} belong to EVENTBANK_TOKENS; not {name!r}"
+        )
+    if type(role) is not str or role not in PERMISSIONS:
+        raise InvalidTokenRole(
+            f"role must be one of {', '.join(PERMISSIONS)}, not {str(role)[:80]!r}"
+        )
 
 
 def _check_roles(tokens: Sequence[Token]) -> None:
@@ -236,12 +308,15 @@ class TokenStore:
             raise Forbidden(f"role {token.role!r} lacks the {permission!r} permission")
         return token
 
-    def _reload_if_changed(self) -> None:
-        """One ``stat`` at most every ``reload_check_every_s``; the file re-read if it changed."""
-        if self.path is None or time.monotonic() - self._checked_at < self.reload_check_every_s:
+    def _reload_if_changed(self, *, now: bool = False) -> None:
+        """One ``stat`` at most every ``reload_check_every_s`` (or ``now``); the file re-read if
+        it changed."""
+        if self.path is None:
+            return
+        if not now and time.monotonic() - self._checked_at < self.reload_check_every_s:
             return
         with self._reload_lock:
-            if time.monotonic() - self._checked_at < self.reload_check_every_s:
+            if not now and time.monotonic() - self._checked_at < self.reload_check_every_s:
                 return  # another thread checked meanwhile
             self._checked_at = time.monotonic()
             try:
@@ -264,6 +339,57 @@ class TokenStore:
                             self.path)  # fmt: skip
             elif set(self.tokens) != set(before):  # not when only last use was written
                 log.info("token file %s reloaded: %d token(s)", self.path, len(file_tokens))
+
+    def listing(self) -> list[ListedToken]:
+        """Every token this server accepts: the file's (read now), then the environment's. Each
+        was last used when the file says or, if later, when this process last saw it; never a
+        secret or a hash."""
+        entries = _read_entries(self.path) if self.path is not None else []
+        if self.path is not None:
+            _tokens_of(entries, self.path)
+        used = self._used.copy()
+
+        def seen(sha256: str, recorded: str | None) -> str | None:
+            here = _utc(used[sha256]) if sha256 in used else None
+            return max((t for t in (recorded, here) if t), default=None)  # ISO sorts
+
+        listed = []
+        for entry in entries:
+            info = _info(entry)
+            last = seen(entry["sha256"], info.last_used_at)
+            listed.append(ListedToken(replace(info, last_used_at=last), "file"))
+        for token in self._env_tokens:
+            last = seen(token.sha256, None)
+            listed.append(ListedToken(TokenInfo(token.name, token.role, None, last), "environment"))
+        return listed
+
+    def add(self, name: str, role: str) -> tuple[str, TokenInfo]:
+        """``add_token`` to this server's file, in force for this server at once: the secret
+        (to show once) and the new token."""
+        added = _add_entry(self._writable(), name, role)
+        assert added is not None  # only ensure_admin_token may add nothing
+        self._reload_if_changed(now=True)
+        secret, info = added
+        log.info("token %r (%s) added by %s", info.name, info.role, current_actor.get())
+        return secret, info
+
+    def revoke(self, name: str) -> TokenInfo:
+        """``revoke_token`` (never the file's last admin token) from this server's file, refused
+        by this server at once; an environment token is read-only."""
+        if any(token.name == name for token in self._env_tokens):
+            raise TokenReadOnly(
+                f"{name!r} comes from EVENTBANK_TOKENS: change the environment and restart"
+            )
+        revoked = revoke_token(self._writable(), name)
+        self._reload_if_changed(now=True)
+        log.info("token %r (%s) revoked by %s", revoked.name, revoked.role, current_actor.get())
+        return revoked
+
+    def _writable(self) -> Path:
+        if self.path is None:
+            raise TokenReadOnly("this server has no token file: its tokens come from "
+                                "EVENTBANK_TOKENS only")  # fmt: skip
+        return self.path
 
     def record_last_used(self) -> None:
         """Write when tokens were last used to the file, if any was used since the last write;
@@ -335,25 +461,31 @@ def _write_entries(path: Path, entries: list[dict[str, Any]]) -> None:
 def add_token(path: Path, name: str, role: str, *, unless_role_exists: bool = False) -> str | None:
     """Create a token, store only its hash (and when it was made) in ``path``, and return the
     token (shown once). With ``unless_role_exists``: None, and nothing added, if the file holds
-    a token of ``role`` already."""
-    if role not in PERMISSIONS:
-        raise InvalidInput(f"role must be one of {', '.join(PERMISSIONS)}, not {role!r}")
+    a token of ``role`` already. A bad name or role, or a name taken, changes nothing."""
+    added = _add_entry(path, name, role, unless_role_exists=unless_role_exists)
+    return added[0] if added is not None else None
+
+
+def _add_entry(
+    path: Path, name: str, role: str, *, unless_role_exists: bool = False
+) -> tuple[str, TokenInfo] | None:
+    """``add_token``'s work: the secret and the entry as stored, or None if nothing was added."""
+    check_new_token(name, role)
     secret = "eb_" + secrets.token_urlsafe(32)
-    added = False
+    added: list[dict[str, Any]] = []
 
     def add(entries: list[dict[str, Any]]) -> bool:
-        nonlocal added
         if unless_role_exists and any(e["role"] == role for e in entries):
             return False
         if any(e["name"] == name for e in entries):
-            raise InvalidInput(f"a token named {name!r} already exists in {path}")
-        entries.append({"name": name, "role": role, "sha256": digest(secret),
-                        "created_at": utc_now()})  # fmt: skip
-        added = True
+            raise TokenExists(f"a token named {name!r} already exists in {path}")
+        added.append({"name": name, "role": role, "sha256": digest(secret),
+                      "created_at": utc_now()})  # fmt: skip
+        entries.append(added[0])
         return True
 
     _update(path, add)
-    return secret if added else None
+    return (secret, _info(added[0])) if added else None
 
 
 def ensure_admin_token(path: Path) -> str | None:
@@ -367,9 +499,7 @@ def list_tokens(path: Path) -> list[TokenInfo]:
     _require_file(path)
     entries = _read_entries(path)
     _tokens_of(entries, path)
-    return [
-        TokenInfo(e["name"], e["role"], e.get("created_at"), e.get("last_used_at")) for e in entries
-    ]
+    return [_info(e) for e in entries]
 
 
 def revoke_token(path: Path, name: str, *, force: bool = False) -> TokenInfo:
@@ -383,21 +513,19 @@ def revoke_token(path: Path, name: str, *, force: bool = False) -> TokenInfo:
         revoked[:] = [e for e in entries if e["name"] == name]
         if not revoked:
             known = ", ".join(e["name"] for e in entries) or "none"
-            raise InvalidInput(f"no token named {name!r} in {path} (tokens: {known})")
+            raise TokenNotFound(f"no token named {name!r} in {path} (tokens: {known})")
         admins_left = [e for e in entries if e["role"] == "admin" and e["name"] != name]
         if revoked[0]["role"] == "admin" and not admins_left and not force:
             raise LastAdminToken(
                 f"{name!r} is the last admin token in {path}; revoking it leaves the running "
                 "server without an admin until it restarts and makes a new one. Add another "
-                "admin token first, or pass --force"
+                "admin token first"
             )
         entries[:] = [e for e in entries if e["name"] != name]
         return True
 
     _update(path, revoke)
-    entry = revoked[0]
-    return TokenInfo(entry["name"], entry["role"], entry.get("created_at"),
-                     entry.get("last_used_at"))  # fmt: skip
+    return _info(revoked[0])
 
 
 def _require_file(path: Path) -> None:

@@ -1,8 +1,9 @@
-"""``POST /payrolls`` and ``GET /payrolls/{id}``: batch payments as sagas over HTTP.
+"""``POST /payrolls``, ``GET /payrolls/{id}``, ``GET /payrolls``: payment batches as sagas.
 
 The request body is the payroll itself (``text/csv`` or ``application/x-ndjson`` lines of
 account id, amount, reference), validated in full before anything is recorded; a valid payroll
-answers ``202`` with its id at once and is paid in the background. ``GET`` shows its progress.
+answers ``202`` with its id at once and is paid in the background. ``GET`` shows its progress;
+``GET /payrolls`` lists them newest first, so one can be found again after its page is left.
 
 ``POST /payrolls`` requires an ``Idempotency-Key``: the key names the saga, so a retried upload
 answers with the first one, where a fresh id per request would pay the whole payroll again.
@@ -23,11 +24,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from eventbank.application.observability import command_id, request_id
-from eventbank.application.payroll_service import PayrollService
+from eventbank.application.payroll_service import LIST_DEFAULT, LIST_MAX, PayrollService
 from eventbank.domain.errors import InvalidInput
+from eventbank.domain.money import format_minor
+from eventbank.domain.payroll import Payroll
 from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, Guard
 
 MAX_PAYROLL_BYTES = 2 * 1024 * 1024
@@ -64,6 +67,29 @@ class PayrollView(BaseModel):
     moved_minor: int
     checksum: str
     failures: dict[str, str]
+    total: str = Field(description="total_minor as a decimal string, as money is elsewhere.")
+    moved: str = Field(description="moved_minor as a decimal string.")
+
+
+class PayrollListItem(PayrollView):
+    started_at: str | None = Field(description="RFC 3339 UTC; null if unknown.")
+    started_by: str | None = Field(description="The starting token's name, if known.")
+
+
+class PayrollPage(BaseModel):
+    items: list[PayrollListItem]
+    next: str | None = Field(
+        description="Pass as `after` for the next, older page; null: "
+        "no older payroll. A page may be short and still have one."
+    )
+
+
+def view(payroll: Payroll) -> dict[str, object]:
+    """A payroll as the API shows it: its summary, with the money as decimal strings too."""
+    return payroll.summary() | {
+        "total": format_minor(payroll.total_minor, payroll.currency),
+        "moved": format_minor(payroll.paid_minor, payroll.currency),
+    }
 
 
 class PayrollRunner:
@@ -180,13 +206,27 @@ def payroll_routes(payrolls: PayrollService, runner: PayrollRunner, guard: Guard
         if not payroll.finished:
             runner.submit(payroll.saga_id)
         response.headers["Location"] = f"/payrolls/{public_id(payroll.saga_id)}"
-        return payroll.summary()
+        return view(payroll)
+
+    @router.get("/payrolls", response_model=PayrollPage, dependencies=[guard("read")],
+                responses=READ_ERRORS)  # fmt: skip
+    def list_payrolls(
+        after: Annotated[
+            str | None, Query(description="The `next` of the page before; absent: the newest.")
+        ] = None,
+        limit: Annotated[str, Query(description=f"1 to {LIST_MAX}.")] = str(LIST_DEFAULT),
+    ):
+        """Payrolls newest first, each with its progress (as `GET /payrolls/{id}`) and when and
+        by whom it was started. Each request reads at most 1,000 entries of the payroll
+        registry, so a page may hold fewer than `limit` items while `next` is not null."""
+        items, cursor = payrolls.page(after, limit)
+        return {"items": [view(i.payroll) | i.summary() for i in items], "next": cursor}
 
     @router.get("/payrolls/{payroll_id}", response_model=PayrollView,
                 dependencies=[guard("read")], responses=READ_ERRORS)  # fmt: skip
     def get_payroll(payroll_id: str):
         """A payroll's progress: lines paid, failed and compensated, and money moved."""
-        return payrolls.status(payroll_id).summary()
+        return view(payrolls.status(payroll_id))
 
     return router
 

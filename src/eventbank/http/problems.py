@@ -24,7 +24,7 @@ from eventbank.domain.errors import (
     RuleViolation,
 )
 from eventbank.domain.json_input import MalformedJson
-from eventbank.http.auth import Forbidden, Unauthorized
+from eventbank.http.auth import Forbidden, TokenExists, TokenNotFound, Unauthorized
 from eventbank.ports.event_store import StoreUnavailable
 
 PROBLEM_JSON = "application/problem+json"
@@ -34,6 +34,8 @@ _STATUS_BY_CLASS: tuple[tuple[type[Exception], int], ...] = (
     (Unauthorized, 401),
     (Forbidden, 403),
     (NotFound, 404),
+    (TokenNotFound, 404),  # InvalidInput to the CLI, which exits 2 for them as it always did
+    (TokenExists, 409),
     (IdempotencyKeyReused, 422),
     (MalformedJson, 400),
     (StoreUnavailable, 503),
@@ -47,10 +49,21 @@ TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not f
            503: "Service unavailable"}  # fmt: skip
 
 
+_WORDS = {"json": "JSON", "id": "ID"}
+
+
+def title_of(code: str) -> str:
+    """The problem type's title, from its code (``insufficient_funds`` → "Insufficient funds"):
+    RFC 9457 ties a title to the type, so one code always reads the same, and a client (the
+    dashboard) can show what happened rather than the status's name."""
+    text = " ".join(_WORDS.get(word, word) for word in code.split("_"))
+    return text[:1].upper() + text[1:]
+
+
 def problem(status: int, code: str, detail: str, request: Request, **extra: object) -> JSONResponse:
     body = {
         "type": f"/problems/{code}",
-        "title": TITLES.get(status, "Error"),
+        "title": title_of(code),
         "status": status,
         "code": code,
         "detail": detail,

@@ -256,17 +256,23 @@ class CommandResult(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+MovementKind = Literal[
+    "deposit", "withdrawal", "transfer_out", "transfer_in", "hold_out", "hold_in",
+    "posted_out", "posted_in", "voided_out", "voided_in", "expired_out", "expired_in",
+    "transaction_debit", "transaction_credit",
+]  # fmt: skip
+"""A money movement's kind, in an account's history and in the recent-activity feed."""
+
+
 class MovementView(BaseModel):
     version: int
-    kind: Literal[
-        "deposit", "withdrawal", "transfer_out", "transfer_in", "hold_out", "hold_in",
-        "posted_out", "posted_in", "voided_out", "voided_in", "expired_out", "expired_in",
-        "transaction_debit", "transaction_credit",
-    ] = Field(description="A pending transfer's side is a movement too, its balance unchanged: "
-              "`hold_*` when it is made (the amount held), then `posted_*` (followed by the "
-              "`transfer_*` of the amount that moved), `voided_*` or `expired_*` when it "
-              "is closed. `_out` is the debit side. `transaction_*`: a leg of a multi-leg "
-              "transaction (`transfer_id` is the transaction's id).")  # fmt: skip
+    kind: MovementKind = Field(
+        description="A pending transfer's side is a movement too, its balance unchanged: "
+        "`hold_*` when it is made (the amount held), then `posted_*` (followed by the "
+        "`transfer_*` of the amount that moved), `voided_*` or `expired_*` when it "
+        "is closed. `_out` is the debit side. `transaction_*`: a leg of a multi-leg "
+        "transaction (`transfer_id` is the transaction's id)."
+    )
     amount: str
     currency: str
     balance_after: str
@@ -278,6 +284,11 @@ class MovementView(BaseModel):
     reverses: Annotated[
         str | None, Field(description="The transfer or transaction this movement reverses.")
     ] = None
+    actor: Annotated[
+        str | None,
+        Field(description="Who made it, as its event recorded: the token's name; `local` for "
+              "the CLI, the library and the server's own work (an expiry)."),
+    ] = None  # fmt: skip
 
 
 class MovementPage(BaseModel):
@@ -586,6 +597,10 @@ class TransferLegView(BaseModel):
     amount: str
 
 
+class TransferMovementView(MovementView):
+    account_id: str
+
+
 class TransferRecord(BaseModel):
     """A transfer or a multi-leg transaction, from the transfers read model."""
 
@@ -618,6 +633,10 @@ class TransferRecord(BaseModel):
     legs: Annotated[
         list[TransferLegView] | None, Field(description="A transaction's legs (GET by id).")
     ] = None
+    movements: Annotated[
+        list[TransferMovementView] | None,
+        Field(description="Every movement it made, on each account, oldest first (GET by id)."),
+    ] = None
 
 
 class TransferSearchPage(BaseModel):
@@ -627,3 +646,47 @@ class TransferSearchPage(BaseModel):
         Field(description="Pass as `after` for the next page (the same filters); null: no more. "
               "A page may be short, even empty, and still have one."),
     ]  # fmt: skip
+
+
+# API tokens (http/tokens.py): never a hash; the secret only in the answer to its creation.
+
+
+class NewTokenRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "till-7", "role": "teller"}]}
+    )
+
+    # Plain strings: auth.check_new_token refuses a bad one with its own code (the CLI's rules).
+    name: Annotated[str, Field(description="1-64 letters, digits, _ . : @ or -, starting with a "
+                               "letter or digit; not env-…. Recorded as the actor of what the "
+                               "token does.")]  # fmt: skip
+    role: Annotated[str, Field(description="teller, auditor or admin.")]
+
+
+class TokenView(BaseModel):
+    name: str
+    role: str
+    created_at: Annotated[str | None, Field(description="UTC; null if the file does not say.")]
+    last_used_at: Annotated[
+        str | None,
+        Field(description="UTC: as the token file records it (up to a minute late) or, if "
+              "later, as the answering server process saw it; null: never used."),
+    ]  # fmt: skip
+    source: Annotated[
+        Literal["file", "environment"],
+        Field(description="The token file, or EVENTBANK_TOKENS (`env-N`)."),
+    ]
+    read_only: Annotated[
+        bool, Field(description="True for EVENTBANK_TOKENS' tokens: not revoked here.")
+    ]
+
+
+class TokenPage(BaseModel):
+    items: list[TokenView]
+
+
+class NewToken(TokenView):
+    token: Annotated[
+        str,
+        Field(description="The secret, shown in this answer only: only its sha256 is kept."),
+    ]

@@ -7,6 +7,7 @@ the write side about what an event means.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import cast
 
 from eventbank.domain import account as domain
@@ -62,28 +63,61 @@ def project(row: BalanceRow | None, event: RecordedEvent) -> Change:
         pending_debits_minor=state.pending_debits_minor,
         pending_credits_minor=state.pending_credits_minor,
     )
-    kind = kind_of(domain_event)
-    if kind is None:
+    moved = movement_of(domain_event)
+    if moved is None:
         return Change(new_row, None)
     return Change(
         new_row,
         TransactionRow(
             account_id=state.account_id,
             version=state.version,
-            kind=kind,
-            amount_minor=cast(Movement, domain_event).amount_minor,  # every kind has one
+            kind=moved.kind,
+            amount_minor=moved.amount_minor,
             currency=state.currency,
-            counterparty=getattr(domain_event, "to_account_id", None)
-            or getattr(domain_event, "from_account_id", None)
-            or getattr(domain_event, "counterparty_id", None),
-            transfer_id=getattr(domain_event, "transfer_id", None)
-            or getattr(domain_event, "transaction_id", None),
+            counterparty=moved.counterparty,
+            transfer_id=moved.transfer_id,
             balance_after_minor=state.balance_minor,
             recorded_at=recorded_at,
-            metadata=dict(getattr(domain_event, "metadata", {})),
-            description=getattr(domain_event, "description", ""),
-            reverses=getattr(domain_event, "reverses", "") or None,
+            metadata=moved.metadata,
+            description=moved.description,
+            reverses=moved.reverses,
         ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """What a money-movement event says on its own, without the account's state (so without
+    the balance after it): the part of a ``TransactionRow`` one event decides. The projection
+    builds its rows from it, and the recent-activity feed (``recent_activity.py``) its items."""
+
+    kind: str
+    amount_minor: int
+    currency: str
+    counterparty: str | None
+    transfer_id: str | None  # the transfer's or the transaction's id
+    metadata: dict[str, str]
+    description: str
+    reverses: str | None
+
+
+def movement_of(event: AccountEvent) -> Moved | None:
+    """The movement ``event`` records (``kind_of``), None for an event that moves no money."""
+    kind = kind_of(event)
+    if kind is None:
+        return None
+    moving = cast(Movement, event)  # every kind has an amount and a currency
+    return Moved(
+        kind=kind,
+        amount_minor=moving.amount_minor,
+        currency=moving.currency,
+        counterparty=getattr(event, "to_account_id", None)
+        or getattr(event, "from_account_id", None)
+        or getattr(event, "counterparty_id", None),
+        transfer_id=getattr(event, "transfer_id", None) or getattr(event, "transaction_id", None),
+        metadata=dict(getattr(event, "metadata", {})),
+        description=getattr(event, "description", ""),
+        reverses=getattr(event, "reverses", "") or None,
     )
 
 
