@@ -1,9 +1,9 @@
 """The operator dashboard: a small page at ``/``, served without a token.
 
-The page (``static/``: one HTML file, one script, one stylesheet; no build step, nothing fetched
-from elsewhere) holds no data. It asks for a bearer token, keeps it in the browser tab's
-``sessionStorage`` and calls the JSON API with it like any client: ``/whoami``, ``/accounts``,
-``/accounts/{id}/events``, ``/stats``, ``/audits/latest`` and ``POST /audits``.
+The page (``static/``: one HTML file, a stylesheet and a few ES modules, one per page; no build
+step, nothing fetched from elsewhere) holds no data. It asks for a bearer token, keeps it in the
+browser tab's ``sessionStorage`` and calls the JSON API with it like any client; the API enforces
+the roles, the page only hides what a role may not do.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from fastapi import APIRouter, Response
 from starlette.exceptions import HTTPException
 
 STATIC = resources.files("eventbank.http") / "static"
-_ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
+_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+_ASSETS = {f.name: _TYPES[f.name[f.name.rindex(".") :]] for f in STATIC.iterdir()
+           if "." in f.name and f.name[f.name.rindex(".") :] in _TYPES}  # fmt: skip
 _HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",
