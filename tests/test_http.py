@@ -294,7 +294,7 @@ def secured_routes(server: Server) -> list[tuple[str, str, str]]:
                 needs = ("events" if path.endswith("/events")
                          else "audit" if path in ("/audits", "/audits/{job_id}")
                          else "admin" if path.endswith(("/freeze", "/unfreeze", "/limits"))
-                         or path.startswith("/tokens")
+                         or path.startswith(("/tokens", "/webhooks"))
                          else "write" if method == "post" else "read")  # fmt: skip
                 concrete = re.sub(r"\{[a-z_]+\}", "x", path)
                 routes.append((method.upper(), concrete, needs))
@@ -303,7 +303,7 @@ def secured_routes(server: Server) -> list[tuple[str, str, str]]:
 
 def test_every_route_refuses_missing_wrong_and_underprivileged_tokens(server):
     routes = secured_routes(server)
-    assert len(routes) == 36
+    assert len(routes) == 43
     role_lacking = {"write": AUDITOR, "events": TELLER, "audit": TELLER, "admin": TELLER}
     for method, path, needs in routes:
         for token, status in ((None, 401), ("wrong-token", 401), (role_lacking.get(needs), 403)):

@@ -25,6 +25,7 @@ from eventbank.cli.projections import projections_app
 from eventbank.cli.serve import serve_app
 from eventbank.cli.tokens import tokens_app
 from eventbank.cli.transfers import transfers_app
+from eventbank.cli.webhooks import webhooks_app
 from eventbank.domain.errors import Conflict, EventbankError, InvalidInput, RuleViolation
 from eventbank.engines.urls import DEFAULT_STORE_URL
 
@@ -46,6 +47,7 @@ app.add_typer(bench_app)
 app.add_typer(projections_app, name="projections", help="Read-model projections.")
 app.add_typer(tokens_app, name="tokens", help="API tokens for the HTTP service.")
 app.add_typer(payroll_app, name="payroll", help="Batch payments as resumable sagas.")
+app.add_typer(webhooks_app, name="webhooks", help="Deliver the event feed to other systems.")
 
 
 def _use_eventbank_commands(typer_app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ import typer
 from eventbank import __version__
 from eventbank.cli.common import Settings, settings_of
 from eventbank.cli.tokens import DEFAULT_TOKENS_FILE, TokensFile
+from eventbank.cli.webhooks import DEFAULT_KEY_FILE, KeyFile
 from eventbank.domain.errors import InvalidInput
 from eventbank.engines.urls import default_read_store_url, without_password
 from eventbank.http.auth import TokenStore, ensure_admin_token
@@ -55,14 +56,23 @@ def serve(
             "port (PostgreSQL or DynamoDB stores; SQLite serves from one).",
         ),
     ] = 1,
+    webhook_key_file: KeyFile = DEFAULT_KEY_FILE,
+    allow_http_webhooks: Annotated[
+        bool, typer.Option(help="Development only: webhooks may target http:// on loopback.")
+    ] = False,
+    allow_private_webhooks: Annotated[
+        bool, typer.Option(help="Webhooks may target private addresses (a trusted network).")
+    ] = False,
 ) -> None:
-    """Run the HTTP API (with a background projection runner) until stopped."""
+    """Run the HTTP API (with a background projection runner and webhook delivery) until
+    stopped."""
     import logging
 
     import uvicorn
 
     from eventbank.application.observability import Metrics, configure_json_logging
-    from eventbank.http.app import create_app
+    from eventbank.application.webhooks import DeliveryWorker
+    from eventbank.http.app import create_app, webhook_service
     from eventbank.wiring import open_ledger
 
     settings = settings_of(ctx)
@@ -72,8 +82,10 @@ def serve(
         configure_json_logging()
     else:
         logging.basicConfig(level=logging.INFO)
+    hooks = {"key_file": str(webhook_key_file.resolve()), "allow_http": allow_http_webhooks,
+             "allow_private": allow_private_webhooks}  # fmt: skip
     if workers > 1:
-        serve_workers(workers, host, port, settings, tokens_file, json_logs)
+        serve_workers(workers, host, port, settings, tokens_file, json_logs, hooks)
         return
     metrics = Metrics()
     ledger = open_ledger(
@@ -83,20 +95,25 @@ def serve(
     tokens = TokenStore.load(tokens_file, os.environ.get("EVENTBANK_TOKENS"))
     print(start_banner(host, port, settings, tokens_file, admin, json_logs), file=sys.stderr,
           flush=True)  # fmt: skip
+    webhooks = webhook_service(ledger, hooks)
     stop = threading.Event()
     runner = threading.Thread(target=ledger.runner.run, args=(stop,), name="projections")
     runner.start()
+    delivery = DeliveryWorker(webhooks, ledger.events, metrics=metrics.registry)
+    delivering = threading.Thread(target=delivery.run, args=(stop,), name="webhooks")
+    delivering.start()
     last_used = threading.Thread(target=tokens.keep_recording_last_used, args=(stop,),
                                  name="tokens-last-used")  # fmt: skip
     last_used.start()
     with sigterm_as_exception():
         try:
-            app = create_app(ledger, tokens, metrics)
+            app = create_app(ledger, tokens, metrics, webhooks=webhooks)
             uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
                         timeout_graceful_shutdown=10)  # fmt: skip
         finally:
             stop.set()
             runner.join(timeout=10)
+            delivering.join(timeout=15)
             last_used.join(timeout=10)  # it writes what it knows once more before it ends
             ledger.close()
 
@@ -112,7 +129,13 @@ def check_workers(workers: int, settings: Settings) -> None:
 
 
 def serve_workers(
-    workers: int, host: str, port: int, settings: Settings, tokens_file: Path, json_logs: bool
+    workers: int,
+    host: str,
+    port: int,
+    settings: Settings,
+    tokens_file: Path,
+    json_logs: bool,
+    hooks: dict[str, object],
 ) -> None:
     """``workers`` processes under uvicorn's supervisor, which restarts any that dies; each
     opens its own ledger (``http/app.py``: ``app_from_environment``). What must happen once
@@ -121,6 +144,7 @@ def serve_workers(
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from eventbank.application.webhooks import load_or_create_key
     from eventbank.http.app import STARTUP_FAILURE, WORKER_APP, WORKER_SETTINGS_ENV
     from eventbank.wiring import open_ledger
 
@@ -128,12 +152,13 @@ def serve_workers(
     open_ledger(settings.store_url, settings.read_store_url, channel="api").close()
     admin = ensure_admin_token(tokens_file)
     TokenStore.load(tokens_file, os.environ.get("EVENTBANK_TOKENS"))  # a malformed file: exit 2
+    load_or_create_key(Path(str(hooks["key_file"])))  # once: workers racing would make two keys
     print(start_banner(host, port, settings, tokens_file, admin, json_logs, workers),
           file=sys.stderr, flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="eventbank-serve-") as folder:
         os.environ[WORKER_SETTINGS_ENV] = json.dumps({
             "store_url": settings.store_url, "read_store_url": settings.read_store_url,
-            "tokens_file": str(tokens_file.resolve()), "json_logs": json_logs,
+            "tokens_file": str(tokens_file.resolve()), "json_logs": json_logs, "webhooks": hooks,
             "runner_lock": str(Path(folder) / "projection-runner.lock"),
             "supervisor_pid": os.getpid(),
         })  # fmt: skip

@@ -41,6 +41,7 @@ from eventbank.application.observability import (
     request_id,
 )
 from eventbank.application.payroll_service import PayrollService
+from eventbank.application.webhooks import DeliveryWorker, WebhookService, load_or_create_key
 from eventbank.domain.errors import EventbankError
 from eventbank.http import problems
 from eventbank.http.accounts import account_routes
@@ -62,6 +63,7 @@ from eventbank.http.payrolls import (
 from eventbank.http.schemas import Problem
 from eventbank.http.tokens import token_routes
 from eventbank.http.transfers import MAX_BATCH_BYTES, transfer_routes
+from eventbank.http.webhooks import webhook_routes
 from eventbank.ports.event_store import StoreUnavailable
 from eventbank.wiring import Ledger, open_ledger
 
@@ -80,10 +82,13 @@ def create_app(
     stall_after_s: float = 30.0,
     payroll_resume_every_s: float | None = RESUME_EVERY_S,
     slow_request_s: float = SLOW_REQUEST_S,
+    webhooks: WebhookService | None = None,
 ) -> FastAPI:
     """``payroll_resume_every_s``: how often unfinished payrolls are run again (a failed run is
     finished without a restart); None resumes them only at start. ``slow_request_s``: a request
-    that takes longer is logged at INFO (``_Observe``)."""
+    that takes longer is logged at INFO (``_Observe``). ``webhooks``: the subscriptions, whose
+    routes are served when given (``serve`` gives them, with the key of their secrets); their
+    delivery runs beside the projection runner, not here."""
     payrolls = PayrollService(ledger.service)
     saga_runner = PayrollRunner(payrolls, payroll_resume_every_s)
     sweeper = ExpirySweeper(ledger.service, ledger.reads)
@@ -131,6 +136,8 @@ def create_app(
     app.include_router(activity_routes(ledger, guard))
     app.include_router(operation_routes(ledger, guard, metrics, stall_after_s=stall_after_s))
     app.include_router(token_routes(tokens, guard))
+    if webhooks is not None:
+        app.include_router(webhook_routes(webhooks, guard))
     app.include_router(dashboard_routes())
     app.include_router(api_docs_routes(app))
     _document_problem_schema(app)
@@ -280,8 +287,9 @@ def app_from_environment() -> FastAPI:
     except EventbankError as exc:  # the same on every restart: stop serving rather than loop
         log.error("worker %s cannot start: %s", os.getpid(), exc)
         raise SystemExit(STARTUP_FAILURE) from None
+    webhooks = webhook_service(ledger, settings["webhooks"])
     pid = str(os.getpid())
-    app = create_app(ledger, tokens, metrics)
+    app = create_app(ledger, tokens, metrics, webhooks=webhooks)
     app.add_middleware(_ServedBy, pid=pid)
     Info("eventbank_worker", "The worker process that answered this scrape.",
          registry=metrics.registry).info({"pid": pid})  # fmt: skip
@@ -297,7 +305,9 @@ def app_from_environment() -> FastAPI:
         stop = threading.Event()
         threads = [
             threading.Thread(target=_run_projections_if_elected, name="projections",
-                             args=(ledger, Path(settings["runner_lock"]), elected, stop)),
+                             args=(ledger, Path(settings["runner_lock"]), elected, stop,
+                                   DeliveryWorker(webhooks, ledger.events,
+                                                  metrics=metrics.registry))),
             threading.Thread(target=tokens.keep_recording_last_used, args=(stop,),
                              name="tokens-last-used"),
         ]  # fmt: skip
@@ -348,14 +358,28 @@ def _open_worker_ledger(settings: dict[str, Any], metrics: Metrics) -> Ledger:
             pause_s = min(2.0, pause_s * 2)
 
 
+def webhook_service(ledger: Ledger, settings: dict[str, Any]) -> WebhookService:
+    """The webhook subscriptions of ``ledger``'s store, as ``serve``'s options set them:
+    ``key_file`` (the key of their secrets), ``allow_http``, ``allow_private``."""
+    return WebhookService(ledger.events, ledger.reads,
+                          key=load_or_create_key(Path(settings["key_file"])),
+                          allow_http=settings["allow_http"],
+                          allow_private=settings["allow_private"])  # fmt: skip
+
+
 def _run_projections_if_elected(
-    ledger: Ledger, lock_path: Path, elected: Gauge, stop: threading.Event
+    ledger: Ledger,
+    lock_path: Path,
+    elected: Gauge,
+    stop: threading.Event,
+    delivery: DeliveryWorker,
 ) -> None:
-    """Run the projection runner while holding the runner lock; until then try to take it every
-    ``ELECTION_RETRY_S``. Several runners would be safe (every read store applies a change only
-    to a row one version behind it and moves its checkpoint only forward), but each would poll
-    the feed (on DynamoDB: its stream's shards, which throttle beyond two readers) and all
-    would replay the same backlog after a crash."""
+    """Run the projection runner and the webhook delivery while holding the runner lock; until
+    then try to take it every ``ELECTION_RETRY_S``. Several runners would be safe (every read
+    store applies a change only to a row one version behind it and moves its checkpoint only
+    forward), but each would poll the feed (on DynamoDB: its stream's shards, which throttle
+    beyond two readers) and all would replay the same backlog after a crash; several deliverers
+    would send each event once per process."""
     with open(lock_path, "a") as lock:
         while not stop.is_set():
             try:
@@ -363,11 +387,15 @@ def _run_projections_if_elected(
             except BlockingIOError:
                 stop.wait(ELECTION_RETRY_S)
                 continue
-            log.info("this worker runs the projection runner")
+            log.info("this worker runs the projection runner and the webhook delivery")
             elected.set(1)
+            delivering = threading.Thread(target=delivery.run, args=(stop,), name="webhooks")
+            delivering.start()
             try:
                 ledger.runner.run(stop)
             finally:
+                stop.set()  # the runner ends only when the worker stops
+                delivering.join(timeout=15)
                 elected.set(0)
                 fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -11,6 +11,7 @@ import { overview } from "./overview.js";
 import { payrollPage, payrollsList, newPayrollPage } from "./payrolls.js";
 import { tokensPage } from "./tokens.js";
 import { newTransferPage, transferPage, transfersList } from "./transfers.js";
+import { webhooksPage } from "./webhooks.js";
 
 const TOKEN_KEY = "eventbank.token";
 
@@ -91,6 +92,7 @@ const ROUTES = [
   [/^#\/payrolls\/([^/?]+)$/, payrollPage],
   [/^#\/audit$/, auditPage],
   [/^#\/tokens$/, tokensPage],
+  [/^#\/webhooks$/, webhooksPage],
 ];
 
 function render() {
