@@ -37,13 +37,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(folder: Path) -> tuple[subprocess.Popen, str, str]:
-    """Start `eventbank serve`; returns (process, base URL, stderr so far up to readiness)."""
+def start_server(folder: Path, *options: str) -> tuple[subprocess.Popen, str, str]:
+    """Start `eventbank serve` with its store, tokens and webhook key in ``folder`` and any more
+    ``options``; returns (process, base URL, stderr so far up to readiness)."""
     port = free_port()
     env = {**os.environ, "EVENTBANK_TOKENS": f"teller:{TELLER},auditor:{AUDITOR}"}
     process = subprocess.Popen(
         [EVENTBANK, "--store", f"sqlite:///{folder / 'http.db'}", "serve", "--port", str(port),
-         "--tokens-file", str(folder / "tokens.json")],
+         "--tokens-file", str(folder / "tokens.json"),
+         "--webhook-key-file", str(folder / "webhook.key"), *options],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     seen = []
@@ -67,9 +69,9 @@ def stop_server(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def serve(folder: Path) -> Iterator[Server]:
+def serve(folder: Path, *options: str) -> Iterator[Server]:
     """A started server with its first-start admin token, stopped when the generator closes."""
-    process, url, startup = start_server(folder)
+    process, url, startup = start_server(folder, *options)
     admin = re.search(r"eb_[A-Za-z0-9_-]+", startup)
     assert admin, startup
     # drain the JSON log so the pipe never fills

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from prometheus_client import CollectorRegistry, start_http_server
 from rich.table import Table
 
 from eventbank.application.webhooks import (
@@ -19,6 +20,7 @@ from eventbank.application.webhooks import (
     load_or_create_key,
 )
 from eventbank.cli.common import JsonFlag, ledger_from, out, print_json
+from eventbank.domain.errors import InvalidInput
 from eventbank.wiring import Ledger
 
 DEFAULT_KEY_FILE = Path("eventbank-webhook.key")
@@ -182,15 +184,36 @@ def webhooks_run(
     key_file: KeyFile = DEFAULT_KEY_FILE,
     allow_http: AllowHttp = False,
     allow_private: AllowPrivate = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65_535,
+            help="Serve the delivery metrics (eventbank_webhook_*) for Prometheus on this "
+            "port, at --metrics-host; none: no metrics.",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="The interface --metrics-port listens on.")
+    ] = "127.0.0.1",
 ) -> None:
     """Deliver the feed to every subscription until stopped (Ctrl-C or SIGTERM), for a
     deployment that runs delivery apart from `eventbank serve`. Run one per store."""
     ledger = ledger_from(ctx)
     service = service_of(ledger, key_file, allow_http=allow_http, allow_private=allow_private)
+    registry = CollectorRegistry()
+    if metrics_port is not None:
+        try:
+            start_http_server(metrics_port, metrics_host, registry=registry)
+        except OSError as exc:
+            raise InvalidInput(f"cannot serve metrics on {metrics_host}:{metrics_port}: "
+                               f"{exc.strerror or exc}") from None  # fmt: skip
+        out.print(f"metrics at http://{metrics_host}:{metrics_port}/metrics", markup=False)
+    worker = DeliveryWorker(service, ledger.events, metrics=registry)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     out.print("delivering webhooks; Ctrl-C stops", markup=False)
     try:
-        DeliveryWorker(service, ledger.events).run(stop)
+        worker.run(stop)
     except KeyboardInterrupt:
         stop.set()

@@ -83,6 +83,12 @@ def event_json(event: RecordedEvent) -> dict[str, Any]:
 
 
 class DeliveryWorker:
+    """Follows the feed for every subscription from its own checkpoint and POSTs signed,
+    ordered batches; the checkpoint moves only after a 2xx, a failure is retried with capped,
+    jittered backoff and, after ``failing_after`` in a row, marks the subscription failing.
+    Each subscription is delivered by one thread at a time, so a slow receiver holds up only
+    its own."""
+
     def __init__(
         self,
         service: WebhookService,
