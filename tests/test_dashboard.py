@@ -20,7 +20,9 @@ from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 from eventbank.application.queries import ACTIVITY_TAIL, AccountQueries
 from eventbank.application.service import LedgerService
 from eventbank.engines.urls import open_read_store, open_store
+from eventbank.webhooks import SignatureError
 from tests.serving import AUDITOR, TELLER, Server, serve
+from tests.test_webhooks import Receiver
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -33,7 +35,8 @@ NOT_TEXT = re.compile(r"\b(null|undefined|NaN)\b")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    yield from serve(tmp_path_factory.mktemp("dashboard"))
+    # webhooks may target a receiver on loopback (http): a development-only option
+    yield from serve(tmp_path_factory.mktemp("dashboard"), "--allow-http-webhooks")
 
 
 @pytest.fixture(scope="module")
@@ -581,6 +584,118 @@ def test_an_admin_adds_a_token_sees_its_secret_once_and_revokes_it(page, server)
         while revoked.get("/whoami").status_code != 401:
             assert time.monotonic() < deadline, "the revoked token still works"
             time.sleep(0.2)
+
+
+def until(done, what: str, timeout_s: float = 30) -> None:
+    """Wait, a bounded time, for something the server does on its own (delivery, retries)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.1)
+
+
+def wanted_events(client, accounts, types) -> set[str]:
+    """The ids of the accounts' stored events of those types."""
+    stored = [e for a in accounts for e in client.get(f"/accounts/{a}/events").json()["items"]]
+    return {e["event_id"] for e in stored if e["event_type"] in types}
+
+
+def delivered_ids(receiver: Receiver) -> set[str]:
+    return {e["event_id"] for e in receiver.events()}
+
+
+def test_an_admin_adds_a_webhook_that_delivers_signed_events_then_pauses_and_removes_it(
+    page, server
+):
+    wanted = ("AccountOpened", "TransferredOut", "TransferredIn")
+    receiver = Receiver()
+    try:
+        with server.client(server.admin) as admin:
+            sign_in(page, server, server.admin, "admin (admin)")
+            page.get_by_role("link", name="Webhooks").click()
+            expect(page.locator("h1")).to_have_text("Webhooks")
+            page.get_by_label("URL").fill(receiver.url)
+            page.get_by_label("Event types").fill(", ".join(wanted))
+            page.get_by_label("Description").fill("the dashboard test's receiver")
+            page.get_by_role("button", name="Add webhook").click()
+            expect(page.locator(".confirm-step")).to_contain_text(
+                f"POST {', '.join(wanted)} event to {receiver.url}"
+            )
+            page.locator(".confirm-step").get_by_role("button", name="Confirm").click()
+            added = page.locator(".success")
+            expect(added).to_contain_text("signing secret now: it is not shown again")
+            secret = page.locator("pre.secret").inner_text().strip()
+            webhook = re.search(r"Added (\S+)\.", added.inner_text()).group(1)
+            path = f"/webhooks/{webhook}"
+            assert admin.get(path).json()["description"] == "the dashboard test's receiver"
+            page.reload()
+            listed = page.locator("#webhooks tbody tr", has_text=receiver.url)
+            expect(listed).to_contain_text("active")
+            expect(listed).to_contain_text(", ".join(wanted))
+            expect(listed).to_contain_text("0 events · 0 s")
+            expect(page.locator("pre.secret")).to_have_count(0)  # shown once, never again
+            assert secret not in page.locator("body").inner_text()
+
+            # money moved over HTTP reaches the receiver, signed with the secret shown
+            payer, payee = new_account(server, "100.00"), new_account(server)
+            body = {"from_account_id": payer, "to_account_id": payee, "amount": "12.50"}
+            assert admin.post("/transfers", json=body).status_code == 201
+            expected = wanted_events(admin, (payer, payee), wanted)
+            assert len(expected) == 4, expected  # two openings, the transfer's two sides
+            until(lambda: expected <= delivered_ids(receiver), "the events delivered")
+            delivered = receiver.events(secret)  # every request's signature checked
+            assert expected <= {e["event_id"] for e in delivered}
+            assert {e["event_type"] for e in delivered} <= set(wanted)  # the filter holds
+            with pytest.raises(SignatureError):
+                receiver.events("not-the-secret-" * 3)
+            until(lambda: admin.get(path).json()["status"]["last_success_at"], "a success")
+            page.reload()
+            expect(listed).to_contain_text("UTC")  # the last delivery's time
+
+            # a receiver that fails: nothing is skipped, the page shows the error and the lag
+            receiver.status = 500
+            failed_before = len(receiver.requests)
+            assert admin.post("/transfers", json=body).status_code == 201
+            until(lambda: admin.get(path).json()["status"]["last_error"], "a failure recorded")
+            assert len(receiver.requests) > failed_before
+            page.reload()
+            state, behind, last_error = (listed.locator("td").nth(n) for n in (2, 3, 5))
+            expect(last_error).to_have_text("HTTP 500")
+            expect(state).to_have_text(re.compile(r"^(retrying|failing) · [1-9][0-9]* attempts?$"))
+            expect(behind).to_have_text(re.compile(r"^[1-9][0-9]* events? · [0-9]+ s$"))
+            shot(page, "webhooks")
+
+            confirm(page, "Pause", listed)
+            expect(listed.locator(".success")).to_contain_text("Done.")
+            page.get_by_role("button", name="Show the webhooks again").click()
+            expect(listed.locator(".badge")).to_have_text("paused")
+            assert admin.get(path).json()["paused"] is True
+
+            receiver.status = 200  # back up: resumed, it delivers what it missed
+            confirm(page, "Resume", listed)
+            expect(listed.locator(".success")).to_contain_text("Done.")
+            until(lambda: admin.get(path).json()["status"]["lag_events"] == 0, "caught up")
+            page.reload()
+            expect(listed.locator(".badge")).to_have_text("active")
+            expect(listed).to_contain_text("0 events · 0 s")
+            expected = wanted_events(admin, (payer, payee), wanted)
+            assert len(expected) == 6, expected
+            assert expected <= {e["event_id"] for e in receiver.events(secret)}  # none skipped
+
+            confirm(page, "Remove", listed)
+            expect(listed.locator(".success")).to_contain_text("Done.")
+            page.get_by_role("button", name="Show the webhooks again").click()
+            expect(page.locator("h1")).to_have_text("Webhooks")
+            expect(listed).to_have_count(0)
+            assert admin.get(path).status_code == 404
+    finally:
+        receiver.stop()
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, server, TELLER, "env-0 (teller)")  # a teller is not shown the page
+    expect(page.get_by_role("link", name="Webhooks")).to_be_hidden()
+    page.goto(f"{server.url}/#/webhooks")
+    expect(page.locator(".note")).to_have_text("Managing webhooks needs the admin role.")
 
 
 def test_on_a_phone_the_menu_opens_the_navigation_and_tables_scroll_inside_the_page(

@@ -4,10 +4,19 @@
 
 import { actionForm, api, badge, field, h, may, note, reload, row, success, table, td, when } from "./lib.js";
 
+const count = (n, one) => `${n.toLocaleString("en-US")} ${one}${n === 1 ? "" : "s"}`;
+
+// From GET /webhooks/{id}: failing once the worker gave up for now, retrying before that.
 function state(w) {
-  if (w.paused) return badge("paused", false);
-  return w.failing ? badge("failing", false) : badge("active", true);
+  const { attempts, failing, paused } = w.status;
+  if (paused) return badge("paused", false);
+  if (!failing && !attempts) return badge("active", true);
+  return badge(`${failing ? "failing" : "retrying"} · ${count(attempts, "attempt")}`, false);
 }
+
+// Undelivered events (of the next window: "≥" when there are more) and the oldest one's age.
+const behind = ({ lag_events, lag_capped, lag_seconds }) =>
+  `${lag_capped ? "≥ " : ""}${count(lag_events, "event")} · ${Math.round(lag_seconds).toLocaleString("en-US")} s`;
 
 export async function webhooksPage(view) {
   view.append(h("h1", {}, "Webhooks"));
@@ -24,7 +33,7 @@ export async function webhooksPage(view) {
   view.append(h("div", { id: "webhooks" }, table(
     [["URL"], ["Events"], ["State"], ["Behind", "num"], ["Last delivered"], ["Last error"], ["Act"]],
     shown.map((w) => row(td(h("span", { class: "mono" }, w.url)), td(w.event_types.join(", ") || "all"),
-      td(state(w)), td(`${w.status.lag_events.toLocaleString("en-US")} events`, "num"),
+      td(state(w)), td(behind(w.status), "num"),
       td(when(w.status.last_success_at)), td(w.status.last_error || "none"),
       td(h("div", { class: "actions" },
         act(w, w.paused ? "Resume" : "Pause",
