@@ -51,8 +51,9 @@ webhooks_app = typer.Typer(no_args_is_help=True)
 def service_of(
     ledger: Ledger, key_file: Path, *, allow_http: bool = False, allow_private: bool = False
 ) -> WebhookService:
-    """The subscriptions of ``ledger``'s store, their secrets under the key in ``key_file``."""
-    return WebhookService(ledger.events, ledger.reads, key=load_or_create_key(key_file),
+    """The subscriptions of ``ledger``'s store, their secrets under the key in ``key_file``
+    (read, or made, only when a secret is encrypted or decrypted)."""
+    return WebhookService(ledger.events, ledger.reads, key=lambda: load_or_create_key(key_file),
                           allow_http=allow_http, allow_private=allow_private)  # fmt: skip
 
 
@@ -61,7 +62,11 @@ def _show(subscriptions: list[Subscription], as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "url", "types", "state", "description")
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=36)  # whole: the other commands take it
+    table.add_column("url", overflow="fold")
+    for name in ("types", "state", "description"):
+        table.add_column(name)
     for s in subscriptions:
         state = "paused" if s.paused else "failing" if s.failing else "active"
         table.add_row(s.webhook_id, s.url, ", ".join(s.event_types) or "all", state,
@@ -99,7 +104,7 @@ def webhooks_add(
         print_json({**_row(subscription), "secret": secret})
         return
     out.print(f"webhook {subscription.webhook_id} to {url}; its signing secret (shown once):",
-              markup=False)  # fmt: skip
+              markup=False, soft_wrap=True)  # fmt: skip
     print(secret)
 
 
@@ -200,6 +205,7 @@ def webhooks_run(
     """Deliver the feed to every subscription until stopped (Ctrl-C or SIGTERM), for a
     deployment that runs delivery apart from `eventbank serve`. Run one per store."""
     ledger = ledger_from(ctx)
+    load_or_create_key(key_file)  # a missing or bad key stops it here, not at each delivery
     service = service_of(ledger, key_file, allow_http=allow_http, allow_private=allow_private)
     registry = CollectorRegistry()
     if metrics_port is not None:

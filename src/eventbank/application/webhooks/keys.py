@@ -12,6 +12,7 @@ import base64
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -66,10 +67,19 @@ def new_secret() -> str:
 
 
 class Vault:
-    """Encrypts secrets for the store and decrypts them to sign."""
+    """Encrypts secrets for the store and decrypts them to sign. ``key`` may be a function that
+    loads (or makes) it, called on first use: a command that never touches a secret (listing,
+    pausing) then neither needs the key nor makes a key file."""
 
-    def __init__(self, key: bytes):
-        self._fernet = Fernet(check_key(key))
+    def __init__(self, key: bytes | Callable[[], bytes]):
+        self._key = key if callable(key) else check_key(key)
+        self._loaded: Fernet | None = None
+
+    @property
+    def _fernet(self) -> Fernet:
+        if self._loaded is None:
+            self._loaded = Fernet(check_key(self._key() if callable(self._key) else self._key))
+        return self._loaded
 
     def encrypt(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode()).decode()

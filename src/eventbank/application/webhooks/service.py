@@ -96,7 +96,7 @@ class WebhookService:
         events: EventStore,
         reads: ReadStore,
         *,
-        key: bytes,
+        key: bytes | Callable[[], bytes],
         allow_http: bool = False,
         allow_private: bool = False,
         clock: Callable[[], datetime] | None = None,

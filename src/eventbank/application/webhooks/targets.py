@@ -25,6 +25,9 @@ from urllib.parse import urlsplit, urlunsplit
 from eventbank.application.webhooks.errors import InvalidWebhookUrl, WebhookAddressRefused
 
 MAX_URL_CHARS = 2_000
+# the options that allow what is refused by default, named in refusals
+ALLOW_HTTP = "eventbank serve --allow-http-webhooks; eventbank webhooks --allow-http"
+ALLOW_PRIVATE = "eventbank serve --allow-private-webhooks; eventbank webhooks --allow-private"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -62,7 +65,10 @@ def check_url(url: object, *, allow_http: bool) -> Target:
         raise InvalidWebhookUrl(f"url is malformed: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise InvalidWebhookUrl(f"url must be https (or http for development), not {scheme!r}")
+        shown = f"{scheme!r}" if scheme else f"{url[:80]!r}, which has none"
+        raise InvalidWebhookUrl(
+            f"url's scheme must be https (or http for development), not {shown}"
+        )
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise InvalidWebhookUrl("url has no host")
@@ -81,7 +87,8 @@ def check_url(url: object, *, allow_http: bool) -> Target:
             )
         if not allow_http:
             raise InvalidWebhookUrl(
-                "url must be https; http to a loopback host needs http allowed (development)"
+                "url must be https; http to a loopback host is for development and must be "
+                f"allowed ({ALLOW_HTTP})"
             )
     path = parts.path or "/"
     if parts.query:
@@ -166,8 +173,8 @@ def resolve(target: Target, *, allow_loopback: bool, allow_private: bool) -> lis
         why = refusal(ip, allow_loopback=allow_loopback, allow_private=allow_private)
         if why is not None:
             hint = {
-                "loopback": " (allowed with http or private targets allowed, for development)",
-                "private": " (allowed with private targets allowed)",
+                "loopback": f" unless allowed, for development ({ALLOW_HTTP})",
+                "private": f" unless allowed ({ALLOW_PRIVATE})",
             }
             raise WebhookAddressRefused(
                 f"url's host {target.host!r} resolves to {ip}, a {why} address: webhooks are "
