@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import ssl
 import stat
 import threading
@@ -500,6 +501,43 @@ def test_a_huge_response_body_is_read_only_so_far(
     worker.close()
 
 
+def test_an_answer_sent_a_byte_at_a_time_is_cut_off_at_the_total_timeout(
+    sqlite_ledger: Ledger,
+) -> None:
+    """Each byte comes well within the read timeout, so only the whole-exchange deadline ends
+    it; without one, 100 KiB of headers at this pace would hold the thread for hours."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65_536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not stop.is_set():
+                try:
+                    connection.sendall(b"x")
+                except OSError:
+                    return  # cut off by the sender
+                stop.wait(0.1)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    service = service_of(sqlite_ledger)
+    port = listener.getsockname()[1]
+    subscription, _ = service.add(f"http://127.0.0.1:{port}/hooks")
+    sqlite_ledger.service.open_account("a", owner="A", account_type="CHECKING")
+    worker = worker_of(service, read_timeout_s=1.0, total_timeout_s=1.5)
+    try:
+        assert worker.deliver_once() == 0
+        status = service.status(subscription.webhook_id)
+        assert status["attempts"] == 1 and status["lag_events"] == 1
+        assert status["last_error"] == "no whole answer within 1.5 s (127.0.0.1)"
+    finally:
+        stop.set()
+        worker.close()
+        listener.close()
+
+
 def test_a_slow_receiver_does_not_delay_another_subscription(
     sqlite_ledger: Ledger, make_receiver: Callable[[], Receiver]
 ) -> None:
@@ -620,6 +658,13 @@ def test_a_wrong_key_fails_delivery_and_does_not_sign(
     error = other_key.status(subscription.webhook_id)["last_error"]
     assert error.startswith("webhook_key_mismatch")
     worker.close()
+    # nor may it add a secret that the processes holding the store's key could not read
+    feed_before = feed(sqlite_ledger)
+    with pytest.raises(EventbankError) as refused:
+        other_key.add(receiver.url)
+    assert refused.value.code == "webhook_key_mismatch"
+    assert feed(sqlite_ledger) == feed_before
+    assert [s.webhook_id for s in service_of(sqlite_ledger).list()] == [subscription.webhook_id]
 
 
 class OffsetClock:

@@ -142,6 +142,39 @@ def test_webhooks_are_managed_over_http_and_the_cli_and_delivered_by_serve(
         server.stop()
 
 
+def test_serve_without_delivery_leaves_it_to_a_separate_webhooks_run(tmp_path, receiver: Receiver):
+    """The deployment with delivery apart: `serve --no-webhook-delivery` sends nothing, and
+    `eventbank webhooks run` on the same store and key delivers all of it."""
+    store_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    server = ServeProcess(store_url, tmp_path, {"admin": ADMIN, "teller": TELLER})
+    server.argv += ["--allow-http-webhooks", "--no-webhook-delivery"]
+    server.start()
+    try:
+        with client(server, ADMIN) as admin, client(server, TELLER) as teller:
+            made = admin.post("/webhooks", json={"url": receiver.url}).json()
+            hook, secret = made["webhook_id"], made["secret"]
+            for n in range(2):
+                body = {"account_id": f"d-{n}", "owner": "D", "type": "CHECKING",
+                        "initial_deposit": "10.00"}  # fmt: skip
+                assert teller.post("/accounts", json=body).status_code == 201
+            want = expected(store_url)
+            time.sleep(1.5)  # serve's own delivery would have sent these by now
+            assert receiver.requests == []
+            assert admin.get(f"/webhooks/{hook}").json()["status"]["lag_events"] == len(want)
+            runner = subprocess.Popen(
+                [EVENTBANK, "--store", store_url, "webhooks", "run", "--allow-http",
+                 "--webhook-key-file", str(tmp_path / "eventbank-webhook.key")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                wait_for(lambda: received(receiver, secret) == want, 20, "run did not deliver")
+            finally:
+                runner.terminate()
+                assert runner.wait(timeout=10) == 0
+    finally:
+        server.stop()
+
+
 def test_serve_sigkilled_during_delivery_loses_nothing_and_reorders_nothing(
     tmp_path, receiver: Receiver
 ):

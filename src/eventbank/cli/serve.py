@@ -63,6 +63,13 @@ def serve(
     allow_private_webhooks: Annotated[
         bool, typer.Option(help="Webhooks may target private addresses (a trusted network).")
     ] = False,
+    webhook_delivery: Annotated[
+        bool,
+        typer.Option(
+            help="Deliver webhooks from this serve. Turn it off where `eventbank webhooks run` "
+            "delivers instead: one deliverer per store, or receivers get duplicates."
+        ),
+    ] = True,
 ) -> None:
     """Run the HTTP API (with a background projection runner and webhook delivery) until
     stopped."""
@@ -71,8 +78,7 @@ def serve(
     import uvicorn
 
     from eventbank.application.observability import Metrics, configure_json_logging
-    from eventbank.application.webhooks import DeliveryWorker
-    from eventbank.http.app import create_app, webhook_service
+    from eventbank.http.app import create_app, delivery_worker, start_delivery, webhook_service
     from eventbank.wiring import open_ledger
 
     settings = settings_of(ctx)
@@ -83,7 +89,7 @@ def serve(
     else:
         logging.basicConfig(level=logging.INFO)
     hooks = {"key_file": str(webhook_key_file.resolve()), "allow_http": allow_http_webhooks,
-             "allow_private": allow_private_webhooks}  # fmt: skip
+             "allow_private": allow_private_webhooks, "deliver": webhook_delivery}  # fmt: skip
     if workers > 1:
         serve_workers(workers, host, port, settings, tokens_file, json_logs, hooks)
         return
@@ -99,9 +105,7 @@ def serve(
     stop = threading.Event()
     runner = threading.Thread(target=ledger.runner.run, args=(stop,), name="projections")
     runner.start()
-    delivery = DeliveryWorker(webhooks, ledger.events, metrics=metrics.registry)
-    delivering = threading.Thread(target=delivery.run, args=(stop,), name="webhooks")
-    delivering.start()
+    delivering = start_delivery(delivery_worker(webhooks, ledger, metrics, hooks), stop)
     last_used = threading.Thread(target=tokens.keep_recording_last_used, args=(stop,),
                                  name="tokens-last-used")  # fmt: skip
     last_used.start()
@@ -113,7 +117,8 @@ def serve(
         finally:
             stop.set()
             runner.join(timeout=10)
-            delivering.join(timeout=15)
+            if delivering is not None:
+                delivering.join(timeout=15)
             last_used.join(timeout=10)  # it writes what it knows once more before it ends
             ledger.close()
 

@@ -41,7 +41,10 @@ AllowHttp = Annotated[
 ]
 AllowPrivate = Annotated[
     bool,
-    typer.Option("--allow-private", help="Allow targets on private or link-local addresses."),
+    typer.Option(
+        "--allow-private",
+        help="Allow targets on private addresses (RFC 1918, fc00::/7, …); link-local never.",
+    ),
 ]
 WebhookId = Annotated[str, typer.Argument(help="The subscription's id, as `webhooks list` shows.")]
 

@@ -306,8 +306,8 @@ def app_from_environment() -> FastAPI:
         threads = [
             threading.Thread(target=_run_projections_if_elected, name="projections",
                              args=(ledger, Path(settings["runner_lock"]), elected, stop,
-                                   DeliveryWorker(webhooks, ledger.events,
-                                                  metrics=metrics.registry))),
+                                   delivery_worker(webhooks, ledger, metrics,
+                                                   settings["webhooks"]))),
             threading.Thread(target=tokens.keep_recording_last_used, args=(stop,),
                              name="tokens-last-used"),
         ]  # fmt: skip
@@ -361,10 +361,25 @@ def _open_worker_ledger(settings: dict[str, Any], metrics: Metrics) -> Ledger:
 def webhook_service(ledger: Ledger, settings: dict[str, Any]) -> WebhookService:
     """The webhook subscriptions of ``ledger``'s store, as ``serve``'s options set them:
     ``key_file`` (the key of their secrets), ``allow_http``, ``allow_private``."""
-    return WebhookService(ledger.events, ledger.reads,
-                          key=load_or_create_key(Path(settings["key_file"])),
-                          allow_http=settings["allow_http"],
-                          allow_private=settings["allow_private"])  # fmt: skip
+    service = WebhookService(ledger.events, ledger.reads,
+                             key=load_or_create_key(Path(settings["key_file"])),
+                             allow_http=settings["allow_http"],
+                             allow_private=settings["allow_private"])  # fmt: skip
+    try:
+        service.check_key()
+    except EventbankError as exc:  # the ledger serves on; each delivery fails and says why
+        log.error("webhooks: %s (key file %s)", exc, settings["key_file"])
+    return service
+
+
+def delivery_worker(
+    webhooks: WebhookService, ledger: Ledger, metrics: Metrics, settings: dict[str, Any]
+) -> DeliveryWorker | None:
+    """This serve's webhook delivery, unless ``settings["deliver"]`` is off (delivery is then
+    `eventbank webhooks run`'s, apart: one deliverer per store)."""
+    if not settings["deliver"]:
+        return None
+    return DeliveryWorker(webhooks, ledger.events, metrics=metrics.registry)
 
 
 def _run_projections_if_elected(
@@ -372,7 +387,7 @@ def _run_projections_if_elected(
     lock_path: Path,
     elected: Gauge,
     stop: threading.Event,
-    delivery: DeliveryWorker,
+    delivery: DeliveryWorker | None,
 ) -> None:
     """Run the projection runner and the webhook delivery while holding the runner lock; until
     then try to take it every ``ELECTION_RETRY_S``. Several runners would be safe (every read
@@ -387,17 +402,29 @@ def _run_projections_if_elected(
             except BlockingIOError:
                 stop.wait(ELECTION_RETRY_S)
                 continue
-            log.info("this worker runs the projection runner and the webhook delivery")
+            log.info("this worker runs the projection runner%s",
+                     " and the webhook delivery" if delivery else "")  # fmt: skip
             elected.set(1)
-            delivering = threading.Thread(target=delivery.run, args=(stop,), name="webhooks")
-            delivering.start()
+            delivering = start_delivery(delivery, stop)
             try:
                 ledger.runner.run(stop)
             finally:
                 stop.set()  # the runner ends only when the worker stops
-                delivering.join(timeout=15)
+                if delivering is not None:
+                    delivering.join(timeout=15)
                 elected.set(0)
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def start_delivery(
+    delivery: DeliveryWorker | None, stop: threading.Event
+) -> threading.Thread | None:
+    """``delivery`` running in a thread of its own until ``stop`` is set (None: no delivery)."""
+    if delivery is None:
+        return None
+    thread = threading.Thread(target=delivery.run, args=(stop,), name="webhooks")
+    thread.start()
+    return thread
 
 
 class _ServedBy:

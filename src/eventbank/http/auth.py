@@ -50,9 +50,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
 from eventbank.application.service import current_actor
 from eventbank.domain.errors import EventbankError, InvalidInput, RuleViolation
 
@@ -540,13 +537,16 @@ def _require_file(path: Path) -> None:
 
 def permission_guard(tokens: TokenStore) -> Callable[[str], Any]:
     """``guard(permission)``: a route dependency that admits a bearer token whose role has
-    ``permission``, and records the token's name as the actor of what the request does."""
+    ``permission``, and records the token's name as the actor of what the request does.
+    (FastAPI is imported here: the command line uses the token file without it.)"""
+    from fastapi import Depends
+    from fastapi.security import HTTPBearer
+
     bearer = HTTPBearer(auto_error=False, description="A token from `serve` or the token file.")
 
     def guard(permission: str) -> Any:
-        async def check(
-            credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-        ) -> Token:
+        async def check(credentials: Any = Depends(bearer)) -> Token:
+            # credentials: fastapi.security.HTTPAuthorizationCredentials, or None
             header = f"Bearer {credentials.credentials}" if credentials else None
             token = tokens.require(header, permission)
             current_actor.set(token.name)

@@ -15,10 +15,13 @@ After ``failing_after`` consecutive failures the subscription is recorded as fai
 with the last error, so every process sees it; the next 2xx records its recovery). A crash
 between a 2xx and its checkpoint delivers that batch again: receivers de-duplicate by event id.
 
-Each subscription is delivered by a thread of its own (a bounded pool; one subscription never
-holds two), so a receiver that hangs until the read timeout delays only itself. A response's
-body is read to at most ``max_response_bytes`` and for at most the read timeout, then dropped.
-Run one worker per store: two would deliver the same events concurrently.
+Each subscription is delivered by a thread of its own (a pool as large as the number of
+subscriptions allowed; one subscription never holds two), so a receiver that hangs delays only
+itself. Each wait is bounded (connect and read timeouts) and so is the whole exchange
+(``total_timeout_s``: a receiver sending its answer a byte at a time is cut off). A response's
+body is read to at most ``max_response_bytes``, then dropped. Run one worker per store: two
+would deliver the same events concurrently (at least once still holds; receivers get more
+duplicates).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -37,7 +41,7 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from eventbank.application.webhooks.service import WebhookService
+from eventbank.application.webhooks.service import MAX_SUBSCRIPTIONS, WebhookService
 from eventbank.application.webhooks.subscriptions import Tracked
 from eventbank.application.webhooks.targets import check_url, pinned, resolve
 from eventbank.domain.canonical import canonical_json
@@ -82,6 +86,38 @@ def event_json(event: RecordedEvent) -> dict[str, Any]:
     }
 
 
+class _Deadline:
+    """Cuts a request's connection when the whole exchange outlasts ``seconds``: the connect
+    and read timeouts bound each wait, not a receiver that answers a byte at a time. The
+    socket comes from httpcore's trace of the connection; shutting it down wakes a blocked
+    read at once."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def trace(self, name: str, info: dict[str, Any]) -> None:
+        if name == "connection.connect_tcp.complete":
+            sock = info["return_value"].get_extra_info("socket")
+            if sock is not None:
+                self._sockets.append(sock)
+
+    def _cut(self) -> None:
+        self.expired = True
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
 class DeliveryWorker:
     """Follows the feed for every subscription from its own checkpoint and POSTs signed,
     ordered batches; the checkpoint moves only after a 2xx, a failure is retried with capped,
@@ -104,12 +140,13 @@ class DeliveryWorker:
         backoff_cap_s: float = 300.0,
         poll_interval_s: float = 0.5,
         refresh_interval_s: float = 1.0,
-        max_concurrency: int = 32,
+        total_timeout_s: float = 30.0,
+        max_concurrency: int = MAX_SUBSCRIPTIONS,  # a receiver that hangs holds only its own
         verify: ssl.SSLContext | bool = True,
     ):
         self.service, self.events, self.reads = service, events, service.reads
         self.batch_size = batch_size
-        self.read_timeout_s = read_timeout_s
+        self.read_timeout_s, self.total_timeout_s = read_timeout_s, total_timeout_s
         self.max_response_bytes = max_response_bytes
         self.failing_after = failing_after
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
@@ -216,8 +253,8 @@ class DeliveryWorker:
                 delivered += count
                 if stop is None or stop.is_set() or not more:
                     break
-        except Exception:  # noqa: BLE001 - a store problem: the next pass tries again
-            log.exception("webhook %s: delivery pass failed", webhook_id)
+        except Exception as exc:  # noqa: BLE001 - a store problem: a later pass tries again
+            self._held_up(webhook_id, exc)
         finally:
             with self._lock:
                 self._busy.discard(webhook_id)
@@ -274,27 +311,32 @@ class DeliveryWorker:
             SIGNATURE_HEADER: sign_all(secrets, int(service.clock().timestamp()), body),
             WEBHOOK_ID_HEADER: s.webhook_id,
         }
-        response = None
-        for ip in addresses:  # each checked address in turn while connecting is refused
-            url, host, extensions = pinned(target, ip)
-            request = self._client.build_request(
-                "POST", url, content=body, headers=host | headers, extensions=extensions
-            )
+        with _Deadline(self.total_timeout_s) as deadline:
+            response = None
+            for ip in addresses:  # each checked address in turn while connecting is refused
+                url, host, extensions = pinned(target, ip)
+                request = self._client.build_request(
+                    "POST", url, content=body, headers=host | headers,
+                    extensions=extensions | {"trace": deadline.trace},
+                )  # fmt: skip
+                try:
+                    response = self._client.send(request, stream=True)
+                    break
+                except httpx.TimeoutException as exc:
+                    raise _Failed(f"timed out: {type(exc).__name__} ({ip})") from None
+                except httpx.ConnectError as exc:
+                    error = f"{type(exc).__name__}: {exc} ({ip})"[:300]
+                except httpx.HTTPError as exc:
+                    if deadline.expired:
+                        raise _Failed(f"no whole answer within {self.total_timeout_s:g} s "
+                                      f"({ip})") from None  # fmt: skip
+                    raise _Failed(f"{type(exc).__name__}: {exc} ({ip})"[:300]) from None
+            if response is None:
+                raise _Failed(error)
             try:
-                response = self._client.send(request, stream=True)
-                break
-            except httpx.TimeoutException as exc:
-                raise _Failed(f"timed out: {type(exc).__name__} ({ip})") from None
-            except httpx.ConnectError as exc:
-                error = f"{type(exc).__name__}: {exc} ({ip})"[:300]
-            except httpx.HTTPError as exc:
-                raise _Failed(f"{type(exc).__name__}: {exc} ({ip})"[:300]) from None
-        if response is None:
-            raise _Failed(error)
-        try:
-            excerpt = self._bounded_body(response)
-        finally:
-            response.close()
+                excerpt = self._bounded_body(response)
+            finally:
+                response.close()
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -356,9 +398,7 @@ class DeliveryWorker:
         health.attempts += 1
         health.last_error = error
         health.first_failed_at = health.first_failed_at or now.isoformat()
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(health.attempts - 1, 60))
-        delay_s = random.uniform(0, ceiling)  # full jitter
-        health.next_at = time.monotonic() + delay_s
+        delay_s = self._back_off(health)
         log.warning("webhook %s: delivery failed (attempt %s): %s", s.webhook_id,
                     health.attempts, error)  # fmt: skip
         self.reads.save_failure(Failure(
@@ -370,6 +410,28 @@ class DeliveryWorker:
             self.failing.labels(s.webhook_id).set(1)
             if not s.failing:
                 self.service.record_failing(s.webhook_id, error, health.attempts)
+
+    def _back_off(self, health: _Health) -> float:
+        """The wait before the next attempt after ``health.attempts`` failures in a row:
+        exponential, capped, full jitter; set as ``health.next_at`` and returned."""
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(health.attempts - 1, 60))
+        delay_s = random.uniform(0, ceiling)
+        health.next_at = time.monotonic() + delay_s
+        return delay_s
+
+    def _held_up(self, webhook_id: str, exc: Exception) -> None:
+        """A pass that failed on this side (the store unreachable, the key wrong): backed off
+        and counted as the receiver's failures are, so the log is not flooded and the failing
+        gauge (and its alert) tells; kept in memory only, as the store may be what failed."""
+        with self._lock:
+            health = self._health.setdefault(webhook_id, _Health())
+        health.attempts += 1
+        health.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        self._back_off(health)
+        log.error("webhook %s: delivery pass failed (attempt %s): %s", webhook_id,
+                  health.attempts, health.last_error)  # fmt: skip
+        if health.attempts >= self.failing_after:
+            self.failing.labels(webhook_id).set(1)
 
     def _succeeded(self, tracked: Tracked) -> None:
         s = tracked.subscription

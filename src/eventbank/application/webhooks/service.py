@@ -151,6 +151,7 @@ class WebhookService:
         earlier ones), and its signing secret, shown this once."""
         target = self.target(url)
         types, text = self._event_types(event_types), self._description(description)
+        self.check_key()
         secret = new_secret()
         webhook_id = new_id()
         stream = STREAM_PREFIX + webhook_id
@@ -175,6 +176,14 @@ class WebhookService:
             assert tracked is not None
             return tracked.subscription, secret
         raise WebhookConflict("the webhook registry kept changing concurrently; retry")
+
+    def check_key(self) -> None:
+        """``WebhookKeyMismatch`` unless this key decrypts the subscriptions' secrets (one is
+        tried): a process given another key (a key file made afresh in another directory) would
+        otherwise add secrets no other process can read, and fail every delivery."""
+        for tracked in self.tracked():
+            self._decrypt(tracked.secret)
+            return
 
     def list(self) -> builtins.list[Subscription]:
         """Every subscription, oldest first."""

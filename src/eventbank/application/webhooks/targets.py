@@ -171,10 +171,13 @@ def resolve(target: Target, *, allow_loopback: bool, allow_private: bool) -> lis
         raise InvalidWebhookUrl(f"url's host {target.host!r} resolves to no address")
     for ip in found:
         why = refusal(ip, allow_loopback=allow_loopback, allow_private=allow_private)
+        if why is None and target.scheme == "http" and not _unwrapped(ip).is_loopback:
+            why = "non-loopback"  # http is for a receiver on this machine: never in clear text
         if why is not None:
             hint = {
                 "loopback": f" unless allowed, for development ({ALLOW_HTTP})",
                 "private": f" unless allowed ({ALLOW_PRIVATE})",
+                "non-loopback": " over http (use https)",
             }
             raise WebhookAddressRefused(
                 f"url's host {target.host!r} resolves to {ip}, a {why} address: webhooks are "
