@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from eventbank.domain.deadlines import utc_text
 from eventbank.domain.errors import EventbankError, InvalidInput
 
 MAX_ACCOUNTS_PAGE = 1_000  # rows one accounts_page call may return
@@ -254,7 +255,7 @@ def utc_position(recorded_at: str) -> str:
     moment = datetime.fromisoformat(recorded_at.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc_text(moment)
 
 
 def check_transfers_page(

@@ -222,6 +222,8 @@ class DeliveryWorker:
                 for gauge in (self.lag, self.failing):
                     with contextlib.suppress(KeyError):
                         gauge.remove(webhook_id)
+                with self._lock:
+                    self._health.pop(webhook_id, None)
             self._known, self._refreshed = known, now
         return self._known
 
