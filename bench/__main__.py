@@ -13,12 +13,12 @@ from bench.run import ROOT, SYSTEMS, Config, run
 from bench.workload import MAX_TRANSFERS, client_cpu
 
 FULL = {"transfers": 10_000, "load_events": 100_000, "repeats": 7, "payroll_lines": 20_000,
-        "engines": ENGINES, "http_seconds": 15}  # fmt: skip
+        "webhook_transfers": 20_000, "engines": ENGINES, "http_seconds": 15}  # fmt: skip
 # Short: fewer transfers, a smaller large account and payroll, 5 s HTTP rows, and by default no
 # DynamoDB Local, which alone takes longer here (a fresh JVM per store, 1,000 accounts opened
 # on each).
 QUICK = {"transfers": 500, "load_events": 10_000, "repeats": 3, "payroll_lines": 2_000,
-         "engines": ENGINES[:2], "http_seconds": 5}  # fmt: skip
+         "webhook_transfers": 2_000, "engines": ENGINES[:2], "http_seconds": 5}  # fmt: skip
 
 
 def _names(allowed: tuple[str, ...]):
@@ -36,6 +36,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("at least 1")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("0 (none) or more")
     return value
 
 
@@ -68,6 +75,12 @@ def main(argv: list[str] | None = None) -> None:
         help="lines of the payroll paid on SQLite (default 20,000; --quick: 2,000; 0: none)",
     )
     parser.add_argument(
+        "--webhook-transfers",
+        type=_count,
+        help="transfers whose events one webhook subscription is delivered on SQLite "
+        "(default 20,000; --quick: 2,000; 0: none)",
+    )
+    parser.add_argument(
         "--http-seconds", type=_positive, help="wrk's run per HTTP row (default 15; --quick: 5)"
     )
     parser.add_argument("--seed", type=int, default=1)
@@ -96,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         load_events=args.load_events or sizes["load_events"],
         repeats=sizes["repeats"],
         payroll_lines=sizes["payroll_lines"] if args.payroll_lines is None else args.payroll_lines,
+        webhook_transfers=sizes["webhook_transfers"]
+        if args.webhook_transfers is None
+        else args.webhook_transfers,
         seed=args.seed,
         http_seconds=args.http_seconds or sizes["http_seconds"],
         cpu=None if args.any_cpu else client_cpu(),

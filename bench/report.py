@@ -27,6 +27,7 @@ from bench.http_load import (
 )
 from bench.payroll import PayrollTiming
 from bench.reconstitution import LoadTimes, Rebuild
+from bench.webhooks import WebhookTiming
 from bench.workload import CONCURRENT, HOT, SCENARIOS, SINGLE, Measurement
 
 RAW_TX, RAW_BATCHED = "raw 1 tx", "raw batched"
@@ -40,6 +41,7 @@ class Report:
     rebuilds: list[Rebuild] = field(default_factory=list)
     ceilings: list[Ceiling] = field(default_factory=list)
     payrolls: list[PayrollTiming] = field(default_factory=list)
+    webhooks: list[WebhookTiming] = field(default_factory=list)
     http: list[HttpMeasurement] = field(default_factory=list)
 
 
@@ -296,7 +298,7 @@ def _http_table(report: Report) -> list[str]:
 
 def format_report(report: Report) -> str:
     """The whole report as text: the table, reconstitution, projection, the engine alone,
-    the payroll, bars."""
+    the payroll, webhook delivery, bars."""
     meta = report.meta
     lines = [
         f"eventbank benchmark, {meta['mode']} ({meta['transfers']:,} transfers per scenario, "
@@ -360,6 +362,23 @@ def format_report(report: Report) -> str:
             f"{p.status:>11}{p.start_seconds:>9.2f}{p.seconds:>9.1f}{p.lines_per_s:>9,.0f}"
             for p in report.payrolls
         ]
+    if report.webhooks:
+        lines += [
+            "",
+            f"{'webhooks: one subscription empties a backlog':<46}{'engine':<12}"
+            f"{'events':>10}{'requests':>10}{'events/s':>10}{'CPU us/event':>14}"
+            f"{'bare client/s':>15}{'x floor':>9}",
+        ]
+        lines += [
+            f"{'read, signed, POSTed, checkpointed':<46}{w.engine:<12}{w.events:>10,}"
+            f"{w.requests:>10,}{w.events_per_s:>10,.0f}{w.cpu_us_per_event:>14.1f}"
+            f"{w.floor_events_per_s:>15,.0f}{w.ratio_to_floor:>8.2f}x"
+            for w in report.webhooks
+        ]
+        lines.append(
+            "bare client: the same batches of 100 events, encoded and signed beforehand, POSTed "
+            "one after another to the same receiver (a process of its own answering 204)."
+        )
     lines += ["", f"{'bar':<70}{'goal':<34}{'measured':<50}"]
     for bar in bars(report):
         verdict = {True: "PASS", False: "MISS", None: "-"}[bar.passed]
@@ -378,6 +397,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "projection_rebuild": [asdict(r) for r in report.rebuilds],
         "engine_alone": [asdict(c) for c in report.ceilings],
         "payroll": [asdict(p) for p in report.payrolls],
+        "webhooks": [{**asdict(w), "ratio_to_floor": w.ratio_to_floor} for w in report.webhooks],
         "http": [
             {
                 **asdict(h),

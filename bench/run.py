@@ -5,7 +5,9 @@ store of its own, one after the other, so rows compared in the table ran close t
 time. Then, where there are raw SQL floors and several clients, the engine alone with the
 rows built beforehand (bench/ceiling.py). After eventbank's 16-client run its store's read
 models are rebuilt (projection events/s), and a store of its own holds the reconstitution
-accounts. On SQLite, last, one payroll of ``payroll_lines`` lines is paid (bench/payroll.py).
+accounts. On SQLite, last, one payroll of ``payroll_lines`` lines is paid (bench/payroll.py)
+and one webhook subscription is delivered a backlog of ``webhook_transfers`` transfers
+(bench/webhooks.py).
 With ``http`` among the systems, on SQLite and PostgreSQL, after the in-process scenarios: each
 HTTP scenario's floor, then ``eventbank serve`` on a fresh store, each as a process of its own
 driven by wrk for ``http_seconds`` (bench/http_load.py).
@@ -46,6 +48,7 @@ from bench.targets.eventbank import EventbankTarget
 from bench.targets.peer import measure_peer
 from bench.targets.raw_dynamodb import RawDynamo
 from bench.targets.raw_sql import RawPostgres, RawSqlite
+from bench.webhooks import WEBHOOK_ENGINES, measure_webhooks
 from bench.workload import ACCOUNTS, CONCURRENT, SCENARIOS, Measurement, Scenario, Target, measure
 from eventbank.engines.sql.group_commit import DEFAULT_MAX as GROUP_COMMIT_MAX
 
@@ -68,6 +71,7 @@ class Config:
     pg_url: str | None = None
     dynamodb_endpoint: str | None = None
     payroll_lines: int = 20_000  # the payroll paid on SQLite (bench/payroll.py); 0: none
+    webhook_transfers: int = 20_000  # the backlog delivered on SQLite (bench/webhooks.py); 0: none
     http_seconds: int = 15  # wrk's run per HTTP row (bench/http_load.py)
 
 
@@ -105,20 +109,29 @@ def run(config: Config, progress: Callable[[str], None] = print) -> Report:
                 with engine.fresh() as url:
                     report.loads += measure_loads(url, (100, config.load_events), config.repeats)
                 progress(f"{engine.name}: reconstitution measured")
-            if (
-                config.payroll_lines
-                and engine.name in PAYROLL_ENGINES
-                and "eventbank" in config.systems
-            ):
-                with engine.fresh() as url:
-                    paid = measure_payroll(url, config.payroll_lines)
-                report.payrolls.append(paid)
-                progress(
-                    f"{engine.name}: a {paid.lines:,}-line payroll, {paid.status} in "
-                    f"{paid.seconds:,.1f} s: {paid.lines_per_s:,.0f} lines/s"
-                )
+                _sqlite_figures(engine, config, report, progress)
     report.meta["load_average"]["end"] = round(os.getloadavg()[0], 2)
     return report
+
+
+def _sqlite_figures(
+    engine: Engine, config: Config, report: Report, progress: Callable[[str], None]
+) -> None:
+    """eventbank's figures beyond the scenarios, on the engines they run on (SQLite), each on
+    a fresh store: the payroll, then the webhook backlog."""
+    if config.payroll_lines and engine.name in PAYROLL_ENGINES:
+        with engine.fresh() as url:
+            paid = measure_payroll(url, config.payroll_lines)
+        report.payrolls.append(paid)
+        progress(f"{engine.name}: a {paid.lines:,}-line payroll, {paid.status} in "
+                 f"{paid.seconds:,.1f} s: {paid.lines_per_s:,.0f} lines/s")  # fmt: skip
+    if config.webhook_transfers and engine.name in WEBHOOK_ENGINES:
+        with engine.fresh() as url:
+            hooks = measure_webhooks(url, config.webhook_transfers)
+        report.webhooks.append(hooks)
+        progress(f"{engine.name}: webhooks, {hooks.events:,} events delivered at "
+                 f"{hooks.events_per_s:,.0f}/s (bare client: "
+                 f"{hooks.floor_events_per_s:,.0f}/s)")  # fmt: skip
 
 
 def _runs(engine: Engine, config: Config, report: Report) -> Iterator[tuple[str, Run]]:
@@ -211,6 +224,7 @@ def _meta(config: Config) -> dict:
         "mode": config.mode,
         "transfers": config.transfers,
         "payroll_lines": config.payroll_lines,
+        "webhook_transfers": config.webhook_transfers,
         "accounts": ACCOUNTS,
         "seed": config.seed,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),

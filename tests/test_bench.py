@@ -40,6 +40,8 @@ def test_smallest_run_writes_a_full_report(tmp_path, capsys):
             "300",
             "--payroll-lines",
             "30",
+            "--webhook-transfers",
+            "150",
             "--out",
             str(tmp_path),
         ]
@@ -81,6 +83,14 @@ def test_smallest_run_writes_a_full_report(tmp_path, capsys):
     (row,) = [line for line in printed.splitlines() if line.startswith("validated, recorded")]
     assert "sqlite" in row and f"{payroll['seconds']:.1f}" in row
     assert row.endswith(f"{payroll['lines_per_s']:,.0f}")
+    (hooks,) = report["webhooks"]
+    # every event after the subscription was made: 20 openings with their deposits, 2 per transfer
+    assert (hooks["engine"], hooks["events"], hooks["requests"]) == ("sqlite", 340, 4)
+    assert hooks["events_per_s"] > 0 and hooks["floor_events_per_s"] > 0
+    assert hooks["ratio_to_floor"] == hooks["events_per_s"] / hooks["floor_events_per_s"]
+    assert report["meta"]["webhook_transfers"] == 150
+    (row,) = [line for line in printed.splitlines() if line.startswith("read, signed, POSTed")]
+    assert f"{hooks['events_per_s']:,.0f}" in row and f"{hooks['floor_events_per_s']:,.0f}" in row
     by_name = {bar["name"]: bar for bar in report["bars"]}
     assert "(engine alone, 16/tx: " in by_name["SQLite, 16 clients, durable"]["measured"]
     assert {bar["name"] for bar in report["bars"] if bar["passed"] is not None} == {
