@@ -216,3 +216,36 @@ def test_serve_sigkilled_during_delivery_loses_nothing_and_reorders_nothing(
         assert len(got) - len(want) <= crashes * 100  # duplicates: a batch per crash at most
     finally:
         server.stop()
+
+
+def test_with_two_workers_on_postgres_one_delivers_each_event_once_in_order(
+    postgres_store_url: str, tmp_path, receiver: Receiver
+):
+    """`serve --workers 2`: both answer, the one elected to run the projections delivers, so a
+    receiver gets every event once (no crash here: no duplicate) and in feed order."""
+    server = ServeProcess(postgres_store_url, tmp_path, {"admin": ADMIN, "teller": TELLER},
+                          workers=2)  # fmt: skip
+    server.argv += ["--allow-http-webhooks"]
+    server.start()
+    accounts = [f"p-{n}" for n in range(3)]
+    try:
+        fresh = httpx.Limits(max_keepalive_connections=0)  # each request to either worker
+        with httpx.Client(base_url=server.url, timeout=30, limits=fresh,
+                          headers={"Authorization": f"Bearer {ADMIN}"}) as admin:  # fmt: skip
+            secret = admin.post("/webhooks", json={"url": receiver.url}).json()["secret"]
+            served_by = set()
+            for account in accounts:
+                body = {"account_id": account, "owner": "P", "type": "CHECKING",
+                        "initial_deposit": "100.00"}  # fmt: skip
+                opened = admin.post("/accounts", json=body)
+                assert opened.status_code == 201, opened.text
+                served_by.add(opened.headers["x-served-by"])
+            money(admin, random.Random(5), accounts, 20)
+            served_by |= {admin.get("/healthz").headers["x-served-by"] for _ in range(10)}
+        assert len(served_by) == 2  # both workers took requests
+        want = expected(postgres_store_url)
+        wait_for(lambda: len(received(receiver, secret)) >= len(want), 30, "events missing")
+        time.sleep(1)  # a second deliverer, were there one, would have sent its copies by now
+        assert received(receiver, secret) == want
+    finally:
+        server.stop()
