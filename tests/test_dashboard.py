@@ -633,6 +633,7 @@ def test_an_admin_adds_a_webhook_that_delivers_signed_events_then_pauses_and_rem
             expect(listed).to_contain_text("active")
             expect(listed).to_contain_text(", ".join(wanted))
             expect(listed).to_contain_text("0 events · 0 s")
+            expect(listed).to_contain_text("the dashboard test's receiver")
             expect(page.locator("pre.secret")).to_have_count(0)  # shown once, never again
             assert secret not in page.locator("body").inner_text()
 

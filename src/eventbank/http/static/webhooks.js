@@ -32,7 +32,8 @@ export async function webhooksPage(view) {
   const path = (w) => `/webhooks/${encodeURIComponent(w.webhook_id)}`;
   view.append(h("div", { id: "webhooks" }, table(
     [["URL"], ["Events"], ["State"], ["Behind", "num"], ["Last delivered"], ["Last error"], ["Act"]],
-    shown.map((w) => row(td(h("span", { class: "mono" }, w.url)), td(w.event_types.join(", ") || "all"),
+    shown.map((w) => row(td([h("span", { class: "mono" }, w.url),
+      w.description ? h("div", { class: "sub" }, w.description) : null]), td(w.event_types.join(", ") || "all"),
       td(state(w)), td(behind(w.status), "num"),
       td(when(w.status.last_success_at)), td(w.status.last_error || "none"),
       td(h("div", { class: "actions" },
