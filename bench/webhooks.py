@@ -29,6 +29,7 @@ from eventbank.domain.canonical import canonical_json
 from eventbank.ports.event_store import RecordedEvent
 from eventbank.webhooks import SIGNATURE_HEADER, sign_all
 from eventbank.wiring import Ledger, open_ledger
+from reliability.chaos import feed
 
 ROOT = Path(__file__).resolve().parents[1]
 WEBHOOK_ENGINES = ("sqlite",)
@@ -63,16 +64,16 @@ def measure_webhooks(store_url: str, transfers: int) -> WebhookTiming:
         service = WebhookService(ledger.events, ledger.reads, key=Fernet.generate_key(),
                                  allow_http=True)  # fmt: skip
         subscription, secret = service.add(url)
+        (tracked,) = service.tracked()
         _transfers(ledger, transfers)
-        feed = _feed(ledger, service.checkpoint(service.tracked()[0]))
-        events = [e for e in feed if subscription.wants(e)]  # not the webhook's own events
+        every = feed(ledger.events, service.checkpoint(tracked))
+        events = [e for e in every if subscription.wants(e)]  # not the webhook's own events
         worker = DeliveryWorker(service, ledger.events, poll_interval_s=0.005)
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, args=(stop,), name="webhooks")
         cpu, started = time.process_time(), time.perf_counter()
         thread.start()
-        tracked = service.tracked()[0]
-        while service.checkpoint(tracked) < (feed[-1].position or 0):
+        while service.checkpoint(tracked) < (every[-1].position or 0):
             time.sleep(0.002)  # one read-store row per look: little beside the worker
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         stop.set()
@@ -95,14 +96,6 @@ def _transfers(ledger: Ledger, count: int) -> None:
     for n in range(count):
         ledger.service.transfer(accounts[n % ACCOUNTS], accounts[(n + 1) % ACCOUNTS], "0.01",
                                 command_id=str(uuid.uuid4()))  # fmt: skip
-
-
-def _feed(ledger: Ledger, after: int) -> list[RecordedEvent]:
-    found: list[RecordedEvent] = []
-    while batch := ledger.events.read_all(after, 1_000):
-        found += batch
-        after = batch[-1].position or after
-    return found
 
 
 def _floor(url: str, secret: str, webhook_id: str, events: list[RecordedEvent]) -> float:

@@ -201,7 +201,7 @@ def final_store(
     ledger = open_ledger(store_url, inline=False)
     try:
         if ordered:
-            events, streams = _feed(ledger.events), None
+            events, streams = feed(ledger.events), None
         else:
             streams = list(accounts)
             events = [e for account in streams for e in ledger.events.read_stream(account)]
@@ -213,9 +213,10 @@ def final_store(
     return events, findings
 
 
-def _feed(events: EventStore) -> list[RecordedEvent]:
+def feed(events: EventStore, after: int = 0) -> list[RecordedEvent]:
+    """Every event of the feed after position ``after``, in feed order."""
     found: list[RecordedEvent] = []
-    while page := events.read_all(found[-1].position if found else 0, MAX_READ_LIMIT):
+    while page := events.read_all(found[-1].position if found else after, MAX_READ_LIMIT):
         found.extend(page)
     return found
 

@@ -72,13 +72,14 @@ class Vault:
     pausing) then neither needs the key nor makes a key file."""
 
     def __init__(self, key: bytes | Callable[[], bytes]):
-        self._key = key if callable(key) else check_key(key)
-        self._loaded: Fernet | None = None
+        self._load = key if callable(key) else None
+        self._loaded = None if callable(key) else Fernet(check_key(key))
 
     @property
     def _fernet(self) -> Fernet:
         if self._loaded is None:
-            self._loaded = Fernet(check_key(self._key() if callable(self._key) else self._key))
+            assert self._load is not None
+            self._loaded = Fernet(check_key(self._load()))
         return self._loaded
 
     def encrypt(self, secret: str) -> str:
