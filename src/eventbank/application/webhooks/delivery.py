@@ -163,7 +163,7 @@ class DeliveryWorker:
         self._busy: set[str] = set()  # subscriptions a thread is delivering right now
         self._health: dict[str, _Health] = {}
         self._known: list[Tracked] = []
-        self._refreshed = float("-inf")
+        self._refreshed: float | None = None  # time.monotonic() of the last refresh
         registry = metrics if metrics is not None else CollectorRegistry()
         self.deliveries = Counter(
             "eventbank_webhook_deliveries", "Webhook delivery requests, by outcome "
@@ -213,7 +213,7 @@ class DeliveryWorker:
 
     def _subscriptions(self, *, fresh: bool) -> list[Tracked]:
         now = time.monotonic()
-        if fresh or now - self._refreshed >= self.refresh_interval_s:
+        if fresh or self._refreshed is None or now - self._refreshed >= self.refresh_interval_s:
             known = self.service.tracked()
             gone = {t.subscription.webhook_id for t in self._known} - {
                 t.subscription.webhook_id for t in known
