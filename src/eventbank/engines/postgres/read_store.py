@@ -19,7 +19,6 @@ listings sort by code point, as on SQLite, whatever the database's locale.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -32,6 +31,8 @@ from eventbank.engines.sql.transfer_rows import (
     TRANSACTION_COLUMNS,
     TRANSFER_COLUMNS,
     TRANSFER_NAMES,
+    index_rows,
+    refolded,
     transaction_from,
     transfer_from,
     transfer_values,
@@ -48,7 +49,6 @@ from eventbank.ports.read_store import (
     TransferRow,
     check_accounts_page,
     check_transfers_page,
-    summarize,
 )
 
 SCHEMA_VERSION = 4
@@ -463,10 +463,11 @@ _UPSERT_TRANSFER = (
 def _refresh_transfers(
     conn: psycopg.Connection, changes: Sequence[Change], applied: Sequence[bool]
 ) -> None:
-    """Fold again the transfers rows the written movements touch, and the originals they
-    reverse. Each id's lock is taken before its movements are read, in id order after every
-    row lock (so batches cannot deadlock): a concurrent batch's movements of the same transfer
-    are then committed and seen (READ COMMITTED), and the last to fold sees them all."""
+    """Fold again the transfers rows the written movements touch, then the originals they
+    reverse (once their reversals' rows are written). Each id's lock is taken before its
+    movements are read, in id order after every row lock (so batches cannot deadlock): a
+    concurrent batch's movements of the same transfer are then committed and seen (READ
+    COMMITTED), and the last to fold sees them all. A few statements for the whole batch."""
     touched: set[str] = set()
     originals: set[str] = set()
     for change, ok in zip(changes, applied, strict=True):
@@ -475,42 +476,43 @@ def _refresh_transfers(
             touched.add(move.transfer_id)
             if move.reverses is not None:
                 originals.add(move.reverses)
-    for transfer_id in sorted(touched | originals):
-        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                     (_TRANSFER_LOCKS, transfer_id))  # fmt: skip
-    for transfer_id in [*sorted(touched), *sorted(originals)]:  # reversals before originals
-        _refresh_transfer(conn, transfer_id)
+    if not touched:
+        return
+    # unnest yields the sorted ids in order, so the locks are taken in that order
+    conn.execute("SELECT count(pg_advisory_xact_lock(%s, hashtext(id))) FROM unnest(%s::text[]) id",
+                 (_TRANSFER_LOCKS, sorted(touched | originals)))  # fmt: skip
+    _refold(conn, sorted(touched))
+    _refold(conn, sorted(originals))
 
 
-def _refresh_transfer(conn: psycopg.Connection, transfer_id: str) -> None:
-    """As the SQLite read store's: the row from all its movements and reversals, its index
-    entries (its time and metadata never move), and its original's reversals."""
-    moves = conn.execute(
-        f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = %s",
-        (transfer_id,),
-    ).fetchall()
-    if not moves:
-        return  # an original not in this read model (yet)
-    row = _with_reversals(conn, summarize([transaction_from(m, _decoded) for m in moves]))
-    conn.execute(_UPSERT_TRANSFER, transfer_values(row))
+def _refold(conn: psycopg.Connection, transfer_ids: list[str]) -> None:
+    """As the SQLite read store's: each row from all its movements and reversals, and its index
+    entries (its time and metadata never move)."""
+    if not transfer_ids:
+        return
+    moves: dict[str, list[TransactionRow]] = {}
+    for m in conn.execute(f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions"
+                          " WHERE transfer_id = ANY(%s)", (transfer_ids,)):  # fmt: skip
+        moves.setdefault(m[6], []).append(transaction_from(m, _decoded))
+    reversals: dict[str, list[tuple[str, int]]] = {}
+    for original, reversal, moved in conn.execute(
+        "SELECT reverses, transfer_id, moved_minor FROM transfers WHERE reverses = ANY(%s)"
+        " ORDER BY transfer_id",
+        (transfer_ids,),
+    ):
+        reversals.setdefault(original, []).append((reversal, moved))
+    rows = refolded(transfer_ids, moves, reversals)
+    by_account, by_meta = index_rows(rows)
     with conn.cursor() as cursor:
+        cursor.executemany(_UPSERT_TRANSFER, [transfer_values(row) for row in rows])
         cursor.executemany(
             "INSERT INTO transfers_by_account VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            [(account, *row.position) for account in row.accounts],
+            by_account,
         )
         cursor.executemany(
             "INSERT INTO transfers_by_meta VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            [(key, value, *row.position) for key, value in row.metadata.items()],
+            by_meta,
         )
-
-
-def _with_reversals(conn: psycopg.Connection, row: TransferRow) -> TransferRow:
-    reversals = conn.execute(
-        "SELECT transfer_id, moved_minor FROM transfers WHERE reverses = %s ORDER BY transfer_id",
-        (row.transfer_id,),
-    ).fetchall()
-    return replace(row, reversed_by=tuple(r[0] for r in reversals),
-                   reversed_minor=sum(r[1] for r in reversals))  # fmt: skip
 
 
 def _decoded(value: Any) -> Any:

@@ -9,11 +9,12 @@ text; PostgreSQL's driver has already decoded jsonb).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from eventbank.domain.canonical import canonical_json
-from eventbank.ports.read_store import TransactionRow, TransferIndex, TransferRow
+from eventbank.ports.read_store import TransactionRow, TransferIndex, TransferRow, summarize
 
 TRANSACTION_COLUMNS = (
     "account_id, version, kind, amount_minor, currency, counterparty, transfer_id,"
@@ -51,6 +52,33 @@ def transfer_values(row: TransferRow) -> tuple[Any, ...]:
 def transfer_from(r: Sequence[Any], decode: Decode) -> TransferRow:
     return TransferRow(r[0], r[1], r[2], r[3], r[4], r[5], tuple(decode(r[6])), decode(r[7]),
                        r[8], r[9], r[10], r[11], r[12], tuple(decode(r[13])), r[14])  # fmt: skip
+
+
+def refolded(
+    transfer_ids: Sequence[str],
+    moves: Mapping[str, Sequence[TransactionRow]],
+    reversals: Mapping[str, Sequence[tuple[str, int]]],
+) -> list[TransferRow]:
+    """Each transfer's row from all its movements (``moves``) and the reversals that name it
+    (``reversals``: each one's transfer id and amount moved, in transfer id order). An id with
+    no movements (an original not in this read model) gets no row."""
+    return [_with_reversals(summarize(moves[tid]), reversals.get(tid, ()))
+            for tid in transfer_ids if tid in moves]  # fmt: skip
+
+
+def index_rows(
+    rows: Sequence[TransferRow],
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str]]]:
+    """The index entries of ``rows``: (account, created_at, transfer_id) for each account, and
+    (key, value, created_at, transfer_id) for each metadata pair."""
+    by_account = [(account, *row.position) for row in rows for account in row.accounts]
+    by_meta = [(key, value, *row.position) for row in rows for key, value in row.metadata.items()]
+    return by_account, by_meta
+
+
+def _with_reversals(row: TransferRow, reversals: Sequence[tuple[str, int]]) -> TransferRow:
+    return replace(row, reversed_by=tuple(r[0] for r in reversals),
+                   reversed_minor=sum(r[1] for r in reversals))  # fmt: skip
 
 
 def transaction_from(r: Sequence[Any], decode: Decode) -> TransactionRow:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,8 @@ from eventbank.engines.sql.transfer_rows import (
     TABLES,
     TRANSACTION_COLUMNS,
     TRANSFER_COLUMNS,
+    index_rows,
+    refolded,
     transaction_from,
     transfer_from,
     transfer_values,
@@ -48,7 +49,6 @@ from eventbank.ports.read_store import (
     TransferRow,
     check_accounts_page,
     check_transfers_page,
-    summarize,
 )
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -195,44 +195,17 @@ class SqliteReadStore:
         self, projection: str, changes: Sequence[Change], checkpoint: int | None = None
     ) -> None:
         with self._db.write_transaction() as conn:
-            moved: set[str] = set()  # transfers whose rows this batch changes
-            for change in changes:
-                row = change.row
-                applied = conn.execute(
-                    f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
-                    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11"
-                    # an absent row may only start at version 1: anything else is a gap
-                    " WHERE ?7 = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = ?1)"
-                    " ON CONFLICT (account_id) DO UPDATE SET"
-                    " owner = excluded.owner, account_type = excluded.account_type,"
-                    " currency = excluded.currency, balance_minor = excluded.balance_minor,"
-                    " status = excluded.status, version = excluded.version,"
-                    " updated_at = excluded.updated_at,"
-                    " overdraft_limit_minor = excluded.overdraft_limit_minor,"
-                    " pending_debits_minor = excluded.pending_debits_minor,"
-                    " pending_credits_minor = excluded.pending_credits_minor"
-                    " WHERE account_balances.version = excluded.version - 1",
-                    (row.account_id, row.owner, row.account_type, row.currency,
-                     row.balance_minor, row.status, row.version, row.updated_at,
-                     row.overdraft_limit_minor, row.pending_debits_minor,
-                     row.pending_credits_minor),
-                ).rowcount  # fmt: skip
-                if not applied:
-                    _require_already_applied(conn, row)
-                    continue
-                if change.transaction is not None:
-                    t = change.transaction
-                    conn.execute(
-                        f"INSERT INTO account_transactions ({TRANSACTION_COLUMNS})"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (t.account_id, t.version, t.kind, t.amount_minor, t.currency,
-                         t.counterparty, t.transfer_id, t.balance_after_minor, t.recorded_at,
-                         canonical_json(dict(t.metadata)), t.description, t.reverses),
-                    )  # fmt: skip
-                    if t.transfer_id is not None:
-                        moved.add(t.transfer_id)
-            for transfer_id in sorted(moved):
-                _refresh_transfer(conn, transfer_id)
+            applied = _upsert_balances(conn, changes)
+            moves = [change.transaction for change in applied if change.transaction is not None]
+            conn.executemany(
+                f"INSERT INTO account_transactions ({TRANSACTION_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(t.account_id, t.version, t.kind, t.amount_minor, t.currency, t.counterparty,
+                  t.transfer_id, t.balance_after_minor, t.recorded_at,
+                  canonical_json(dict(t.metadata)), t.description, t.reverses)
+                 for t in moves],
+            )  # fmt: skip
+            _refresh_transfers(conn, moves)
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO projection_checkpoints VALUES (?, ?) ON CONFLICT (projection)"
@@ -373,7 +346,49 @@ class SqliteReadStore:
         return [Failure(*r) for r in rows]
 
 
-def _require_already_applied(conn, row: BalanceRow) -> None:
+# An absent row may only start at version 1 (anything else is a gap), and a present one only
+# move one version up: a change the guard skips is a duplicate or a gap (_upsert_balances).
+_UPSERT_BALANCE = (
+    f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
+    " SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11"
+    " WHERE ?7 = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = ?1)"
+    " ON CONFLICT (account_id) DO UPDATE SET"
+    " owner = excluded.owner, account_type = excluded.account_type,"
+    " currency = excluded.currency, balance_minor = excluded.balance_minor,"
+    " status = excluded.status, version = excluded.version,"
+    " updated_at = excluded.updated_at,"
+    " overdraft_limit_minor = excluded.overdraft_limit_minor,"
+    " pending_debits_minor = excluded.pending_debits_minor,"
+    " pending_credits_minor = excluded.pending_credits_minor"
+    " WHERE account_balances.version = excluded.version - 1"
+)
+
+
+def _upsert_balances(conn: Any, changes: Sequence[Change]) -> list[Change]:
+    """Write each change's row under the version guard; the changes written. A skipped one
+    must be a duplicate (its row already there), else it is a gap and raises.
+
+    All in one statement when every change applies, as they do but when the runner delivers
+    again; otherwise that is undone and the rows written one by one to learn which applied."""
+    values = [(r.account_id, r.owner, r.account_type, r.currency, r.balance_minor, r.status,
+               r.version, r.updated_at, r.overdraft_limit_minor, r.pending_debits_minor,
+               r.pending_credits_minor) for r in (change.row for change in changes)]  # fmt: skip
+    conn.execute("SAVEPOINT balances")
+    if conn.executemany(_UPSERT_BALANCE, values).rowcount == len(changes):
+        conn.execute("RELEASE SAVEPOINT balances")
+        return list(changes)
+    conn.execute("ROLLBACK TO SAVEPOINT balances")
+    conn.execute("RELEASE SAVEPOINT balances")
+    applied = []
+    for change, row_values in zip(changes, values, strict=True):
+        if conn.execute(_UPSERT_BALANCE, row_values).rowcount:
+            applied.append(change)
+        else:
+            _require_already_applied(conn, change.row)
+    return applied
+
+
+def _require_already_applied(conn: Any, row: BalanceRow) -> None:
     """A skipped change must be a duplicate; a row behind it would mean a gap slipped through."""
     current = conn.execute(
         "SELECT version FROM account_balances WHERE account_id = ?", (row.account_id,)
@@ -385,44 +400,44 @@ def _require_already_applied(conn, row: BalanceRow) -> None:
         )
 
 
-def _refresh_transfer(conn: Any, transfer_id: str) -> None:
-    """Fold a transfer's row again from all its movements and the reversals that name it, add
-    its index entries (its time and metadata are its first movements', so they never move),
-    and refresh what the original it reverses shows of its reversals."""
-    moves = conn.execute(
-        f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ?",
-        (transfer_id,),
-    ).fetchall()
-    row = _with_reversals(conn, summarize([transaction_from(m, json.loads) for m in moves]))
-    conn.execute(
+def _refresh_transfers(conn: Any, moves: Sequence[TransactionRow]) -> None:
+    """Fold again the transfers rows the movements just written touch, then the originals
+    they reverse (once their reversals' rows are written, so an original counts a reversal
+    in the same batch): a few statements for the whole batch, not a few per transfer."""
+    touched = {move.transfer_id for move in moves if move.transfer_id is not None}
+    originals = {move.reverses for move in moves if move.transfer_id and move.reverses}
+    _refold(conn, sorted(touched))
+    _refold(conn, sorted(originals))
+
+
+def _refold(conn: Any, transfer_ids: Sequence[str]) -> None:
+    """Each transfer's row from all its movements and the reversals that name it, and its
+    index entries (its time and metadata are its first movements', so they never move). An
+    id with no movements here (an original not in this read model) gets no row."""
+    moves: dict[str, list[TransactionRow]] = {}
+    reversals: dict[str, list[tuple[str, int]]] = {}
+    for chunk in _chunks(transfer_ids):
+        marks = ",".join("?" * len(chunk))
+        for m in conn.execute(f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions"
+                              f" WHERE transfer_id IN ({marks})", chunk):  # fmt: skip
+            moves.setdefault(m[6], []).append(transaction_from(m, json.loads))
+        for original, reversal, moved in conn.execute(
+            "SELECT reverses, transfer_id, moved_minor FROM transfers"
+            f" WHERE reverses IN ({marks}) ORDER BY transfer_id",
+            chunk,
+        ):
+            reversals.setdefault(original, []).append((reversal, moved))
+    rows = refolded(transfer_ids, moves, reversals)
+    by_account, by_meta = index_rows(rows)
+    conn.executemany(
         f"INSERT OR REPLACE INTO transfers ({TRANSFER_COLUMNS})"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        transfer_values(row),
+        [transfer_values(row) for row in rows],
     )
-    conn.executemany(
-        "INSERT OR IGNORE INTO transfers_by_account VALUES (?, ?, ?)",
-        [(account, *row.position) for account in row.accounts],
-    )
-    conn.executemany(
-        "INSERT OR IGNORE INTO transfers_by_meta VALUES (?, ?, ?, ?)",
-        [(key, value, *row.position) for key, value in row.metadata.items()],
-    )
-    if row.reverses is not None:
-        original = conn.execute(
-            f"SELECT {TRANSFER_COLUMNS} FROM transfers WHERE transfer_id = ?", (row.reverses,)
-        ).fetchone()
-        if original is not None:
-            again = _with_reversals(conn, transfer_from(original, json.loads))
-            conn.execute(
-                "UPDATE transfers SET reversed_by = ?, reversed_minor = ? WHERE transfer_id = ?",
-                (json.dumps(again.reversed_by), again.reversed_minor, again.transfer_id),
-            )
+    conn.executemany("INSERT OR IGNORE INTO transfers_by_account VALUES (?, ?, ?)", by_account)
+    conn.executemany("INSERT OR IGNORE INTO transfers_by_meta VALUES (?, ?, ?, ?)", by_meta)
 
 
-def _with_reversals(conn: Any, row: TransferRow) -> TransferRow:
-    reversals = conn.execute(
-        "SELECT transfer_id, moved_minor FROM transfers WHERE reverses = ? ORDER BY transfer_id",
-        (row.transfer_id,),
-    ).fetchall()
-    return replace(row, reversed_by=tuple(r[0] for r in reversals),
-                   reversed_minor=sum(r[1] for r in reversals))  # fmt: skip
+def _chunks(ids: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    """``ids`` in pieces that stay under SQLite's bound-parameter limit."""
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
