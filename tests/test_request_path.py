@@ -384,14 +384,12 @@ def test_metrics_count_every_answer_an_unexpected_error_included(app_ledger, tmp
         before = scrape(client)
         assert client.post("/transfers", json=transfer_body()).status_code == 201
         assert client.post("/transfers", json=transfer_body("5000.00")).status_code == 409
-        original = ledger.service.transfer
-        ledger.service.transfer = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug"))
-        try:
+        with pytest.MonkeyPatch.context() as patch:  # a bug in every write path's first step
+            patch.setattr(ledger.service, "expire_overdue",
+                          lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug")))  # fmt: skip
             with TestClient(client.app, raise_server_exceptions=False,
                             headers=client.headers) as quiet:  # fmt: skip
                 assert quiet.post("/transfers", json=transfer_body()).status_code == 500
-        finally:
-            ledger.service.transfer = original
         after = scrape(client)
     for status in ("201", "409", "500"):
         labels = {"method": "POST", "route": "/transfers", "status": status}
@@ -409,18 +407,16 @@ def test_errors_and_slow_requests_are_logged_with_their_request_id_and_others_ar
     app_ledger, tmp_path
 ):
     ledger, _ = app_ledger
-    original = ledger.service.transfer
     with client_of(app_ledger, tmp_path) as client, json_log_lines() as lines:
         client.post("/transfers", json=transfer_body(), headers={"X-Request-ID": "fast-ok"})
         client.post("/transfers", json=transfer_body("5000.00"),
                     headers={"X-Request-ID": "refused", "Idempotency-Key": "k-409"})  # fmt: skip
-        ledger.service.transfer = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug"))
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ledger.service, "expire_overdue",
+                          lambda *a, **k: (_ for _ in ()).throw(RuntimeError("bug")))  # fmt: skip
             with TestClient(client.app, raise_server_exceptions=False,
                             headers=client.headers) as quiet:  # fmt: skip
                 quiet.post("/transfers", json=transfer_body(), headers={"X-Request-ID": "boom"})
-        finally:
-            ledger.service.transfer = original
     access = {line["request_id"]: line for line in lines if line["logger"].endswith("access")}
     assert "fast-ok" not in access  # an ordinary request writes no line
     assert access["refused"]["status"] == 409 and access["refused"]["command_id"] == "k-409"

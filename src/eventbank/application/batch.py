@@ -38,7 +38,8 @@ class BatchAborted(RuleViolation):
 class BatchItem:
     """One transfer of a batch, as the interface read it. ``malformed`` is the error of an item
     the interface could not read (a wrong type, a missing field): it is refused on its own,
-    keeping its place in the batch."""
+    keeping its place in the batch. ``actor``: who asked for it, when not the caller's
+    ``current_actor`` (transfers asked for apart and run together, service.transfer_each)."""
 
     from_account_id: str
     to_account_id: str
@@ -46,6 +47,7 @@ class BatchItem:
     idempotency_key: str | None
     malformed: InvalidInput | None = None
     metadata: Mapping[str, str] | None = None
+    actor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -148,13 +148,15 @@ Describe = Callable[[Mapping[str, Account], list[AccountEvent]], dict[str, Any]]
 @dataclass(frozen=True, slots=True)
 class _Command:
     """A command on the write path: its id, its parameters' fingerprint, the streams it
-    involves, and the rules that decide it and describe its outcome."""
+    involves, the rules that decide it and describe its outcome, and who asked for it (None:
+    ``current_actor``)."""
 
     command_id: str
     fingerprint: str
     stream_ids: Sequence[str]
     decide: Decision
     describe: Describe
+    actor: str | None = None
 
 
 class _AwaitQueued(Exception):
@@ -831,7 +833,7 @@ class LedgerService:
         outcomes = []
         for command in commands:
             decided = command.decide(states)
-            envelopes += self._envelopes(decided, states, command.command_id)
+            envelopes += self._envelopes(decided, states, command.command_id, command.actor)
             for event in decided:
                 states[event.account_id] = domain.apply(states[event.account_id], event)
             # every stream the command names holds an account once its events are applied
@@ -882,13 +884,48 @@ class LedgerService:
         elif commands:
             results.update(self._batch_each(commands))
         ordered = [results[index] for index in range(len(items))]
-        if self.observer is not None:
-            elapsed_s = time.perf_counter() - started
-            for result in ordered:
-                self.observer.command_finished("transfer", _label(result), elapsed_s)
+        self._observe_transfers(ordered, started)
         return ordered
 
-    def _batch_each(self, commands: list[tuple[int, _Command]]) -> dict[int, ItemResult]:
+    def transfer_each(self, items: Sequence[BatchItem]) -> list[Receipt | EventbankError]:
+        """Transfers asked for one by one, run together: each exactly as ``transfer`` runs it
+        (its own key, a new one when it has none; its own actor; its outcome, its first
+        outcome if its key was recorded, or its own error), but decided and queued in turn by
+        this one thread, as a batch's items are (``_batch_each``), so group commit writes them
+        in few transactions with no thread waiting per transfer. Each answer is in its item's
+        place. The HTTP service runs concurrent ``POST /transfers`` this way
+        (http/commands.py). Only for an engine that queues appends (``groups_appends``)."""
+        started = time.perf_counter()
+        answers: dict[int, Receipt | EventbankError] = {}
+        commands: list[tuple[int, _Command]] = []
+        for index, item in enumerate(items):
+            try:
+                commands.append((index, _transfer_command(item, self.clock_text)))
+            except EventbankError as exc:
+                answers[index] = exc
+        if commands:
+            self.expire_overdue(list(dict.fromkeys(
+                sid for _, command in commands for sid in command.stream_ids
+            )))  # fmt: skip
+            results = self._batch_each(commands, resent=False)
+            self._observe_transfers(results.values(), started)
+            answers.update((index, _receipt_of(result)) for index, result in results.items())
+        return [answers[index] for index in range(len(items))]
+
+    @property
+    def groups_appends(self) -> bool:
+        """Whether the engine queues appends for group commit (SQLite, PostgreSQL)."""
+        return self._submit_append is not None
+
+    def _observe_transfers(self, results: Iterable[ItemResult], started: float) -> None:
+        if self.observer is not None:
+            elapsed_s = time.perf_counter() - started
+            for result in results:
+                self.observer.command_finished("transfer", _label(result), elapsed_s)
+
+    def _batch_each(
+        self, commands: list[tuple[int, _Command]], *, resent: bool = True
+    ) -> dict[int, ItemResult]:
         """Every item a transfer of its own, written by group commit in few transactions.
 
         The items are taken in waves. A wave decides and queues each item in order (under its
@@ -901,28 +938,30 @@ class LedgerService:
 
         - its append failed (``ConcurrencyConflict``, ``StoreUnavailable``): the items queued
           after it on its streams were built on it and fail with it; they are retried, with
-          a backoff, at most ``max_attempts`` times each;
+          a backoff, at most ``max_attempts`` times each, and while the store is
+          unavailable, until ``UNAVAILABLE_RETRY_S`` after the wave that first met that began;
         - it was refused on the states appends queued in this wave leave, and one of those
           was not written (a refusal on them counts once they are: the store checked that
           they were built on its own state);
         - it would not be built on the appends queued before it on its streams (the state it
           found is not theirs).
 
-        An item that may have run before (a retried one; every item when the batch's first
-        key is found recorded: a batch sent again) is looked up by its key before it is
-        decided, and answered with its first outcome. A refused or duplicate item is looked
-        up too (step 4), so a replayed batch moves nothing more.
+        An item that may have run before (a retried one; with ``resent``, every item when the
+        batch's first key is found recorded: a batch sent again) is looked up by its key
+        before it is decided, and answered with its first outcome. A refused or duplicate item
+        is looked up too (step 4), so a replayed batch moves nothing more.
         """
         results: dict[int, ItemResult] = {}
         collected: list[RecordedEvent] = []
         attempts = dict.fromkeys((index for index, _ in commands), 0)
         look_up: set[int] = set()
-        if self.store.find_command(commands[0][1].command_id) is not None:
+        if resent and self.store.find_command(commands[0][1].command_id) is not None:
             look_up = set(attempts)  # sent before: answer what was done without deciding it
         todo, down_since = commands, 0.0
         try:
             while todo:
                 wave = self._wave if self._submit_append is not None else self._wave_at_once
+                tried_at = time.monotonic()
                 later, failed = wave(todo, results, look_up, collected)
                 todo = []
                 for index, command, error in later:
@@ -935,7 +974,8 @@ class LedgerService:
                     if isinstance(error, ConcurrencyConflict):
                         self._cache.forget(error.aggregate_ids)
                     elif isinstance(error, StoreUnavailable):
-                        down_since = down_since or time.monotonic()
+                        # down since the wave that met it began, as for one command
+                        down_since = down_since or tried_at
                         down_for = time.monotonic() - down_since
                     if attempts[index] >= self.max_attempts or down_for > UNAVAILABLE_RETRY_S:
                         results[index] = _refused(index, command, _given_up(error, attempts[index]))
@@ -1179,9 +1219,14 @@ class LedgerService:
         )
 
     def _envelopes(
-        self, events: list[AccountEvent], states: Mapping[str, Account | None], command_id: str
+        self,
+        events: list[AccountEvent],
+        states: Mapping[str, Account | None],
+        command_id: str,
+        actor: str | None = None,
     ) -> list[NewEvent]:
         recorded_at = self.clock().isoformat()
+        actor = current_actor.get() if actor is None else actor
         next_version: dict[str, int] = {}
         envelopes = []
         for event in events:
@@ -1191,7 +1236,7 @@ class LedgerService:
                 next_version[sid] = state.version if state else 0
             next_version[sid] += 1
             metadata = {"command_id": command_id, "correlation_id": command_id,
-                        "causation_id": command_id, "actor": current_actor.get(),
+                        "causation_id": command_id, "actor": actor,
                         "recorded_at": recorded_at}  # fmt: skip
             if transfer_id := getattr(event, "transfer_id", None):
                 metadata["transfer_id"] = transfer_id
@@ -1326,20 +1371,38 @@ def _batch_command(
     (raised) if malformed, without a key, or with the key of an earlier item."""
     if item.malformed is not None:
         raise item.malformed
-    request, streams, decide, describe = _transfer_parts(
-        item.from_account_id, item.to_account_id, item.amount, now, item.metadata
-    )
-    key = item.idempotency_key
-    if not key:
-        raise InvalidInput(MISSING_KEY)
-    check_command_id(key)
+    command = _transfer_command(item, now, key_required=True)
+    key = command.command_id
     first = first_with_key.setdefault(key, index)
     if first != index:
         raise IdempotencyKeyReused(
             f"idempotency key {key!r} is item {first}'s too: every item of a batch needs a key "
             "of its own"
         )
-    return _Command(key, fingerprint(request), streams, decide, describe)
+    return command
+
+
+def _transfer_command(
+    item: BatchItem, now: Callable[[], str], *, key_required: bool = False
+) -> _Command:
+    """The transfer ``item`` asks for, as a command under its key (a new one when it has none
+    and none is required); refused (raised) if malformed."""
+    request, streams, decide, describe = _transfer_parts(
+        item.from_account_id, item.to_account_id, item.amount, now, item.metadata
+    )
+    key = item.idempotency_key
+    if not key and key_required:
+        raise InvalidInput(MISSING_KEY)
+    command_id = check_command_id(key) if key else new_id()
+    return _Command(command_id, fingerprint(request), streams, decide, describe, item.actor)
+
+
+def _receipt_of(result: ItemResult) -> Receipt | EventbankError:
+    """A batch item's result as a single command's: its receipt, or its error."""
+    if result.error is not None:
+        return result.error
+    outcome = cast("Mapping[str, Any]", result.outcome)
+    return Receipt(cast(str, result.idempotency_key), outcome, result.status == "replayed")
 
 
 def _noting_refusal(index: int, command: _Command, refused_by: list[int]) -> _Command:
@@ -1375,7 +1438,8 @@ def _given_up(error: EventbankError, attempts: int) -> EventbankError:
     if isinstance(error, StoreUnavailable):
         return error  # not a conflict: the store failed, and a retry is safe
     return RetriesExhausted(
-        f"gave up after {attempts} attempts ({error}); nothing was written for this item, try again"
+        f"gave up after {attempts} attempts ({error}); nothing was written for this transfer, "
+        "try again"
     )
 
 

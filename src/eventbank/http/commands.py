@@ -14,6 +14,14 @@ thread); group commit writes the appends of those waiting together, so it is als
 batch the HTTP path forms. On the 2-CPU benchmark machine, with 16 connections, 4 to 32 threads
 measured alike within the noise (docs/performance.md, "The request path"); 32 leaves room for
 larger batches under more connections without the shared pool's 40.
+
+Single transfers go further (``Coalescer``): concurrent ``POST /transfers`` are queued, and
+one or two of these threads take whatever is queued and run it in one call
+(``LedgerService.transfer_each``), each transfer still its own command with its own key, actor
+and answer. A command thread that waits for its own group commit, woken once per transfer,
+costs the interpreter more than the transfer's own work; a thread deciding every queued
+transfer in turn and waiting once for all of them does not (docs/performance.md, "The request
+path").
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ import asyncio
 import contextvars
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - an item queued to a Coalescer
 
 COMMAND_THREADS = 32
 
@@ -48,3 +57,78 @@ async def run_command(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     context = contextvars.copy_context()
     job = functools.partial(context.run, call, *args, **kwargs)
     return await asyncio.get_running_loop().run_in_executor(_executor(), job)
+
+
+# A queued request and where its answer goes: the item, its future and the future's loop.
+_Queued = tuple[I, "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+
+
+class Coalescer(Generic[I, T]):
+    """Requests queued from the event loop, run together on command threads: ``run(items)``
+    answers each item in its place, with its result or the error to raise for it.
+
+    At most ``runners`` command threads run queued items at a time, each taking up to
+    ``max_group`` of them per call: one decides and queues a group while the group before
+    waits for its commit. A request whose client goes away is still run (its outcome is
+    recorded, as for ``run_command``); its answer is dropped. The calls run in a context of
+    their own: a group holds several requests, so the request id is not in the log lines they
+    write; the items carry what each request needs (its key, its actor).
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[I]], Sequence[T | BaseException]],
+        *,
+        runners: int = 2,
+        max_group: int = 128,
+    ):
+        self._run, self.runners, self.max_group = run, runners, max_group
+        self._lock = threading.Lock()
+        self._queued: list[_Queued[I]] = []
+        self._running = 0
+
+    async def submit(self, item: I) -> T:
+        """Queue ``item``; its result once its group has run, or its error raised."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._queued.append((item, future, loop))
+            start = self._running < self.runners
+            self._running += start
+        if start:
+            _executor().submit(contextvars.Context().run, self._drain)
+        return await future
+
+    def _drain(self) -> None:
+        """Run queued groups until the queue is empty, then leave."""
+        while True:
+            with self._lock:
+                group = self._queued[: self.max_group]
+                del self._queued[: self.max_group]
+                if not group:
+                    self._running -= 1
+                    return
+            answers: Sequence[T | BaseException]
+            try:
+                answers = self._run([item for item, _, _ in group])
+            except BaseException as exc:  # noqa: BLE001 - every request of the group gets it
+                answers = [exc] * len(group)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+            for (_, future, loop), answer in zip(group, answers, strict=True):
+                by_loop.setdefault(loop, []).append((future, answer))
+            for loop, settled in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_settle, settled)
+                except RuntimeError:  # the loop has closed: no request waits for these
+                    continue
+
+
+def _settle(settled: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """On the event loop: each future's answer, unless its request went away meanwhile."""
+    for future, answer in settled:
+        if future.done():
+            continue
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)

@@ -10,9 +10,10 @@ from pydantic import ValidationError
 
 from eventbank.application.batch import MAX_BATCH_ITEMS, BatchItem, ItemResult, tally
 from eventbank.application.holds import MAX_LISTED, open_holds
+from eventbank.application.service import current_actor
 from eventbank.application.transfer_search import find_transfers
 from eventbank.domain.errors import InvalidInput, TransferNotFound
-from eventbank.http.commands import run_command
+from eventbank.http.commands import Coalescer, run_command
 from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, Guard, IdempotencyKey, answer
 from eventbank.http.schemas import (
     BatchTransferItem,
@@ -40,6 +41,8 @@ PendingTransferId = Annotated[
 def transfer_routes(ledger: Ledger, guard: Guard) -> APIRouter:
     router = APIRouter(tags=["money"])
     service, queries = ledger.service, ledger.queries
+    # Plain transfers run together where the engine group-commits (http/commands.py says why).
+    together = Coalescer(service.transfer_each) if service.groups_appends else None
 
     write: dict[str, Any] = {"dependencies": [guard("write")], "responses": WRITE_ERRORS,
              "response_model": CommandResult, "response_model_exclude_none": True,
@@ -50,6 +53,10 @@ def transfer_routes(ledger: Ledger, guard: Guard) -> APIRouter:
         """Move money between two accounts of one currency: both halves or neither. With
         `pending`, reserve it instead (`status` pending, `expires_at` with `timeout_s`) until
         it is posted, voided or expires."""
+        if together is not None and not body.pending and body.timeout_s is None:
+            item = BatchItem(body.from_account_id, body.to_account_id, body.amount, key,
+                             metadata=body.metadata, actor=current_actor.get())  # fmt: skip
+            return answer(await together.submit(item), response)
         receipt = await run_command(service.transfer, body.from_account_id, body.to_account_id,
                                     body.amount, pending=body.pending, timeout_s=body.timeout_s,
                                     metadata=body.metadata, command_id=key)  # fmt: skip
