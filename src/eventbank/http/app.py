@@ -113,6 +113,9 @@ def create_app(
         responses=problem_responses(500),
         docs_url=None,  # /docs and /redoc: api_docs.py, with no CDN
         redoc_url=None,
+        # FastAPI's own OpenTelemetry hooks look up the global providers on every request;
+        # eventbank's metrics and logs are its own (/metrics, JSON logs with request ids).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_exception_handler(EventbankError, problems.eventbank_error)
     app.add_exception_handler(RequestValidationError, problems.validation_error)
