@@ -39,7 +39,6 @@ import logging
 import queue
 import random
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -1445,26 +1444,24 @@ def _given_up(error: EventbankError, attempts: int) -> EventbankError:
 
 class _Settler:
     """Waits for a batch's queued appends in the order queued (the first may be chosen to lead
-    the group commit the others wait in), in a thread of its own while the batch decides its
+    the group commit the others wait in), on a thread of its own while the batch decides its
     next items, so that the writes overlap the deciding; ``finish`` waits for the last and
-    gives each one's receipt or error, in order."""
+    gives each one's receipt or error, in order. The thread is one of ``_SETTLER_THREADS``."""
 
     def __init__(self) -> None:
         self.answers: list[Receipt | BaseException] = []
         self._pending: queue.SimpleQueue[Callable[[], list[Receipt]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="batch-settler", daemon=True)
-        self._started = False
+        self._running: Future[None] | None = None
 
     def add(self, settle: Callable[[], list[Receipt]]) -> None:
-        if not self._started:
-            self._thread.start()
-            self._started = True
+        if self._running is None:
+            self._running = _SETTLER_THREADS.submit(contextvars.Context().run, self._run)
         self._pending.put(settle)
 
     def finish(self) -> list[Receipt | BaseException]:
-        if self._started:
+        if self._running is not None:
             self._pending.put(None)
-            self._thread.join()
+            self._running.result()
         return self.answers
 
     def _run(self) -> None:
@@ -1473,6 +1470,14 @@ class _Settler:
                 self.answers.append(settle()[0])
             except BaseException as exc:  # noqa: BLE001 - answered in its place
                 self.answers.append(exc)
+
+
+# Settlers' threads, kept between batches: a thread started per batch (with its own read
+# connection) cost more than a small batch's own work, and the HTTP service runs a batch per
+# group of concurrent transfers. A settler must never wait for a thread (the first append it
+# waits for may lead the group commit), so the bound is far above the batches one process runs
+# at once (two coalescer runners, the 40 threads of the HTTP pool).
+_SETTLER_THREADS = ThreadPoolExecutor(max_workers=256, thread_name_prefix="batch-settler")
 
 
 def _label(result: ItemResult) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,17 @@ class NoSuchStore(StoreError, InvalidInput):
     def __init__(self, path: str, hint: str | None = None):
         self.path = os.path.abspath(path)
         super().__init__(f"no eventbank store at {self.path}" + (f" ({hint})" if hint else ""))
+
+
+class _Held:
+    """A thread's read connection, in that thread's locals: when the thread ends they are
+    dropped, and with them this, which a finalizer watches (a connection takes no weak
+    reference itself)."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
 
 
 class SqliteFile:
@@ -70,11 +82,19 @@ class SqliteFile:
         self._migrate(migrations)
 
     def conn(self) -> sqlite3.Connection:
-        """This thread's connection, for reads."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._open()
-        return conn
+        """This thread's connection, for reads; closed once the thread has ended, so threads
+        that come and go (a batch's settler, a pool's worker) do not each leave one open."""
+        held = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = _Held(self._open())
+            weakref.finalize(held, self._forget, held.conn)  # runs when the thread's locals go
+        return held.conn
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        conn.close()
 
     def _open(self) -> sqlite3.Connection:
         target, uri = self.path, False
