@@ -33,6 +33,7 @@ from eventbank.engines.sql.transfer_rows import (
     TRANSFER_NAMES,
     index_rows,
     refolded,
+    to_refold,
     transaction_from,
     transfer_from,
     transfer_values,
@@ -241,8 +242,13 @@ class PostgresReadStore:
             applied = _upsert_balances(conn, ordered)
             if gap := _first_gap(conn, ordered, applied):
                 raise gap
-            _insert_transactions(conn, ordered, applied)
-            _refresh_transfers(conn, ordered, applied)
+            moves = [
+                change.transaction
+                for change, ok in zip(ordered, applied, strict=True)
+                if ok and change.transaction is not None
+            ]  # a skipped one's is there
+            _insert_transactions(conn, moves)
+            _refresh_transfers(conn, moves)
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO projection_checkpoints (projection, position) VALUES (%s, %s)"
@@ -436,11 +442,8 @@ def _first_gap(
     return gap
 
 
-def _insert_transactions(
-    conn: psycopg.Connection, changes: Sequence[Change], applied: Sequence[bool]
-) -> None:
-    """Record the movements of the changes just written (a skipped one's is already there)."""
-    moves = [c.transaction for c, ok in zip(changes, applied, strict=True) if ok and c.transaction]
+def _insert_transactions(conn: psycopg.Connection, moves: Sequence[TransactionRow]) -> None:
+    """Record the movements of the changes just written."""
     if not moves:
         return
     with conn.cursor() as cursor:
@@ -460,29 +463,20 @@ _UPSERT_TRANSFER = (
 )
 
 
-def _refresh_transfers(
-    conn: psycopg.Connection, changes: Sequence[Change], applied: Sequence[bool]
-) -> None:
+def _refresh_transfers(conn: psycopg.Connection, moves: Sequence[TransactionRow]) -> None:
     """Fold again the transfers rows the written movements touch, then the originals they
-    reverse (once their reversals' rows are written). Each id's lock is taken before its
-    movements are read, in id order after every row lock (so batches cannot deadlock): a
-    concurrent batch's movements of the same transfer are then committed and seen (READ
-    COMMITTED), and the last to fold sees them all. A few statements for the whole batch."""
-    touched: set[str] = set()
-    originals: set[str] = set()
-    for change, ok in zip(changes, applied, strict=True):
-        move = change.transaction
-        if ok and move is not None and move.transfer_id is not None:
-            touched.add(move.transfer_id)
-            if move.reverses is not None:
-                originals.add(move.reverses)
+    reverse (``to_refold``). Each id's lock is taken before its movements are read, in id
+    order after every row lock (so batches cannot deadlock): a concurrent batch's movements of
+    the same transfer are then committed and seen (READ COMMITTED), and the last to fold sees
+    them all. A few statements for the whole batch."""
+    touched, originals = to_refold(moves)
     if not touched:
         return
     # unnest yields the sorted ids in order, so the locks are taken in that order
     conn.execute("SELECT count(pg_advisory_xact_lock(%s, hashtext(id))) FROM unnest(%s::text[]) id",
-                 (_TRANSFER_LOCKS, sorted(touched | originals)))  # fmt: skip
-    _refold(conn, sorted(touched))
-    _refold(conn, sorted(originals))
+                 (_TRANSFER_LOCKS, sorted({*touched, *originals})))  # fmt: skip
+    _refold(conn, touched)
+    _refold(conn, originals)
 
 
 def _refold(conn: psycopg.Connection, transfer_ids: list[str]) -> None:

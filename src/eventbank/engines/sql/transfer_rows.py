@@ -54,6 +54,15 @@ def transfer_from(r: Sequence[Any], decode: Decode) -> TransferRow:
                        r[8], r[9], r[10], r[11], r[12], tuple(decode(r[13])), r[14])  # fmt: skip
 
 
+def to_refold(moves: Sequence[TransactionRow]) -> tuple[list[str], list[str]]:
+    """The transfers whose rows movements just written change, and the originals those
+    reverse, each sorted: the originals are folded after the reversals' rows are written, so
+    an original counts a reversal in the same batch."""
+    touched = {move.transfer_id for move in moves if move.transfer_id is not None}
+    originals = {move.reverses for move in moves if move.transfer_id and move.reverses}
+    return sorted(touched), sorted(originals)
+
+
 def refolded(
     transfer_ids: Sequence[str],
     moves: Mapping[str, Sequence[TransactionRow]],

@@ -32,6 +32,7 @@ from eventbank.engines.sql.transfer_rows import (
     TRANSFER_COLUMNS,
     index_rows,
     refolded,
+    to_refold,
     transaction_from,
     transfer_from,
     transfer_values,
@@ -402,12 +403,10 @@ def _require_already_applied(conn: Any, row: BalanceRow) -> None:
 
 def _refresh_transfers(conn: Any, moves: Sequence[TransactionRow]) -> None:
     """Fold again the transfers rows the movements just written touch, then the originals
-    they reverse (once their reversals' rows are written, so an original counts a reversal
-    in the same batch): a few statements for the whole batch, not a few per transfer."""
-    touched = {move.transfer_id for move in moves if move.transfer_id is not None}
-    originals = {move.reverses for move in moves if move.transfer_id and move.reverses}
-    _refold(conn, sorted(touched))
-    _refold(conn, sorted(originals))
+    they reverse (``to_refold``): a few statements for the whole batch, not a few per
+    transfer."""
+    for transfer_ids in to_refold(moves):
+        _refold(conn, transfer_ids)
 
 
 def _refold(conn: Any, transfer_ids: Sequence[str]) -> None:
