@@ -36,7 +36,7 @@ values = st.recursive(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(values)
 def test_every_value_is_the_standard_librarys_bytes(value):
     assert canonical_json(value) == STDLIB.encode(value)
