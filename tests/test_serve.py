@@ -21,7 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
-from tests.serving import EVENTBANK, Server, free_port, serve
+from tests.serving import EVENTBANK, TELLER, Server, free_port, serve, start_server, stop_server
 from tests.test_dashboard import browser, shot  # noqa: F401 - browser: a fixture
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,3 +161,34 @@ def test_api_docs_render_with_the_network_off(browser, server):  # noqa: F811
     # ReDoc's "API docs by Redocly" credit points its logo at a CDN: the page's policy refuses it
     # in the browser (the image hides itself), so no request for it is even attempted
     assert all("cdn.redoc.ly" in text and "Content Security Policy" in text for text in console)
+
+
+def test_without_inline_projection_the_runner_brings_reads_up_to_what_was_answered(tmp_path):
+    """`serve --no-inline-projection` says so on start, answers commands, and the background
+    runner projects them: the balances and the lag come right within seconds."""
+    process, url, startup = start_server(tmp_path, "--no-inline-projection")
+    try:
+        assert "projection   in the background only" in startup
+        teller = {"Authorization": f"Bearer {TELLER}"}
+        with httpx.Client(base_url=url, headers=teller, timeout=10) as client:
+            for account, deposit in (("acc-a", "50.00"), ("acc-b", None)):
+                opened = client.post("/accounts", json={
+                    "account_id": account, "owner": "O", "type": "CHECKING",
+                    "initial_deposit": deposit})  # fmt: skip
+                assert opened.status_code == 201, opened.text
+            sent = client.post(
+                "/transfers",
+                json={"from_account_id": "acc-a", "to_account_id": "acc-b", "amount": "20.00"},
+            )
+            assert sent.status_code == 201, sent.text
+            deadline = time.monotonic() + 15
+            while True:
+                lag = client.get("/stats").json()["projection"]["lag_events"]
+                balances = [client.get(f"/accounts/{a}").json().get("balance")
+                            for a in ("acc-a", "acc-b")]  # fmt: skip
+                if lag == 0 and balances == ["30.00", "20.00"]:
+                    break
+                assert time.monotonic() < deadline, (lag, balances)
+                time.sleep(0.1)
+    finally:
+        stop_server(process)

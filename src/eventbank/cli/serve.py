@@ -70,6 +70,15 @@ def serve(
             "delivers instead: one deliverer per store, or receivers get duplicates."
         ),
     ] = True,
+    inline_projection: Annotated[
+        bool,
+        typer.Option(
+            "--inline-projection/--no-inline-projection",
+            help="Project each command's events into the read models before it is answered, "
+            "so reads show it at once. Off: the background runner projects them (it looks every "
+            "0.2 s, so reads lag a moment) and commands answer sooner.",
+        ),
+    ] = True,
 ) -> None:
     """Run the HTTP API (with a background projection runner and webhook delivery) until
     stopped."""
@@ -91,16 +100,17 @@ def serve(
     hooks = {"key_file": str(webhook_key_file.resolve()), "allow_http": allow_http_webhooks,
              "allow_private": allow_private_webhooks, "deliver": webhook_delivery}  # fmt: skip
     if workers > 1:
-        serve_workers(workers, host, port, settings, tokens_file, json_logs, hooks)
+        serve_workers(workers, host, port, settings, tokens_file, json_logs, hooks,
+                      inline_projection)  # fmt: skip
         return
     metrics = Metrics()
-    ledger = open_ledger(
-        settings.store_url, settings.read_store_url, metrics=metrics, channel="api"
-    )
+    ledger = open_ledger(settings.store_url, settings.read_store_url, metrics=metrics,
+                         channel="api", inline=inline_projection)  # fmt: skip
     admin = ensure_admin_token(tokens_file)
     tokens = TokenStore.load(tokens_file, os.environ.get("EVENTBANK_TOKENS"))
-    print(start_banner(host, port, settings, tokens_file, admin, json_logs), file=sys.stderr,
-          flush=True)  # fmt: skip
+    banner = start_banner(host, port, settings, tokens_file, admin, json_logs,
+                          inline_projection=inline_projection)  # fmt: skip
+    print(banner, file=sys.stderr, flush=True)
     webhooks = webhook_service(ledger, hooks)
     stop = threading.Event()
     runner = threading.Thread(target=ledger.runner.run, args=(stop,), name="projections")
@@ -141,6 +151,7 @@ def serve_workers(
     tokens_file: Path,
     json_logs: bool,
     hooks: dict[str, object],
+    inline_projection: bool = True,
 ) -> None:
     """``workers`` processes under uvicorn's supervisor, which restarts any that dies; each
     opens its own ledger (``http/app.py``: ``app_from_environment``). What must happen once
@@ -158,12 +169,14 @@ def serve_workers(
     admin = ensure_admin_token(tokens_file)
     TokenStore.load(tokens_file, os.environ.get("EVENTBANK_TOKENS"))  # a malformed file: exit 2
     load_or_create_key(Path(str(hooks["key_file"])))  # once: workers racing would make two keys
-    print(start_banner(host, port, settings, tokens_file, admin, json_logs, workers),
-          file=sys.stderr, flush=True)  # fmt: skip
+    banner = start_banner(host, port, settings, tokens_file, admin, json_logs, workers,
+                          inline_projection=inline_projection)  # fmt: skip
+    print(banner, file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="eventbank-serve-") as folder:
         os.environ[WORKER_SETTINGS_ENV] = json.dumps({
             "store_url": settings.store_url, "read_store_url": settings.read_store_url,
             "tokens_file": str(tokens_file.resolve()), "json_logs": json_logs, "webhooks": hooks,
+            "inline_projection": inline_projection,
             "runner_lock": str(Path(folder) / "projection-runner.lock"),
             "supervisor_pid": os.getpid(),
         })  # fmt: skip
@@ -233,6 +246,8 @@ def start_banner(
     admin: str | None,
     json_logs: bool,
     workers: int = 1,
+    *,
+    inline_projection: bool = True,
 ) -> str:
     """What an operator needs on start, as one block: where to go, which store, the token."""
     browse = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -259,6 +274,8 @@ def start_banner(
         f"  event store  {without_password(settings.store_url)}",
         f"  read models  {without_password(read_store)}",
     ]
+    if not inline_projection:
+        lines.append("  projection   in the background only: reads may lag a command by a moment")
     kind = "one JSON object per line" if json_logs else "text"
     lines += [f"logs follow ({kind}); Ctrl+C stops", ""]
     return "\n".join(lines)

@@ -352,7 +352,8 @@ def _open_worker_ledger(settings: dict[str, Any], metrics: Metrics) -> Ledger:
     while True:
         try:
             return open_ledger(settings["store_url"], settings["read_store_url"],
-                               metrics=metrics, channel="api")  # fmt: skip
+                               metrics=metrics, channel="api",
+                               inline=settings.get("inline_projection", True))  # fmt: skip
         except StoreUnavailable as exc:
             if time.monotonic() > deadline:
                 raise
