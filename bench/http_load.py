@@ -51,7 +51,8 @@ SCRIPT = Path(__file__).with_name("http_transfers.lua")
 HTTP_ENGINES = ("sqlite", "postgresql")
 EVENTBANK, FLOOR = "eventbank serve", "FastAPI floor"
 WORKERS_2 = "eventbank serve x2"  # `serve --workers 2` (PostgreSQL only: SQLite refuses it)
-SERVED = (EVENTBANK, WORKERS_2)
+NOT_INLINE = "serve, no inline"  # `serve --no-inline-projection`: what the projection costs
+SERVED = (EVENTBANK, WORKERS_2, NOT_INLINE)
 CONNECTIONS, WRK_THREADS = 16, 2
 WRK_TIMEOUT_S = 10  # a response slower than this is a wrk timeout error, not a latency
 LAG_GOAL_S = 2.0  # the projection lag is back to 0 this soon after the load, or it is a miss
@@ -82,7 +83,7 @@ HTTP_BATCH = HttpScenario(
 
 @dataclass(frozen=True, slots=True)
 class HttpMeasurement:
-    system: str  # EVENTBANK, WORKERS_2 or FLOOR
+    system: str  # EVENTBANK, WORKERS_2, NOT_INLINE or FLOOR
     engine: str  # the store's; the floor's row names the engine it ran beside (it has no store)
     scenario: str
     connections: int
@@ -189,6 +190,8 @@ def measure_http(
             argv = [*eventbank_cli(), "--store", store_url, "serve", "--host", "127.0.0.1",
                     "--port", str(port), "--tokens-file", str(tokens),
                     "--workers", "2" if system == WORKERS_2 else "1"]  # fmt: skip
+            if system == NOT_INLINE:
+                argv.append("--no-inline-projection")
         elif system == FLOOR:
             argv = [sys.executable, "-m", "bench.http_floor", "--port", str(port)]
         else:

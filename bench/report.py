@@ -17,9 +17,11 @@ from bench.ceiling import Ceiling
 from bench.http_load import EVENTBANK as SERVE
 from bench.http_load import (
     FLOOR,
+    HTTP,
     HTTP_BATCH,
     LAG_GOAL_S,
     LAG_WAIT_S,
+    NOT_INLINE,
     SERVED,
     WORKERS_2,
     HttpMeasurement,
@@ -163,9 +165,77 @@ def bars(report: Report) -> list[Bar]:
                 all(h.lag_ok for h in served),
             )
         )
+    result += in_process_bars(report)
+    result += served_bars(report)
     result += workers_bars(report)
     result += batch_bars(report)
     return result
+
+
+IN_PROCESS_GOAL = 0.5  # eventbank in process, 16 clients, over the engine alone
+FLOOR_GOALS = {"sqlite": 0.5, "postgresql": 0.4}  # eventbank serve over the FastAPI floor
+P99_GOAL_MS = 30.0  # eventbank serve on SQLite, 16 connections
+INLINE_GOAL = 0.15  # served with the inline projection and without it, at most this far apart
+
+
+def in_process_bars(report: Report) -> list[Bar]:
+    """eventbank in process at 16 clients over the engine alone (bench/ceiling.py), per SQL
+    engine of the run: how much of what the machine allows the whole command path keeps."""
+    bars = []
+    for alone in (c for c in report.ceilings if c.scenario == CONCURRENT.name):
+        m = _find(report, "eventbank", alone.engine, CONCURRENT.name)
+        if m is None:
+            continue
+        ratio = m.transfers_per_s / alone.transfers_per_s
+        bars.append(Bar(
+            f"in process, 16 clients, over the engine alone ({alone.engine})",
+            f">= {IN_PROCESS_GOAL:.2f}x",
+            f"{ratio:.2f}x ({m.transfers_per_s:,.0f} against {alone.transfers_per_s:,.0f}/s)",
+            ratio >= IN_PROCESS_GOAL,
+        ))  # fmt: skip
+    return bars
+
+
+def served_bars(report: Report) -> list[Bar]:
+    """eventbank serve in the 16-connection scenario, per engine of the run: over the FastAPI
+    floor (0 non-2xx), its p99 on SQLite beside the floor's own, and against the same server
+    without the inline projection."""
+    bars = []
+    for m in (h for h in report.http if (h.system, h.scenario) == (SERVE, HTTP.name)):
+        floor = _http_row(report, FLOOR, m.engine)
+        goal = FLOOR_GOALS.get(m.engine)
+        if floor is not None and goal is not None:
+            ratio = m.transfers_per_s / floor.transfers_per_s
+            bars.append(Bar(
+                f"HTTP: serve over the FastAPI floor ({m.engine}, 16 connections)",
+                f">= {goal:.2f}x, 0 non-2xx",
+                f"{ratio:.2f}x ({m.transfers_per_s:,.0f} against {floor.transfers_per_s:,.0f}/s)"
+                f", {m.refused} non-2xx",
+                ratio >= goal and m.refused == 0,
+            ))  # fmt: skip
+        if floor is not None and m.engine == "sqlite":
+            bars.append(Bar(
+                "HTTP: p99 latency (sqlite, 16 connections)",
+                f"< {P99_GOAL_MS:.0f} ms",
+                f"{m.p99_ms:.1f} ms (the floor's own: {floor.p99_ms:.1f} ms)",
+                m.p99_ms < P99_GOAL_MS,
+            ))  # fmt: skip
+        off = _http_row(report, NOT_INLINE, m.engine)
+        if off is not None and off.transfers_per_s:
+            apart = abs(m.transfers_per_s - off.transfers_per_s) / off.transfers_per_s
+            bars.append(Bar(
+                f"HTTP: inline projection on against off ({m.engine})",
+                f"<= {INLINE_GOAL:.0%} apart",
+                f"{m.transfers_per_s:,.0f} against {off.transfers_per_s:,.0f}/s ({apart:.0%})",
+                apart <= INLINE_GOAL,
+            ))  # fmt: skip
+    return bars
+
+
+def _http_row(report: Report, system: str, engine: str) -> HttpMeasurement | None:
+    """The 16-connection scenario's row of ``system`` on ``engine``, if it was run."""
+    wanted = (system, engine, HTTP.name)
+    return next((h for h in report.http if (h.system, h.engine, h.scenario) == wanted), None)
 
 
 BATCH_GOAL = 8_000  # transfers/s in batches of 1,000 over HTTP
@@ -287,6 +357,8 @@ def _http_table(report: Report) -> list[str]:
         f"{HTTP_BATCH.name}: the same with -c{HTTP_BATCH.connections}, POST /transfers/batch; "
         "transfers/s counts the items that succeeded. Its row '"
         f"{IN_PROCESS}' calls LedgerService.transfer_batch in the benchmark's process.",
+        f"'{NOT_INLINE}': eventbank serve --no-inline-projection (the background runner "
+        "projects; commands are answered before their reads show them).",
         "CPU us: the server process's CPU time (all its threads) per transfer done while wrk "
         "ran; wrk's and PostgreSQL's own are not in it.",
         "x floor: transfers/s over the bare FastAPI endpoint's (same body, same server stack), "
@@ -479,8 +551,8 @@ def chart(report: Report, path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-HTTP_COLORS = {FLOOR: "tab:gray", SERVE: "tab:blue", WORKERS_2: "tab:cyan",
-               IN_PROCESS: "tab:olive"}  # fmt: skip
+HTTP_COLORS = {FLOOR: "tab:gray", SERVE: "tab:blue", NOT_INLINE: "tab:purple",
+               WORKERS_2: "tab:cyan", IN_PROCESS: "tab:olive"}  # fmt: skip
 
 
 def _http_panel(ax: Any, report: Report) -> None:

@@ -31,9 +31,11 @@ from bench.http_load import (
     BATCH_ENGINES,
     EVENTBANK,
     FLOOR,
+    HTTP,
     HTTP_BATCH,
     HTTP_ENGINES,
     HTTP_SCENARIOS,
+    NOT_INLINE,
     WORKERS_2,
     HttpMeasurement,
     describe,
@@ -164,13 +166,15 @@ def _http(engine: Engine, config: Config, progress: Callable[[str], None]) -> li
         progress(f"{engine.name}: no HTTP scenario (run on {' and '.join(HTTP_ENGINES)})")
         return []
     rows = []
-    batch = (FLOOR, EVENTBANK, IN_PROCESS)
-    batches = ((HTTP_BATCH, batch),) if engine.name in BATCH_ENGINES else ()
     # side by side in time, as the other systems; two worker processes where the engine allows
-    # them (SQLite has one writer per file: serve refuses --workers 2 there)
+    # them (SQLite has one writer per file: serve refuses --workers 2 there); once, no inline
+    # projection beside the default (what the projection costs served)
     workers = (WORKERS_2,) if engine.name == "postgresql" else ()
-    for scenario, systems in (*((s, (FLOOR, EVENTBANK, *workers)) for s in HTTP_SCENARIOS),
-                              *batches):  # fmt: skip
+    runs = [(s, (FLOOR, EVENTBANK, *((NOT_INLINE,) if s == HTTP else ()), *workers))
+            for s in HTTP_SCENARIOS]  # fmt: skip
+    if engine.name in BATCH_ENGINES:
+        runs.append((HTTP_BATCH, (FLOOR, EVENTBANK, IN_PROCESS)))
+    for scenario, systems in runs:
         for system in systems:
             with engine.fresh() if system != FLOOR else nullcontext(None) as url:
                 if system == IN_PROCESS:

@@ -4,6 +4,7 @@ FastAPI floor, driven by wrk). It checks the report's shape, never a timing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -11,19 +12,30 @@ import threading
 
 from bench.__main__ import main
 from bench.batch_in_process import IN_PROCESS, measure_in_process_batch
-from bench.ceiling import measure_ceiling
+from bench.ceiling import Ceiling, measure_ceiling
 from bench.http_load import (
     EVENTBANK,
     FLOOR,
+    HTTP,
     HTTP_BATCH,
+    NOT_INLINE,
     WORKERS_2,
     HttpMeasurement,
     HttpScenario,
     measure_http,
 )
-from bench.report import Report, batch_bars, workers_bars
+from bench.report import Report, batch_bars, in_process_bars, served_bars, workers_bars
 from bench.targets.raw_sql import RawSqlite
-from bench.workload import ACCOUNTS, CONCURRENT, HOT, SCENARIOS, client_cpu, measure, plan
+from bench.workload import (
+    ACCOUNTS,
+    CONCURRENT,
+    HOT,
+    SCENARIOS,
+    Measurement,
+    client_cpu,
+    measure,
+    plan,
+)
 
 
 def test_smallest_run_writes_a_full_report(tmp_path, capsys):
@@ -97,6 +109,7 @@ def test_smallest_run_writes_a_full_report(tmp_path, capsys):
         "SQLite, 16 clients, durable",
         "hot accounts, 4 clients, 10 accounts (sqlite)",
         "SQLite, 16 clients, p99 latency",
+        "in process, 16 clients, over the engine alone (sqlite)",
     }
 
 
@@ -273,6 +286,42 @@ def test_the_workers_bar_compares_two_processes_with_one_of_the_same_run():
         assert (bar.passed, bar.measured) == (passed, f"{two:,.0f} against {one:,.0f}/s")
     (alone,) = workers_bars(Report({}, [], http=[row(WORKERS_2, 320.0)]))
     assert (alone.passed, alone.measured) == (None, "not run")
+
+
+def test_the_served_bars_read_serve_against_the_floor_its_p99_and_no_inline_projection():
+    def row(system: str, per_s: float, engine: str = "sqlite", p99: float = 1.0):
+        return dataclasses.replace(_row(system, per_s, engine, HTTP.name), p99_ms=p99)
+
+    run = [row(FLOOR, 3_000, p99=36.0), row(EVENTBANK, 1_000, p99=58.0), row(NOT_INLINE, 1_100),
+           row(FLOOR, 3_000, "postgresql"), row(EVENTBANK, 1_250, "postgresql")]  # fmt: skip
+    floor, p99, inline, pg_floor = served_bars(Report({}, [], http=run))
+    assert (floor.passed, floor.measured) == (False, "0.33x (1,000 against 3,000/s), 0 non-2xx")
+    assert (p99.passed, p99.measured) == (False, "58.0 ms (the floor's own: 36.0 ms)")
+    assert (inline.passed, inline.measured) == (True, "1,000 against 1,100/s (9%)")
+    assert pg_floor.goal.startswith(">= 0.40x") and pg_floor.passed is True  # 1,250 / 3,000
+    refused = dataclasses.replace(row(EVENTBANK, 1_600), non_2xx={"503": 3})
+    (fast, fast_p99) = served_bars(Report({}, [], http=[row(FLOOR, 3_000), refused]))
+    assert fast.passed is False and fast.measured.endswith(", 3 non-2xx")  # 0.53x, not all 2xx
+    assert fast_p99.passed is True
+    slow_without = served_bars(Report({}, [], http=[row(EVENTBANK, 800), row(NOT_INLINE, 1_000)]))
+    assert [(b.passed, b.measured) for b in slow_without] == [(False, "800 against 1,000/s (20%)")]
+
+
+def test_the_in_process_bar_reads_eventbank_against_the_engine_alone_of_the_same_run():
+    def ours(engine: str, per_s: float) -> Measurement:
+        return Measurement("eventbank", engine, "LedgerService", CONCURRENT.name, 16, 1000,
+                           500, 500, {}, "", 0, 0.0, 1.0, per_s, 2 * per_s, 1.0, 2.0, 200.0,
+                           0.5)  # fmt: skip
+
+    def alone(engine: str, per_s: float) -> Ceiling:
+        return Ceiling(engine, CONCURRENT.name, 16, 500, per_s, 1.0, 40.0)
+
+    report = Report({}, [ours("sqlite", 5_000), ours("postgresql", 7_000)],
+                    ceilings=[alone("sqlite", 20_000), alone("postgresql", 13_000)])  # fmt: skip
+    sqlite, postgres = in_process_bars(report)
+    assert (sqlite.passed, sqlite.measured) == (False, "0.25x (5,000 against 20,000/s)")
+    assert (postgres.passed, postgres.measured) == (True, "0.54x (7,000 against 13,000/s)")
+    assert in_process_bars(Report({}, [], ceilings=[alone("sqlite", 20_000)])) == []
 
 
 def _row(system: str, per_s: float, engine: str, scenario: str) -> HttpMeasurement:
