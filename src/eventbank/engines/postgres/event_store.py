@@ -44,6 +44,7 @@ from psycopg.types.json import Json
 
 from eventbank.domain.canonical import canonical_json
 from eventbank.engines.postgres import connection as pg
+from eventbank.engines.postgres.unnest import columns_of, unnest_insert
 from eventbank.engines.sql.group_commit import (
     DEFAULT_MAX,
     DEFAULT_WAIT_MS,
@@ -325,44 +326,22 @@ _CONSTRAINTS = {"events_event_id_key": "event_id", "events_stream_version_key": 
                 "commands_pkey": "command_id"}  # fmt: skip
 
 
-def _unnest_insert(table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> str:
-    """An INSERT of any number of rows from one array parameter per column, in array order.
-
-    Why not ``VALUES (%s, …), (%s, …)``: psycopg re-parses a query with more than 50
-    parameters at every execution (its cache refuses them), about 1 ms per batch of 12
-    transfers, and every batch size would be a statement of its own; this one has one text,
-    parsed and prepared once. The arrays go in binary (``%b``): as text, every quote in the
-    JSON payloads would be escaped by a regular expression in Python."""
-    typed = list(zip(columns, types, strict=True))
-    arrays = ", ".join("%b::text[]" if kind == "json" else f"%b::{kind}[]" for _, kind in typed)
-    selected = ", ".join(f"{name}::json" if kind == "json" else name for name, kind in typed)
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {selected} FROM unnest({arrays})"
-        f" WITH ORDINALITY AS batch({', '.join(columns)}, n) ORDER BY n"
-    )
-
-
-_INSERT_EVENTS = _unnest_insert(
+_INSERT_EVENTS = unnest_insert(
     "events", EVENT_COLUMNS,
     ("text", "text", "text", "bigint", "text", "bigint", "json", "json", "text"),
 ) + " RETURNING event_id, position"  # fmt: skip
-_INSERT_COMMANDS = _unnest_insert("commands", COMMAND_COLUMNS, ("text", "text", "json"))
-
-
-def _columns(rows: list[tuple]) -> list[list]:
-    """Rows turned into one list per column: the array parameters of ``_unnest_insert``."""
-    return [list(column) for column in zip(*rows, strict=True)]
+_INSERT_COMMANDS = unnest_insert("commands", COMMAND_COLUMNS, ("text", "text", "json"))
 
 
 def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[int]:
     """RETURNING order is unspecified, so each position comes back with its event's id."""
-    rows = conn.execute(_INSERT_EVENTS, _columns(event_rows(events))).fetchall()
+    rows = conn.execute(_INSERT_EVENTS, columns_of(event_rows(events))).fetchall()
     position_of: dict[str, int] = dict(rows)
     return [position_of[event.event_id] for event in events]
 
 
 def _insert_commands(conn: psycopg.Connection, commands: Sequence[CommandRecord]) -> None:
-    conn.execute(_INSERT_COMMANDS, _columns(command_rows(commands)))
+    conn.execute(_INSERT_COMMANDS, columns_of(command_rows(commands)))
 
 
 def _constraint(exc: Exception) -> str | None:

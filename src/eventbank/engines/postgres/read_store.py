@@ -25,6 +25,7 @@ import psycopg
 
 from eventbank.domain.canonical import canonical_json
 from eventbank.engines.postgres import connection as pg
+from eventbank.engines.postgres.unnest import columns_of, unnest_insert
 from eventbank.engines.sql.transfer_rows import (
     T_COLUMNS,
     TABLES,
@@ -443,24 +444,35 @@ def _first_gap(
 
 
 def _insert_transactions(conn: psycopg.Connection, moves: Sequence[TransactionRow]) -> None:
-    """Record the movements of the changes just written."""
-    if not moves:
-        return
-    with conn.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO account_transactions ({TRANSACTION_COLUMNS})"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    """Record the movements of the changes just written, in one statement."""
+    if moves:
+        conn.execute(_INSERT_TRANSACTIONS, columns_of(
             [(t.account_id, t.version, t.kind, t.amount_minor, t.currency, t.counterparty,
               t.transfer_id, t.balance_after_minor, t.recorded_at,
-              canonical_json(dict(t.metadata)), t.description, t.reverses) for t in moves],
-        )  # fmt: skip
+              canonical_json(dict(t.metadata)), t.description, t.reverses) for t in moves]
+        ))  # fmt: skip
 
 
-_UPSERT_TRANSFER = (
-    f"INSERT INTO transfers ({TRANSFER_COLUMNS})"
-    f" VALUES ({', '.join(['%s'] * len(TRANSFER_NAMES))}) ON CONFLICT (transfer_id) DO UPDATE"
-    f" SET {', '.join(f'{c} = excluded.{c}' for c in TRANSFER_NAMES)}"
-)
+_INSERT_TRANSACTIONS = unnest_insert(
+    "account_transactions", tuple(c.strip() for c in TRANSACTION_COLUMNS.split(",")),
+    ("text", "bigint", "text", "bigint", "text", "text", "text", "bigint", "text", "jsonb",
+     "text", "text"),
+)  # fmt: skip
+_UPSERT_TRANSFERS = unnest_insert(
+    "transfers", tuple(TRANSFER_NAMES),
+    ("text", "text", "text", "text", "text", "text", "jsonb", "jsonb", "text", "text", "bigint",
+     "bigint", "text", "jsonb", "bigint"),
+    f"ON CONFLICT (transfer_id) DO UPDATE"
+    f" SET {', '.join(f'{c} = excluded.{c}' for c in TRANSFER_NAMES)}",
+)  # fmt: skip
+_INDEX_BY_ACCOUNT = unnest_insert(
+    "transfers_by_account", ("account_id", "created_at", "transfer_id"), ("text",) * 3,
+    "ON CONFLICT DO NOTHING",
+)  # fmt: skip
+_INDEX_BY_META = unnest_insert(
+    "transfers_by_meta", ("meta_key", "meta_value", "created_at", "transfer_id"), ("text",) * 4,
+    "ON CONFLICT DO NOTHING",
+)  # fmt: skip
 
 
 def _refresh_transfers(conn: psycopg.Connection, moves: Sequence[TransactionRow]) -> None:
@@ -497,16 +509,13 @@ def _refold(conn: psycopg.Connection, transfer_ids: list[str]) -> None:
         reversals.setdefault(original, []).append((reversal, moved))
     rows = refolded(transfer_ids, moves, reversals)
     by_account, by_meta = index_rows(rows)
-    with conn.cursor() as cursor:
-        cursor.executemany(_UPSERT_TRANSFER, [transfer_values(row) for row in rows])
-        cursor.executemany(
-            "INSERT INTO transfers_by_account VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            by_account,
-        )
-        cursor.executemany(
-            "INSERT INTO transfers_by_meta VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            by_meta,
-        )
+    for statement, values in (
+        (_UPSERT_TRANSFERS, [transfer_values(row) for row in rows]),
+        (_INDEX_BY_ACCOUNT, by_account),
+        (_INDEX_BY_META, by_meta),
+    ):
+        if values:  # one statement for all the rows (unnest.py)
+            conn.execute(statement, columns_of(values))
 
 
 def _decoded(value: Any) -> Any:
