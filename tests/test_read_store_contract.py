@@ -72,6 +72,29 @@ def test_a_change_already_applied_is_skipped_not_double_counted(reads):
     assert [t.version for t in reads.transactions("a")] == [2, 3]
 
 
+def test_a_batch_of_many_accounts_lands_whole_and_again_changes_nothing(reads):
+    """Several accounts, each with a run of changes, in one batch (written together where an
+    engine can), then the same batch again beside one more account's changes already applied
+    (each change then on its own): every row ends where its last change leaves it, and nothing
+    is counted twice."""
+    reads.apply(P, opened_and_funded("c", 70))
+    batch = [
+        change
+        for account, funds in (("a", 500), ("b", 300))
+        for change in [
+            *opened_and_funded(account, funds),
+            Change(row(account, 3, funds - 1), move(account, 3, 1, funds - 1, "withdrawal")),
+        ]
+    ]
+    batch.append(Change(row("d", 1, 0), None))
+    expected = [row("a", 3, 499), row("b", 3, 299), row("c", 2, 70), row("d", 1, 0)]
+    for again in ([], opened_and_funded("c", 70)):
+        reads.apply(P, batch + again)
+        assert [reads.balance(a) for a in "abcd"] == expected
+        moves = [[t.version for t in reads.transactions(a)] for a in "abcd"]
+        assert moves == [[2, 3], [2, 3], [2], []]
+
+
 def test_a_change_beyond_the_next_version_is_refused_as_a_gap(reads):
     reads.apply(P, [Change(row("a", 1, 0), None)])
     with pytest.raises(ReadStoreError, match="gap"):
