@@ -329,7 +329,8 @@ _CONSTRAINTS = {"events_event_id_key": "event_id", "events_stream_version_key": 
 _INSERT_EVENTS = unnest_insert(
     "events", EVENT_COLUMNS,
     ("text", "text", "text", "bigint", "text", "bigint", "json", "json", "text"),
-) + " RETURNING event_id, position"  # fmt: skip
+    "RETURNING event_id, position",
+)  # fmt: skip
 _INSERT_COMMANDS = unnest_insert("commands", COMMAND_COLUMNS, ("text", "text", "json"))
 
 

@@ -30,6 +30,7 @@ from eventbank.engines.sql.transfer_rows import (
     T_COLUMNS,
     TABLES,
     TRANSACTION_COLUMNS,
+    TRANSACTION_NAMES,
     TRANSFER_COLUMNS,
     TRANSFER_NAMES,
     index_rows,
@@ -454,7 +455,7 @@ def _insert_transactions(conn: psycopg.Connection, moves: Sequence[TransactionRo
 
 
 _INSERT_TRANSACTIONS = unnest_insert(
-    "account_transactions", tuple(c.strip() for c in TRANSACTION_COLUMNS.split(",")),
+    "account_transactions", tuple(TRANSACTION_NAMES),
     ("text", "bigint", "text", "bigint", "text", "text", "text", "bigint", "text", "jsonb",
      "text", "text"),
 )  # fmt: skip

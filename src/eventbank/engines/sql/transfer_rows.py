@@ -24,6 +24,7 @@ TRANSFER_COLUMNS = (
     "transfer_id, kind, currency, created_at, from_account, to_account, accounts, metadata,"
     " description, reverses, held_minor, moved_minor, outcome, reversed_by, reversed_minor"
 )
+TRANSACTION_NAMES = [c.strip() for c in TRANSACTION_COLUMNS.split(",")]
 TRANSFER_NAMES = [c.strip() for c in TRANSFER_COLUMNS.split(",")]
 T_COLUMNS = ", ".join(f"t.{name}" for name in TRANSFER_NAMES)  # aliased for index joins
 TABLES = ("account_balances", "account_transactions", "transfers", "transfers_by_account",
