@@ -8,6 +8,7 @@ command is replayed although no look-up precedes deciding.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sqlite3
 import subprocess
@@ -602,6 +603,49 @@ def test_a_stale_cached_account_is_caught_by_the_store_and_answered_correctly(ma
     assert receipt.outcome["account"]["balance"] == "20.00"
     assert retries.reasons == ["ConcurrencyConflict"]
     assert LedgerService(make_store()).get_account("acc").describe()["balance"] == "20.00"
+
+
+def test_once_a_cached_account_proved_stale_another_writers_moves_cost_no_conflict(make_store):
+    """account_cache.py: after one refusal, the streams of a command are caught up in one read
+    before deciding, so a second writer's moves are folded on instead of refused."""
+    retries = Retries()
+    ours = LedgerService(make_store(), observer=retries)
+    theirs = LedgerService(make_store())
+    ours.open_account("acc", owner="Ann", account_type="CHECKING", initial_deposit="100")
+    ours.open_account("other", owner="Bob", account_type="CHECKING")
+    theirs.deposit("acc", "1.00")
+    ours.withdraw("acc", "1.00")  # decided on 100.00 at version 2: refused, re-read, done
+    assert retries.reasons == ["ConcurrencyConflict"]
+    for _ in range(3):
+        theirs.deposit("acc", "10.00")
+        theirs.deposit("other", "1.00")
+        ours.transfer("acc", "other", "5.00")
+    assert retries.reasons == ["ConcurrencyConflict"]  # caught up, never refused again
+    fresh = LedgerService(make_store())
+    assert [fresh.get_account(a).describe()["balance"] for a in ("acc", "other")] == [
+        "115.00", "18.00",
+    ]  # fmt: skip
+
+
+def test_catching_up_folds_on_the_stores_newer_events_and_drops_what_it_cannot_trust(store):
+    service = LedgerService(store)
+    service.open_account("behind", owner="Ann", account_type="CHECKING", initial_deposit="10")
+    service.open_account("queued", owner="Bob", account_type="CHECKING", initial_deposit="10")
+    service.open_account("forked", owner="Cy", account_type="CHECKING", initial_deposit="10")
+    cache = AccountCache()
+    entries = {sid: service._load(sid) for sid in ("behind", "queued", "forked")}
+    service.deposit("behind", "5.00")  # the store moved on past the cached state
+    state, head = entries["queued"]  # as if this process had queued version 3, not yet written
+    entries["queued"] = (dataclasses.replace(state, version=3, balance_minor=2_000), "h3")
+    state, _ = entries["forked"]
+    entries["forked"] = (state, "not-the-stores-head")  # its version holds another event
+    for entry in entries.values():
+        cache.put(*entry)
+    fresh = cache.catch_up(store, entries)
+    assert set(fresh) == {"behind", "queued"} and cache.get("forked") is None
+    assert fresh["behind"][0].describe()["balance"] == "15.00"
+    assert fresh["behind"] == cache.get("behind") == service._load("behind")
+    assert fresh["queued"] == entries["queued"]
 
 
 class CountingReads:

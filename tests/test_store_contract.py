@@ -72,6 +72,25 @@ def test_a_malformed_stream_read_is_refused(store, bad):
         store.read_stream("s1", **bad)
 
 
+def test_several_streams_read_at_once_each_above_its_own_version(store):
+    store.append([new_event("s1", v) for v in (1, 2, 3)], {"s1": 0})
+    store.append([new_event("s2", 1), new_event("s3", 1)], {"s2": 0, "s3": 0})
+    read = store.read_streams({"s1": 1, "s2": 1, "s3": 0, "nobody": 0})
+    assert {sid: [e.version for e in events] for sid, events in read.items()} == {
+        "s1": [2, 3], "s3": [1],
+    }  # fmt: skip
+    assert read["s1"] == store.read_stream("s1", 1)  # whole envelopes, as one stream's read
+    assert store.read_streams({}) == {}
+
+
+@pytest.mark.parametrize(
+    "bad", [{"s1": -1}, {"s1": "0"}, {"s1": None}, {f"s{n}": 0 for n in range(1_001)}]
+)
+def test_a_malformed_read_of_several_streams_is_refused(store, bad):
+    with pytest.raises(InvalidInput):
+        store.read_streams(bad)
+
+
 def test_stream_ids_pages_through_every_stream_with_events_once(store):
     names = ["acc-1", "acc-2", "b", "payroll#x", "audit#trail", "z9"]
     for name in names:

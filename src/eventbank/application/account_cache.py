@@ -9,6 +9,13 @@ if the stream has moved on; the service then forgets the entry and reads the str
 refusal decided on a cached state is likewise re-checked against the store before it is
 reported (service.py).
 
+Where another process writes the same accounts (``serve --workers 2`` on PostgreSQL) nearly
+every entry goes stale, and a command decided on one is refused and decided again. So once an
+entry proved stale (``found_stale``), for ``OTHER_WRITERS_WINDOW_S`` entries are checked before
+use: ``catch_up`` reads, in one read of the store for all of a command's streams, each one's
+events from the cached version on, and folds on what others appended. A process that writes
+alone never sees an entry go stale and never pays that read.
+
 Entries only move forward (a racing thread's older read never replaces a newer state) and the
 least recently used are dropped beyond ``capacity``.
 """
@@ -16,11 +23,18 @@ least recently used are dropped beyond ``capacity``.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from eventbank.domain import account as domain
 from eventbank.domain.account import Account
 from eventbank.domain.errors import InvalidInput
+from eventbank.domain.events import AccountEvent, event_from_data
+from eventbank.ports.event_store import EventStore, RecordedEvent
+
+# How long after an entry proved stale entries are checked against the store before use.
+OTHER_WRITERS_WINDOW_S = 10.0
 
 
 class AccountCache:
@@ -30,6 +44,7 @@ class AccountCache:
         self.capacity = capacity
         self._entries: OrderedDict[str, tuple[Account, str]] = OrderedDict()
         self._lock = threading.Lock()
+        self._stale_at = -OTHER_WRITERS_WINDOW_S  # monotonic time an entry last proved stale
 
     def get(self, account_id: str) -> tuple[Account, str] | None:
         """The cached (state, head hash), possibly stale; None if not cached."""
@@ -55,3 +70,43 @@ class AccountCache:
         with self._lock:
             for account_id in account_ids:
                 self._entries.pop(account_id, None)
+
+    def found_stale(self, account_ids: Iterable[str]) -> None:
+        """Forget entries another writer moved past (the store refused an append decided on
+        them), and check entries before use for a while (``catch_up``)."""
+        self._stale_at = time.monotonic()
+        self.forget(account_ids)
+
+    def others_write(self) -> bool:
+        """Whether an entry proved stale lately, so entries are worth checking before use."""
+        return time.monotonic() - self._stale_at < OTHER_WRITERS_WINDOW_S
+
+    def catch_up(
+        self, store: EventStore, entries: Mapping[str, tuple[Account, str]]
+    ) -> dict[str, tuple[Account, str]]:
+        """``entries`` brought to the store's heads in one read (``read_streams``, from each
+        entry's own version on): an entry whose last event is the store's gets the events after
+        it folded on; one at a version not in the store yet (this process's append, still
+        queued) is kept as it is; one whose version holds another event is forgotten and left
+        out, for the caller to load."""
+        found = store.read_streams({sid: state.version - 1 for sid, (state, _) in entries.items()})
+        fresh = {}
+        for sid, (state, head) in entries.items():
+            events = found.get(sid)
+            if not events:
+                fresh[sid] = (state, head)
+            elif events[0].version == state.version and events[0].hash == head:
+                if len(events) > 1:
+                    for event in events[1:]:
+                        state = domain.apply(state, decoded(event))
+                    head = events[-1].hash
+                    self.put(state, head)
+                fresh[sid] = (state, head)
+            else:
+                self.forget([sid])
+        return fresh
+
+
+def decoded(event: RecordedEvent) -> AccountEvent:
+    """The domain's event for a stored one of an account stream."""
+    return event_from_data(event.event_type, dict(event.data), event.schema_version)

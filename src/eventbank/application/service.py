@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from eventbank.application.account_cache import AccountCache
+from eventbank.application.account_cache import AccountCache, decoded
 from eventbank.application.batch import (
     MAX_BATCH_ITEMS,
     MISSING_KEY,
@@ -80,7 +80,6 @@ from eventbank.domain.events import (
     LegPosted,
     Movement,
     ReversalRecorded,
-    event_from_data,
 )
 from eventbank.domain.journal import Original
 from eventbank.domain.metadata import check_metadata
@@ -243,9 +242,7 @@ class LedgerService:
         events = self.store.read_stream(account_id, state.version if state else 0)
         if events:
             head = events[-1].hash
-        folded = domain.replay(
-            (event_from_data(e.event_type, dict(e.data), e.schema_version) for e in events), state
-        )
+        folded = domain.replay(map(decoded, events), state)
         if folded is not None:
             self._cache.put(folded, head)
         return folded, head
@@ -254,16 +251,13 @@ class LedgerService:
         self, stream_ids: Sequence[str]
     ) -> tuple[dict[str, tuple[Account | None, str]], list[str]]:
         """Each stream's state and chain head, from the cache where it has them (they may be
-        stale: the append's version check decides), else loaded; and which came from the cache."""
-        known, cached = {}, []
-        for sid in stream_ids:
-            entry = self._cache.get(sid)
-            if entry is None:
-                known[sid] = self._load(sid)
-            else:
-                known[sid] = entry
-                cached.append(sid)
-        return known, cached
+        stale: the append's version check decides; caught up first while other writers are
+        about, account_cache.py), else loaded; and which came from the cache."""
+        entries = {sid: entry for sid in stream_ids if (entry := self._cache.get(sid))}
+        if entries and self._cache.others_write():
+            entries = self._cache.catch_up(self.store, entries)
+        known = {sid: entries.get(sid) or self._load(sid) for sid in stream_ids}
+        return known, list(entries)
 
     def take_snapshot(self, account_id: str) -> Account:
         """Save the account's current state as a snapshot (also done every ``snapshot_every``)."""
@@ -703,7 +697,7 @@ class LedgerService:
                     settle = self._decide_and_submit([command])
                 return settle()[0]
             except ConcurrencyConflict as exc:
-                self._cache.forget(exc.aggregate_ids)
+                self._cache.found_stale(exc.aggregate_ids)
                 last_error = exc
             except StoreUnavailable as exc:
                 if time.monotonic() > unavailable_deadline:
@@ -971,7 +965,7 @@ class LedgerService:
                     look_up.add(index)
                     down_for = 0.0
                     if isinstance(error, ConcurrencyConflict):
-                        self._cache.forget(error.aggregate_ids)
+                        self._cache.found_stale(error.aggregate_ids)
                     elif isinstance(error, StoreUnavailable):
                         # down since the wave that met it began, as for one command
                         down_since = down_since or tried_at
@@ -1195,7 +1189,7 @@ class LedgerService:
                 results.update(_aborted(todo, refused_by[0], exc))
                 return results
             except ConcurrencyConflict as exc:
-                self._cache.forget(exc.aggregate_ids)
+                self._cache.found_stale(exc.aggregate_ids)
                 last_error = exc
                 continue
             except StoreUnavailable as exc:

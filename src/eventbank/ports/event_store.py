@@ -12,6 +12,9 @@
   with versions above ``after_version``, oldest first, or newest first with ``backwards``; at
   most ``limit`` of them (None: all, for folding a whole stream). ``limit=1, backwards=True``
   is the head (``stream_head``), one event whatever the stream's length.
+- ``read_streams({id: after_version, …})`` is ``read_stream`` for several streams in one read
+  where the engine can (at most ``MAX_STREAMS_PER_READ``): each stream's events above its
+  version, oldest first; a stream with none is left out of the answer.
 - ``read_all`` returns the global feed in position order, where the engine has one.
 - ``stream_ids(after, limit)`` lists every stream that holds events, from the store itself
   (never from the feed, which DynamoDB keeps for 24 hours only): each id once, in an order of
@@ -30,7 +33,7 @@ refuses the same malformed requests with the same messages.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard
 
@@ -39,6 +42,7 @@ from eventbank.domain.errors import Conflict, EventbankError, InvalidInput
 
 MAX_EVENTS_PER_APPEND = 1_000
 MAX_READ_LIMIT = 10_000
+MAX_STREAMS_PER_READ = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +245,8 @@ class EventStore(Protocol):
         backwards: bool = False,
     ) -> list[RecordedEvent]: ...
 
+    def read_streams(self, after_versions: Mapping[str, int]) -> dict[str, list[RecordedEvent]]: ...
+
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]: ...
 
     def stream_ids(self, after: str = "", limit: int = 1000) -> list[str]: ...
@@ -343,6 +349,24 @@ def check_stream_read(after_version: int, limit: int | None, backwards: bool) ->
         check_read_limit(limit)
     if type(backwards) is not bool:
         raise InvalidInput("backwards must be true or false")
+
+
+def check_streams_read(after_versions: Mapping[str, int]) -> None:
+    """Refuse a malformed ``read_streams`` before any engine touches storage."""
+    if len(after_versions) > MAX_STREAMS_PER_READ:
+        raise InvalidInput(f"at most {MAX_STREAMS_PER_READ} streams in one read")
+    for aggregate_id, after_version in after_versions.items():
+        if type(aggregate_id) is not str:
+            raise InvalidInput("a stream id must be a string")
+        check_stream_read(after_version, None, False)
+
+
+def by_stream(events: Iterable[RecordedEvent]) -> dict[str, list[RecordedEvent]]:
+    """``read_streams``' answer from events in stream order."""
+    streams: dict[str, list[RecordedEvent]] = {}
+    for event in events:
+        streams.setdefault(event.aggregate_id, []).append(event)
+    return streams
 
 
 def check_max_version(max_version: int | None) -> None:

@@ -79,6 +79,7 @@ from eventbank.ports.event_store import (
     check_read_limit,
     check_stream_ids,
     check_stream_read,
+    check_streams_read,
     command_records,
     encoded_payload,
     recorded,
@@ -324,6 +325,12 @@ class DynamoEventStore(DynamoTable):
             if "LastEvaluatedKey" not in page or (limit is not None and len(events) >= limit):
                 return events
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def read_streams(self, after_versions: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
+        """A Query per stream: DynamoDB reads one partition at a time."""
+        check_streams_read(after_versions)
+        found = {sid: self.read_stream(sid, after) for sid, after in after_versions.items()}
+        return {sid: events for sid, events in found.items() if events}
 
     def stream_ids(self, after: str = "", limit: int = 1000) -> list[str]:
         """Every stream, from the registry: consistent Queries of its partitions in turn, so the

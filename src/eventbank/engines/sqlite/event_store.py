@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from eventbank.domain.canonical import canonical_json
@@ -42,10 +42,12 @@ from eventbank.ports.event_store import (
     RecordedEvent,
     Snapshot,
     StoreError,
+    by_stream,
     check_max_version,
     check_read_limit,
     check_stream_ids,
     check_stream_read,
+    check_streams_read,
 )
 
 SCHEMA_VERSION = 2
@@ -177,6 +179,20 @@ class SqliteEventStore(QueuedAppends):
             (aggregate_id, after_version, -1 if limit is None else limit),  # -1: no limit
         )
         return [_recorded(row) for row in rows]
+
+    def read_streams(self, after_versions: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
+        """One statement: the streams and versions as a VALUES list, joined to the events."""
+        check_streams_read(after_versions)
+        if not after_versions:
+            return {}
+        wanted = ", ".join(["(?, ?)"] * len(after_versions))
+        rows = self._conn().execute(
+            f"WITH wanted(stream, after_version) AS (VALUES {wanted})"
+            f" SELECT {STORED_EVENT_COLUMNS} FROM wanted JOIN events ON aggregate_id = stream"
+            " AND version > after_version ORDER BY aggregate_id, version",
+            [value for pair in after_versions.items() for value in pair],
+        )
+        return by_stream(_recorded(row) for row in rows)
 
     def stream_ids(self, after: str = "", limit: int = 1000) -> list[str]:
         """Ids in ascending (binary) order: one index probe per id (see _STREAM_IDS)."""
