@@ -641,11 +641,28 @@ def test_catching_up_folds_on_the_stores_newer_events_and_drops_what_it_cannot_t
     entries["forked"] = (state, "not-the-stores-head")  # its version holds another event
     for entry in entries.values():
         cache.put(*entry)
-    fresh = cache.catch_up(store, entries)
-    assert set(fresh) == {"behind", "queued"} and cache.get("forked") is None
-    assert fresh["behind"][0].describe()["balance"] == "15.00"
-    assert fresh["behind"] == cache.get("behind") == service._load("behind")
-    assert fresh["queued"] == entries["queued"]
+    cache.found_stale([])  # another writer is about: entries are checked before use
+    cache.catch_up(store, entries)
+    assert cache.get("forked") is None
+    assert cache.get("behind")[0].describe()["balance"] == "15.00"
+    assert cache.get("behind") == service._load("behind")
+    assert cache.get("queued") == entries["queued"]
+
+
+def test_within_one_command_a_stream_is_caught_up_once(store):
+    counting = CountingReads(store)
+    service = LedgerService(store)
+    service.open_account("acc-1", owner="Ann", account_type="CHECKING", initial_deposit="10")
+    cache = AccountCache()
+    cache.put(*service._load("acc-1"))
+    cache.catch_up(counting, ["acc-1"])
+    assert not counting.reads  # no other writer seen: nothing is checked
+    cache.found_stale([])
+    with cache.checking_once():
+        cache.catch_up(counting, ["acc-1"])
+        cache.catch_up(counting, ["acc-1"])
+    cache.catch_up(counting, ["acc-1"])
+    assert counting.reads == Counter(read_streams=2)
 
 
 class CountingReads:
@@ -668,6 +685,10 @@ class CountingReads:
     def find_command(self, command_id):
         self.reads["find_command"] += 1
         return self._store.find_command(command_id)
+
+    def read_streams(self, after_versions):
+        self.reads["read_streams"] += 1
+        return self._store.read_streams(after_versions)
 
 
 def test_commands_on_hot_accounts_read_nothing_they_already_know(store):

@@ -12,9 +12,10 @@ reported (service.py).
 Where another process writes the same accounts (``serve --workers 2`` on PostgreSQL) nearly
 every entry goes stale, and a command decided on one is refused and decided again. So once an
 entry proved stale (``found_stale``), for ``OTHER_WRITERS_WINDOW_S`` entries are checked before
-use: ``catch_up`` reads, in one read of the store for all of a command's streams, each one's
-events from the cached version on, and folds on what others appended. A process that writes
-alone never sees an entry go stale and never pays that read.
+use: ``catch_up`` reads, in one read of the store for all the streams asked, each one's events
+from the cached version on, and folds on what others appended. Within one command, or one
+batch of transfers (``checking_once``), a stream is caught up once, not at each step that looks
+at it. A process that writes alone never sees an entry go stale and never pays that read.
 
 Entries only move forward (a racing thread's older read never replaces a newer state) and the
 least recently used are dropped beyond ``capacity``.
@@ -25,7 +26,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from eventbank.domain import account as domain
 from eventbank.domain.account import Account
@@ -35,6 +38,8 @@ from eventbank.ports.event_store import EventStore, RecordedEvent
 
 # How long after an entry proved stale entries are checked against the store before use.
 OTHER_WRITERS_WINDOW_S = 10.0
+# The streams caught up so far in the current ``checking_once`` block, and whose cache it is.
+_CHECKED: ContextVar[tuple[object, set[str]]] = ContextVar("checked", default=(None, set()))
 
 
 class AccountCache:
@@ -81,30 +86,43 @@ class AccountCache:
         """Whether an entry proved stale lately, so entries are worth checking before use."""
         return time.monotonic() - self._stale_at < OTHER_WRITERS_WINDOW_S
 
-    def catch_up(
-        self, store: EventStore, entries: Mapping[str, tuple[Account, str]]
-    ) -> dict[str, tuple[Account, str]]:
-        """``entries`` brought to the store's heads in one read (``read_streams``, from each
-        entry's own version on): an entry whose last event is the store's gets the events after
-        it folded on; one at a version not in the store yet (this process's append, still
-        queued) is kept as it is; one whose version holds another event is forgotten and left
-        out, for the caller to load."""
+    @contextmanager
+    def checking_once(self) -> Iterator[None]:
+        """Within this block (one command, one batch: this thread and the threads it hands
+        the context to), ``catch_up`` reads each stream at most once."""
+        token = _CHECKED.set((self, set()))
+        try:
+            yield
+        finally:
+            _CHECKED.reset(token)
+
+    def catch_up(self, store: EventStore, stream_ids: Iterable[str]) -> None:
+        """While other writers are about, bring the entries of ``stream_ids`` to the store's
+        heads in one read (``read_streams``, from each entry's own version on): an entry whose
+        last event is the store's gets the events after it folded on; one at a version not in
+        the store yet (this process's append, still queued) stays as it is; one whose version
+        holds another event is forgotten, for the caller to load."""
+        if not self.others_write():
+            return
+        scope, checked = _CHECKED.get()
+        if scope is not self:
+            checked = set()
+        entries = {sid: entry for sid in stream_ids
+                   if sid not in checked and (entry := self.get(sid))}  # fmt: skip
+        if not entries:
+            return
         found = store.read_streams({sid: state.version - 1 for sid, (state, _) in entries.items()})
-        fresh = {}
+        checked.update(entries)
         for sid, (state, head) in entries.items():
             events = found.get(sid)
             if not events:
-                fresh[sid] = (state, head)
-            elif events[0].version == state.version and events[0].hash == head:
-                if len(events) > 1:
-                    for event in events[1:]:
-                        state = domain.apply(state, decoded(event))
-                    head = events[-1].hash
-                    self.put(state, head)
-                fresh[sid] = (state, head)
-            else:
+                continue
+            if events[0].version != state.version or events[0].hash != head:
                 self.forget([sid])
-        return fresh
+                continue
+            for event in events[1:]:
+                state = domain.apply(state, decoded(event))
+            self.put(state, events[-1].hash)
 
 
 def decoded(event: RecordedEvent) -> AccountEvent:

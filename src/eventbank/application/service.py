@@ -253,9 +253,8 @@ class LedgerService:
         """Each stream's state and chain head, from the cache where it has them (they may be
         stale: the append's version check decides; caught up first while other writers are
         about, account_cache.py), else loaded; and which came from the cache."""
+        self._cache.catch_up(self.store, stream_ids)
         entries = {sid: entry for sid in stream_ids if (entry := self._cache.get(sid))}
-        if entries and self._cache.others_write():
-            entries = self._cache.catch_up(self.store, entries)
         known = {sid: entries.get(sid) or self._load(sid) for sid in stream_ids}
         return known, list(entries)
 
@@ -537,11 +536,12 @@ class LedgerService:
         cached or loaded now); one another expirer wrote meanwhile is left to it. Says how many
         this call expired or found expired."""
         now, expired = self.clock_text(), 0
-        for sid in stream_ids:
-            try:
-                state = self._known([sid])[0][sid][0]
-            except EventbankError:
-                continue  # a malformed id or a missing account: the command itself says so
+        ids = [sid for sid in stream_ids if domain.is_account_id(sid)]  # else the command says so
+        try:
+            known = self._known(ids)[0]
+        except EventbankError:
+            return 0  # the store failed: the command meets it too, and says so
+        for sid, (state, _) in known.items():
             overdue = [(tid, hold) for tid, hold in state.holds.items()
                        if hold.overdue(now)] if state else []  # fmt: skip
             for tid, hold in overdue:
@@ -656,10 +656,11 @@ class LedgerService:
         (``expire_transfer``): the next command that touches an account writes it, if the
         server's worker has not yet."""
         started, outcome_label = time.perf_counter(), "error"
-        if expire_overdue:
-            self.expire_overdue(stream_ids)
         try:
-            receipt = self._attempt(command_id, request, stream_ids, decide, describe)
+            with self._cache.checking_once():
+                if expire_overdue:
+                    self.expire_overdue(stream_ids)
+                receipt = self._attempt(command_id, request, stream_ids, decide, describe)
             outcome_label = "replayed" if receipt.replayed else "ok"
             return receipt
         except RuleViolation:
@@ -873,9 +874,11 @@ class LedgerService:
             first_refused = min(results)
             results.update(_aborted(commands, first_refused, results[first_refused].error))
         elif atomic:
-            results.update(self._batch_atomic(commands))
+            with self._cache.checking_once():
+                results.update(self._batch_atomic(commands))
         elif commands:
-            results.update(self._batch_each(commands))
+            with self._cache.checking_once():
+                results.update(self._batch_each(commands))
         ordered = [results[index] for index in range(len(items))]
         self._observe_transfers(ordered, started)
         return ordered
@@ -897,10 +900,11 @@ class LedgerService:
             except EventbankError as exc:
                 answers[index] = exc
         if commands:
-            self.expire_overdue(list(dict.fromkeys(
-                sid for _, command in commands for sid in command.stream_ids
-            )))  # fmt: skip
-            results = self._batch_each(commands, resent=False)
+            with self._cache.checking_once():
+                self.expire_overdue(list(dict.fromkeys(
+                    sid for _, command in commands for sid in command.stream_ids
+                )))  # fmt: skip
+                results = self._batch_each(commands, resent=False)
             self._observe_transfers(results.values(), started)
             answers.update((index, _receipt_of(result)) for index, result in results.items())
         return [answers[index] for index in range(len(items))]

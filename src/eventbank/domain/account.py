@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeGuard
 
 from eventbank.domain.errors import (
     AccountAlreadyExists,
@@ -82,12 +82,17 @@ class AccountStatus(StrEnum):
     CLOSED = "CLOSED"
 
 
+def is_account_id(account_id: object) -> TypeGuard[str]:
+    """Whether ``account_id`` is well formed (``check_account_id`` says why not)."""
+    return isinstance(account_id, str) and _ACCOUNT_ID.fullmatch(account_id) is not None
+
+
 def check_account_id(account_id: object) -> str:
     """Account ids are 1-64 characters of letters, digits and ``_ . : -``, starting alphanumeric.
 
     The narrow alphabet keeps ids safe as storage keys in every engine (no ``#``, no spaces).
     """
-    if not isinstance(account_id, str) or not _ACCOUNT_ID.fullmatch(account_id):
+    if not is_account_id(account_id):
         raise InvalidInput(
             f"invalid account id {account_id!r}: use 1-64 letters, digits, '_', '.', ':' or '-', "
             "starting with a letter or digit"
