@@ -97,10 +97,16 @@ def test_a_batch_of_many_accounts_lands_whole_and_again_changes_nothing(reads):
 
 def test_a_change_beyond_the_next_version_is_refused_as_a_gap(reads):
     reads.apply(P, [Change(row("a", 1, 0), None)])
+    paid = {"counterparty": "b", "transfer_id": "t-1"}
     with pytest.raises(ReadStoreError, match="gap"):
-        reads.apply(P, [Change(row("b", 1, 0), None), Change(row("a", 3, 5), None)], checkpoint=9)
+        reads.apply(P, [
+            *opened_and_funded("b", 5),
+            Change(row("a", 3, 5), move("a", 3, 5, 5, "transfer_in", **paid)),
+        ], checkpoint=9)  # fmt: skip
     assert reads.balance("a").version == 1
     assert reads.balance("b") is None  # the whole batch rolled back, checkpoint included
+    assert reads.transactions("a") == reads.transactions("b") == []  # and every movement
+    assert reads.transfer("t-1") == []
     assert reads.checkpoint(P) == 0
 
 

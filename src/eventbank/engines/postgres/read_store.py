@@ -8,8 +8,12 @@ projection processes write at once, so ``apply`` relies on row locks rather than
   sees the committed version and skips it as a duplicate. Nothing is double counted.
 - A batch's changes are applied in account-id order (each account keeping its own order), so two
   batches always take their row locks in the same order and cannot deadlock each other.
-- Statements are pipelined (``executemany``), so a batch of thousands of changes costs a few
-  round trips, not one per change.
+- A batch is one pipeline: its statements are sent without waiting for each other's answers,
+  so it costs two round trips, not one per statement (one more when it reverses a transfer,
+  one more when a change was delivered twice): the balances, the movements and the reads of
+  the transfers to fold again go in the first; the transfer rows, checkpoint and COMMIT in the
+  last. A movement is written with ``ON CONFLICT DO NOTHING``: one whose change is skipped as
+  delivered twice is there already, and one whose change is a gap is rolled back with it.
 
 Its schema version is recorded in ``read_schema_info``, apart from the event store's
 ``schema_info``, since both may share a database. Ids and currencies use the "C" collation, so
@@ -240,17 +244,15 @@ class PostgresReadStore:
         # One lock order for every batch (see above); the sort is stable, so each account's
         # changes keep their order.
         ordered = sorted(changes, key=lambda change: change.row.account_id)
-        with pg.connection(self._pool) as conn, conn.transaction():
-            applied = _upsert_balances(conn, ordered)
-            if gap := _first_gap(conn, ordered, applied):
-                raise gap
-            moves = [
-                change.transaction
-                for change, ok in zip(ordered, applied, strict=True)
-                if ok and change.transaction is not None
-            ]  # a skipped one's is there
+        # a change skipped as delivered twice has its movement there already: not written again
+        moves = [change.transaction for change in ordered if change.transaction is not None]
+        with pg.connection(self._pool) as conn, conn.pipeline(), conn.transaction():
+            upserted = _upsert_balances(conn, ordered)
             _insert_transactions(conn, moves)
-            _refresh_transfers(conn, moves)
+            _refresh_transfers(conn, moves)  # its first read sends all of the above
+            applied = [result.fetchone() is not None for result in upserted.results()]
+            if gap := _first_gap(conn, ordered, applied):
+                raise gap  # rolls back all of the batch
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO projection_checkpoints (projection, position) VALUES (%s, %s)"
@@ -395,11 +397,11 @@ class PostgresReadStore:
         return [Failure(*r) for r in rows]
 
 
-def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> list[bool]:
-    """Run every guarded upsert in one pipeline; says, per change, whether it was written."""
-    if not changes:
-        return []
-    with conn.cursor() as cursor:
+def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> psycopg.Cursor:
+    """Queue every guarded upsert; the cursor's ``results()`` say, per change, whether it was
+    written (a row) or skipped (none)."""
+    cursor = conn.cursor()
+    if changes:
         cursor.executemany(
             _UPSERT_BALANCE,
             [{"id": r.account_id, "owner": r.owner, "type": r.account_type,
@@ -410,7 +412,7 @@ def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> lis
              for r in (change.row for change in changes)],
             returning=True,
         )  # fmt: skip
-        return [result.fetchone() is not None for result in cursor.results()]
+    return cursor
 
 
 def _first_gap(
@@ -445,7 +447,8 @@ def _first_gap(
 
 
 def _insert_transactions(conn: psycopg.Connection, moves: Sequence[TransactionRow]) -> None:
-    """Record the movements of the changes just written, in one statement."""
+    """Record the batch's movements in one statement; one already there (its change delivered
+    twice) is left as it is."""
     if moves:
         conn.execute(_INSERT_TRANSACTIONS, columns_of(
             [(t.account_id, t.version, t.kind, t.amount_minor, t.currency, t.counterparty,
@@ -458,6 +461,7 @@ _INSERT_TRANSACTIONS = unnest_insert(
     "account_transactions", tuple(TRANSACTION_NAMES),
     ("text", "bigint", "text", "bigint", "text", "text", "text", "bigint", "text", "jsonb",
      "text", "text"),
+    "ON CONFLICT (account_id, version) DO NOTHING",
 )  # fmt: skip
 _UPSERT_TRANSFERS = unnest_insert(
     "transfers", tuple(TRANSFER_NAMES),
@@ -497,16 +501,18 @@ def _refold(conn: psycopg.Connection, transfer_ids: list[str]) -> None:
     entries (its time and metadata never move)."""
     if not transfer_ids:
         return
-    moves: dict[str, list[TransactionRow]] = {}
-    for m in conn.execute(f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions"
-                          " WHERE transfer_id = ANY(%s)", (transfer_ids,)):  # fmt: skip
-        moves.setdefault(m[6], []).append(transaction_from(m, _decoded))
-    reversals: dict[str, list[tuple[str, int]]] = {}
-    for original, reversal, moved in conn.execute(
+    found = conn.execute(f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions"
+                         " WHERE transfer_id = ANY(%s)", (transfer_ids,))  # fmt: skip
+    reversing = conn.execute(
         "SELECT reverses, transfer_id, moved_minor FROM transfers WHERE reverses = ANY(%s)"
         " ORDER BY transfer_id",
         (transfer_ids,),
-    ):
+    )  # both sent before either is read: one round trip in the batch's pipeline
+    moves: dict[str, list[TransactionRow]] = {}
+    for m in found:
+        moves.setdefault(m[6], []).append(transaction_from(m, _decoded))
+    reversals: dict[str, list[tuple[str, int]]] = {}
+    for original, reversal, moved in reversing:
         reversals.setdefault(original, []).append((reversal, moved))
     rows = refolded(transfer_ids, moves, reversals)
     by_account, by_meta = index_rows(rows)
