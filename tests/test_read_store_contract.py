@@ -61,6 +61,20 @@ def test_changes_and_checkpoint_land_together(reads):
     assert reads.checkpoint(P) == 2
 
 
+def test_a_checkpoint_asked_to_move_from_where_it_stands_moves_only_from_there(reads):
+    reads.apply(P, opened_and_funded("a", 500), checkpoint=2, only_from=1)
+    assert reads.balance("a").version == 2  # the changes land either way ...
+    assert reads.checkpoint(P) == 0  # ... the checkpoint only where it stood
+    reads.apply(P, [], checkpoint=2, only_from=0)  # a missing checkpoint stands at 0
+    assert reads.checkpoint(P) == 2
+    reads.apply(P, [], checkpoint=7, only_from=5)
+    assert reads.checkpoint(P) == 2
+    reads.apply(P, [], checkpoint=7, only_from=2)
+    assert reads.checkpoint(P) == 7
+    reads.apply(P, [], checkpoint=9, only_from=0)  # not at 0 any more
+    assert reads.checkpoint(P) == 7
+
+
 def test_a_change_already_applied_is_skipped_not_double_counted(reads):
     reads.apply(P, opened_and_funded("a", 500))
     reads.apply(

@@ -4,7 +4,10 @@ Rows carry the last applied version of their stream. ``apply`` writes a batch of
 and (optionally) the projection's checkpoint in one transaction; a change is written only if its
 row is exactly one version behind it (or absent, for version 1). Any other change is already
 applied — a duplicate delivery — and is skipped, so replaying events never double counts.
-Gaps never reach a read store: the projector fills them from the event stream first.
+Gaps never reach a read store: the projector fills them from the event stream first. The
+checkpoint only moves forward; with ``only_from`` it moves only if it stands there (a batch that
+continues the feed, projected inline: the check is in the same transaction, so a concurrent
+writer of the checkpoint cannot slip between the look and the move), and stays otherwise.
 
 Bounded reads: ``accounts_page(after, limit)`` lists balance rows in account-id order (code point
 order on every engine) from a cursor, one indexed range read of at most ``limit`` rows, whatever
@@ -151,7 +154,12 @@ class ReadStoreError(EventbankError):
 
 class ReadStore(Protocol):
     def apply(
-        self, projection: str, changes: Sequence[Change], checkpoint: int | None = None
+        self,
+        projection: str,
+        changes: Sequence[Change],
+        checkpoint: int | None = None,
+        *,
+        only_from: int | None = None,
     ) -> None: ...
 
     def checkpoint(self, projection: str) -> int: ...

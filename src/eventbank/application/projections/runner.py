@@ -56,8 +56,15 @@ class Projector:
         self.clock = clock
         self.retry_base_s, self.retry_cap_s = retry_base_s, retry_cap_s
 
-    def project(self, batch: Sequence[RecordedEvent], checkpoint: int | None = None) -> int:
-        """Apply ``batch`` (and move the checkpoint to ``checkpoint``); returns changes written."""
+    def project(
+        self,
+        batch: Sequence[RecordedEvent],
+        checkpoint: int | None = None,
+        *,
+        only_from: int | None = None,
+    ) -> int:
+        """Apply ``batch`` (and move the checkpoint to ``checkpoint``, forward or, with
+        ``only_from``, only from there: ReadStore.apply); returns changes written."""
         relevant = [e for e in batch if accounts.handles(e)]
         parked = {f.aggregate_id for f in self.reads.failures(self.name)} if relevant else set()
         rows = self.reads.balances([e.aggregate_id for e in relevant])
@@ -84,7 +91,7 @@ class Projector:
             if failure is not None:
                 self._park(stream, failure[0], failure[1], previous=None)
                 parked.add(stream)
-        self.reads.apply(self.name, changes, checkpoint)
+        self.reads.apply(self.name, changes, checkpoint, only_from=only_from)
         return len(changes)
 
     def project_appended(self, batch: Sequence[RecordedEvent]) -> int:
@@ -95,16 +102,15 @@ class Projector:
         transaction: every event up to it has then been delivered, exactly as when the runner
         reads them from the feed, and the runner does not read them again. Otherwise (another
         writer's or an earlier batch's events are not projected yet, or the engine's positions
-        have gaps) the checkpoint stays, and the runner covers the range later."""
-        checkpoint = None
+        have gaps) the checkpoint stays, and the runner covers the range later. Whether the
+        checkpoint is where the batch starts is asked in the read store's own transaction."""
         positions = [e.position for e in batch]
         if batch and all(type(p) is int for p in positions):
             numbered = cast("list[int]", positions)
             first, last = numbered[0], numbered[-1]
-            contiguous = numbered == list(range(first, last + 1))
-            if contiguous and self.reads.checkpoint(self.name) == first - 1:
-                checkpoint = last
-        return self.project(batch, checkpoint)
+            if numbered == list(range(first, last + 1)):
+                return self.project(batch, last, only_from=first - 1)
+        return self.project(batch)
 
     def retry_parked(self) -> int:
         """Retry every parked stream that is due; returns how many recovered."""

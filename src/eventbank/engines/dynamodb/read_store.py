@@ -180,22 +180,35 @@ class DynamoReadStore(DynamoTable):
     # ------------------------------------------------------------ writes
 
     def apply(
-        self, projection: str, changes: Sequence[Change], checkpoint: int | None = None
+        self,
+        projection: str,
+        changes: Sequence[Change],
+        checkpoint: int | None = None,
+        *,
+        only_from: int | None = None,
     ) -> None:
-        if checkpoint is not None and not 0 <= checkpoint < 10**_POSITION_DIGITS:
-            raise ReadStoreError(f"checkpoint {checkpoint} is not a feed position")
+        for position in (checkpoint, only_from):
+            if position is not None and not 0 <= position < 10**_POSITION_DIGITS:
+                raise ReadStoreError(f"checkpoint {position} is not a feed position")
         for change, before in self._plan(changes):
             self._write(change, before)
-        if checkpoint is not None:
-            with suppress(ClientError):  # already at or past it
-                self._call(
-                    self._ddb.put_item, TableName=self.table,
-                    Item={**_key(_CHECKPOINT, projection), "position": _position(checkpoint)},
-                    ConditionExpression="attribute_not_exists(PK) OR #position < :position",
-                    ExpressionAttributeNames={"#position": "position"},
-                    ExpressionAttributeValues={":position": _position(checkpoint)},
-                    passthrough={"ConditionalCheckFailedException"},
-                )  # fmt: skip
+        if checkpoint is None:
+            return
+        if only_from is None:  # forward only
+            condition, value = "attribute_not_exists(PK) OR #position < :position", checkpoint
+        else:  # only from where it stands (a missing item stands at 0)
+            condition, value = "#position = :position", only_from
+            if only_from == 0:
+                condition += " OR attribute_not_exists(PK)"
+        with suppress(ClientError):  # the condition does not hold: it stays
+            self._call(
+                self._ddb.put_item, TableName=self.table,
+                Item={**_key(_CHECKPOINT, projection), "position": _position(checkpoint)},
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#position": "position"},
+                ExpressionAttributeValues={":position": _position(value)},
+                passthrough={"ConditionalCheckFailedException"},
+            )  # fmt: skip
 
     def _plan(self, changes: Sequence[Change]) -> list[tuple[Change, BalanceRow | None]]:
         """The changes still to write, each with the row it follows; a gap refuses them all."""

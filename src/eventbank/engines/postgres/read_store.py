@@ -30,6 +30,7 @@ import psycopg
 from eventbank.domain.canonical import canonical_json
 from eventbank.engines.postgres import connection as pg
 from eventbank.engines.postgres.unnest import columns_of, unnest_insert
+from eventbank.engines.sql.checkpoints import move_checkpoint
 from eventbank.engines.sql.transfer_rows import (
     T_COLUMNS,
     TABLES,
@@ -239,7 +240,12 @@ class PostgresReadStore:
     # ------------------------------------------------------------ writes
 
     def apply(
-        self, projection: str, changes: Sequence[Change], checkpoint: int | None = None
+        self,
+        projection: str,
+        changes: Sequence[Change],
+        checkpoint: int | None = None,
+        *,
+        only_from: int | None = None,
     ) -> None:
         # One lock order for every batch (see above); the sort is stable, so each account's
         # changes keep their order.
@@ -254,12 +260,7 @@ class PostgresReadStore:
             if gap := _first_gap(conn, ordered, applied):
                 raise gap  # rolls back all of the batch
             if checkpoint is not None:
-                conn.execute(
-                    "INSERT INTO projection_checkpoints (projection, position) VALUES (%s, %s)"
-                    " ON CONFLICT (projection) DO UPDATE SET position = excluded.position"
-                    " WHERE excluded.position > projection_checkpoints.position",
-                    (projection, checkpoint),
-                )
+                conn.execute(*move_checkpoint(projection, checkpoint, only_from, "%s"))
 
     def save_failure(self, failure: Failure) -> None:
         with pg.connection(self._pool) as conn:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from eventbank.domain.canonical import canonical_json
+from eventbank.engines.sql.checkpoints import move_checkpoint
 from eventbank.engines.sql.transfer_rows import (
     T_COLUMNS,
     TABLES,
@@ -193,7 +194,12 @@ class SqliteReadStore:
     # ------------------------------------------------------------ writes
 
     def apply(
-        self, projection: str, changes: Sequence[Change], checkpoint: int | None = None
+        self,
+        projection: str,
+        changes: Sequence[Change],
+        checkpoint: int | None = None,
+        *,
+        only_from: int | None = None,
     ) -> None:
         with self._db.write_transaction() as conn:
             applied = _upsert_balances(conn, changes)
@@ -208,12 +214,7 @@ class SqliteReadStore:
             )  # fmt: skip
             _refresh_transfers(conn, moves)
             if checkpoint is not None:
-                conn.execute(
-                    "INSERT INTO projection_checkpoints VALUES (?, ?) ON CONFLICT (projection)"
-                    " DO UPDATE SET position = excluded.position"
-                    " WHERE excluded.position > projection_checkpoints.position",
-                    (projection, checkpoint),
-                )
+                conn.execute(*move_checkpoint(projection, checkpoint, only_from, "?"))
 
     def save_failure(self, failure: Failure) -> None:
         with self._db.write_transaction() as conn:
