@@ -22,6 +22,7 @@ from eventbank.ports.read_store import (
     ReadStore,
     ReadStoreError,
     TransactionRow,
+    TransferIndex,
 )
 
 P = "accounts"
@@ -97,6 +98,32 @@ def expected_totals(finals: list[BalanceRow]) -> list[CurrencyTotal]:
     return [CurrencyTotal(c, n, minor) for c, (n, minor) in sorted(sums.items())]
 
 
+def test_a_transfers_two_movements_in_one_batch_read_its_row_once(open_reads):
+    """The second movement of a transfer takes the row's time from the first, not from
+    another read; both accounts' index entries and the row carry that time."""
+    reads = open_reads()
+    reads.apply(P, [Change(row(a, 1, 0), None) for a in ("payer", "payee")])
+    funded = TransactionRow("payer", 2, "deposit", 500, "USD", None, None, 500, "2026-01-01T00:00Z")
+    reads.apply(P, [Change(row("payer", 2, 500), funded)])
+    gets = []
+    reads._ddb.meta.events.register("before-call.dynamodb.GetItem", lambda **_: gets.append(1))
+    at = "2026-03-04T05:06:07.000008+00:00"
+    reads.apply(P, [
+        Change(row("payer", 3, 400), TransactionRow(
+            "payer", 3, "transfer_out", 100, "USD", "payee", "t-1", 400, at)),
+        Change(row("payee", 2, 100), TransactionRow(
+            "payee", 2, "transfer_in", 100, "USD", "payer", "t-1", 100, at)),
+    ])  # fmt: skip
+    assert len(gets) == 1
+    created = reads.transfer_rows(["t-1"])["t-1"].created_at
+    assert created == "2026-03-04T05:06:07.000008Z"
+    for account in ("payer", "payee"):
+        (listed,) = reads.transfers_page(TransferIndex(account_id=account), ("", ""), "~", 10)
+        assert (listed.transfer_id, listed.created_at) == ("t-1", created)
+        assert (listed.from_account, listed.to_account) == ("payer", "payee")
+        assert listed.moved_minor == 100
+
+
 def test_two_threads_applying_the_same_changes_count_them_once(open_reads):
     first, second = open_reads(), open_reads()
     rng = random.Random(1)
@@ -121,14 +148,14 @@ def test_a_change_overtaken_after_the_read_is_skipped_and_a_vanished_row_is_a_ga
     planned = late._plan(changes)  # read: nothing applied yet
     other.apply(P, changes)  # another writer gets there first
     for change, before in planned:
-        late._write(change, before)  # every condition fails: skipped as already applied
+        late._write(change, before, {})  # every condition fails: skipped as already applied
     assert late.balance("a") == changes[-1].row
     assert late.totals() == expected_totals([changes[-1].row])
 
     [(following, before)] = late._plan([Change(row("a", changes[-1].row.version + 1, 0), None)])
     other.reset(P)  # the row is gone: writing the next version now would leave a hole below it
     with pytest.raises(ReadStoreError, match="gap"):
-        late._write(following, before)
+        late._write(following, before, {})
     assert late.all_balances() == [] and late.totals() == []
 
 

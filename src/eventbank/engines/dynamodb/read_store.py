@@ -35,7 +35,8 @@ opens a transfer (its time, metadata, description, what it reverses) is set ``if
 Any transfer's first movement projected on any account opens it (its later ones, a post or
 void, follow on the same streams), so the first written is an opening one. Index entries, one
 item each, are keyed ``<created_at>#<id>`` (created_at is fixed width, so this orders as the
-pair); created_at is read from the row before writing (a consistent GetItem) so a post's
+pair); created_at is read from the row before writing (a consistent GetItem, once per transfer
+and batch: its other movement in the batch takes what the first read or wrote) so a post's
 entries land on the opening's. A page is one ``Query`` of one partition (``Limit`` bounded),
 then the rows by consistent ``BatchGetItem``. Listing by time alone reads the days that have
 transfers (``TRANSFER_DAYS``, one item per UTC day, written once per process and day before
@@ -190,8 +191,9 @@ class DynamoReadStore(DynamoTable):
         for position in (checkpoint, only_from):
             if position is not None and not 0 <= position < 10**_POSITION_DIGITS:
                 raise ReadStoreError(f"checkpoint {position} is not a feed position")
+        created: dict[str, str] = {}  # transfer id -> its row's created_at, within this batch
         for change, before in self._plan(changes):
-            self._write(change, before)
+            self._write(change, before, created)
         if checkpoint is None:
             return
         if only_from is None:  # forward only
@@ -225,12 +227,12 @@ class DynamoReadStore(DynamoTable):
             rows[change.row.account_id] = change.row
         return plan
 
-    def _write(self, change: Change, before: BalanceRow | None) -> None:
+    def _write(self, change: Change, before: BalanceRow | None, created: dict[str, str]) -> None:
         """One transaction; a lost response needs no request token, as a retry of a write that
         landed fails its version condition and is skipped like any duplicate."""
         items = _transaction_items(self.table, change, before)
         if change.transaction is not None and change.transaction.transfer_id is not None:
-            items += self._transfer_items(change.transaction)
+            items += self._transfer_items(change.transaction, created)
 
         def attempt() -> bool:
             try:
@@ -253,16 +255,22 @@ class DynamoReadStore(DynamoTable):
             if current is None or current.version < change.row.version:
                 raise _gap(change.row, current.version if current else 0)
 
-    def _transfer_items(self, move: TransactionRow) -> list[dict[str, Any]]:
+    def _transfer_items(
+        self, move: TransactionRow, created: dict[str, str]
+    ) -> list[dict[str, Any]]:
         """The transfers row's update and index entries for one movement (module docstring);
-        its day is marked first."""
+        its day is marked first. The row's ``created_at`` is read once per batch (``created``):
+        a transfer's other movement in the batch finds the one its first wrote or read."""
         transfer_id = str(move.transfer_id)
-        row_key = _key(f"TRANSFER_ROW#{transfer_id}", _SUMMARY)
-        known = self._call(
-            self._ddb.get_item, TableName=self.table, Key=row_key, ConsistentRead=True,
-            ProjectionExpression="created_at",
-        ).get("Item")  # fmt: skip
-        created_at = known["created_at"]["S"] if known else utc_position(move.recorded_at)
+        created_at = created.get(transfer_id)
+        if created_at is None:
+            known = self._call(
+                self._ddb.get_item, TableName=self.table, ConsistentRead=True,
+                Key=_key(f"TRANSFER_ROW#{transfer_id}", _SUMMARY),
+                ProjectionExpression="created_at",
+            ).get("Item")  # fmt: skip
+            created_at = known["created_at"]["S"] if known else utc_position(move.recorded_at)
+            created[transfer_id] = created_at
         day, sk = created_at[:10], f"{created_at}#{transfer_id}"
         if day not in self._days_marked:
             self._call(self._ddb.put_item, TableName=self.table, Item=_key(_DAYS, day))
