@@ -252,8 +252,13 @@ class PostgresReadStore:
         ordered = sorted(changes, key=lambda change: change.row.account_id)
         # a change skipped as delivered twice has its movement there already: not written again
         moves = [change.transaction for change in ordered if change.transaction is not None]
-        with pg.connection(self._pool) as conn, conn.pipeline(), conn.transaction():
-            upserted = _upsert_balances(conn, ordered)
+        with (
+            pg.connection(self._pool) as conn,
+            conn.pipeline(),
+            conn.transaction(),
+            conn.cursor() as upserted,
+        ):
+            _upsert_balances(upserted, ordered)
             _insert_transactions(conn, moves)
             _refresh_transfers(conn, moves)  # its first read sends all of the above
             applied = [result.fetchone() is not None for result in upserted.results()]
@@ -398,10 +403,9 @@ class PostgresReadStore:
         return [Failure(*r) for r in rows]
 
 
-def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> psycopg.Cursor:
-    """Queue every guarded upsert; the cursor's ``results()`` say, per change, whether it was
-    written (a row) or skipped (none)."""
-    cursor = conn.cursor()
+def _upsert_balances(cursor: psycopg.Cursor, changes: Sequence[Change]) -> None:
+    """Queue every guarded upsert on ``cursor``; its ``results()`` then say, per change,
+    whether it was written (a row) or skipped (none)."""
     if changes:
         cursor.executemany(
             _UPSERT_BALANCE,
@@ -413,7 +417,6 @@ def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> psy
              for r in (change.row for change in changes)],
             returning=True,
         )  # fmt: skip
-    return cursor
 
 
 def _first_gap(
