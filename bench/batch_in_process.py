@@ -1,6 +1,9 @@
 """What the batch scenario's server could do at most: ``LedgerService.transfer_batch`` called in
 the benchmark's own process, no HTTP, on the service ``eventbank serve`` builds (inline projection
-of each group-commit batch), over the same accounts and batches as wrk sends.
+of each group-commit batch), over the same accounts and batches as wrk sends. Measured again
+with no projection at all (``NOT_PROJECTED``: each transfer decided, its events and command
+record written durably, nothing read back into the read model): what the commands cost alone,
+the floor under the batch bar that no HTTP or projection work can lower.
 
 ``scenario.connections`` threads each send batches of ``scenario.batch`` random transfers (the
 same amounts and keys as bench/http_transfers.lua) for ``seconds``. The row is an
@@ -25,12 +28,21 @@ from eventbank.domain.money import format_minor
 from eventbank.wiring import open_ledger
 
 IN_PROCESS = "in process, no HTTP"
+NOT_PROJECTED = "no HTTP, no projection"
 
 
 def measure_in_process_batch(
-    engine: str, scenario: HttpScenario, seconds: int, seed: int, store_url: str
+    engine: str,
+    scenario: HttpScenario,
+    seconds: int,
+    seed: int,
+    store_url: str,
+    *,
+    projected: bool = True,
 ) -> HttpMeasurement:
-    ledger = open_ledger(store_url)
+    """The ``IN_PROCESS`` row, or with ``projected=False`` the ``NOT_PROJECTED`` one (no inline
+    projection and no runner: nothing is read back into the read model)."""
+    ledger = open_ledger(store_url, inline=projected)
     try:
         started = time.perf_counter()
         deposit = format_minor(INITIAL_MINOR, CURRENCY)
@@ -74,7 +86,7 @@ def measure_in_process_batch(
         else latencies * 99
     )
     return HttpMeasurement(
-        system=IN_PROCESS,
+        system=IN_PROCESS if projected else NOT_PROJECTED,
         engine=engine,
         scenario=scenario.name,
         connections=scenario.connections,

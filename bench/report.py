@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.batch_in_process import IN_PROCESS
+from bench.batch_in_process import IN_PROCESS, NOT_PROJECTED
 from bench.ceiling import Ceiling
 from bench.http_load import EVENTBANK as SERVE
 from bench.http_load import (
@@ -242,13 +242,18 @@ BATCH_GOAL = 8_000  # transfers/s in batches of 1,000 over HTTP
 
 
 def batch_bars(report: Report) -> list[Bar]:
-    """Batches over HTTP, per engine of the run, beside the service in process in the same run
-    (the most the server could do: where it is below the goal, that is what blocks it)."""
+    """Batches over HTTP, per engine of the run, beside the service in process in the same run,
+    with its projection and without (the most the server could do, and the most its commands
+    alone could: where they are below the goal, that is what blocks it)."""
     bars = []
     for served in (h for h in report.http if (h.system, h.scenario) == (SERVE, HTTP_BATCH.name)):
-        alone = next((h for h in report.http if (h.system, h.engine, h.scenario)
-                      == (IN_PROCESS, served.engine, served.scenario)), None)  # fmt: skip
-        core = "" if alone is None else f" (in process, no HTTP: {alone.transfers_per_s:,.0f}/s)"
+        found = {h.system: h.transfers_per_s for h in report.http
+                 if (h.engine, h.scenario) == (served.engine, served.scenario)}  # fmt: skip
+        beside = [f"{label}: {found[system]:,.0f}/s"
+                  for system, label in ((IN_PROCESS, "in process, no HTTP"),
+                                        (NOT_PROJECTED, "not projected either"))
+                  if system in found]  # fmt: skip
+        core = f" ({'; '.join(beside)})" if beside else ""
         bars.append(
             Bar(
                 f"HTTP: batches of {HTTP_BATCH.batch:,} ({served.engine})",
@@ -334,13 +339,13 @@ def _http_table(report: Report) -> list[str]:
     """The HTTP rows: each server a process of its own, wrk its load (bench/http_load.py)."""
     meta = report.meta.get("http", {})
     head = (
-        f"{'HTTP service':<20}{'engine':<12}{'scenario':<40}{'transfers/s':>12}{'p50 ms':>8}"
+        f"{'HTTP service':<24}{'engine':<12}{'scenario':<40}{'transfers/s':>12}{'p50 ms':>8}"
         f"{'p99 ms':>8}{'CPU us':>8}{'non-2xx':>8}{'errors':>7}{'x floor':>8}  lag after load"
     )
     lines = ["", head, "-" * len(head)]
     for m in report.http:
         lines.append(
-            f"{m.system:<20}{m.engine:<12}{m.scenario:<40}{m.transfers_per_s:>12,.0f}"
+            f"{m.system:<24}{m.engine:<12}{m.scenario:<40}{m.transfers_per_s:>12,.0f}"
             f"{m.p50_ms:>8.2f}{m.p99_ms:>8.2f}{m.server_cpu_us:>8.0f}{m.refused:>8}"
             f"{sum(m.socket_errors.values()):>7}{_ratio(floor_ratio(report, m)):>8}  {lag_text(m)}"
         )
@@ -356,7 +361,8 @@ def _http_table(report: Report) -> list[str]:
         f"servers: {meta.get('server', '-')}; servers and wrk on any CPU (no affinity).",
         f"{HTTP_BATCH.name}: the same with -c{HTTP_BATCH.connections}, POST /transfers/batch; "
         "transfers/s counts the items that succeeded. Its row '"
-        f"{IN_PROCESS}' calls LedgerService.transfer_batch in the benchmark's process.",
+        f"{IN_PROCESS}' calls LedgerService.transfer_batch in the benchmark's process; "
+        f"'{NOT_PROJECTED}' the same with no projection (commands written, nothing read back).",
         f"'{NOT_INLINE}': eventbank serve --no-inline-projection (the background runner "
         "projects; commands are answered before their reads show them).",
         "CPU us: the server process's CPU time (all its threads) per transfer done while wrk "
@@ -552,7 +558,8 @@ def chart(report: Report, path: Path) -> None:
 
 
 HTTP_COLORS = {FLOOR: "tab:gray", SERVE: "tab:blue", NOT_INLINE: "tab:purple",
-               WORKERS_2: "tab:cyan", IN_PROCESS: "tab:olive"}  # fmt: skip
+               WORKERS_2: "tab:cyan", IN_PROCESS: "tab:olive",
+               NOT_PROJECTED: "tab:brown"}  # fmt: skip
 
 
 def _http_panel(ax: Any, report: Report) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.batch_in_process import IN_PROCESS, measure_in_process_batch
+from bench.batch_in_process import IN_PROCESS, NOT_PROJECTED, measure_in_process_batch
 from bench.ceiling import Ceiling, measure_ceiling
 from bench.engines import Engine, open_engines
 from bench.http_load import (
@@ -161,7 +161,8 @@ def _runs(engine: Engine, config: Config, report: Report) -> Iterator[tuple[str,
 
 def _http(engine: Engine, config: Config, progress: Callable[[str], None]) -> list[HttpMeasurement]:
     """Each HTTP scenario's floor, then eventbank serve on a fresh store, one after the other;
-    in the batch scenario, then the service in process (what the server could do at most)."""
+    in the batch scenario, then the service in process (what the server could do at most), with
+    and without its projection."""
     if engine.name not in HTTP_ENGINES:
         progress(f"{engine.name}: no HTTP scenario (run on {' and '.join(HTTP_ENGINES)})")
         return []
@@ -173,13 +174,14 @@ def _http(engine: Engine, config: Config, progress: Callable[[str], None]) -> li
     runs = [(s, (FLOOR, EVENTBANK, *((NOT_INLINE,) if s == HTTP else ()), *workers))
             for s in HTTP_SCENARIOS]  # fmt: skip
     if engine.name in BATCH_ENGINES:
-        runs.append((HTTP_BATCH, (FLOOR, EVENTBANK, IN_PROCESS)))
+        runs.append((HTTP_BATCH, (FLOOR, EVENTBANK, IN_PROCESS, NOT_PROJECTED)))
     for scenario, systems in runs:
         for system in systems:
             with engine.fresh() if system != FLOOR else nullcontext(None) as url:
-                if system == IN_PROCESS:
+                if system in (IN_PROCESS, NOT_PROJECTED):
                     m = measure_in_process_batch(engine.name, scenario, config.http_seconds,
-                                                 config.seed, url)  # fmt: skip
+                                                 config.seed, url,
+                                                 projected=system == IN_PROCESS)  # fmt: skip
                 else:
                     m = measure_http(system, engine.name, scenario, config.http_seconds,
                                      config.seed, url)  # fmt: skip

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 
 from bench.__main__ import main
-from bench.batch_in_process import IN_PROCESS, measure_in_process_batch
+from bench.batch_in_process import IN_PROCESS, NOT_PROJECTED, measure_in_process_batch
 from bench.ceiling import Ceiling, measure_ceiling
 from bench.http_load import (
     EVENTBANK,
@@ -36,6 +36,8 @@ from bench.workload import (
     measure,
     plan,
 )
+
+from eventbank.wiring import open_ledger
 
 
 def test_smallest_run_writes_a_full_report(tmp_path, capsys):
@@ -258,6 +260,24 @@ def test_the_batch_scenario_counts_the_transfers_each_batch_did(tmp_path):
     assert 0 < alone.p50_ms <= alone.p99_ms <= alone.max_ms and alone.lag_ok is None
 
 
+def test_the_batch_scenario_without_projection_writes_the_commands_and_projects_nothing(tmp_path):
+    batches = HttpScenario("batches", accounts=10, opened=10, batch=25, connections=2)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    bare = measure_in_process_batch("sqlite", batches, 1, 1, url, projected=False)
+    assert bare.system == NOT_PROJECTED and bare.requests > 0
+    assert bare.ok == 25 * bare.requests and bare.transfers_per_s > 0
+    ledger = open_ledger(url, inline=False)
+    try:  # every transfer is in the event store, and nothing was read back into the read model
+        events, page = [], ledger.events.read_all(0, 10_000)
+        while page:
+            events += page
+            page = ledger.events.read_all(page[-1].position, 10_000)
+        assert sum(e.event_type == "TransferredOut" for e in events) == bare.ok
+        assert ledger.reads.checkpoint("accounts") == 0 and ledger.reads.all_balances() == []
+    finally:
+        ledger.close()
+
+
 def test_the_batch_bar_shows_the_service_in_process_beside_the_served_batches():
     def row(system: str, per_s: float) -> HttpMeasurement:
         return _row(system, per_s, "sqlite", HTTP_BATCH.name)
@@ -266,6 +286,9 @@ def test_the_batch_bar_shows_the_service_in_process_beside_the_served_batches():
         (bar,) = batch_bars(Report({}, [], http=[row(EVENTBANK, served), row(IN_PROCESS, 2_500)]))
         assert bar.passed is passed
         assert bar.measured == f"{served:,.0f}/s (in process, no HTTP: 2,500/s)"
+    rows = [row(EVENTBANK, 2_200), row(IN_PROCESS, 2_500), row(NOT_PROJECTED, 4_100)]
+    (bar,) = batch_bars(Report({}, [], http=rows))
+    assert bar.measured == "2,200/s (in process, no HTTP: 2,500/s; not projected either: 4,100/s)"
     assert batch_bars(Report({}, [], http=[row(IN_PROCESS, 2_500)])) == []
 
 
