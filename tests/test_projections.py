@@ -23,6 +23,7 @@ from eventbank.domain.errors import RuleViolation
 from eventbank.domain.money import format_minor
 from eventbank.engines.urls import open_read_store, open_store
 from eventbank.ports.event_store import NewEvent
+from eventbank.ports.read_store import summarize
 from eventbank.wiring import open_ledger
 
 
@@ -310,5 +311,50 @@ def test_status_reads_a_bounded_number_of_events_however_far_behind_the_checkpoi
         state = ProjectionRunner(Projector(counting, ledger.reads)).status()
         assert (state.lag_events, state.lag_capped, state.lag_seconds) == (0, False, 0.0)
         assert counting.events_read == 0
+    finally:
+        ledger.close()
+
+
+def test_transfer_rows_folded_batch_by_batch_equal_a_fold_of_all_their_movements(
+    store_url, read_store_url
+):
+    """A transfer's movements and its reversals land in different batches, twice, in any order:
+    each row still equals the fold of all its movements and reversals (``summarize``)."""
+    ledger = open_ledger(store_url, read_store_url)
+    try:
+        service = ledger.service
+        for name in ("a", "b", "c"):
+            service.open_account(name, owner=name, account_type="CHECKING",
+                                 initial_deposit="1000.00")  # fmt: skip
+        ids = [service.transfer("a", "b", "10.00").outcome["transfer_id"] for _ in range(3)]
+        held = [service.transfer("b", "c", "30.00", pending=True).outcome["transfer_id"]
+                for _ in range(2)]  # fmt: skip
+        service.post_transfer(held[0], "20.00")
+        service.void_transfer(held[1])
+        ids += held
+        ids.append(service.reverse(ids[0], "4.00").outcome["transfer_id"])
+        ids.append(service.reverse(ids[0]).outcome["transfer_id"])
+        ids.append(service.reverse(held[0], "5.00").outcome["transfer_id"])
+        moves: dict[str, list] = {}
+        for name in ("a", "b", "c"):
+            for move in ledger.reads.transactions(name, 0, 1000):
+                moves.setdefault(move.transfer_id, []).append(move)
+        alone = {tid: summarize(moves[tid]) for tid in ids}
+        expected = {
+            tid: summarize(moves[tid], sorted((r.transfer_id, r.moved_minor)
+                                              for r in alone.values() if r.reverses == tid))
+            for tid in ids
+        }  # fmt: skip
+        assert expected[ids[0]].reversed_minor == 1000 and expected[held[0]].reversed_minor == 500
+        assert ledger.reads.transfer_rows(ids) == expected
+
+        feed = all_events(ledger.events)
+        deliveries = feed + random.Random(1).sample(feed, len(feed))
+        random.Random(2).shuffle(deliveries)
+        ledger.reads.reset(accounts.NAME)
+        projector = Projector(ledger.events, ledger.reads)
+        for start in range(0, len(deliveries), 3):
+            projector.project(deliveries[start : start + 3])
+        assert ledger.reads.transfer_rows(ids) == expected
     finally:
         ledger.close()

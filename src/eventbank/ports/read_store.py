@@ -22,6 +22,7 @@ indexed range read of at most ``limit`` rows: searches filter what it returns
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -217,8 +218,11 @@ _OPENING = ("hold_out", "hold_in", "transfer_out", "transfer_in", "transaction_d
 _OUTCOMES = ("posted", "voided", "expired")
 
 
-def summarize(moves: Sequence[TransactionRow]) -> TransferRow:
-    """The transfers row of one id from all its movements (in any order), before reversals.
+def summarize(
+    moves: Sequence[TransactionRow], reversals: Sequence[tuple[str, int]] = ()
+) -> TransferRow:
+    """The transfers row of one id from all its movements (in any order) and the reversals
+    that name it (each one's transfer id and amount moved, in transfer id order).
 
     The earliest movements open it (a pending transfer's later ones, its post, void or expiry,
     carry no metadata): they give its time, metadata, description and what it reverses."""
@@ -247,6 +251,8 @@ def summarize(moves: Sequence[TransactionRow]) -> TransferRow:
         # both sides sum to the same once all are projected; until then, what is known
         moved_minor=max(_total(moves, _DEBITS), _total(moves, _CREDITS)),
         outcome=next((o for o in _OUTCOMES if f"{o}_out" in kinds or f"{o}_in" in kinds), ""),
+        reversed_by=tuple(reversal for reversal, _ in reversals),
+        reversed_minor=sum(moved for _, moved in reversals),
     )
 
 
@@ -258,8 +264,10 @@ def _total(moves: Sequence[TransactionRow], kinds: tuple[str, ...]) -> int:
     return sum(m.amount_minor for m in moves if m.kind in kinds)
 
 
+@functools.lru_cache(maxsize=4096)
 def utc_position(recorded_at: str) -> str:
-    """An event's ``recorded_at`` (RFC 3339) as fixed-width UTC text, which orders as time."""
+    """An event's ``recorded_at`` (RFC 3339) as fixed-width UTC text, which orders as time.
+    (Cached: a transfer's movements share one time, and a batch's commands few.)"""
     moment = datetime.fromisoformat(recorded_at.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

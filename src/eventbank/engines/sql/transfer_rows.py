@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from eventbank.domain.canonical import canonical_json
@@ -72,8 +71,7 @@ def refolded(
     """Each transfer's row from all its movements (``moves``) and the reversals that name it
     (``reversals``: each one's transfer id and amount moved, in transfer id order). An id with
     no movements (an original not in this read model) gets no row."""
-    return [_with_reversals(summarize(moves[tid]), reversals.get(tid, ()))
-            for tid in transfer_ids if tid in moves]  # fmt: skip
+    return [summarize(moves[tid], reversals.get(tid, ())) for tid in transfer_ids if tid in moves]
 
 
 def index_rows(
@@ -84,11 +82,6 @@ def index_rows(
     by_account = [(account, *row.position) for row in rows for account in row.accounts]
     by_meta = [(key, value, *row.position) for row in rows for key, value in row.metadata.items()]
     return by_account, by_meta
-
-
-def _with_reversals(row: TransferRow, reversals: Sequence[tuple[str, int]]) -> TransferRow:
-    return replace(row, reversed_by=tuple(r[0] for r in reversals),
-                   reversed_minor=sum(r[1] for r in reversals))  # fmt: skip
 
 
 def transaction_from(r: Sequence[Any], decode: Decode) -> TransactionRow:

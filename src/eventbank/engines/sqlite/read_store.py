@@ -204,6 +204,10 @@ class SqliteReadStore:
         with self._db.write_transaction() as conn:
             applied = _upsert_balances(conn, changes)
             moves = [change.transaction for change in applied if change.transaction is not None]
+            refold = to_refold(moves)
+            # what earlier batches wrote of these transfers; the rest of their movements is this
+            # batch's own, folded as they are rather than written and read back
+            by_transfer = _movements_of(conn, sorted({*refold[0], *refold[1]}))
             conn.executemany(
                 f"INSERT INTO account_transactions ({TRANSACTION_COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -212,7 +216,11 @@ class SqliteReadStore:
                   canonical_json(dict(t.metadata)), t.description, t.reverses)
                  for t in moves],
             )  # fmt: skip
-            _refresh_transfers(conn, moves)
+            for move in moves:
+                if move.transfer_id is not None:
+                    by_transfer.setdefault(move.transfer_id, []).append(move)
+            for transfer_ids in refold:  # the originals after the reversals' rows are written
+                _refold(conn, transfer_ids, by_transfer)
             if checkpoint is not None:
                 conn.execute(*move_checkpoint(projection, checkpoint, only_from, "?"))
 
@@ -402,28 +410,27 @@ def _require_already_applied(conn: Any, row: BalanceRow) -> None:
         )
 
 
-def _refresh_transfers(conn: Any, moves: Sequence[TransactionRow]) -> None:
-    """Fold again the transfers rows the movements just written touch, then the originals
-    they reverse (``to_refold``): a few statements for the whole batch, not a few per
-    transfer."""
-    for transfer_ids in to_refold(moves):
-        _refold(conn, transfer_ids)
+def _movements_of(conn: Any, transfer_ids: Sequence[str]) -> dict[str, list[TransactionRow]]:
+    """The movements of these transfers the read model holds, by transfer id."""
+    found: dict[str, list[TransactionRow]] = {}
+    for chunk in _chunks(transfer_ids):
+        for m in conn.execute(f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions"
+                              f" WHERE transfer_id IN ({','.join('?' * len(chunk))})",
+                              chunk):  # fmt: skip
+            found.setdefault(m[6], []).append(transaction_from(m, json.loads))
+    return found
 
 
-def _refold(conn: Any, transfer_ids: Sequence[str]) -> None:
-    """Each transfer's row from all its movements and the reversals that name it, and its
-    index entries (its time and metadata are its first movements', so they never move). An
-    id with no movements here (an original not in this read model) gets no row."""
-    moves: dict[str, list[TransactionRow]] = {}
+def _refold(conn: Any, transfer_ids: Sequence[str], moves: dict[str, list[TransactionRow]]) -> None:
+    """Each transfer's row from all its movements (``moves``) and the reversals that name it,
+    and its index entries (its time and metadata are its first movements', so they never
+    move). An id with no movements (an original not in this read model) gets no row. A few
+    statements for the whole batch, not a few per transfer."""
     reversals: dict[str, list[tuple[str, int]]] = {}
     for chunk in _chunks(transfer_ids):
-        marks = ",".join("?" * len(chunk))
-        for m in conn.execute(f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions"
-                              f" WHERE transfer_id IN ({marks})", chunk):  # fmt: skip
-            moves.setdefault(m[6], []).append(transaction_from(m, json.loads))
         for original, reversal, moved in conn.execute(
             "SELECT reverses, transfer_id, moved_minor FROM transfers"
-            f" WHERE reverses IN ({marks}) ORDER BY transfer_id",
+            f" WHERE reverses IN ({','.join('?' * len(chunk))}) ORDER BY transfer_id",
             chunk,
         ):
             reversals.setdefault(original, []).append((reversal, moved))
