@@ -457,11 +457,18 @@ def format_report(report: Report) -> str:
             "bare client: the same batches of 100 events, encoded and signed beforehand, POSTed "
             "one after another to the same receiver (a process of its own answering 204)."
         )
-    lines += ["", f"{'bar':<70}{'goal':<34}{'measured':<50}"]
-    for bar in bars(report):
-        verdict = {True: "PASS", False: "MISS", None: "-"}[bar.passed]
-        lines.append(f"{bar.name:<70}{bar.goal:<34}{bar.measured:<50}{verdict}")
+    lines += ["", *bars_table(bars(report))]
     return "\n".join(lines)
+
+
+def bars_table(listed: list[Bar]) -> list[str]:
+    """The bars, a line each, their verdicts in one column however long what was measured."""
+    width = max([50, *(len(bar.measured) + 1 for bar in listed)])
+    lines = [f"{'bar':<70}{'goal':<34}{'measured':<{width}}"]
+    for bar in listed:
+        verdict = {True: "PASS", False: "MISS", None: "-"}[bar.passed]
+        lines.append(f"{bar.name:<70}{bar.goal:<34}{bar.measured:<{width}}{verdict}")
+    return lines
 
 
 def to_json(report: Report) -> dict[str, Any]:

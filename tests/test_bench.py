@@ -24,7 +24,14 @@ from bench.http_load import (
     HttpScenario,
     measure_http,
 )
-from bench.report import Report, batch_bars, in_process_bars, served_bars, workers_bars
+from bench.report import (
+    Report,
+    bars_table,
+    batch_bars,
+    in_process_bars,
+    served_bars,
+    workers_bars,
+)
 from bench.targets.raw_sql import RawSqlite
 from bench.workload import (
     ACCOUNTS,
@@ -290,6 +297,19 @@ def test_the_batch_bar_shows_the_service_in_process_beside_the_served_batches():
     (bar,) = batch_bars(Report({}, [], http=rows))
     assert bar.measured == "2,200/s (in process, no HTTP: 2,500/s; not projected either: 4,100/s)"
     assert batch_bars(Report({}, [], http=[row(IN_PROCESS, 2_500)])) == []
+
+
+def test_the_verdicts_stand_in_one_column_however_long_what_was_measured():
+    rows = [
+        _row(system, per_s, "sqlite", HTTP_BATCH.name)
+        for system, per_s in ((EVENTBANK, 2_200), (IN_PROCESS, 2_500), (NOT_PROJECTED, 4_100))
+    ]
+    (long,) = batch_bars(Report({}, [], http=rows))
+    short = dataclasses.replace(long, measured="9,000/s", passed=True)
+    assert len(long.measured) > 50
+    head, *lines = bars_table([short, long])
+    assert [line[-4:] for line in lines] == ["PASS", "MISS"]
+    assert len({len(line) for line in lines}) == 1 and lines[1][-5] == " "
 
 
 def test_two_worker_processes_are_measured_with_the_cpu_of_both(postgres_store_url):
