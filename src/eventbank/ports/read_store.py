@@ -267,7 +267,7 @@ def _total(moves: Sequence[TransactionRow], kinds: tuple[str, ...]) -> int:
 @functools.lru_cache(maxsize=4096)
 def utc_position(recorded_at: str) -> str:
     """An event's ``recorded_at`` (RFC 3339) as fixed-width UTC text, which orders as time.
-    (Cached: a transfer's movements share one time, and a batch's commands few.)"""
+    (Cached: the movements of one command share one time.)"""
     moment = datetime.fromisoformat(recorded_at.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
