@@ -80,7 +80,8 @@ def test_each_transfer_run_together_answers_as_if_sent_alone(ordered_store):
 
 
 def test_concurrent_runs_on_the_same_accounts_never_overdraw(ordered_store):
-    """Groups run by several threads at once, as the coalescer's runners do."""
+    """Groups run by several threads at once (``transfer_each`` is the service's own call, for
+    any number of threads; the HTTP coalescer makes it from one)."""
     service = LedgerService(ordered_store)
     opened(service, alice="100.00", bob=None)
     groups = [[BatchItem("alice", "bob", "1.00", f"k-{g}-{i}") for i in range(15)]
