@@ -5,7 +5,8 @@
 1. Deploy one engine and ``eventbank serve`` on it (deployments.py; ``postgres-2``: two
    servers on one database, the clients spread over both); open the accounts.
 2. For ``duration_s``: ``clients`` threads send random transfers with Idempotency-Keys,
-   ``readers`` fetch every balance, and the nemesis injects a fault at random intervals.
+   ``readers`` fetch every balance, and the nemesis injects a fault at random intervals after
+   ``quiet_s`` with none (so even a short run has answers from every server to check).
 3. Stop the nemesis (everything is whole again) and the clients: each finishes the request it
    is in; a transfer still without a definite answer then is indeterminate.
 4. Recovery: the server's own projection runner must catch up within ``recovery_s``, and its
@@ -57,6 +58,7 @@ class ChaosConfig:
     accounts: int = 10
     hot: int = 2
     interval_s: tuple[float, float] = (0.5, 3.0)  # between one fault's recovery and the next
+    quiet_s: float = 1.0  # of traffic before the first fault: every run has answers to check
     recovery_s: float = 60.0
     seed: int = field(default_factory=lambda: random.randrange(2**32))
     run_dir: Path | None = None
@@ -117,7 +119,8 @@ def _drive(deployment: Deployment, bank: Bank, history: History, config: ChaosCo
     readers = [_Worker(run_reader, urls[n % len(urls)], token, bank, history, stop)
                for n in range(config.readers)]  # fmt: skip
     nemesis = _Worker(run_nemesis, deployment, history, stop_faults,
-                      random.Random(rng.randrange(2**32)), config.interval_s)  # fmt: skip
+                      random.Random(rng.randrange(2**32)), config.interval_s,
+                      config.quiet_s)  # fmt: skip
     for worker in (*clients, *readers, nemesis):
         worker.start()
     nemesis.join(timeout=config.duration_s)  # returns early only if the nemesis failed
@@ -243,7 +246,8 @@ def _title(config: ChaosConfig, folder: Path, seconds: float) -> list[str]:
     return [
         f"chaos run on {config.engine}: {config.duration_s:g} s of faults ({seconds:.0f} s in "
         f"all), {config.clients} clients, {config.readers} readers, {config.accounts} accounts "
-        f"({config.hot} hot), a fault every {low:g}-{high:g} s, seed {config.seed}",
+        f"({config.hot} hot), the first fault after {config.quiet_s:g} s, then one every "
+        f"{low:g}-{high:g} s, seed {config.seed}",
         f"history and logs: {folder}",
     ]
 

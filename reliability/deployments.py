@@ -214,14 +214,18 @@ def run_nemesis(
     stop: threading.Event,
     rng: random.Random,
     interval_s: tuple[float, float],
+    quiet_s: float,
 ) -> None:
-    """Until ``stop``: wait a random interval, inject the next fault, and record it once
-    everything has recovered from it. Faults are dealt from shuffled decks: the first holds
-    each kind once, the resource faults on top, so even a short run meets every kind early and
-    the rarer resource faults first; the next hold each one ``weight`` times."""
+    """Until ``stop``: after ``quiet_s`` with no fault, wait a random interval, inject the next
+    fault, and record it once everything has recovered from it. Faults are dealt from shuffled
+    decks: the first holds each kind once, the resource faults on top, so even a short run
+    meets every kind early and the rarer resource faults first; the next hold each one
+    ``weight`` times."""
     deck = list(deployment.faults)
     rng.shuffle(deck)
     deck.sort(key=lambda fault: not fault.crash)  # stable: dealt from the end, resources first
+    if stop.wait(quiet_s):
+        return
     while not stop.wait(rng.uniform(*interval_s)):
         if not deck:
             deck = [fault for fault in deployment.faults for _ in range(fault.weight)]
