@@ -4,9 +4,10 @@
 
 1. Deploy one engine and ``eventbank serve`` on it (deployments.py; ``postgres-2``: two
    servers on one database, the clients spread over both); open the accounts.
-2. For ``duration_s``: ``clients`` threads send random transfers with Idempotency-Keys,
-   ``readers`` fetch every balance, and the nemesis injects a fault at random intervals after
-   ``quiet_s`` with none (so even a short run has answers from every server to check).
+2. For ``quiet_s`` plus ``duration_s``: ``clients`` threads send random transfers with
+   Idempotency-Keys, ``readers`` fetch every balance, and after ``quiet_s`` with no fault (so
+   even a short run has answers from every server to check) the nemesis injects a fault at
+   random intervals.
 3. Stop the nemesis (everything is whole again) and the clients: each finishes the request it
    is in; a transfer still without a definite answer then is indeterminate.
 4. Recovery: the server's own projection runner must catch up within ``recovery_s``, and its
@@ -107,7 +108,8 @@ def run(config: ChaosConfig) -> ChaosResult:
 
 
 def _drive(deployment: Deployment, bank: Bank, history: History, config: ChaosConfig) -> None:
-    """Clients, readers and the nemesis for ``duration_s``; everything stopped on return."""
+    """Clients, readers and the nemesis for ``quiet_s`` + ``duration_s``; everything stopped on
+    return."""
     rng = random.Random(config.seed)
     stop, stop_faults = threading.Event(), threading.Event()
     urls, token = deployment.urls, TOKENS["teller"]
@@ -123,7 +125,7 @@ def _drive(deployment: Deployment, bank: Bank, history: History, config: ChaosCo
                       config.quiet_s)  # fmt: skip
     for worker in (*clients, *readers, nemesis):
         worker.start()
-    nemesis.join(timeout=config.duration_s)  # returns early only if the nemesis failed
+    nemesis.join(timeout=config.quiet_s + config.duration_s)  # early only if it failed
     stop_faults.set()
     nemesis.join()
     stop.set()
