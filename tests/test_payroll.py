@@ -80,8 +80,11 @@ def test_a_1000_line_payroll_completes_and_the_books_balance(ledger):
     total = sum(100 + n for n in range(1000))
     assert (done.status, len(done.paid), done.paid_minor) == ("completed", 1000, total)
     assert balance(ledger, "employer") == 100_000_000 - total
-    assert sum(balance(ledger, a) for a in staff) == total
     ledger.runner.catch_up()
+    # the staff's balances from the read model, which the audit finds equal to a replay of
+    # their events (a replay of each of 1,000 accounts here took 7 s on DynamoDB Local)
+    paid = ledger.reads.balances(staff)
+    assert (len(paid), sum(row.balance_minor for row in paid.values())) == (1000, total)
     report = Auditor(ledger.events, ledger.reads).run()
     assert report.clean, report.findings[:5]
 
