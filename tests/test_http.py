@@ -369,9 +369,11 @@ def test_retried_posts_with_one_key_move_money_once_even_concurrently(teller):
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):
+    # The coverage phase's cases are most of them: 1,865 at 10 examples per fuzzed operation
+    # (11 s), 2,420 at 25 (30 s).
     done = subprocess.run(
         [str(Path(sys.executable).parent / "schemathesis"), "run", f"{server.url}/openapi.json",
-         "-H", f"Authorization: Bearer {server.admin}", "--max-examples", "25",
+         "-H", f"Authorization: Bearer {server.admin}", "--max-examples", "10",
          "--phases", "examples,coverage,fuzzing", "--seed", "1", "--checks",
          "not_a_server_error,status_code_conformance,content_type_conformance,"
          "response_schema_conformance,negative_data_rejection"],
