@@ -110,19 +110,6 @@ def test_concurrent_withdrawals_of_80_from_100_never_overdraw(make_store):
         assert balances(services[0], account) == ["20.00"]
 
 
-def test_accounts_loaded_together_are_each_as_loaded_alone(service):
-    ids = [f"many-{n}" for n in range(20)]
-    for n, account_id in enumerate(ids):
-        service.open_account(account_id, owner="x", account_type="CHECKING",
-                             initial_deposit=f"{n + 1}.00")  # fmt: skip
-    service.withdraw("many-7", "2.00")
-    asked = [*reversed(ids), "many-3", "no-such"]
-    loaded = service.load_accounts(asked)
-    assert list(loaded) == [*reversed(ids), "no-such"]  # each once, in the order asked
-    assert loaded == {account_id: service.load_account(account_id) for account_id in asked}
-    assert loaded["many-7"].balance_minor == 600 and loaded["no-such"] is None
-
-
 def test_the_same_command_id_sequentially_moves_money_once(service, store):
     open_pair(service)
     first = service.withdraw("acc-1", "25.00", command_id="key-1")

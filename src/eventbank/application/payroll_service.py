@@ -31,7 +31,7 @@ from eventbank.application.ids import new_id
 from eventbank.application.service import IdempotencyKeyReused, LedgerService, current_actor
 from eventbank.application.transfer_search import InvalidCursor, InvalidLimit
 from eventbank.domain import payroll as saga
-from eventbank.domain.account import AccountStatus, check_account_id, is_account_id, require_open
+from eventbank.domain.account import AccountStatus, check_account_id
 from eventbank.domain.canonical import canonical_json
 from eventbank.domain.deadlines import utc_text
 from eventbank.domain.errors import (
@@ -240,15 +240,15 @@ class PayrollService:
             raise InvalidInput("the payroll has no lines")
         lines: list[saga.PayrollLine] = []
         seen: dict[tuple[str, str], int] = {}
-        accounts = self.ledger.load_accounts(row.account_id for row in rows
-                                             if is_account_id(row.account_id))  # fmt: skip
         for row in rows:
             try:
                 account_id = check_account_id(row.account_id)
                 amount = parse_amount(row.amount, employer.currency)
                 if account_id == employer_id:
                     raise InvalidInput("the employer cannot pay itself")
-                account = require_open(accounts[account_id], account_id)
+                account = self.ledger.get_account(account_id)
+                if account.status is AccountStatus.CLOSED:
+                    raise RuleViolation(f"account {account_id!r} is closed")
                 if account.currency != employer.currency:
                     raise RuleViolation(f"account {account_id!r} holds {account.currency}, "
                                         f"the employer pays {employer.currency}")  # fmt: skip
