@@ -53,7 +53,8 @@ class _Servers:
         return server
 
     def renew_if_worn(self) -> None:
-        """Move to the next server once this one is worn, never under a table still in use."""
+        """Move to the next server once this one is worn, never under a table still in use (so
+        a test's tables and its ``dynamodb_local`` are always on one server)."""
         worn = self.items >= ITEMS_PER_SERVER or self.tables >= TABLES_PER_SERVER
         if worn and not self.live:
             try:
@@ -122,7 +123,7 @@ def dynamodb_local_endpoint(dynamodb_local: DynamoDBLocal) -> str:
 
 
 @pytest.fixture
-def dynamodb_store_url(dynamodb_local: DynamoDBLocal, dynamodb_servers: _Servers) -> Iterator[str]:
+def dynamodb_store_url(dynamodb_servers: _Servers) -> Iterator[str]:
     yield from dynamodb_servers.table_url()
 
 
@@ -133,7 +134,5 @@ def dynamodb_module_store_url(dynamodb_servers: _Servers) -> Iterator[str]:
 
 
 @pytest.fixture
-def dynamodb_read_store_url(
-    dynamodb_local: DynamoDBLocal, dynamodb_servers: _Servers
-) -> Iterator[str]:
+def dynamodb_read_store_url(dynamodb_servers: _Servers) -> Iterator[str]:
     yield from dynamodb_servers.table_url("read-")
