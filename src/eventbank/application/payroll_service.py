@@ -2,8 +2,9 @@
 
 ``start`` validates every line before any money moves (malformed lines, unknown or closed
 accounts, currency mismatches, duplicate lines, insufficient total funds — all reported
-together, line by line) and records the saga. ``run`` pays the pending lines one transfer each,
-with command ids ``<saga>:pay:<line>``, recording outcomes every ``record_every`` lines; under
+together, line by line) and records the saga. ``run`` pays the pending lines, one transfer each
+with command ids ``<saga>:pay:<line>``, ``record_every`` lines per atomic batch (one commit
+for them all), recording outcomes every ``record_every`` lines; under
 ``all-or-nothing`` a failure compensates every paid line with reverse transfers
 (``<saga>:undo:<line>``). A process killed anywhere is finished by ``resume_all``: a line paid
 but not yet recorded is re-run, and its command id makes the transfer answer from its first
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from eventbank.application.batch import BatchItem
 from eventbank.application.ids import new_id
 from eventbank.application.service import IdempotencyKeyReused, LedgerService, current_actor
 from eventbank.application.transfer_search import InvalidCursor, InvalidLimit
@@ -46,6 +48,7 @@ from eventbank.domain.money import format_minor, format_money, parse_amount
 from eventbank.domain.payroll import Payroll, PayrollLine
 from eventbank.ports.event_store import (
     GENESIS_HASH,
+    BatchTooLarge,
     ConcurrencyConflict,
     EventStore,
     NewEvent,
@@ -311,22 +314,23 @@ class PayrollService:
         self, tracked: _Tracked, step: str, stop_on_failure: bool, on_progress: Progress | None
     ) -> _Tracked:
         """Run each outstanding ``pay`` (employer -> line) or ``undo`` (line -> employer)
-        transfer, recording outcomes every ``record_every`` steps and at a stopping failure."""
+        transfer, ``record_every`` lines per atomic batch (``_transfers``), recording outcomes
+        every ``record_every`` lines and at a stopping failure. A batch too large for one
+        append on this engine (DynamoDB's 100 transaction items) is halved, and the rest of the
+        run goes in batches of that size."""
         payroll = tracked.state
-        paying = step == "pay"
-        lines = payroll.pending if paying else payroll.to_compensate
-        record = saga.payments_recorded if paying else saga.compensations_recorded
-        done = "paid" if paying else "compensated"
+        lines = payroll.pending if step == "pay" else payroll.to_compensate
+        record = saga.payments_recorded if step == "pay" else saga.compensations_recorded
         outcomes: list[list[Any]] = []
-        for line in lines:
-            source, target = (payroll.employer_id, line.account_id)[:: 1 if paying else -1]
-            amount = format_minor(line.amount_minor, payroll.currency)
-            key = f"{payroll.saga_id}:{step}:{line.line_no}"
+        size, start = self.record_every, 0
+        while start < len(lines):
+            part = lines[start : start + size]
             try:
-                receipt = self.ledger.transfer(source, target, amount, command_id=key)
-                outcomes.append([line.line_no, done, receipt.outcome["transfer_id"]])
-            except RuleViolation as exc:  # undo: e.g. the employee spent it; needs a human
-                outcomes.append([line.line_no, "failed", f"{exc.code}: {exc}"])
+                outcomes += self._transfers(payroll, step, part, stop_on_failure)
+            except BatchTooLarge:
+                size = max(1, size // 2)
+                continue
+            start += len(part)
             stop = stop_on_failure and outcomes[-1][1] == "failed"
             if stop or len(outcomes) >= self.record_every:
                 tracked = self._record(tracked, record(outcomes), on_progress)
@@ -336,6 +340,47 @@ class PayrollService:
         if outcomes:
             tracked = self._record(tracked, record(outcomes), on_progress)
         return tracked
+
+    def _transfers(
+        self, payroll: Payroll, step: str, lines: Sequence[PayrollLine], stop_on_failure: bool
+    ) -> list[list[Any]]:
+        """Each line's ``[line_no, outcome, transfer id or why it failed]`` for these lines'
+        transfers, with command ids ``<saga>:<step>:<line>``. Several lines go in one atomic
+        batch: one append and one commit for all of them, where one transfer each waited for a
+        commit of its own. If a line is refused (a rule; on ``undo``, say, the employee spent
+        it), the batch moved nothing, and its lines are run again one transfer each, so every
+        line has the outcome it has alone; with ``stop_on_failure``, none after the first
+        refused. A line done before (the run resumed after a crash) answers from its first run,
+        in a batch as alone, so nobody is paid twice."""
+        paying = step == "pay"
+        done = "paid" if paying else "compensated"
+        items = []
+        for line in lines:
+            source, target = (payroll.employer_id, line.account_id)[:: 1 if paying else -1]
+            amount = format_minor(line.amount_minor, payroll.currency)
+            key = f"{payroll.saga_id}:{step}:{line.line_no}"
+            items.append(BatchItem(source, target, amount, idempotency_key=key))
+        if len(items) > 1:
+            results = self.ledger.transfer_batch(items, atomic=True)
+            moved = [result.outcome for result in results if result.outcome is not None]
+            if len(moved) == len(lines):
+                return [[line.line_no, done, outcome["transfer_id"]]
+                        for line, outcome in zip(lines, moved, strict=True)]  # fmt: skip
+        outcomes: list[list[Any]] = []
+        for line, item in zip(lines, items, strict=True):
+            try:
+                receipt = self.ledger.transfer(
+                    item.from_account_id,
+                    item.to_account_id,
+                    item.amount,
+                    command_id=item.idempotency_key,
+                )
+                outcomes.append([line.line_no, done, receipt.outcome["transfer_id"]])
+            except RuleViolation as exc:
+                outcomes.append([line.line_no, "failed", f"{exc.code}: {exc}"])
+                if stop_on_failure:
+                    break
+        return outcomes
 
     def unfinished(self) -> list[str]:
         """The ids of the sagas started and never closed, oldest first. The registry is read
