@@ -21,8 +21,10 @@ connections, each request 1,000 such transfers with a key each. Measured per row
 - for eventbank, the projection lag (``GET /stats``) when the load ended, and how long it took
   to be 0 again (the goal: within 2 s).
 
-The server and wrk run wherever the kernel puts them (no CPU affinity): on 2 CPUs they share the
-machine, as a server and its clients on one host do.
+A server process keeps its threads on the CPU it starts on, as ``eventbank serve`` does by
+default (the floor too; ``serve --workers 2``'s processes run on any CPU), and wrk runs wherever
+the kernel puts it: on 2 CPUs they share the machine, as a server and its clients on one host
+do.
 """
 
 from __future__ import annotations

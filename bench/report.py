@@ -295,10 +295,10 @@ def load_summary(report: Report) -> str:
 
 
 def threads_summary(report: Report) -> str:
-    """Where every system's client threads ran (bench/workload.py says why one CPU); the HTTP
-    servers and wrk run wherever the kernel puts them."""
+    """Where every system's client threads ran (bench/workload.py says why one CPU); an HTTP
+    server process keeps its threads on the CPU it starts on, and wrk runs anywhere."""
     if not report.measurements and report.http:
-        return "HTTP servers and wrk: wherever the kernel put them (no CPU affinity)"
+        return "HTTP servers: each process on the CPU it started on; wrk: anywhere"
     cpu = report.meta.get("cpu")
     if cpu is None:
         return "client threads: wherever the system put them (--any-cpu, or no CPU affinity here)"
@@ -358,7 +358,8 @@ def _http_table(report: Report) -> list[str]:
     lines += [
         "",
         f"load: {meta.get('load', 'wrk')} (its own process; 2xx responses over its run time); "
-        f"servers: {meta.get('server', '-')}; servers and wrk on any CPU (no affinity).",
+        f"servers: {meta.get('server', '-')}; a server process on the CPU it started on (serve "
+        "--workers 2: any), wrk on any CPU.",
         f"{HTTP_BATCH.name}: the same with -c{HTTP_BATCH.connections}, POST /transfers/batch; "
         "transfers/s counts the items that succeeded. Its row '"
         f"{IN_PROCESS}' calls LedgerService.transfer_batch in the benchmark's process; "

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -192,3 +193,55 @@ def test_without_inline_projection_the_runner_brings_reads_up_to_what_was_answer
                 time.sleep(0.1)
     finally:
         stop_server(process)
+
+
+def thread_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPUs each thread of process ``pid`` may run on."""
+    tasks = Path(f"/proc/{pid}/task")
+    return {frozenset(os.sched_getaffinity(int(tid.name))) for tid in tasks.iterdir()}
+
+
+def test_one_server_process_keeps_its_threads_on_one_cpu_unless_told_any_cpu(tmp_path):
+    everywhere = frozenset(os.sched_getaffinity(0))
+    assert len(everywhere) >= 2, "this test needs a machine with two CPUs or more"
+    teller = {"Authorization": f"Bearer {TELLER}"}
+    for options, folder in (((), tmp_path / "one"), (("--any-cpu",), tmp_path / "any")):
+        folder.mkdir()
+        process, url, startup = start_server(folder, *options)
+        try:  # a command and a read first: the threads that run them are started by now
+            opened = httpx.post(f"{url}/accounts", headers=teller, timeout=10, json={
+                "account_id": "acc-cpu", "owner": "O", "type": "CHECKING"})  # fmt: skip
+            assert opened.status_code == 201, opened.text
+            assert httpx.get(f"{url}/accounts/acc-cpu", headers=teller, timeout=10).is_success
+            cpus = thread_cpus(process.pid)
+        finally:
+            stop_server(process)
+        if options:
+            assert cpus == {everywhere}, cpus
+            assert "  cpu  " not in startup, startup
+        else:
+            ((cpu,),) = cpus  # every thread on the one CPU
+            assert cpu in everywhere
+            assert f"  cpu          {cpu}: the process's threads stay on it" in startup, startup
+
+
+def test_threads_started_before_are_moved_to_the_one_cpu_too():
+    """serve pins itself before it starts threads, but a thread an import started earlier must
+    not be left free: every thread of the process moves."""
+    script = (
+        "import os, threading\n"
+        "from eventbank.cli.one_cpu import stay_on_one_cpu\n"
+        "stop = threading.Event()\n"
+        "early = threading.Thread(target=stop.wait)\n"
+        "early.start()\n"
+        "cpu = stay_on_one_cpu()\n"
+        "late = threading.Thread(target=stop.wait)\n"
+        "late.start()\n"
+        "print(cpu, sorted(os.sched_getaffinity(early.native_id)),"
+        " sorted(os.sched_getaffinity(late.native_id)), sorted(os.sched_getaffinity(0)))\n"
+        "stop.set()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    cpu = int(done.stdout.split()[0])
+    assert done.stdout.split(maxsplit=1)[1].strip() == f"[{cpu}] [{cpu}] [{cpu}]", done.stdout
