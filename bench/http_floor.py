@@ -19,7 +19,7 @@ import argparse
 import uvicorn
 from fastapi import FastAPI
 
-from eventbank.cli.one_cpu import stay_on_one_cpu
+from eventbank.http.one_cpu import stay_on_one_cpu
 from eventbank.http.schemas import BatchTransferItem, TransferBatchRequest, TransferRequest
 
 app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args(argv)
     # The options of `eventbank serve` (src/eventbank/cli/serve.py), and nothing else; on one
-    # CPU, as a single `eventbank serve` process runs (cli/one_cpu.py).
+    # CPU, as a single `eventbank serve` process runs (http/one_cpu.py).
     stay_on_one_cpu()
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=10)  # fmt: skip

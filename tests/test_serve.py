@@ -230,7 +230,7 @@ def test_threads_started_before_are_moved_to_the_one_cpu_too():
     not be left free: every thread of the process moves."""
     script = (
         "import os, threading\n"
-        "from eventbank.cli.one_cpu import stay_on_one_cpu\n"
+        "from eventbank.http.one_cpu import stay_on_one_cpu\n"
         "stop = threading.Event()\n"
         "early = threading.Thread(target=stop.wait)\n"
         "early.start()\n"

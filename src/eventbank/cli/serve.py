@@ -21,12 +21,12 @@ import typer
 
 from eventbank import __version__
 from eventbank.cli.common import Settings, settings_of
-from eventbank.cli.one_cpu import stay_on_one_cpu
 from eventbank.cli.tokens import DEFAULT_TOKENS_FILE, TokensFile
 from eventbank.cli.webhooks import DEFAULT_KEY_FILE, KeyFile
 from eventbank.domain.errors import InvalidInput
 from eventbank.engines.urls import default_read_store_url, without_password
 from eventbank.http.auth import TokenStore, ensure_admin_token
+from eventbank.http.one_cpu import stay_on_one_cpu
 from eventbank.ports.event_store import StoreError
 
 serve_app = typer.Typer()
