@@ -1,6 +1,7 @@
 """Smoke test of the benchmark harness in its smallest mode: SQLite, eventbank and the raw
-floors (no peer library, no database servers), and the HTTP scenario (eventbank serve and the
-FastAPI floor, driven by wrk). It checks the report's shape, never a timing."""
+floors (no peer library; PostgreSQL only where a test names it), and the HTTP scenario
+(eventbank serve and the FastAPI floor, driven by wrk). It checks the report's shape and what
+was written, never a timing."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import os
 import sqlite3
 import threading
 
+import psycopg
+import pytest
+from bench import read_model_floor
 from bench.__main__ import main
 from bench.batch_in_process import IN_PROCESS, NOT_PROJECTED, measure_in_process_batch
 from bench.ceiling import Ceiling, measure_ceiling
@@ -44,6 +48,7 @@ from bench.workload import (
     plan,
 )
 
+from eventbank.engines.urls import default_read_store_url, sqlite_path
 from eventbank.wiring import open_ledger
 
 
@@ -372,3 +377,40 @@ def _row(system: str, per_s: float, engine: str, scenario: str) -> HttpMeasureme
     done = int(per_s)
     return HttpMeasurement(system, engine, scenario, 16, 10, 0.0, 1.0, done, done, {}, {}, per_s,
                            1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0, 0.1, 0.5)  # fmt: skip
+
+
+def read_model_counts(read_url: str) -> tuple[int, int, int, int]:
+    """Movements, transfer rows, index entries and the checkpoint in a read store."""
+    queries = [
+        "SELECT count(*) FROM account_transactions",
+        "SELECT count(*) FROM transfers",
+        "SELECT count(*) FROM transfers_by_account",
+        "SELECT position FROM projection_checkpoints WHERE projection = 'accounts'",
+    ]
+    if read_url.startswith("sqlite"):
+        with sqlite3.connect(sqlite_path(read_url)) as conn:
+            return tuple(conn.execute(q).fetchone()[0] for q in queries)  # type: ignore[return-value]
+    with psycopg.connect(read_url) as conn:
+        return tuple(conn.execute(q).fetchone()[0] for q in queries)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_the_read_model_floor_writes_each_transfers_read_rows_beside_its_events(
+    engine, tmp_path, postgres_databases
+):
+    if engine == "sqlite":
+        urls = [f"sqlite:///{tmp_path / 'alone.db'}", f"sqlite:///{tmp_path / 'reads.db'}"]
+        floor = read_model_floor.measure(engine, urls, 40)
+    else:
+        with postgres_databases.fresh() as alone, postgres_databases.fresh() as reads:
+            urls = [alone, reads]
+            floor = read_model_floor.measure(engine, urls, 40)
+            counts = read_model_counts(reads)
+    assert (floor.engine, floor.transfers, floor.per_transaction) == (engine, 40, 16)
+    assert floor.alone_per_s > 0 and floor.with_read_model_per_s > 0
+    if engine == "sqlite":
+        counts = read_model_counts(default_read_store_url(urls[1]))
+        assert not os.path.exists(sqlite_path(default_read_store_url(urls[0])))  # alone: none
+    # two movements, a transfer row and two index entries per transfer; the checkpoint past
+    # the accounts' openings (two events each) and the transfers' events
+    assert counts == (80, 40, 80, 2 * ACCOUNTS + 80)

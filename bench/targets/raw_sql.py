@@ -110,7 +110,7 @@ class RawPostgres(RawSql):
         self._connections: list[psycopg.Connection] = []
         self._lock = threading.Lock()
 
-    def _connection(self) -> psycopg.Connection:
+    def connection(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = psycopg.connect(self._url, autocommit=True)
@@ -119,7 +119,7 @@ class RawPostgres(RawSql):
         return conn
 
     def write(self, events: list[rows.EventRow], commands: list[rows.CommandRow]) -> None:
-        conn = self._connection()
+        conn = self.connection()
         with conn.transaction(), conn.cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO events ({rows.EVENT_COLUMNS}) VALUES ({', '.join(['%s'] * 9)})",
