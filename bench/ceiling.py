@@ -11,6 +11,10 @@ A goal above it is above the machine and the database library, not behind eventb
 Timed: the inserts and commits only (``RawSql.write``), on one thread, on the scenario's CPU.
 The CPU figure is this process's (the driver, and SQLite's own work); PostgreSQL's server runs
 in processes of its own and is not in it.
+
+With ``read_model``, each transaction is followed by the read model's rows of its transfers in
+the read store's own transaction (bench/targets/read_rows.py, which says what this figure is
+and is not), as eventbank's inline projection writes them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from bench.targets.raw_sql import RawSql
+from bench.targets.read_rows import ReadModelRows, read_writer
 from bench.workload import ACCOUNTS, INITIAL_MINOR, Scenario, account_id, on_cpu, plan
 
 
@@ -34,24 +39,42 @@ class Ceiling:
     cpu_us_per_transfer: float  # this process's CPU while writing, per transfer
 
 
+WITH_READ_MODEL = ", with the read model's rows"  # added to the scenario's name
+
+
 def measure_ceiling(
-    raw: RawSql, scenario: Scenario, transfers: int, seed: int, cpu: int | None = None
+    raw: RawSql,
+    scenario: Scenario,
+    transfers: int,
+    seed: int,
+    cpu: int | None = None,
+    *,
+    read_model: bool = False,
 ) -> Ceiling:
     """Write the scenario's planned transfers through ``raw`` (on a fresh store), the rows of
-    ``scenario.clients`` transfers per transaction, all built before the clock starts."""
-    raw.open_accounts([account_id(i) for i in range(ACCOUNTS)], INITIAL_MINOR)
+    ``scenario.clients`` transfers per transaction, all built before the clock starts; with
+    ``read_model``, each followed by their read model's rows (the module docstring)."""
+    accounts = [account_id(i) for i in range(ACCOUNTS)]
+    raw.open_accounts(accounts, INITIAL_MINOR)
+    reads = ReadModelRows(accounts, INITIAL_MINOR)
+    writer = read_writer(raw, accounts, INITIAL_MINOR) if read_model else None
     per_client = plan(scenario, transfers, seed)
     work = [t for turn in itertools.zip_longest(*per_client) for t in turn if t is not None]
     size = scenario.clients
-    batches = [raw.rows_of(work[start : start + size]) for start in range(0, len(work), size)]
+    chunks = [work[start : start + size] for start in range(0, len(work), size)]
+    batches = [
+        (raw.rows_of(chunk), None if writer is None else reads.of(chunk)) for chunk in chunks
+    ]
     with on_cpu(cpu):
         wall, processor = time.perf_counter(), time.process_time()
-        for events, commands in batches:
+        for (events, commands), read in batches:
             raw.write(events, commands)
+            if writer is not None and read is not None:
+                writer.write(read)
         wall, processor = time.perf_counter() - wall, time.process_time() - processor
     return Ceiling(
         engine=raw.engine,
-        scenario=scenario.name,
+        scenario=scenario.name + (WITH_READ_MODEL if read_model else ""),
         per_transaction=size,
         transfers=len(work),
         transfers_per_s=len(work) / wall,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.batch_in_process import IN_PROCESS, NOT_PROJECTED
-from bench.ceiling import Ceiling
+from bench.ceiling import WITH_READ_MODEL, Ceiling
 from bench.http_load import EVENTBANK as SERVE
 from bench.http_load import (
     FLOOR,
@@ -187,11 +187,15 @@ def in_process_bars(report: Report) -> list[Bar]:
         if m is None:
             continue
         ratio = m.transfers_per_s / alone.transfers_per_s
+        measured = f"{ratio:.2f}x ({m.transfers_per_s:,.0f} against {alone.transfers_per_s:,.0f}/s)"
+        floor = next((c for c in report.ceilings if c.engine == alone.engine
+                      and c.scenario == CONCURRENT.name + WITH_READ_MODEL), None)  # fmt: skip
+        if floor is not None:  # the engine alone writing the read model's rows too
+            with_reads = floor.transfers_per_s / alone.transfers_per_s
+            measured += f"; engine alone + read model rows: {with_reads:.2f}x"
         bars.append(Bar(
             f"in process, 16 clients, over the engine alone ({alone.engine})",
-            f">= {IN_PROCESS_GOAL:.2f}x",
-            f"{ratio:.2f}x ({m.transfers_per_s:,.0f} against {alone.transfers_per_s:,.0f}/s)",
-            ratio >= IN_PROCESS_GOAL,
+            f">= {IN_PROCESS_GOAL:.2f}x", measured, ratio >= IN_PROCESS_GOAL,
         ))  # fmt: skip
     return bars
 

@@ -13,10 +13,9 @@ import threading
 
 import psycopg
 import pytest
-from bench import read_model_floor
 from bench.__main__ import main
 from bench.batch_in_process import IN_PROCESS, NOT_PROJECTED, measure_in_process_batch
-from bench.ceiling import Ceiling, measure_ceiling
+from bench.ceiling import WITH_READ_MODEL, Ceiling, measure_ceiling
 from bench.http_load import (
     EVENTBANK,
     FLOOR,
@@ -36,6 +35,7 @@ from bench.report import (
     served_bars,
     workers_bars,
 )
+from bench.run import RAW_SQL
 from bench.targets.raw_sql import RawSqlite
 from bench.workload import (
     ACCOUNTS,
@@ -100,7 +100,7 @@ def test_smallest_run_writes_a_full_report(tmp_path, capsys):
     (rebuild,) = report["projection_rebuild"]
     assert rebuild["events"] == 2 * (1_000 + 40) and rebuild["events_per_s"] > 0
     alone = {(c["scenario"], c["per_transaction"]) for c in report["engine_alone"]}
-    assert alone == {(CONCURRENT.name, 16), (HOT.name, 4)}
+    assert alone == {(CONCURRENT.name, 16), (CONCURRENT.name + WITH_READ_MODEL, 16), (HOT.name, 4)}
     assert all(c["transfers"] == 40 and c["transfers_per_s"] > 0 for c in report["engine_alone"])
     (payroll,) = report["payroll"]
     assert (payroll["engine"], payroll["lines"], payroll["status"]) == ("sqlite", 30, "completed")
@@ -361,13 +361,17 @@ def test_the_in_process_bar_reads_eventbank_against_the_engine_alone_of_the_same
                            500, 500, {}, "", 0, 0.0, 1.0, per_s, 2 * per_s, 1.0, 2.0, 200.0,
                            0.5)  # fmt: skip
 
-    def alone(engine: str, per_s: float) -> Ceiling:
-        return Ceiling(engine, CONCURRENT.name, 16, 500, per_s, 1.0, 40.0)
+    def alone(engine: str, per_s: float, scenario: str = CONCURRENT.name) -> Ceiling:
+        return Ceiling(engine, scenario, 16, 500, per_s, 1.0, 40.0)
 
-    report = Report({}, [ours("sqlite", 5_000), ours("postgresql", 7_000)],
-                    ceilings=[alone("sqlite", 20_000), alone("postgresql", 13_000)])  # fmt: skip
+    rows_alone = alone("sqlite", 8_000, CONCURRENT.name + WITH_READ_MODEL)
+    ceilings = [alone("sqlite", 20_000), alone("postgresql", 13_000), rows_alone]
+    report = Report({}, [ours("sqlite", 5_000), ours("postgresql", 7_000)], ceilings=ceilings)
     sqlite, postgres = in_process_bars(report)
-    assert (sqlite.passed, sqlite.measured) == (False, "0.25x (5,000 against 20,000/s)")
+    assert (sqlite.passed, sqlite.measured) == (
+        False,
+        "0.25x (5,000 against 20,000/s); engine alone + read model rows: 0.40x",
+    )
     assert (postgres.passed, postgres.measured) == (True, "0.54x (7,000 against 13,000/s)")
     assert in_process_bars(Report({}, [], ceilings=[alone("sqlite", 20_000)])) == []
 
@@ -395,22 +399,18 @@ def read_model_counts(read_url: str) -> tuple[int, int, int, int]:
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
-def test_the_read_model_floor_writes_each_transfers_read_rows_beside_its_events(
-    engine, tmp_path, postgres_databases
+def test_the_engine_alone_with_the_read_model_writes_each_transfers_read_rows(
+    engine, tmp_path, postgres_store_url
 ):
-    if engine == "sqlite":
-        urls = [f"sqlite:///{tmp_path / 'alone.db'}", f"sqlite:///{tmp_path / 'reads.db'}"]
-        floor = read_model_floor.measure(engine, urls, 40)
-    else:
-        with postgres_databases.fresh() as alone, postgres_databases.fresh() as reads:
-            urls = [alone, reads]
-            floor = read_model_floor.measure(engine, urls, 40)
-            counts = read_model_counts(reads)
-    assert (floor.engine, floor.transfers, floor.per_transaction) == (engine, 40, 16)
-    assert floor.alone_per_s > 0 and floor.with_read_model_per_s > 0
-    if engine == "sqlite":
-        counts = read_model_counts(default_read_store_url(urls[1]))
-        assert not os.path.exists(sqlite_path(default_read_store_url(urls[0])))  # alone: none
+    url = f"sqlite:///{tmp_path / 'alone.db'}" if engine == "sqlite" else postgres_store_url
+    raw = RAW_SQL[engine](url, CONCURRENT.clients)
+    try:
+        ceiling = measure_ceiling(raw, CONCURRENT, 40, seed=1, read_model=True)
+    finally:
+        raw.close()
+    assert (ceiling.scenario, ceiling.transfers) == (CONCURRENT.name + WITH_READ_MODEL, 40)
+    assert ceiling.transfers_per_s > 0
     # two movements, a transfer row and two index entries per transfer; the checkpoint past
     # the accounts' openings (two events each) and the transfers' events
+    counts = read_model_counts(default_read_store_url(url))
     assert counts == (80, 40, 80, 2 * ACCOUNTS + 80)

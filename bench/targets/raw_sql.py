@@ -29,7 +29,8 @@ class RawSql(ABC):
     engine: str
     events_per_transfer = 2
 
-    def __init__(self, batch_size: int):
+    def __init__(self, store_url: str, batch_size: int):
+        self.store_url = store_url
         self.batch_size = batch_size
         self.variant = "1 tx per transfer" if batch_size == 1 else f"batched, {batch_size}/tx"
         self._versions = rows.Versions()
@@ -67,7 +68,7 @@ class RawSqlite(RawSql):
     engine = "sqlite"
 
     def __init__(self, store_url: str, batch_size: int):
-        super().__init__(batch_size)
+        super().__init__(store_url, batch_size)
         path = sqlite_path(store_url)
         SqliteEventStore(path).close()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -103,9 +104,8 @@ class RawPostgres(RawSql):
     engine = "postgresql"
 
     def __init__(self, store_url: str, batch_size: int):
-        super().__init__(batch_size)
+        super().__init__(store_url, batch_size)
         PostgresEventStore.from_url(store_url).close()
-        self._url = store_url
         self._local = threading.local()
         self._connections: list[psycopg.Connection] = []
         self._lock = threading.Lock()
@@ -113,7 +113,7 @@ class RawPostgres(RawSql):
     def connection(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = psycopg.connect(self._url, autocommit=True)
+            conn = self._local.conn = psycopg.connect(self.store_url, autocommit=True)
             with self._lock:
                 self._connections.append(conn)
         return conn

@@ -1,39 +1,27 @@
-"""The floor under the in-process bar: the engine alone, then the same with the read model's rows.
+"""The read model's rows of the engine-alone transfers, and their writing, with no logic.
 
-The in-process bar holds ``LedgerService`` at 16 clients to half of the engine alone
-(bench/ceiling.py: the events and command records of 16 transfers per transaction, every row
-built beforehand, nothing else). ``LedgerService`` also projects each group-commit batch into
-the read models before it answers (inline projection, the default), and those rows are more
-than the event store's: per transfer two balances updated, two movements, a transfer row and
-two index entries, in the read store's own transaction, beside two events and a command record.
-This measures both, one after the other, on a fresh store each, with every row built before
-the clock starts and no logic: the engine alone, and the engine with the read model's rows
-(the read store as eventbank opens it: on SQLite its own file with ``synchronous=NORMAL``, on
-PostgreSQL the same database). If the second is below half the first, no implementation of
-inline projection can meet the bar on this machine, whatever its Python costs.
-
-    python -m bench.read_model_floor [--engines sqlite,postgresql] [--transfers 4000]
+eventbank projects each group-commit batch into the read models before it answers (inline
+projection, the default), so its in-process figures include these rows: per transfer two
+balances updated, two movements, a transfer row and two index entries, in the read store's own
+transaction, beside the event store's two events and command record. ``bench/ceiling.py``
+writes them after each engine-alone transaction when asked (``read_model=True``), to show how
+much of the engine alone those rows take. A reference, not a bound: it writes them serially,
+with ``executemany``, where eventbank overlaps a batch's projection with the next batch's
+append and, on PostgreSQL, inserts each table's rows in one statement from arrays.
 """
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import json
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from bench.engines import open_engines
-from bench.targets.raw_sql import RawPostgres, RawSql, RawSqlite
-from bench.workload import ACCOUNTS, CONCURRENT, INITIAL_MINOR, account_id, on_cpu, plan
-from bench.workload import client_cpu as scenario_cpu
+from bench.targets.raw_sql import RawPostgres, RawSql
 from eventbank.engines.postgres.read_store import PostgresReadStore
 from eventbank.engines.sql.transfer_rows import TRANSACTION_COLUMNS, TRANSFER_COLUMNS
 from eventbank.engines.sqlite.read_store import SqliteReadStore
@@ -48,21 +36,6 @@ CREATED_AT = "2026-12-07T00:00:00.000000Z"
 # The read rows of a batch: balances (balance, version, time, account), movements, transfer
 # rows, index entries, and the checkpoint to move to.
 ReadRows = tuple[list[tuple], list[tuple], list[tuple], list[tuple], int]
-
-
-@dataclass(frozen=True, slots=True)
-class Floor:
-    engine: str
-    transfers: int
-    per_transaction: int
-    alone_per_s: float  # events and command records only (as bench/ceiling.py)
-    alone_cpu_us: float  # this process's CPU per transfer
-    with_read_model_per_s: float  # and the read model's rows, in the read store's transaction
-    with_read_model_cpu_us: float
-
-    @property
-    def ratio(self) -> float:
-        return self.with_read_model_per_s / self.alone_per_s
 
 
 class ReadModelRows:
@@ -133,7 +106,7 @@ class ReadWriter:
             db.execute(self._checkpoint, (position, PROJECTION))
 
 
-def sqlite_reads(store_url: str, account_ids: Sequence[str], initial_minor: int) -> ReadWriter:
+def _sqlite_reads(store_url: str, account_ids: Sequence[str], initial_minor: int) -> ReadWriter:
     """The read store's own file, as eventbank opens it (WAL, ``synchronous=NORMAL``)."""
     path = sqlite_path(default_read_store_url(store_url))
     SqliteReadStore(path).close()
@@ -154,7 +127,7 @@ def sqlite_reads(store_url: str, account_ids: Sequence[str], initial_minor: int)
     return ReadWriter(transaction, "?", account_ids, initial_minor)
 
 
-def postgres_reads(
+def _postgres_reads(
     raw: RawPostgres, store_url: str, account_ids: Sequence[str], initial_minor: int
 ) -> ReadWriter:
     """The read models in the event store's database (the default), on the raw floor's
@@ -170,69 +143,8 @@ def postgres_reads(
     return ReadWriter(transaction, "%s", account_ids, initial_minor)
 
 
-def _timed(
-    raw: RawSql, batches: list, writer: ReadWriter | None, cpu: int | None
-) -> tuple[float, float]:
-    """Write every batch (its events, then its read rows when ``writer`` is given); returns
-    transfers/s and CPU µs per transfer."""
-    transfers = sum(len(commands) for (_, commands), _ in batches)
-    with on_cpu(cpu):
-        wall, processor = time.perf_counter(), time.process_time()
-        for (events, commands), read in batches:
-            raw.write(events, commands)
-            if writer is not None:
-                writer.write(read)
-        wall, processor = time.perf_counter() - wall, time.process_time() - processor
-    return transfers / wall, processor / transfers * 1e6
-
-
-def measure(engine: str, store_urls: Sequence[str], transfers: int, seed: int = 1,
-            cpu: int | None = None) -> Floor:  # fmt: skip
-    """The engine alone on the first fresh store, then with the read model's rows on the
-    second; both write the same plan, 16 transfers per transaction."""
-    results = []
-    for store_url, with_reads in zip(store_urls, (False, True), strict=True):
-        raw: RawSql = (RawSqlite if engine == "sqlite" else RawPostgres)(store_url, 16)
-        accounts = [account_id(i) for i in range(ACCOUNTS)]
-        raw.open_accounts(accounts, INITIAL_MINOR)
-        writer = None
-        if with_reads and isinstance(raw, RawPostgres):
-            writer = postgres_reads(raw, store_url, accounts, INITIAL_MINOR)
-        elif with_reads:
-            writer = sqlite_reads(store_url, accounts, INITIAL_MINOR)
-        reads = ReadModelRows(accounts, INITIAL_MINOR)
-        per_client = plan(CONCURRENT, transfers, seed)
-        work = [t for turn in itertools.zip_longest(*per_client) for t in turn if t is not None]
-        chunks = [work[start : start + 16] for start in range(0, len(work), 16)]
-        batches = [(raw.rows_of(chunk), reads.of(chunk)) for chunk in chunks]
-        try:
-            results.append(_timed(raw, batches, writer, cpu))
-        finally:
-            raw.close()
-    (alone, alone_cpu), (read, read_cpu) = results
-    return Floor(engine, len(work), 16, alone, alone_cpu, read, read_cpu)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.read_model_floor",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--engines", default="sqlite,postgresql")
-    parser.add_argument("--transfers", type=int, default=4_000)
-    args = parser.parse_args(argv)
-    with open_engines(args.engines.split(",")) as engines:
-        for engine in engines:
-            with engine.fresh() as alone_url, engine.fresh() as reads_url:
-                floor = measure(engine.name, [alone_url, reads_url], args.transfers,
-                                cpu=scenario_cpu())  # fmt: skip
-            print(f"{floor.engine}: {floor.transfers:,} transfers, 16 per transaction, one "
-                  f"thread: the engine alone {floor.alone_per_s:,.0f}/s "
-                  f"({floor.alone_cpu_us:.0f} µs of CPU each); with the read model's rows "
-                  f"{floor.with_read_model_per_s:,.0f}/s ({floor.with_read_model_cpu_us:.0f} "
-                  f"µs): {floor.ratio:.2f}x the engine alone", flush=True)  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()
+def read_writer(raw: RawSql, account_ids: Sequence[str], initial_minor: int) -> ReadWriter:
+    """The read store beside ``raw``'s event store, as eventbank opens it by default."""
+    if isinstance(raw, RawPostgres):
+        return _postgres_reads(raw, raw.store_url, account_ids, initial_minor)
+    return _sqlite_reads(raw.store_url, account_ids, initial_minor)
