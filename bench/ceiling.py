@@ -56,8 +56,8 @@ def measure_ceiling(
     ``read_model``, each followed by their read model's rows (the module docstring)."""
     accounts = [account_id(i) for i in range(ACCOUNTS)]
     raw.open_accounts(accounts, INITIAL_MINOR)
-    reads = ReadModelRows(accounts, INITIAL_MINOR)
     writer = read_writer(raw, accounts, INITIAL_MINOR) if read_model else None
+    reads = ReadModelRows(accounts, INITIAL_MINOR)
     per_client = plan(scenario, transfers, seed)
     work = [t for turn in itertools.zip_longest(*per_client) for t in turn if t is not None]
     size = scenario.clients

@@ -188,10 +188,10 @@ def in_process_bars(report: Report) -> list[Bar]:
             continue
         ratio = m.transfers_per_s / alone.transfers_per_s
         measured = f"{ratio:.2f}x ({m.transfers_per_s:,.0f} against {alone.transfers_per_s:,.0f}/s)"
-        floor = next((c for c in report.ceilings if c.engine == alone.engine
-                      and c.scenario == CONCURRENT.name + WITH_READ_MODEL), None)  # fmt: skip
-        if floor is not None:  # the engine alone writing the read model's rows too
-            with_reads = floor.transfers_per_s / alone.transfers_per_s
+        with_rows = next((c for c in report.ceilings if c.engine == alone.engine
+                          and c.scenario == CONCURRENT.name + WITH_READ_MODEL), None)  # fmt: skip
+        if with_rows is not None:  # the engine alone writing the read model's rows too
+            with_reads = with_rows.transfers_per_s / alone.transfers_per_s
             measured += f"; engine alone + read model rows: {with_reads:.2f}x"
         bars.append(Bar(
             f"in process, 16 clients, over the engine alone ({alone.engine})",
