@@ -437,3 +437,14 @@ def test_a_batch_file_over_1000_lines_is_refused_before_any_transfer(cli, tmp_pa
     big.write_text("".join(f"alice,bob,0.01,b-{uuid.uuid4().hex}\n" for _ in range(1001)))
     code, _, err = cli("transfer", "--batch", str(big))
     assert code == 2 and "holds 1,001 transfers; a batch holds at most 1,000" in err
+
+
+@pytest.mark.parametrize(
+    ("needed", "limit", "parts", "fitting"),
+    [(151, 100, 25, 16), (2_000, 1_000, 1_000, 500), (101, 100, 50, 49), (10_000, 100, 3, 1),
+     (None, None, 25, 12), (None, None, 1, 1)],
+)  # fmt: skip
+def test_a_batch_too_large_tells_how_many_parts_to_try_next(needed, limit, parts, fitting):
+    """In proportion to what fits, always fewer than before and at least one; halved when the
+    engine did not count."""
+    assert BatchTooLarge("too large", needed=needed, limit=limit).fitting(parts) == fitting

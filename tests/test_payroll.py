@@ -292,6 +292,33 @@ def test_lines_are_paid_a_batch_to_a_commit_not_one_commit_each(sqlite_ledger):
     assert [balance(sqlite_ledger, a) for a in staff] == [100 + n for n in range(100)]
 
 
+def test_a_batch_too_large_for_dynamodb_shrinks_to_the_lines_that_fit(dynamodb_store_url, tmp_path):
+    """25 lines need 151 transaction items there (the limit is 100): the run goes on in
+    batches of 16 (97 items), not halves of 12."""
+    ledger = open_ledger(dynamodb_store_url, f"sqlite:///{tmp_path / 'payroll.read.db'}")
+    try:
+        ledger.service.open_account("employer", owner="Co", account_type="CHECKING",
+                                    initial_deposit="10000.00")  # fmt: skip
+        staff = open_staff(ledger, 40, "d")
+        payrolls = PayrollService(ledger.service, record_every=25)
+        written: list[int] = []
+        batch = ledger.service.transfer_batch
+
+        def counted(items, *, atomic=False):
+            results = batch(items, atomic=atomic)
+            written.append(len(items))
+            return results
+
+        ledger.service.transfer_batch = counted
+        payroll = payrolls.start("employer", csv_for(staff), idempotency_key="fits")
+        done = payrolls.run(payroll.saga_id)
+        assert (done.status, len(done.paid)) == ("completed", 40)
+        assert written == [16, 16, 8], written
+        assert [balance(ledger, a) for a in staff] == [100 + n for n in range(40)]
+    finally:
+        ledger.close()
+
+
 class AlwaysConflicting(CountingReads):
     """Every append reports a concurrent write; past ``limit`` appends it fails the test, so
     that an unbounded retry loop ends."""

@@ -316,8 +316,9 @@ class PayrollService:
         """Run each outstanding ``pay`` (employer -> line) or ``undo`` (line -> employer)
         transfer, ``record_every`` lines per atomic batch (``_transfers``), recording outcomes
         every ``record_every`` lines and at a stopping failure. A batch too large for one
-        append on this engine (DynamoDB's 100 transaction items) is halved, and the rest of the
-        run goes in batches of that size."""
+        append on this engine (DynamoDB's 100 transaction items) shrinks to the lines that fit
+        (``BatchTooLarge.fitting``: 16 of 25 on DynamoDB), and the rest of the run goes in
+        batches of that size."""
         payroll = tracked.state
         lines = payroll.pending if step == "pay" else payroll.to_compensate
         record = saga.payments_recorded if step == "pay" else saga.compensations_recorded
@@ -327,8 +328,8 @@ class PayrollService:
             part = lines[start : start + size]
             try:
                 outcomes += self._transfers(payroll, step, part, stop_on_failure)
-            except BatchTooLarge:
-                size = max(1, size // 2)
+            except BatchTooLarge as exc:
+                size = exc.fitting(len(part))
                 continue
             start += len(part)
             stop = stop_on_failure and outcomes[-1][1] == "failed"

@@ -1170,7 +1170,9 @@ class LedgerService:
                 raise BatchTooLarge(
                     f"an atomic batch is written in one append, and these {len(todo)} "
                     f"transfers do not fit: {exc} Send them without atomic, or in smaller "
-                    "atomic batches."
+                    "atomic batches.",
+                    needed=exc.needed,
+                    limit=exc.limit,
                 ) from None
             except (RuleViolation, InvalidInput, DuplicateCommand) as exc:
                 if not looked_up or isinstance(exc, DuplicateCommand):

@@ -223,7 +223,23 @@ class DuplicateCommand(Conflict):
 
 
 class BatchTooLarge(InvalidInput):
+    """More in one append (or one batch) than the limit. Where the engine counted it,
+    ``needed`` and ``limit`` say how much the append took and may take, in the limit's own
+    unit (events, or DynamoDB transaction items), so that work split in parts can tell how
+    many parts fit (``fitting``)."""
+
     code = "batch_too_large"
+
+    def __init__(self, message: str, *, needed: int | None = None, limit: int | None = None):
+        super().__init__(message)
+        self.needed, self.limit = needed, limit
+
+    def fitting(self, parts: int) -> int:
+        """How many of the ``parts`` that made this append to try next, each assumed to cost
+        the same share: fewer than ``parts`` (at least 1), half where nothing was counted."""
+        needed, limit = self.needed or 0, self.limit or 0
+        scaled = parts * limit // needed if needed and limit else parts // 2
+        return max(1, min(parts - 1, scaled))
 
 
 class EventStore(Protocol):
@@ -308,7 +324,9 @@ def check_append(
     if len(events) > max_events:
         raise BatchTooLarge(
             f"{len(events)} events in one append; the limit is {max_events}. "
-            "Split large batch work into a saga."
+            "Split large batch work into a saga.",
+            needed=len(events),
+            limit=max_events,
         )
     records = command_records(command)
     if len(records) > len(events):

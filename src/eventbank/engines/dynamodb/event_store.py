@@ -164,7 +164,9 @@ class DynamoEventStore(DynamoTable):
         if len(items) > MAX_TRANSACTION_ITEMS:
             raise BatchTooLarge(
                 f"this append needs {len(items)} DynamoDB transaction items; the limit is "
-                f"{MAX_TRANSACTION_ITEMS}. Split large batch work into a saga."
+                f"{MAX_TRANSACTION_ITEMS}. Split large batch work into a saga.",
+                needed=len(items),
+                limit=MAX_TRANSACTION_ITEMS,
             )
         token = uuid.uuid4().hex
 
