@@ -107,6 +107,10 @@ class HttpMeasurement:
     lag_zero_s: float | None  # seconds until the lag was 0 again; None: not within LAG_WAIT_S
     load_average: float  # the machine's 1-minute load when the run ended
     wrk: str = ""  # the command line (the token is in its environment)
+    # of server_cpu_us, the server's main thread's: its event loop (HTTP, middleware,
+    # validation, answers); None for serve --workers 2 (its main thread supervises) and rows
+    # not served
+    loop_cpu_us: float | None = None
 
     @property
     def refused(self) -> int:
@@ -225,10 +229,11 @@ def drive(
             f"http://127.0.0.1:{server.port}/transfers", "--", str(scenario.accounts),
             str(seed), uuid.uuid4().hex[:12], str(scenario.batch)]  # fmt: skip
     env = {**os.environ, "EVENTBANK_BENCH_TOKEN": token}
-    cpu_before = server.cpu_seconds()
+    cpu_before, loop_before = server.cpu_seconds(), server.loop_cpu_seconds()
     done = subprocess.run(argv, capture_output=True, text=True, env=env,
                           timeout=seconds + 60, check=False)  # fmt: skip
     cpu_s = server.cpu_seconds() - cpu_before
+    loop_s = server.loop_cpu_seconds() - loop_before
     figures = _wrk_figures(done, server)
     lag_events, lag_zero_s = (None, None)
     if system in SERVED:
@@ -259,6 +264,7 @@ def drive(
         lag_zero_s=None if lag_zero_s is None else round(lag_zero_s, 3),
         load_average=round(os.getloadavg()[0], 2),
         wrk=" ".join(["wrk", *argv[1:]]),
+        loop_cpu_us=loop_s / ok * 1e6 if ok and system != WORKERS_2 else None,
     )
 
 
@@ -333,10 +339,18 @@ class ServerProcess:
         assert self.process is not None
         root, ticks = self.process.pid, 0
         for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
-            fields = _stat(pid)
+            fields = _stat(f"/proc/{pid}/stat")
             if fields is not None and (pid == root or fields[1] == str(root)):
-                ticks += int(fields[11]) + int(fields[12])
+                ticks += _cpu_ticks(fields)
         return ticks / os.sysconf("SC_CLK_TCK")
+
+    def loop_cpu_seconds(self) -> float:
+        """User + system CPU of the process's main thread alone, where uvicorn runs its event
+        loop (Linux /proc/PID/task/PID); 0 once the process is gone."""
+        assert self.process is not None
+        pid = self.process.pid
+        fields = _stat(f"/proc/{pid}/task/{pid}/stat")
+        return 0.0 if fields is None else _cpu_ticks(fields) / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -352,14 +366,20 @@ class ServerProcess:
             self.process.wait()
 
 
-def _stat(pid: int) -> list[str] | None:
-    """``/proc/PID/stat`` from its 3rd field (state) on: [1] is the parent's pid, [11] and
-    [12] the user and system ticks. None for a process gone meanwhile."""
+def _stat(path: str) -> list[str] | None:
+    """A process's or a thread's ``stat`` (``/proc/PID/stat``, ``/proc/PID/task/TID/stat``)
+    from its 3rd field (state) on: [1] is the parent's pid, [11] and [12] the user and system
+    ticks. None for one gone meanwhile."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(path).read_text()
     except OSError:
         return None
     return stat[stat.rindex(")") + 2 :].split()
+
+
+def _cpu_ticks(fields: list[str]) -> int:
+    """User + system ticks of a ``_stat``."""
+    return int(fields[11]) + int(fields[12])
 
 
 def request(

@@ -200,6 +200,18 @@ def in_process_bars(report: Report) -> list[Bar]:
     return bars
 
 
+def _cpu_split(m: HttpMeasurement, floor: HttpMeasurement) -> str:
+    """Where each server's CPU per transfer went: its event loop (the main thread: HTTP,
+    middleware, validation, answers) and its other threads (for eventbank, the ledger's)."""
+    if m.loop_cpu_us is None or floor.loop_cpu_us is None:
+        return ""
+    return (
+        f"; server CPU per transfer {m.server_cpu_us:,.0f} us, event loop "
+        f"{m.loop_cpu_us:,.0f} us (the floor's: {floor.server_cpu_us:,.0f} us, event loop "
+        f"{floor.loop_cpu_us:,.0f} us)"
+    )
+
+
 def served_bars(report: Report) -> list[Bar]:
     """eventbank serve in the 16-connection scenario, per engine of the run: over the FastAPI
     floor (0 non-2xx), its p99 on SQLite beside the floor's own, and against the same server
@@ -214,7 +226,7 @@ def served_bars(report: Report) -> list[Bar]:
                 f"HTTP: serve over the FastAPI floor ({m.engine}, 16 connections)",
                 f">= {goal:.2f}x, 0 non-2xx",
                 f"{ratio:.2f}x ({m.transfers_per_s:,.0f} against {floor.transfers_per_s:,.0f}/s)"
-                f", {m.refused} non-2xx",
+                f", {m.refused} non-2xx{_cpu_split(m, floor)}",
                 ratio >= goal and m.refused == 0,
             ))  # fmt: skip
         if floor is not None and m.engine == "sqlite":

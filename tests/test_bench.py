@@ -233,6 +233,8 @@ def test_the_http_scenario_serves_eventbank_and_the_floor_and_reports_every_fiel
         assert row["transfers_per_s"] > 0 and 1.5 < row["seconds"] < 4
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert row["server_cpu_us"] > 0 and row["server_cpu_s"] > 0
+        # the event loop's share: some of the server's CPU, not all (other threads work too)
+        assert 0 < row["loop_cpu_us"] < row["server_cpu_us"]
         assert row["wrk"].startswith("wrk -t2 -c16 -d2s --latency")
         assert f"{row['transfers_per_s']:,.0f}" in printed
     assert floor["non_2xx"] == {} and floor["refused"] == 0 and floor["socket_errors"] == {}
@@ -323,6 +325,7 @@ def test_two_worker_processes_are_measured_with_the_cpu_of_both(postgres_store_u
     assert m.ok > 0 and m.refused == 0 and m.lag_ok is not None
     # The supervisor answers nothing itself: without its workers' CPU this would be near 0.
     assert m.server_cpu_us > 100
+    assert m.loop_cpu_us is None  # its main thread runs no event loop: no split is reported
 
 
 def test_the_workers_bar_compares_two_processes_with_one_of_the_same_run():
@@ -344,6 +347,14 @@ def test_the_served_bars_read_serve_against_the_floor_its_p99_and_no_inline_proj
            row(FLOOR, 3_000, "postgresql"), row(EVENTBANK, 1_250, "postgresql")]  # fmt: skip
     floor, p99, inline, pg_floor = served_bars(Report({}, [], http=run))
     assert (floor.passed, floor.measured) == (False, "0.33x (1,000 against 3,000/s), 0 non-2xx")
+    split = [
+        dataclasses.replace(row(FLOOR, 3_000), server_cpu_us=250.0, loop_cpu_us=200.0),
+        dataclasses.replace(row(EVENTBANK, 1_000), server_cpu_us=950.0, loop_cpu_us=430.0),
+    ]
+    assert served_bars(Report({}, [], http=split))[0].measured == (
+        "0.33x (1,000 against 3,000/s), 0 non-2xx; server CPU per transfer 950 us, event loop "
+        "430 us (the floor's: 250 us, event loop 200 us)"
+    )
     assert (p99.passed, p99.measured) == (False, "58.0 ms (the floor's own: 36.0 ms)")
     assert (inline.passed, inline.measured) == (True, "1,000 against 1,100/s (9%)")
     assert pg_floor.goal.startswith(">= 0.40x") and pg_floor.passed is True  # 1,250 / 3,000
