@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from eventbank.application.auditor import Auditor
+from eventbank.application.batch import BatchItem
 from eventbank.application.holds import ExpirySweeper, open_holds
 from eventbank.application.ids import new_id
 from eventbank.application.service import LedgerService
@@ -155,6 +156,22 @@ def test_past_its_timeout_a_hold_cannot_be_posted_and_its_money_is_free(ledger, 
         service.post_transfer(tid)  # after the expiry was written, still said as expired
     replayed = service.expire_transfer(tid)
     assert replayed.replayed and replayed.outcome["status"] == "expired"
+
+
+@pytest.mark.parametrize("atomic", [False, True])
+def test_a_batch_records_an_overdue_expiry_on_its_accounts_before_its_transfers(
+    ledger, clock, atomic
+):
+    service = ledger.service
+    open_pair(service)
+    tid = service.transfer("ann", "bob", "70.00", pending=True, timeout_s=60).outcome["transfer_id"]
+    clock.advance(60)
+    items = [BatchItem("ann", "bob", "100.00", "all-of-it"), BatchItem("bob", "ann", "1.00", "b")]
+    assert [r.status for r in service.transfer_batch(items, atomic=atomic)] == ["ok", "ok"]
+    assert event_types(ledger, "ann")[-3:] == ["HoldReleased", "TransferredOut", "TransferredIn"]
+    assert event_types(ledger, "bob")[-3:] == ["HoldReleased", "TransferredIn", "TransferredOut"]
+    assert shown(service, "ann") == ("1.00", "0.00", "0.00", "1.00")
+    assert ledger.queries.transfer(tid)["status"] == "expired"
 
 
 def test_an_expiry_is_written_once_however_many_expire_it(store_url, clock):

@@ -851,7 +851,8 @@ class LedgerService:
         (``_batch_each``). With ``atomic``, every item is decided in turn and all are written in
         one append carrying every item's command record, or none is (``_batch_atomic``); the
         limit is one append's (``BatchTooLarge`` names it: 1,000 events on SQLite and
-        PostgreSQL, 100 transaction items on DynamoDB).
+        PostgreSQL, 100 transaction items on DynamoDB). Either way the expiry of each overdue
+        pending transfer on the batch's accounts is recorded first, as for one transfer.
         """
         if not items:
             raise InvalidInput("a batch needs at least one transfer")
@@ -873,12 +874,10 @@ class LedgerService:
         if atomic and results:
             first_refused = min(results)
             results.update(_aborted(commands, first_refused, results[first_refused].error))
-        elif atomic:
-            with self._cache.checking_once():
-                results.update(self._batch_atomic(commands))
         elif commands:
             with self._cache.checking_once():
-                results.update(self._batch_each(commands))
+                self._expire_overdue_on(commands)
+                results.update((self._batch_atomic if atomic else self._batch_each)(commands))
         ordered = [results[index] for index in range(len(items))]
         self._observe_transfers(ordered, started)
         return ordered
@@ -901,13 +900,16 @@ class LedgerService:
                 answers[index] = exc
         if commands:
             with self._cache.checking_once():
-                self.expire_overdue(list(dict.fromkeys(
-                    sid for _, command in commands for sid in command.stream_ids
-                )))  # fmt: skip
+                self._expire_overdue_on(commands)
                 results = self._batch_each(commands, resent=False)
             self._observe_transfers(results.values(), started)
             answers.update((index, _receipt_of(result)) for index, result in results.items())
         return [answers[index] for index in range(len(items))]
+
+    def _expire_overdue_on(self, commands: Sequence[tuple[int, _Command]]) -> None:
+        """For a batch, what ``_handle`` does first for one command: the expiry of each
+        overdue pending transfer on the streams it names is recorded before any is decided."""
+        self.expire_overdue(list(dict.fromkeys(sid for _, c in commands for sid in c.stream_ids)))
 
     @property
     def groups_appends(self) -> bool:
