@@ -64,7 +64,7 @@ def measure_payroll(store_url: str, lines: int) -> PayrollTiming:
             f"{account},{format_minor(amount, 'USD')},bench\n"
             for account, amount in zip(staff, amounts, strict=True)
         )
-        payrolls = PayrollService(ledger.service)
+        payrolls = PayrollService(ledger.service, reads=ledger.reads)  # as serve and the CLI
         started = time.perf_counter()
         payroll = payrolls.start("employer", text, idempotency_key=f"bench-{uuid.uuid4()}")
         recorded = time.perf_counter()

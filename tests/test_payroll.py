@@ -89,7 +89,8 @@ def test_a_1000_line_payroll_completes_and_the_books_balance(ledger):
     assert report.clean, report.findings[:5]
 
 
-def test_every_invalid_line_is_reported_before_any_money_moves(ledger):
+@pytest.mark.parametrize("with_reads", [False, True], ids=["events", "read model"])
+def test_every_invalid_line_is_reported_before_any_money_moves(ledger, with_reads):
     ledger.service.open_account("employer", owner="Co", account_type="CHECKING",
                                 initial_deposit="50.00")  # fmt: skip
     ledger.service.open_account("eur", owner="E", account_type="CHECKING", currency="EUR")
@@ -109,12 +110,33 @@ def test_every_invalid_line_is_reported_before_any_money_moves(ledger):
         "employer,1.00,nov",  # 9: pays itself
     ])  # fmt: skip
     with pytest.raises(PayrollRejected) as refused:
-        PayrollService(ledger.service).start("employer", text)
+        PayrollService(ledger.service, reads=ledger.reads if with_reads else None).start(
+            "employer", text
+        )
     problems = {p["line"]: p["problem"] for p in refused.value.problems}
     assert sorted(problems, key=lambda n: n or 0) == [None, 3, 4, 5, 6, 7, 8, 9]
+    assert problems[4] == "account 'nobody' does not exist"
+    assert problems[5] == "account 'gone' is closed"
+    assert problems[6] == "account 'eur' holds EUR, the employer pays USD"
     assert "insufficient funds" in problems[None]  # the one valid line, 60.00 > 50.00 held
     assert "duplicate of line 2" in problems[7]
     assert len(ledger.events.read_all(0, 10_000)) == before
+
+
+def test_the_start_reads_every_lines_account_at_once_and_the_events_where_the_reads_lag(
+    sqlite_ledger, monkeypatch
+):
+    staff = open_staff(sqlite_ledger, 40, "r")
+    service, loaded = sqlite_ledger.service, []
+    load = service.load_account
+    monkeypatch.setattr(service, "load_account", lambda a: loaded.append(a) or load(a))
+    payrolls = PayrollService(service, reads=sqlite_ledger.reads)
+    assert payrolls.start("employer", csv_for(staff), idempotency_key="read").line_count == 40
+    assert loaded == ["employer"]  # the 40 accounts came from one read of the read model
+    sqlite_ledger.reads.reset("accounts")  # a read model that shows none of them yet
+    loaded.clear()
+    assert payrolls.start("employer", csv_for(staff), idempotency_key="lag").line_count == 40
+    assert sorted(loaded) == sorted(["employer", *staff])  # each confirmed from its events
 
 
 def test_a_json_line_with_a_duplicate_key_is_refused_and_nothing_is_paid(ledger):

@@ -37,6 +37,7 @@ from eventbank.domain.account import AccountStatus, check_account_id
 from eventbank.domain.canonical import canonical_json
 from eventbank.domain.deadlines import utc_text
 from eventbank.domain.errors import (
+    AccountNotFound,
     Conflict,
     EventbankError,
     InvalidInput,
@@ -44,7 +45,7 @@ from eventbank.domain.errors import (
     RuleViolation,
 )
 from eventbank.domain.json_input import MalformedJson, loads_without_duplicates
-from eventbank.domain.money import format_minor, format_money, parse_amount
+from eventbank.domain.money import Money, format_minor, format_money, parse_amount
 from eventbank.domain.payroll import Payroll, PayrollLine
 from eventbank.ports.event_store import (
     GENESIS_HASH,
@@ -56,6 +57,7 @@ from eventbank.ports.event_store import (
     chained,
     stream_head,
 )
+from eventbank.ports.read_store import ReadStore
 
 Progress = Callable[[int, int], None]  # (lines with an outcome, all lines)
 # Attempts before a write that keeps meeting concurrent writes gives up with PayrollConflict.
@@ -172,8 +174,14 @@ def _checksum_of_text(text: str, fmt: str, currency: str) -> str | None:
 
 
 class PayrollService:
-    def __init__(self, ledger: LedgerService, *, record_every: int = 25):
+    """``reads``: the read model the start's checks read every line's account from at once
+    (``_account_states``); without it each account is loaded from the events in turn."""
+
+    def __init__(
+        self, ledger: LedgerService, *, reads: ReadStore | None = None, record_every: int = 25
+    ):
         self.ledger = ledger
+        self.reads = reads
         self.events: EventStore = ledger.store
         self.record_every = record_every
         # The registry as last read (see ``unfinished``): its version and the open sagas.
@@ -241,19 +249,28 @@ class PayrollService:
             raise InvalidInput(f"a payroll has at most {saga.MAX_LINES} lines; split the file")
         if not rows and not problems:
             raise InvalidInput("the payroll has no lines")
-        lines: list[saga.PayrollLine] = []
-        seen: dict[tuple[str, str], int] = {}
+        readable: list[tuple[RawLine, str, Money]] = []  # the lines whose own fields pass
         for row in rows:
             try:
                 account_id = check_account_id(row.account_id)
                 amount = parse_amount(row.amount, employer.currency)
                 if account_id == employer_id:
                     raise InvalidInput("the employer cannot pay itself")
-                account = self.ledger.get_account(account_id)
-                if account.status is AccountStatus.CLOSED:
+                readable.append((row, account_id, amount))
+            except EventbankError as exc:
+                problems.append({"line": row.line_no, "problem": str(exc)})
+        states = self._account_states([a for _, a, _ in readable], employer.currency)
+        lines: list[saga.PayrollLine] = []
+        seen: dict[tuple[str, str], int] = {}
+        for row, account_id, amount in readable:
+            try:
+                if account_id not in states:
+                    raise AccountNotFound(f"account {account_id!r} does not exist")
+                status, currency = states[account_id]
+                if status == AccountStatus.CLOSED:
                     raise RuleViolation(f"account {account_id!r} is closed")
-                if account.currency != employer.currency:
-                    raise RuleViolation(f"account {account_id!r} holds {account.currency}, "
+                if currency != employer.currency:
+                    raise RuleViolation(f"account {account_id!r} holds {currency}, "
                                         f"the employer pays {employer.currency}")  # fmt: skip
                 if (account_id, row.reference) in seen:
                     raise InvalidInput(f"duplicate of line {seen[(account_id, row.reference)]} "
@@ -274,6 +291,23 @@ class PayrollService:
         if problems:
             raise PayrollRejected(sorted(problems, key=lambda p: p["line"] or 0))
         return lines, employer.currency
+
+    def _account_states(
+        self, account_ids: Sequence[str], currency: str
+    ) -> dict[str, tuple[str, str]]:
+        """Each existing account's status and currency, for the start's checks: from the read
+        model, all in one read, where it shows the account open or frozen in ``currency``;
+        from the events (as ``get_account``) otherwise, so a read model that lags never
+        refuses a line. One it shows open that the events have just closed is refused when
+        its transfer runs, as one closed after the start is."""
+        ids = list(dict.fromkeys(account_ids))
+        shown = self.reads.balances(ids) if self.reads is not None else {}
+        states = {account_id: (row.status, row.currency) for account_id, row in shown.items()
+                  if row.status != AccountStatus.CLOSED and row.currency == currency}  # fmt: skip
+        for account_id in ids:
+            if account_id not in states and (found := self.ledger.load_account(account_id)):
+                states[account_id] = (found.status, found.currency)
+        return states
 
     # ------------------------------------------------------------ run and resume
 

@@ -50,7 +50,8 @@ def start(
     if file.stat().st_size > MAX_FILE_BYTES:
         raise InvalidInput(f"{file} is over {MAX_FILE_BYTES // 1024 // 1024} MiB")
     fmt = "jsonl" if file.suffix in (".jsonl", ".ndjson") else "csv"
-    payrolls = PayrollService(ledger_from(ctx).service)
+    ledger = ledger_from(ctx)
+    payrolls = PayrollService(ledger.service, reads=ledger.reads)
     try:
         payroll = payrolls.start(employer, file.read_text(), fmt=fmt, policy=policy,
                                  idempotency_key=idempotency_key)  # fmt: skip

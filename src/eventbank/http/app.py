@@ -89,7 +89,7 @@ def create_app(
     that takes longer is logged at INFO (``_Observe``). ``webhooks``: the subscriptions, whose
     routes are served when given (``serve`` gives them, with the key of their secrets); their
     delivery runs beside the projection runner, not here."""
-    payrolls = PayrollService(ledger.service)
+    payrolls = PayrollService(ledger.service, reads=ledger.reads)
     saga_runner = PayrollRunner(payrolls, payroll_resume_every_s)
     sweeper = ExpirySweeper(ledger.service, ledger.reads)
 
