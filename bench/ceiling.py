@@ -65,13 +65,17 @@ def measure_ceiling(
     batches = [
         (raw.rows_of(chunk), None if writer is None else reads.of(chunk)) for chunk in chunks
     ]
-    with on_cpu(cpu):
-        wall, processor = time.perf_counter(), time.process_time()
-        for (events, commands), read in batches:
-            raw.write(events, commands)
-            if writer is not None and read is not None:
-                writer.write(read)
-        wall, processor = time.perf_counter() - wall, time.process_time() - processor
+    try:
+        with on_cpu(cpu):
+            wall, processor = time.perf_counter(), time.process_time()
+            for (events, commands), read in batches:
+                raw.write(events, commands)
+                if writer is not None and read is not None:
+                    writer.write(read)
+            wall, processor = time.perf_counter() - wall, time.process_time() - processor
+    finally:
+        if writer is not None:
+            writer.close()
     return Ceiling(
         engine=raw.engine,
         scenario=scenario.name + (WITH_READ_MODEL if read_model else ""),

@@ -68,7 +68,8 @@ class ReadModelRows:
 
 class ReadWriter:
     """The read store's writes of a batch, in one transaction: ``transaction()`` opens one and
-    yields what runs statements in it; ``mark`` is the driver's parameter mark."""
+    yields what runs statements in it; ``mark`` is the driver's parameter mark; ``close``
+    closes what the writer opened (nothing where it borrows the raw floor's connection)."""
 
     def __init__(
         self,
@@ -76,8 +77,10 @@ class ReadWriter:
         mark: str,
         account_ids: Sequence[str],
         initial_minor: int,
+        close: Callable[[], None] = lambda: None,
     ):
         self._transaction = transaction
+        self.close = close
         self._statements = [
             f"UPDATE account_balances SET balance_minor = {mark}, version = {mark},"
             f" updated_at = {mark} WHERE account_id = {mark}",
@@ -124,7 +127,7 @@ def _sqlite_reads(store_url: str, account_ids: Sequence[str], initial_minor: int
             raise
         conn.execute("COMMIT")
 
-    return ReadWriter(transaction, "?", account_ids, initial_minor)
+    return ReadWriter(transaction, "?", account_ids, initial_minor, close=conn.close)
 
 
 def _postgres_reads(
