@@ -185,6 +185,51 @@ def test_a_failing_handler_parks_its_stream_only_and_is_retried_until_it_succeed
     assert_read_models_equal_replay(events, reads)
 
 
+class CountingFailures:
+    """A real read store that counts its reads of the parked streams."""
+
+    def __init__(self, reads):
+        self._reads, self.failure_reads = reads, 0
+
+    def __getattr__(self, name):
+        return getattr(self._reads, name)
+
+    def failures(self, projection):
+        self.failure_reads += 1
+        return self._reads.failures(projection)
+
+
+def test_the_parked_streams_are_read_only_for_a_batch_with_a_gap_or_a_failure(
+    sqlite_store_url, sqlite_read_store_url
+):
+    events = open_store(sqlite_store_url)
+    reads = CountingFailures(open_read_store(sqlite_read_store_url))
+    try:
+        service = LedgerService(events)
+        service.open_account("bad", owner="B", account_type="CHECKING", initial_deposit="10")
+        service.open_account("good", owner="G", account_type="CHECKING", initial_deposit="10")
+        poisoned = events.read_stream("bad")[1].event_id
+        ticks = iter(range(1, 1000))  # a clock that moves on each reading
+        projector = Projector(events, reads, handler=FlakyHandler(poisoned, failures=9),
+                              clock=lambda: datetime(2026, 1, 1, tzinfo=UTC)
+                              + timedelta(seconds=next(ticks)))  # fmt: skip
+        good, bad = events.read_stream("good"), events.read_stream("bad")
+        projector.project(good)  # no gap, no failure: no read of the parked streams
+        assert reads.failure_reads == 0 and reads.balance("good").version == 2
+        projector.project(bad)  # its deposit fails: the stream is parked
+        assert reads.failure_reads == 1
+        [parked] = reads._reads.failures(accounts.NAME)
+        projector.project(bad[1:])  # the parked event delivered again: still parked once
+        assert reads._reads.failures(accounts.NAME) == [parked]
+        service.deposit("bad", "1")
+        projector.project(events.read_stream("bad", 2))  # past the parked event: skipped
+        assert reads.balance("bad").version == 1
+        assert reads._reads.failures(accounts.NAME) == [parked]
+    finally:
+        reads.close()
+        events.close()
+
+
 # Each event store's feed and each read store's checkpoints once, and DynamoDB's unordered feed
 # into SQLite's checkpoints: all nine pairs took 80 s of the suite.
 KILLED_RUNNER_PAIRS = [("sqlite", "sqlite"), ("postgres", "postgres"), ("dynamodb", "dynamodb"),

@@ -66,19 +66,23 @@ class Projector:
         """Apply ``batch`` (and move the checkpoint to ``checkpoint``, forward or, with
         ``only_from``, only from there: ReadStore.apply); returns changes written."""
         relevant = [e for e in batch if accounts.handles(e)]
-        parked = {f.aggregate_id for f in self.reads.failures(self.name)} if relevant else set()
         rows = self.reads.balances([e.aggregate_id for e in relevant])
+        # The parked streams are read only when a batch needs them: the event that parked a
+        # stream was never applied, so every later one of that stream is past its row (a
+        # gap), and a batch with no gap and no failure costs no read of them.
+        parked: set[str] | None = None
         changes: list[Change] = []
         for event in relevant:
             stream = event.aggregate_id
-            if stream in parked:
-                continue  # waits for its retry, which reads the stream from where it stopped
             row = rows.get(stream)
             current = row.version if row else 0
             if event.version <= current:
                 continue  # delivered twice
             pending = [event]
-            if event.version > current + 1:  # a gap: fetch what is missing, in order
+            if event.version > current + 1:  # a gap: parked, or fetch what is missing, in order
+                parked = self._parked() if parked is None else parked
+                if stream in parked:
+                    continue  # waits for its retry, which reads the stream from where it stopped
                 pending = [
                     e
                     for e in self.events.read_stream(stream, current)
@@ -89,8 +93,10 @@ class Projector:
             if fresh:
                 rows[stream] = fresh[-1].row
             if failure is not None:
-                self._park(stream, failure[0], failure[1], previous=None)
-                parked.add(stream)
+                parked = self._parked() if parked is None else parked
+                if stream not in parked:  # else this was its parked event again: left to retry
+                    self._park(stream, failure[0], failure[1], previous=None)
+                    parked.add(stream)
         self.reads.apply(self.name, changes, checkpoint, only_from=only_from)
         return len(changes)
 
@@ -111,6 +117,10 @@ class Projector:
             if numbered == list(range(first, last + 1)):
                 return self.project(batch, last, only_from=first - 1)
         return self.project(batch)
+
+    def _parked(self) -> set[str]:
+        """The streams this projection has parked, waiting for their retry."""
+        return {failure.aggregate_id for failure in self.reads.failures(self.name)}
 
     def retry_parked(self) -> int:
         """Retry every parked stream that is due; returns how many recovered."""
