@@ -138,6 +138,14 @@ def test_the_start_reads_every_lines_account_at_once_and_the_events_where_the_re
     assert payrolls.start("employer", csv_for(staff), idempotency_key="lag").line_count == 40
     assert sorted(loaded) == sorted(["employer", *staff])  # each confirmed from its events
 
+    def down(ids):
+        raise StoreUnavailable("read store down")
+
+    monkeypatch.setattr(sqlite_ledger.reads, "balances", down)
+    loaded.clear()
+    assert payrolls.start("employer", csv_for(staff), idempotency_key="down").line_count == 40
+    assert sorted(loaded) == sorted(["employer", *staff])  # a read model down refuses nothing
+
 
 def test_a_json_line_with_a_duplicate_key_is_refused_and_nothing_is_paid(ledger):
     ledger.service.open_account("employer", owner="Co", account_type="CHECKING",

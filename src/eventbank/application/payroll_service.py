@@ -20,6 +20,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import re
 import threading
 import uuid
@@ -54,11 +55,13 @@ from eventbank.ports.event_store import (
     EventStore,
     NewEvent,
     RecordedEvent,
+    StoreError,
     chained,
     stream_head,
 )
-from eventbank.ports.read_store import ReadStore
+from eventbank.ports.read_store import BalanceRow, ReadStore, ReadStoreError
 
+log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (lines with an outcome, all lines)
 # Attempts before a write that keeps meeting concurrent writes gives up with PayrollConflict.
 START_ATTEMPTS = 5
@@ -297,11 +300,16 @@ class PayrollService:
     ) -> dict[str, tuple[str, str]]:
         """Each existing account's status and currency, for the start's checks: from the read
         model, all in one read, where it shows the account open or frozen in ``currency``;
-        from the events (as ``get_account``) otherwise, so a read model that lags never
-        refuses a line. One it shows open that the events have just closed is refused when
+        from the events (as ``get_account``) otherwise, so a read model that lags, or fails,
+        never refuses a line. One it shows open that the events have just closed is refused when
         its transfer runs, as one closed after the start is."""
         ids = list(dict.fromkeys(account_ids))
-        shown = self.reads.balances(ids) if self.reads is not None else {}
+        shown: dict[str, BalanceRow] = {}
+        if self.reads is not None:
+            try:
+                shown = self.reads.balances(ids)
+            except (StoreError, ReadStoreError) as exc:  # a shortcut only: the events decide
+                log.warning("payroll start: read model unavailable (%s); loading accounts", exc)
         states = {account_id: (row.status, row.currency) for account_id, row in shown.items()
                   if row.status != AccountStatus.CLOSED and row.currency == currency}  # fmt: skip
         for account_id in ids:
