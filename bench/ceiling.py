@@ -56,15 +56,13 @@ def measure_ceiling(
     ``read_model``, each followed by their read model's rows (the module docstring)."""
     accounts = [account_id(i) for i in range(ACCOUNTS)]
     raw.open_accounts(accounts, INITIAL_MINOR)
-    writer = read_writer(raw, accounts, INITIAL_MINOR) if read_model else None
     reads = ReadModelRows(accounts, INITIAL_MINOR)
     per_client = plan(scenario, transfers, seed)
     work = [t for turn in itertools.zip_longest(*per_client) for t in turn if t is not None]
     size = scenario.clients
     chunks = [work[start : start + size] for start in range(0, len(work), size)]
-    batches = [
-        (raw.rows_of(chunk), None if writer is None else reads.of(chunk)) for chunk in chunks
-    ]
+    batches = [(raw.rows_of(chunk), reads.of(chunk) if read_model else None) for chunk in chunks]
+    writer = read_writer(raw, accounts, INITIAL_MINOR) if read_model else None
     try:
         with on_cpu(cpu):
             wall, processor = time.perf_counter(), time.process_time()

@@ -33,6 +33,7 @@ from eventbank.domain.payroll import REGISTRY
 from eventbank.http.app import create_app
 from eventbank.http.auth import TokenStore, add_token
 from eventbank.ports.event_store import ConcurrencyConflict, NewEvent, StoreUnavailable, chained
+from eventbank.ports.read_store import Failure
 from eventbank.wiring import open_ledger
 
 EVENTBANK = str(Path(sys.executable).parent / "eventbank")
@@ -145,6 +146,23 @@ def test_the_start_reads_every_lines_account_at_once_and_the_events_where_the_re
     loaded.clear()
     assert payrolls.start("employer", csv_for(staff), idempotency_key="down").line_count == 40
     assert sorted(loaded) == sorted(["employer", *staff])  # a read model down refuses nothing
+
+
+def test_the_start_trusts_no_read_model_row_whose_stream_is_parked(sqlite_ledger):
+    """A parked stream's row stays behind its events: an account closed since is refused."""
+    staff = open_staff(sqlite_ledger, 2, "p")
+    group = sqlite_ledger.service.store.group_commit
+    hook, group.after_commit = group.after_commit, None  # the close below is not projected
+    sqlite_ledger.service.close_account(staff[1])
+    group.after_commit = hook
+    assert sqlite_ledger.reads.balance(staff[1]).status == "OPEN"
+    sqlite_ledger.reads.save_failure(Failure("accounts", staff[1], 2, "RuntimeError: bug", 1,
+                                             "2026-12-07T00:00:00+00:00",
+                                             "2026-12-07T01:00:00+00:00"))  # fmt: skip
+    payrolls = PayrollService(sqlite_ledger.service, reads=sqlite_ledger.reads)
+    with pytest.raises(PayrollRejected) as refused:
+        payrolls.start("employer", csv_for(staff), idempotency_key="parked")
+    assert [p["problem"] for p in refused.value.problems] == [f"account {staff[1]!r} is closed"]
 
 
 def test_a_json_line_with_a_duplicate_key_is_refused_and_nothing_is_paid(ledger):

@@ -31,6 +31,7 @@ from typing import Any
 
 from eventbank.application.batch import BatchItem
 from eventbank.application.ids import new_id
+from eventbank.application.projections.accounts import NAME as ACCOUNTS
 from eventbank.application.service import IdempotencyKeyReused, LedgerService, current_actor
 from eventbank.application.transfer_search import InvalidCursor, InvalidLimit
 from eventbank.domain import payroll as saga
@@ -55,11 +56,10 @@ from eventbank.ports.event_store import (
     EventStore,
     NewEvent,
     RecordedEvent,
-    StoreError,
     chained,
     stream_head,
 )
-from eventbank.ports.read_store import BalanceRow, ReadStore, ReadStoreError
+from eventbank.ports.read_store import BalanceRow, ReadStore
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (lines with an outcome, all lines)
@@ -299,16 +299,19 @@ class PayrollService:
         self, account_ids: Sequence[str], currency: str
     ) -> dict[str, tuple[str, str]]:
         """Each existing account's status and currency, for the start's checks: from the read
-        model, all in one read, where it shows the account open or frozen in ``currency``;
-        from the events (as ``get_account``) otherwise, so a read model that lags, or fails,
-        never refuses a line. One it shows open that the events have just closed is refused when
-        its transfer runs, as one closed after the start is."""
+        model, all in one read, where it shows the account open or frozen in ``currency`` and
+        its projection is not parked (a parked stream's row stays behind its events until the
+        retry); from the events (as ``get_account``) otherwise, so a read model that lags, or
+        fails, never refuses a line. An account the read model still shows open a moment after
+        it was closed is refused when its transfer runs, as one closed after the start is."""
         ids = list(dict.fromkeys(account_ids))
         shown: dict[str, BalanceRow] = {}
         if self.reads is not None:
             try:
-                shown = self.reads.balances(ids)
-            except (StoreError, ReadStoreError) as exc:  # a shortcut only: the events decide
+                parked = {failure.aggregate_id for failure in self.reads.failures(ACCOUNTS)}
+                shown = {account_id: row for account_id, row in self.reads.balances(ids).items()
+                         if account_id not in parked}  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - a shortcut only: the events decide
                 log.warning("payroll start: read model unavailable (%s); loading accounts", exc)
         states = {account_id: (row.status, row.currency) for account_id, row in shown.items()
                   if row.status != AccountStatus.CLOSED and row.currency == currency}  # fmt: skip

@@ -69,7 +69,10 @@ class Projector:
         rows = self.reads.balances([e.aggregate_id for e in relevant])
         # The parked streams are read only when a batch needs them: the event that parked a
         # stream was never applied, so every later one of that stream is past its row (a
-        # gap), and a batch with no gap and no failure costs no read of them.
+        # gap), and a batch with no gap and no failure costs no read of them. The parked event
+        # itself, delivered again (the runner re-reading what inline projection saw), is
+        # folded again: failing, it stays parked as it was; passing, the row moves on, and
+        # the stream's retry then finds nothing to fold and clears its failure.
         parked: set[str] | None = None
         changes: list[Change] = []
         for event in relevant:
