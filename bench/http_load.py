@@ -54,7 +54,8 @@ HTTP_ENGINES = ("sqlite", "postgresql")
 EVENTBANK, FLOOR = "eventbank serve", "FastAPI floor"
 WORKERS_2 = "eventbank serve x2"  # `serve --workers 2` (PostgreSQL only: SQLite refuses it)
 NOT_INLINE = "serve, no inline"  # `serve --no-inline-projection`: what the projection costs
-SERVED = (EVENTBANK, WORKERS_2, NOT_INLINE)
+LEDGER_PROCESS = "serve, ledger process"  # `serve --ledger-process` (ledger_process.py)
+SERVED = (EVENTBANK, WORKERS_2, NOT_INLINE, LEDGER_PROCESS)
 CONNECTIONS, WRK_THREADS = 16, 2
 WRK_TIMEOUT_S = 10  # a response slower than this is a wrk timeout error, not a latency
 LAG_GOAL_S = 2.0  # the projection lag is back to 0 this soon after the load, or it is a miss
@@ -85,7 +86,7 @@ HTTP_BATCH = HttpScenario(
 
 @dataclass(frozen=True, slots=True)
 class HttpMeasurement:
-    system: str  # EVENTBANK, WORKERS_2, NOT_INLINE or FLOOR
+    system: str  # EVENTBANK, WORKERS_2, NOT_INLINE, LEDGER_PROCESS or FLOOR
     engine: str  # the store's; the floor's row names the engine it ran beside (it has no store)
     scenario: str
     connections: int
@@ -198,6 +199,8 @@ def measure_http(
                     "--workers", "2" if system == WORKERS_2 else "1"]  # fmt: skip
             if system == NOT_INLINE:
                 argv.append("--no-inline-projection")
+            if system == LEDGER_PROCESS:
+                argv.append("--ledger-process")
         elif system == FLOOR:
             argv = [sys.executable, "-m", "bench.http_floor", "--port", str(port)]
         else:

@@ -21,6 +21,7 @@ from bench.http_load import (
     HTTP_BATCH,
     LAG_GOAL_S,
     LAG_WAIT_S,
+    LEDGER_PROCESS,
     NOT_INLINE,
     SERVED,
     WORKERS_2,
@@ -212,6 +213,17 @@ def _cpu_split(m: HttpMeasurement, floor: HttpMeasurement) -> str:
     )
 
 
+def _beside(report: Report, m: HttpMeasurement, floor: HttpMeasurement) -> str:
+    """The same scenario served with the ledger process, over the same floor, if it was run."""
+    other = _http_row(report, LEDGER_PROCESS, m.engine)
+    if other is None:
+        return ""
+    return (
+        f"; serve --ledger-process: {other.transfers_per_s / floor.transfers_per_s:.2f}x "
+        f"({other.transfers_per_s:,.0f}/s, {other.refused} non-2xx)"
+    )
+
+
 def served_bars(report: Report) -> list[Bar]:
     """eventbank serve in the 16-connection scenario, per engine of the run: over the FastAPI
     floor (0 non-2xx), its p99 on SQLite beside the floor's own, and against the same server
@@ -226,7 +238,7 @@ def served_bars(report: Report) -> list[Bar]:
                 f"HTTP: serve over the FastAPI floor ({m.engine}, 16 connections)",
                 f">= {goal:.2f}x, 0 non-2xx",
                 f"{ratio:.2f}x ({m.transfers_per_s:,.0f} against {floor.transfers_per_s:,.0f}/s)"
-                f", {m.refused} non-2xx{_cpu_split(m, floor)}",
+                f", {m.refused} non-2xx{_cpu_split(m, floor)}{_beside(report, m, floor)}",
                 ratio >= goal and m.refused == 0,
             ))  # fmt: skip
         if floor is not None and m.engine == "sqlite":
@@ -382,6 +394,8 @@ def _http_table(report: Report) -> list[str]:
         f"'{NOT_PROJECTED}' the same with no projection (commands written, nothing read back).",
         f"'{NOT_INLINE}': eventbank serve --no-inline-projection (the background runner "
         "projects; commands are answered before their reads show them).",
+        f"'{LEDGER_PROCESS}': eventbank serve --ledger-process (single transfers decided and "
+        "written in a second process; its CPU is in the server's).",
         "CPU us: the server process's CPU time (all its threads) per transfer done while wrk "
         "ran; wrk's and PostgreSQL's own are not in it.",
         "x floor: transfers/s over the bare FastAPI endpoint's (same body, same server stack), "
@@ -582,7 +596,7 @@ def chart(report: Report, path: Path) -> None:
 
 
 HTTP_COLORS = {FLOOR: "tab:gray", SERVE: "tab:blue", NOT_INLINE: "tab:purple",
-               WORKERS_2: "tab:cyan", IN_PROCESS: "tab:olive",
+               LEDGER_PROCESS: "tab:green", WORKERS_2: "tab:cyan", IN_PROCESS: "tab:olive",
                NOT_PROJECTED: "tab:brown"}  # fmt: skip
 
 

@@ -35,6 +35,7 @@ from bench.http_load import (
     HTTP_BATCH,
     HTTP_ENGINES,
     HTTP_SCENARIOS,
+    LEDGER_PROCESS,
     NOT_INLINE,
     WORKERS_2,
     HttpMeasurement,
@@ -171,10 +172,11 @@ def _http(engine: Engine, config: Config, progress: Callable[[str], None]) -> li
     rows = []
     # side by side in time, as the other systems; two worker processes where the engine allows
     # them (SQLite has one writer per file: serve refuses --workers 2 there); once, no inline
-    # projection beside the default (what the projection costs served)
+    # projection beside the default (what the projection costs served), and once with the
+    # ledger process
     workers = (WORKERS_2,) if engine.name == "postgresql" else ()
-    runs = [(s, (FLOOR, EVENTBANK, *((NOT_INLINE,) if s == HTTP else ()), *workers))
-            for s in HTTP_SCENARIOS]  # fmt: skip
+    runs = [(s, (FLOOR, EVENTBANK, *((NOT_INLINE, LEDGER_PROCESS) if s == HTTP else ()),
+                 *workers)) for s in HTTP_SCENARIOS]  # fmt: skip
     if engine.name in BATCH_ENGINES:
         runs.append((HTTP_BATCH, (FLOOR, EVENTBANK, IN_PROCESS, NOT_PROJECTED)))
     for scenario, systems in runs:

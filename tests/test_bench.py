@@ -21,6 +21,7 @@ from bench.http_load import (
     FLOOR,
     HTTP,
     HTTP_BATCH,
+    LEDGER_PROCESS,
     NOT_INLINE,
     WORKERS_2,
     HttpMeasurement,
@@ -328,6 +329,15 @@ def test_two_worker_processes_are_measured_with_the_cpu_of_both(postgres_store_u
     assert m.loop_cpu_us is None  # its main thread runs no event loop: no split is reported
 
 
+def test_a_server_with_a_ledger_process_is_measured_with_the_cpu_of_both(tmp_path):
+    scenario = HttpScenario("ledger process", accounts=20, opened=20)
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    m = measure_http(LEDGER_PROCESS, "sqlite", scenario, 1, 1, url)
+    assert m.ok > 0 and m.refused == 0 and m.lag_ok is True
+    # the transfers are decided and written in the child: its CPU is counted beside the loop's
+    assert m.loop_cpu_us is not None and m.server_cpu_us > 1.5 * m.loop_cpu_us
+
+
 def test_the_workers_bar_compares_two_processes_with_one_of_the_same_run():
     def row(system: str, per_s: float) -> HttpMeasurement:
         return _row(system, per_s, "postgresql", "s")
@@ -362,6 +372,10 @@ def test_the_served_bars_read_serve_against_the_floor_its_p99_and_no_inline_proj
     (fast, fast_p99) = served_bars(Report({}, [], http=[row(FLOOR, 3_000), refused]))
     assert fast.passed is False and fast.measured.endswith(", 3 non-2xx")  # 0.53x, not all 2xx
     assert fast_p99.passed is True
+    beside = served_bars(Report({}, [], http=[*run[:2], row(LEDGER_PROCESS, 1_500)]))[0]
+    assert beside.passed is False and beside.measured.endswith(  # the bar is plain serve's
+        "0 non-2xx; serve --ledger-process: 0.50x (1,500/s, 0 non-2xx)"
+    )
     slow_without = served_bars(Report({}, [], http=[row(EVENTBANK, 800), row(NOT_INLINE, 1_000)]))
     assert [(b.passed, b.measured) for b in slow_without] == [(False, "800 against 1,000/s (20%)")]
 

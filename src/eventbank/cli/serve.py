@@ -80,6 +80,16 @@ def serve(
             "0.2 s, so reads lag a moment) and commands answer sooner.",
         ),
     ] = True,
+    ledger_process: Annotated[
+        bool,
+        typer.Option(
+            "--ledger-process/--no-ledger-process",
+            envvar="EVENTBANK_LEDGER_PROCESS",
+            help="Decide and write single transfers (POST /transfers) in a second process, "
+            "with an interpreter and a CPU of its own, while this one serves HTTP (SQLite or "
+            "PostgreSQL, one server process).",
+        ),
+    ] = False,
     any_cpu: Annotated[
         bool,
         typer.Option(
@@ -101,10 +111,12 @@ def serve(
 
     from eventbank.application.observability import Metrics, configure_json_logging
     from eventbank.http.app import create_app, delivery_worker, start_delivery, webhook_service
+    from eventbank.ledger_process import LedgerProcess
     from eventbank.wiring import open_ledger
 
     settings = settings_of(ctx)
     check_workers(workers, settings)
+    check_ledger_process(ledger_process, workers, settings)
     check_port_free(host, port)  # before anything is created: a busy port changes nothing
     if json_logs:
         configure_json_logging()
@@ -116,14 +128,26 @@ def serve(
         serve_workers(workers, host, port, settings, tokens_file, json_logs, hooks,
                       inline_projection)  # fmt: skip
         return
+    cpus = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     cpu = None if any_cpu else stay_on_one_cpu()  # before any thread starts, though all move
     metrics = Metrics()
     ledger = open_ledger(settings.store_url, settings.read_store_url, metrics=metrics,
                          channel="api", inline=inline_projection)  # fmt: skip
+    transfers = None
+    if ledger_process:
+        transfers = LedgerProcess(settings.store_url, settings.read_store_url,
+                                  inline=inline_projection, json_logs=json_logs,
+                                  cpus=cpus, metrics=metrics)  # fmt: skip
+        try:
+            transfers.start()
+        except BaseException:
+            ledger.close()
+            raise
     admin = ensure_admin_token(tokens_file)
     tokens = TokenStore.load(tokens_file, os.environ.get("EVENTBANK_TOKENS"))
     banner = start_banner(host, port, settings, tokens_file, admin, json_logs,
-                          inline_projection=inline_projection, cpu=cpu)  # fmt: skip
+                          inline_projection=inline_projection, cpu=cpu,
+                          ledger_process=transfers.pid if transfers else None)  # fmt: skip
     print(banner, file=sys.stderr, flush=True)
     webhooks = webhook_service(ledger, hooks)
     stop = threading.Event()
@@ -135,7 +159,7 @@ def serve(
     last_used.start()
     with sigterm_as_exception():
         try:
-            app = create_app(ledger, tokens, metrics, webhooks=webhooks)
+            app = create_app(ledger, tokens, metrics, webhooks=webhooks, ledger_process=transfers)
             uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
                         timeout_graceful_shutdown=10)  # fmt: skip
         finally:
@@ -144,7 +168,21 @@ def serve(
             if delivering is not None:
                 delivering.join(timeout=15)
             last_used.join(timeout=10)  # it writes what it knows once more before it ends
+            if transfers is not None:
+                transfers.close()
             ledger.close()
+
+
+def check_ledger_process(ledger_process: bool, workers: int, settings: Settings) -> None:
+    """``--ledger-process`` runs the service's group-commit path in a child: one server process
+    over SQLite or PostgreSQL."""
+    if not ledger_process:
+        return
+    if workers > 1:
+        raise InvalidInput("--ledger-process is for one server process: leave out --workers")
+    if urlsplit(settings.store_url).scheme not in ("sqlite", "postgresql", "postgres"):
+        raise InvalidInput("--ledger-process needs a SQLite or PostgreSQL store (DynamoDB "
+                           "writes each transfer at once, with nothing to hand over)")  # fmt: skip
 
 
 def check_workers(workers: int, settings: Settings) -> None:
@@ -263,6 +301,7 @@ def start_banner(
     *,
     inline_projection: bool = True,
     cpu: int | None = None,
+    ledger_process: int | None = None,
 ) -> str:
     """What an operator needs on start, as one block: where to go, which store, the token."""
     browse = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
@@ -279,6 +318,8 @@ def start_banner(
         lines.append(f"  workers      {workers} processes, each with its own group commit")
     if cpu is not None:
         lines.append(f"  cpu          {cpu}: the process's threads stay on it (--any-cpu: any)")
+    if ledger_process is not None:
+        lines.append(f"  ledger       process {ledger_process} decides and writes single transfers")
     if admin is not None:
         lines += [
             f"  admin token  {admin}",

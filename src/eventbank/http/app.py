@@ -64,6 +64,7 @@ from eventbank.http.schemas import Problem
 from eventbank.http.tokens import token_routes
 from eventbank.http.transfers import MAX_BATCH_BYTES, transfer_routes
 from eventbank.http.webhooks import webhook_routes
+from eventbank.ledger_process import LedgerProcess
 from eventbank.ports.event_store import StoreUnavailable
 from eventbank.wiring import Ledger, open_ledger
 
@@ -83,12 +84,14 @@ def create_app(
     payroll_resume_every_s: float | None = RESUME_EVERY_S,
     slow_request_s: float = SLOW_REQUEST_S,
     webhooks: WebhookService | None = None,
+    ledger_process: LedgerProcess | None = None,
 ) -> FastAPI:
     """``payroll_resume_every_s``: how often unfinished payrolls are run again (a failed run is
     finished without a restart); None resumes them only at start. ``slow_request_s``: a request
     that takes longer is logged at INFO (``_Observe``). ``webhooks``: the subscriptions, whose
     routes are served when given (``serve`` gives them, with the key of their secrets); their
-    delivery runs beside the projection runner, not here."""
+    delivery runs beside the projection runner, not here. ``ledger_process``: where concurrent
+    plain transfers run together, when not in this process (``serve --ledger-process``)."""
     payrolls = PayrollService(ledger.service, reads=ledger.reads)
     saga_runner = PayrollRunner(payrolls, payroll_resume_every_s)
     sweeper = ExpirySweeper(ledger.service, ledger.reads)
@@ -132,7 +135,7 @@ def create_app(
 
     guard = permission_guard(tokens)
     app.include_router(account_routes(ledger, guard))
-    app.include_router(transfer_routes(ledger, guard))
+    app.include_router(transfer_routes(ledger, guard, ledger_process))
     app.include_router(journal_routes(ledger, guard))
     app.include_router(payroll_routes(payrolls, saga_runner, guard))
     app.include_router(audit_routes(ledger, guard))

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from eventbank.application.batch import MAX_BATCH_ITEMS, BatchItem, ItemResult, tally
 from eventbank.application.holds import MAX_LISTED, open_holds
-from eventbank.application.service import current_actor
+from eventbank.application.service import Receipt, current_actor
 from eventbank.application.transfer_search import find_transfers
 from eventbank.domain.errors import InvalidInput, TransferNotFound
 from eventbank.http.commands import Coalescer, run_command
@@ -27,6 +27,7 @@ from eventbank.http.schemas import (
     TransferSearchPage,
     VoidTransferRequest,
 )
+from eventbank.ledger_process import LedgerProcess
 from eventbank.ports.event_store import BatchTooLarge
 from eventbank.wiring import Ledger
 
@@ -38,11 +39,19 @@ PendingTransferId = Annotated[
 ]
 
 
-def transfer_routes(ledger: Ledger, guard: Guard) -> APIRouter:
+def transfer_routes(
+    ledger: Ledger, guard: Guard, ledger_process: LedgerProcess | None = None
+) -> APIRouter:
+    """``ledger_process``: where plain transfers run together instead of the service
+    (``serve --ledger-process``), a group per channel at a time."""
     router = APIRouter(tags=["money"])
     service, queries = ledger.service, ledger.queries
     # Plain transfers run together where the engine group-commits (http/commands.py says why).
-    together = Coalescer(service.transfer_each) if service.groups_appends else None
+    together: Coalescer[BatchItem, Receipt] | None = None
+    if ledger_process is not None:
+        together = Coalescer(ledger_process.transfer_each, runners=ledger_process.channels)
+    elif service.groups_appends:
+        together = Coalescer(service.transfer_each)
 
     write: dict[str, Any] = {"dependencies": [guard("write")], "responses": WRITE_ERRORS,
              "response_model": CommandResult, "response_model_exclude_none": True,

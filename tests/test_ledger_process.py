@@ -1,0 +1,210 @@
+"""``serve --ledger-process``: single transfers decided and written in a child process
+(ledger_process.py), answered as the service answers them, counted in the server's metrics."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eventbank.application.batch import BatchItem
+from eventbank.application.observability import Metrics
+from eventbank.application.service import Receipt
+from eventbank.domain.errors import InsufficientFunds, InvalidInput
+from eventbank.ledger_process import LedgerProcess, LedgerProcessLost, _sendable
+from eventbank.ports.event_store import StoreError
+from eventbank.wiring import open_ledger
+from tests.serving import EVENTBANK, TELLER, start_server, stop_server
+
+
+def thread_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPUs each thread of process ``pid`` may run on."""
+    tasks = Path(f"/proc/{pid}/task")
+    return {frozenset(os.sched_getaffinity(int(tid.name))) for tid in tasks.iterdir()}
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def alive_children_of(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid``."""
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
+            and (fields := _stat(entry.name)) is not None and fields[1] == str(pid)
+            and fields[0] != "Z"]  # fmt: skip
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_ledger(url)
+    try:
+        for account in ("acc-a", "acc-b"):
+            ledger.service.open_account(account, owner="O", account_type="CHECKING",
+                                        initial_deposit="100.00")  # fmt: skip
+    finally:
+        ledger.close()
+    return url
+
+
+def balance(url: str, account: str) -> int:
+    ledger = open_ledger(url)
+    try:
+        return ledger.service.get_account(account).balance_minor
+    finally:
+        ledger.close()
+
+
+def test_transfers_are_answered_from_the_child_as_the_service_answers_them(store):
+    metrics = Metrics()
+    process = LedgerProcess(store, metrics=metrics)
+    process.start()
+    try:
+        assert process.pid not in (None, os.getpid())
+        first = process.transfer_each([
+            BatchItem("acc-a", "acc-b", "10.00", "key-1", actor="teller-1"),
+            BatchItem("acc-a", "acc-b", "1000.00", "key-2"),
+            BatchItem("acc-a", "acc-b", "x", "key-3"),
+        ])  # fmt: skip
+        again = process.transfer_each([BatchItem("acc-a", "acc-b", "10.00", "key-1")])
+    finally:
+        process.close()
+    done, refused, malformed = first
+    assert isinstance(done, Receipt) and not done.replayed
+    assert done.outcome["amount"] == "10.00"
+    assert isinstance(refused, InsufficientFunds)
+    assert isinstance(malformed, InvalidInput)
+    (replayed,) = again
+    assert isinstance(replayed, Receipt) and replayed.replayed
+    assert replayed.outcome == done.outcome
+    assert (balance(store, "acc-a"), balance(store, "acc-b")) == (9_000, 11_000)
+    # what the child observed is counted in the parent's registry
+    count = "eventbank_command_duration_seconds_count"
+    assert sample(metrics, count, command="transfer", outcome="ok") == 1
+    assert sample(metrics, count, command="transfer", outcome="refused") == 1
+    assert sample(metrics, count, command="transfer", outcome="replayed") == 1
+    assert sample(metrics, "eventbank_appends_total", engine="sqlite", outcome="ok") >= 1
+
+
+def test_a_child_that_dies_fails_its_group_as_lost_and_the_next_group_starts_another(store):
+    process = LedgerProcess(store)
+    process.start()
+    try:
+        first = process.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        time.sleep(0.2)
+        lost = process.transfer_each([BatchItem("acc-a", "acc-b", "1.00", "k-1"),
+                                      BatchItem("acc-b", "acc-a", "1.00", "k-2")])  # fmt: skip
+        assert [type(answer) for answer in lost] == [LedgerProcessLost, LedgerProcessLost]
+        assert "retry with the same Idempotency-Key" in str(lost[0])
+        (after,) = process.transfer_each([BatchItem("acc-a", "acc-b", "1.00", "k-1")])
+        assert isinstance(after, Receipt) and not after.replayed  # the lost one never ran
+        assert process.pid not in (None, first)
+    finally:
+        process.close()
+    assert balance(store, "acc-b") == 10_100
+
+
+def test_a_store_the_child_cannot_open_is_raised_by_start(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    process = LedgerProcess(f"sqlite:///{tmp_path / 'file' / 'ledger.db'}")
+    with pytest.raises(StoreError):
+        process.start()
+    assert process.pid is None
+
+
+def test_an_error_that_cannot_cross_the_pipe_becomes_a_store_error():
+    class Odd(Exception):
+        def __init__(self) -> None:
+            super().__init__("odd")
+            self.call = lambda: None  # a lambda does not pickle
+
+    sent = _sendable(Odd())
+    assert isinstance(sent, StoreError) and "Odd: odd" in str(sent)
+    kept = InsufficientFunds("short")
+    assert _sendable(kept) is kept
+
+
+def test_serve_with_a_ledger_process_answers_transfers_from_it(tmp_path):
+    process, url, startup = start_server(tmp_path, "--ledger-process")
+    teller = {"Authorization": f"Bearer {TELLER}"}
+    try:
+        for account in ("acc-a", "acc-b"):
+            opened = httpx.post(f"{url}/accounts", headers=teller, timeout=10, json={
+                "account_id": account, "owner": "O", "type": "CHECKING",
+                "initial_deposit": "50.00"})  # fmt: skip
+            assert opened.status_code == 201, opened.text
+        body = {"from_account_id": "acc-a", "to_account_id": "acc-b", "amount": "20.00"}
+        keyed = {**teller, "Idempotency-Key": "pay-1"}
+        sent = httpx.post(f"{url}/transfers", headers=keyed, json=body, timeout=10)
+        again = httpx.post(f"{url}/transfers", headers=keyed, json=body, timeout=10)
+        short = httpx.post(f"{url}/transfers", headers=teller, timeout=10,
+                           json={**body, "amount": "500.00"})  # fmt: skip
+        read = httpx.get(f"{url}/accounts/acc-b", headers=teller, timeout=10)
+        scraped = httpx.get(f"{url}/metrics", headers=teller, timeout=10).text
+        child = int(re.search(r"ledger +process (\d+)", startup).group(1))
+        server_cpus, child_cpus = thread_cpus(process.pid), thread_cpus(child)
+        os.kill(child, signal.SIGKILL)  # a group in flight, or the next, meets the loss
+        lost = httpx.post(f"{url}/transfers", headers=teller, json=body, timeout=10)
+        after = httpx.post(f"{url}/transfers", headers=teller, json=body, timeout=10)
+        children = alive_children_of(process.pid)  # the ledger process started after the kill
+    finally:
+        stop_server(process)
+    assert sent.status_code == 201, sent.text
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == sent.json()
+    assert short.status_code == 409 and short.json()["code"] == "insufficient_funds"
+    assert read.json()["balance"] == "70.00"  # projected inline by the child
+    everywhere = frozenset(os.sched_getaffinity(0))
+    assert len(server_cpus) == 1 and len(next(iter(server_cpus))) == 1  # serve stays on one
+    assert child_cpus == {everywhere}  # the child runs on any of them
+    assert lost.status_code == 503 and lost.json()["code"] == "ledger_process_lost", lost.text
+    assert after.status_code == 201, after.text  # a new child took over
+    assert 'eventbank_command_duration_seconds_count{command="transfer",outcome="ok"} 1.0' in (
+        scraped
+    )
+    assert children and child not in children
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in children), "a ledger process outlived serve"
+
+
+@pytest.mark.parametrize(
+    ("store", "options", "reason"),
+    [
+        ("postgresql://127.0.0.1:1/none", ("--workers", "2"),
+         "--ledger-process is for one server process: leave out --workers"),
+        ("dynamodb://local/none", (), "--ledger-process needs a SQLite or PostgreSQL store"),
+    ],
+)  # fmt: skip
+def test_serve_refuses_a_ledger_process_it_cannot_use_in_one_line(tmp_path, store, options, reason):
+    done = subprocess.run(
+        [EVENTBANK, "--store", store, "serve", "--ledger-process", *options,
+         "--tokens-file", str(tmp_path / "tokens.json")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done
+    assert done.stderr.startswith(f"error: {reason}"), done.stderr
+    assert done.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
