@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -66,6 +67,12 @@ def store(tmp_path: Path) -> str:
     return url
 
 
+def wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def balance(url: str, account: str) -> int:
     ledger = open_ledger(url)
     try:
@@ -105,16 +112,36 @@ def test_transfers_are_answered_from_the_child_as_the_service_answers_them(store
     assert sample(metrics, "eventbank_appends_total", engine="sqlite", outcome="ok") >= 1
 
 
-def test_a_child_that_dies_fails_its_group_as_lost_and_the_next_group_starts_another(store):
+def test_a_child_that_died_between_groups_is_replaced_before_the_next_is_sent(store):
     process = LedgerProcess(store)
     process.start()
     try:
         first = process.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        time.sleep(0.2)
-        lost = process.transfer_each([BatchItem("acc-a", "acc-b", "1.00", "k-1"),
-                                      BatchItem("acc-b", "acc-a", "1.00", "k-2")])  # fmt: skip
+        wait_gone(first)
+        (done,) = process.transfer_each([BatchItem("acc-a", "acc-b", "1.00", "k-1")])
+        assert isinstance(done, Receipt) and not done.replayed
+        assert process.pid not in (None, first)
+    finally:
+        process.close()
+    assert balance(store, "acc-b") == 10_100
+
+
+def test_a_child_that_dies_holding_a_group_fails_it_as_lost_and_the_next_starts_another(store):
+    process = LedgerProcess(store)
+    process.start()
+    try:
+        first = process.pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)  # the group is sent, and never decided
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(process.transfer_each,
+                               [BatchItem("acc-a", "acc-b", "1.00", "k-1"),
+                                BatchItem("acc-b", "acc-a", "1.00", "k-2")])  # fmt: skip
+            time.sleep(0.5)
+            os.kill(first, signal.SIGKILL)
+            lost = held.result(timeout=30)
         assert [type(answer) for answer in lost] == [LedgerProcessLost, LedgerProcessLost]
         assert "retry with the same Idempotency-Key" in str(lost[0])
         (after,) = process.transfer_each([BatchItem("acc-a", "acc-b", "1.00", "k-1")])
@@ -164,8 +191,13 @@ def test_serve_with_a_ledger_process_answers_transfers_from_it(tmp_path):
         scraped = httpx.get(f"{url}/metrics", headers=teller, timeout=10).text
         child = int(re.search(r"ledger +process (\d+)", startup).group(1))
         server_cpus, child_cpus = thread_cpus(process.pid), thread_cpus(child)
-        os.kill(child, signal.SIGKILL)  # a group in flight, or the next, meets the loss
-        lost = httpx.post(f"{url}/transfers", headers=teller, json=body, timeout=10)
+        os.kill(child, signal.SIGSTOP)  # the next transfer is sent to it and never answered
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(httpx.post, f"{url}/transfers", headers=teller, json=body,
+                               timeout=30)  # fmt: skip
+            time.sleep(0.5)
+            os.kill(child, signal.SIGKILL)
+            lost = held.result(timeout=30)
         after = httpx.post(f"{url}/transfers", headers=teller, json=body, timeout=10)
         children = alive_children_of(process.pid)  # the ledger process started after the kill
     finally:

@@ -15,9 +15,9 @@ actor, its answer after the durable commit); everything else the server does run
 as before, on the same stores (both processes write them, as two ``--workers`` do). The child's
 command and append metrics come back with each group's answers and are counted in the server's
 ``/metrics``. The child ends when the server closes it or goes away (its end of the pipe
-closes). If it dies, the transfers of the group in flight fail with ``LedgerProcessLost`` (their
+closes). If it dies, the transfers of a group it held fail with ``LedgerProcessLost`` (their
 outcome is unknown: a retry with the same ``Idempotency-Key`` is answered from the first run if
-it was written) and the next group starts a new child.
+it was written); the next group, or one that could not be sent, starts a new child.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
+import signal
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 60.0  # opening the stores: a PostgreSQL server may be starting
 STOP_TIMEOUT_S = 10.0
+SEND_ATTEMPTS = 3  # a group not sent (its child stopped meanwhile) goes to the next child
 
 Answer = Receipt | EventbankError
 
@@ -83,7 +86,8 @@ class LedgerProcess:
         self._metrics, self.channels = metrics, channels
         self._lock = threading.Lock()  # starting and stopping the child
         self._child: multiprocessing.process.BaseProcess | None = None
-        self._free: queue.SimpleQueue[Connection] = queue.SimpleQueue()  # the child's, unused
+        # the child's pipes not in use; None wakes a caller waiting for one of a child stopped
+        self._free: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._conns: list[Connection] = []
 
     def start(self) -> None:
@@ -95,24 +99,38 @@ class LedgerProcess:
 
     def transfer_each(self, items: Sequence[BatchItem]) -> list[Answer]:
         """Each item's receipt or error, in order, from the child (started if it is not
-        running)."""
-        with self._lock:
-            if self._child is None:
-                self._start()
-            child, free = self._child, self._free
-        conn = free.get()
-        try:
-            conn.send(list(items))
-            answers, observed = conn.recv()
-        except (EOFError, OSError) as exc:
-            self._lost(child)
-            log.error("the ledger process ended with %d transfers in flight: %s",
-                      len(items), exc or type(exc).__name__)  # fmt: skip
-            lost = LedgerProcessLost(
-                "the ledger process ended while it held this transfer: it may have been "
-                "written; retry with the same Idempotency-Key to learn its outcome"
+        running). A group that could not be sent (the child stopped meanwhile) is sent to the
+        next child; one sent and not answered is lost."""
+        for _ in range(SEND_ATTEMPTS):
+            with self._lock:
+                if self._child is None:
+                    self._start()
+                child, free = self._child, self._free
+            conn = free.get()
+            if conn is None:  # that child was stopped while this waited for a pipe
+                continue
+            try:
+                conn.send(list(items))
+            except OSError:  # closed, or the child is gone: nothing was sent
+                self._lost(child)
+                continue
+            try:
+                answers, observed = conn.recv()
+            except (EOFError, OSError) as exc:
+                self._lost(child)
+                log.error("the ledger process ended with %d transfers in flight: %s",
+                          len(items), exc or type(exc).__name__)  # fmt: skip
+                lost = LedgerProcessLost(
+                    "the ledger process ended while it held this transfer: it may have been "
+                    "written; retry with the same Idempotency-Key to learn its outcome"
+                )
+                return [lost] * len(items)
+            break
+        else:
+            raise StoreUnavailable(
+                f"the ledger process took no transfers in {SEND_ATTEMPTS} attempts; nothing "
+                "was written, try again"
             )
-            return [lost] * len(items)
         free.put(conn)
         if self._metrics is not None:
             _replay(self._metrics, observed)
@@ -166,6 +184,8 @@ class LedgerProcess:
         child, conns = self._child, self._conns
         self._child, self._conns = None, []
         _close(conns)
+        for _ in conns:
+            self._free.put(None)
         if child is not None:
             child.join(STOP_TIMEOUT_S)
             if child.is_alive():
@@ -184,6 +204,10 @@ def _child_main(conns: list[Connection], settings: _Settings) -> None:
     from eventbank.application.observability import configure_json_logging
     from eventbank.wiring import open_ledger
 
+    # Its life is its pipes': a Ctrl-C or a SIGTERM to the whole process group leaves the
+    # groups in flight to finish, and the child ends when the server closes the pipes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if settings.json_logs:
         configure_json_logging()
     else:
@@ -227,8 +251,6 @@ def _child_main(conns: list[Connection], settings: _Settings) -> None:
 
 def _sendable(exc: BaseException) -> BaseException:
     """``exc`` if it crosses the pipe intact, else a ``StoreError`` saying what it was."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:  # noqa: BLE001 - whatever does not pickle
