@@ -278,7 +278,8 @@ def batch_bars(report: Report) -> list[Bar]:
         found = {h.system: h.transfers_per_s for h in report.http
                  if (h.engine, h.scenario) == (served.engine, served.scenario)}  # fmt: skip
         beside = [f"{label}: {found[system]:,.0f}/s"
-                  for system, label in ((IN_PROCESS, "in process, no HTTP"),
+                  for system, label in ((LEDGER_PROCESS, "serve --ledger-process"),
+                                        (IN_PROCESS, "in process, no HTTP"),
                                         (NOT_PROJECTED, "not projected either"))
                   if system in found]  # fmt: skip
         core = f" ({'; '.join(beside)})" if beside else ""

@@ -178,7 +178,7 @@ def _http(engine: Engine, config: Config, progress: Callable[[str], None]) -> li
     runs = [(s, (FLOOR, EVENTBANK, *((NOT_INLINE, LEDGER_PROCESS) if s == HTTP else ()),
                  *workers)) for s in HTTP_SCENARIOS]  # fmt: skip
     if engine.name in BATCH_ENGINES:
-        runs.append((HTTP_BATCH, (FLOOR, EVENTBANK, IN_PROCESS, NOT_PROJECTED)))
+        runs.append((HTTP_BATCH, (FLOOR, EVENTBANK, LEDGER_PROCESS, IN_PROCESS, NOT_PROJECTED)))
     for scenario, systems in runs:
         for system in systems:
             with engine.fresh() if system != FLOOR else nullcontext(None) as url:

@@ -304,6 +304,10 @@ def test_the_batch_bar_shows_the_service_in_process_beside_the_served_batches():
     rows = [row(EVENTBANK, 2_200), row(IN_PROCESS, 2_500), row(NOT_PROJECTED, 4_100)]
     (bar,) = batch_bars(Report({}, [], http=rows))
     assert bar.measured == "2,200/s (in process, no HTTP: 2,500/s; not projected either: 4,100/s)"
+    (bar,) = batch_bars(Report({}, [], http=[*rows, row(LEDGER_PROCESS, 2_600)]))
+    assert bar.passed is False and bar.measured.startswith(  # the bar is plain serve's
+        "2,200/s (serve --ledger-process: 2,600/s; in process"
+    )
     assert batch_bars(Report({}, [], http=[row(IN_PROCESS, 2_500)])) == []
 
 

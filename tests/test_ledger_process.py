@@ -112,6 +112,39 @@ def test_transfers_are_answered_from_the_child_as_the_service_answers_them(store
     assert sample(metrics, "eventbank_appends_total", engine="sqlite", outcome="ok") >= 1
 
 
+def actors(url: str, account: str) -> list[str]:
+    ledger = open_ledger(url)
+    try:
+        return [e.metadata["actor"] for e in ledger.service.store.read_stream(account, 0)]
+    finally:
+        ledger.close()
+
+
+def test_batches_run_in_the_child_each_item_as_its_own_transfer_or_all_or_none(store):
+    metrics = Metrics()
+    process = LedgerProcess(store, metrics=metrics)
+    process.start()
+    try:
+        items = [BatchItem("acc-a", "acc-b", "5.00", "b-1", actor="clerk"),
+                 BatchItem("acc-a", "acc-b", "500.00", "b-2", actor="clerk")]  # fmt: skip
+        each = process.transfer_batch(items)
+        again = process.transfer_batch(items[:1])
+        atomic = process.transfer_batch(
+            [BatchItem("acc-b", "acc-a", "1.00", "c-1"), BatchItem("acc-b", "acc-a", "x", "c-2")],
+            atomic=True,
+        )
+    finally:
+        process.close()
+    assert [r.status for r in each] == ["ok", "refused"]
+    assert isinstance(each[1].error, InsufficientFunds)
+    assert [r.status for r in again] == ["replayed"]
+    assert [r.status for r in atomic] == ["refused", "refused"]  # all or none: none
+    assert (balance(store, "acc-a"), balance(store, "acc-b")) == (9_500, 10_500)
+    assert actors(store, "acc-a")[-1] == "clerk"  # the item's actor, not the child's
+    count = "eventbank_command_duration_seconds_count"
+    assert sample(metrics, count, command="transfer", outcome="ok") == 1
+
+
 def test_a_child_that_died_between_groups_is_replaced_before_the_next_is_sent(store):
     process = LedgerProcess(store)
     process.start()
@@ -184,6 +217,8 @@ def test_serve_with_a_ledger_process_answers_transfers_from_it(tmp_path):
         body = {"from_account_id": "acc-a", "to_account_id": "acc-b", "amount": "20.00"}
         keyed = {**teller, "Idempotency-Key": "pay-1"}
         sent = httpx.post(f"{url}/transfers", headers=keyed, json=body, timeout=10)
+        batch = {"items": [{**body, "amount": "1.00", "idempotency_key": "batch-1"}]}
+        batched = httpx.post(f"{url}/transfers/batch", headers=teller, json=batch, timeout=10)
         again = httpx.post(f"{url}/transfers", headers=keyed, json=body, timeout=10)
         short = httpx.post(f"{url}/transfers", headers=teller, timeout=10,
                            json={**body, "amount": "500.00"})  # fmt: skip
@@ -206,13 +241,14 @@ def test_serve_with_a_ledger_process_answers_transfers_from_it(tmp_path):
     assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == sent.json()
     assert short.status_code == 409 and short.json()["code"] == "insufficient_funds"
-    assert read.json()["balance"] == "70.00"  # projected inline by the child
+    assert batched.status_code == 200 and batched.json()["succeeded"] == 1, batched.text
+    assert read.json()["balance"] == "71.00"  # projected inline by the child
     everywhere = frozenset(os.sched_getaffinity(0))
     assert len(server_cpus) == 1 and len(next(iter(server_cpus))) == 1  # serve stays on one
     assert child_cpus == {everywhere}  # the child runs on any of them
     assert lost.status_code == 503 and lost.json()["code"] == "ledger_process_lost", lost.text
     assert after.status_code == 201, after.text  # a new child took over
-    assert 'eventbank_command_duration_seconds_count{command="transfer",outcome="ok"} 1.0' in (
+    assert 'eventbank_command_duration_seconds_count{command="transfer",outcome="ok"} 2.0' in (
         scraped
     )
     assert children and child not in children

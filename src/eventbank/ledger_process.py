@@ -6,7 +6,8 @@ projecting) take turns on one interpreter, so a served transfer costs the sum of
 CPU, however many the machine has. With ``serve --ledger-process`` the concurrent
 ``POST /transfers`` the server coalesces (http/commands.py) are sent, a group at a time, to a
 child process that runs ``LedgerService.transfer_each`` on its own ledger (its own group commit
-and inline projection) and sends the answers back: each process has an interpreter of its own,
+and inline projection), as are batches (``POST /transfers/batch``: ``transfer_batch``), and it
+sends the answers back: each process has an interpreter of its own,
 and the child may run on any CPU the server could (the server keeps its own threads on one,
 http/one_cpu.py), so the two run at once (docs/performance.md, "A ledger process").
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from eventbank.application.batch import BatchItem
+from eventbank.application.batch import BatchItem, ItemResult
 from eventbank.application.observability import Metrics
 from eventbank.application.service import Receipt
 from eventbank.domain.errors import EventbankError
@@ -66,10 +67,10 @@ class _Settings:
 
 
 class LedgerProcess:
-    """The parent's handle on the child: ``transfer_each`` as ``LedgerService.transfer_each``
-    answers it, run in the child. ``channels`` groups at a time, each over a pipe of its own
-    that a thread of the child serves: while one group's commit is written, the child decides
-    the next (as two coalescer runners do in one process)."""
+    """The parent's handle on the child: ``transfer_each`` and ``transfer_batch`` as the
+    service answers them, run in the child. ``channels`` groups or batches at a time, each
+    over a pipe of its own that a thread of the child serves: while one group's commit is
+    written, the child decides the next (as two coalescer runners do in one process)."""
 
     def __init__(
         self,
@@ -98,9 +99,26 @@ class LedgerProcess:
                 self._start()
 
     def transfer_each(self, items: Sequence[BatchItem]) -> list[Answer]:
-        """Each item's receipt or error, in order, from the child (started if it is not
-        running). A group that could not be sent (the child stopped meanwhile) is sent to the
-        next child; one sent and not answered is lost."""
+        """Each item's receipt or error, in order, as ``LedgerService.transfer_each`` answers
+        them in the child (started if it is not running)."""
+        try:
+            answers: list[Answer] = self._call(("each", list(items)))
+        except LedgerProcessLost as lost:
+            return [lost] * len(items)
+        return answers
+
+    def transfer_batch(
+        self, items: Sequence[BatchItem], *, atomic: bool = False
+    ) -> list[ItemResult]:
+        """``LedgerService.transfer_batch`` run in the child: each item's ``ItemResult``, in
+        order (a batch the child lost is ``LedgerProcessLost``, raised)."""
+        results: list[ItemResult] = self._call(("batch", list(items), atomic))
+        return results
+
+    def _call(self, message: tuple[Any, ...]) -> Any:
+        """Send ``message`` on a free pipe and return the child's answer (or raise the error it
+        sent). A message that could not be sent (the child stopped meanwhile) goes to the next
+        child; one sent and not answered is lost."""
         for _ in range(SEND_ATTEMPTS):
             with self._lock:
                 if self._child is None:
@@ -110,21 +128,20 @@ class LedgerProcess:
             if conn is None:  # that child was stopped while this waited for a pipe
                 continue
             try:
-                conn.send(list(items))
+                conn.send(message)
             except OSError:  # closed, or the child is gone: nothing was sent
                 self._lost(child)
                 continue
             try:
-                answers, observed = conn.recv()
+                answer, observed = conn.recv()
             except (EOFError, OSError) as exc:
                 self._lost(child)
                 log.error("the ledger process ended with %d transfers in flight: %s",
-                          len(items), exc or type(exc).__name__)  # fmt: skip
-                lost = LedgerProcessLost(
+                          len(message[1]), exc or type(exc).__name__)  # fmt: skip
+                raise LedgerProcessLost(
                     "the ledger process ended while it held this transfer: it may have been "
                     "written; retry with the same Idempotency-Key to learn its outcome"
-                )
-                return [lost] * len(items)
+                ) from None
             break
         else:
             raise StoreUnavailable(
@@ -134,9 +151,9 @@ class LedgerProcess:
         free.put(conn)
         if self._metrics is not None:
             _replay(self._metrics, observed)
-        if isinstance(answers, BaseException):
-            raise answers
-        return answers
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     def close(self) -> None:
         with self._lock:
@@ -225,12 +242,15 @@ def _child_main(conns: list[Connection], settings: _Settings) -> None:
     def answer(conn: Connection) -> None:
         while True:
             try:
-                items = conn.recv()
+                kind, items, *options = conn.recv()
             except (EOFError, OSError):
                 return  # the parent closed the pipe, or went away
             try:
-                answers: Any = ledger.service.transfer_each(items)
-            except BaseException as exc:  # noqa: BLE001 - every transfer of the group gets it
+                if kind == "batch":
+                    answers: Any = ledger.service.transfer_batch(items, atomic=options[0])
+                else:
+                    answers = ledger.service.transfer_each(items)
+            except BaseException as exc:  # noqa: BLE001 - every transfer of the message gets it
                 answers = _sendable(exc)
             try:
                 conn.send((answers, recorder.take()))
