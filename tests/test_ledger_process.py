@@ -19,7 +19,7 @@ from eventbank.application.observability import Metrics
 from eventbank.application.service import Receipt
 from eventbank.domain.errors import InsufficientFunds, InvalidInput
 from eventbank.ledger_process import LedgerProcess, LedgerProcessLost, _sendable
-from eventbank.ports.event_store import StoreError
+from eventbank.ports.event_store import StoreError, StoreUnavailable
 from eventbank.wiring import open_ledger
 from tests.serving import EVENTBANK, TELLER, start_server, stop_server
 
@@ -189,6 +189,13 @@ def test_a_store_the_child_cannot_open_is_raised_by_start(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     process = LedgerProcess(f"sqlite:///{tmp_path / 'file' / 'ledger.db'}")
     with pytest.raises(StoreError):
+        process.start()
+    assert process.pid is None
+
+
+def test_a_child_that_exits_before_it_is_ready_is_unavailable_not_a_traceback(store):
+    process = LedgerProcess(store, cpus=frozenset({4096}))  # no such CPU: the child fails
+    with pytest.raises(StoreUnavailable, match=r"exited \(1\) before it was ready"):
         process.start()
     assert process.pid is None
 

@@ -177,7 +177,14 @@ class LedgerProcess:
         try:
             if not conns[0].poll(START_TIMEOUT_S):
                 raise StoreUnavailable(f"the ledger process did not start in {START_TIMEOUT_S} s")
-            ready = conns[0].recv()
+            try:
+                ready = conns[0].recv()
+            except (EOFError, OSError):
+                process.join(STOP_TIMEOUT_S)
+                raise StoreUnavailable(
+                    f"the ledger process exited ({process.exitcode}) before it was ready: its "
+                    "log says why"
+                ) from None
         except BaseException:
             process.kill()
             _close(conns)
