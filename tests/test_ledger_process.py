@@ -8,7 +8,9 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -20,7 +22,7 @@ from eventbank.application.service import Receipt
 from eventbank.domain.errors import InsufficientFunds, InvalidInput
 from eventbank.ledger_process import LedgerProcess, LedgerProcessLost, _sendable
 from eventbank.ports.event_store import StoreError, StoreUnavailable
-from eventbank.wiring import open_ledger
+from eventbank.wiring import Ledger, open_ledger
 from tests.serving import EVENTBANK, TELLER, start_server, stop_server
 
 
@@ -68,24 +70,53 @@ def store(tmp_path: Path) -> str:
 
 
 def wait_gone(pid: int) -> None:
+    """Until every thread of ``pid`` has exited: its leader turns zombie first, while the
+    others may still hold the process's open files (its pipes) for a moment."""
     deadline = time.monotonic() + 10
-    while alive(pid) and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (alive(pid) or len(_tasks(pid)) > 1):
         time.sleep(0.05)
 
 
-def balance(url: str, account: str) -> int:
+def _tasks(pid: int) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+
+
+@contextmanager
+def reading(url: str) -> Iterator[Ledger]:
     ledger = open_ledger(url)
     try:
-        return ledger.service.get_account(account).balance_minor
+        yield ledger
     finally:
         ledger.close()
 
 
-def test_transfers_are_answered_from_the_child_as_the_service_answers_them(store):
-    metrics = Metrics()
+def balance(url: str, account: str) -> int:
+    with reading(url) as ledger:
+        return ledger.service.get_account(account).balance_minor
+
+
+def actors(url: str, account: str) -> list[str]:
+    """Who each of the account's events says acted."""
+    with reading(url) as ledger:
+        return [e.metadata["actor"] for e in ledger.service.store.read_stream(account, 0)]
+
+
+@contextmanager
+def running(store: str, metrics: Metrics | None = None) -> Iterator[LedgerProcess]:
     process = LedgerProcess(store, metrics=metrics)
     process.start()
     try:
+        yield process
+    finally:
+        process.close()
+
+
+def test_transfers_are_answered_from_the_child_as_the_service_answers_them(store):
+    metrics = Metrics()
+    with running(store, metrics) as process:
         assert process.pid not in (None, os.getpid())
         first = process.transfer_each([
             BatchItem("acc-a", "acc-b", "10.00", "key-1", actor="teller-1"),
@@ -93,8 +124,6 @@ def test_transfers_are_answered_from_the_child_as_the_service_answers_them(store
             BatchItem("acc-a", "acc-b", "x", "key-3"),
         ])  # fmt: skip
         again = process.transfer_each([BatchItem("acc-a", "acc-b", "10.00", "key-1")])
-    finally:
-        process.close()
     done, refused, malformed = first
     assert isinstance(done, Receipt) and not done.replayed
     assert done.outcome["amount"] == "10.00"
@@ -104,6 +133,7 @@ def test_transfers_are_answered_from_the_child_as_the_service_answers_them(store
     assert isinstance(replayed, Receipt) and replayed.replayed
     assert replayed.outcome == done.outcome
     assert (balance(store, "acc-a"), balance(store, "acc-b")) == (9_000, 11_000)
+    assert actors(store, "acc-b")[-1] == "teller-1"  # the item's actor, not the child's
     # what the child observed is counted in the parent's registry
     count = "eventbank_command_duration_seconds_count"
     assert sample(metrics, count, command="transfer", outcome="ok") == 1
@@ -112,19 +142,9 @@ def test_transfers_are_answered_from_the_child_as_the_service_answers_them(store
     assert sample(metrics, "eventbank_appends_total", engine="sqlite", outcome="ok") >= 1
 
 
-def actors(url: str, account: str) -> list[str]:
-    ledger = open_ledger(url)
-    try:
-        return [e.metadata["actor"] for e in ledger.service.store.read_stream(account, 0)]
-    finally:
-        ledger.close()
-
-
 def test_batches_run_in_the_child_each_item_as_its_own_transfer_or_all_or_none(store):
     metrics = Metrics()
-    process = LedgerProcess(store, metrics=metrics)
-    process.start()
-    try:
+    with running(store, metrics) as process:
         items = [BatchItem("acc-a", "acc-b", "5.00", "b-1", actor="clerk"),
                  BatchItem("acc-a", "acc-b", "500.00", "b-2", actor="clerk")]  # fmt: skip
         each = process.transfer_batch(items)
@@ -133,8 +153,6 @@ def test_batches_run_in_the_child_each_item_as_its_own_transfer_or_all_or_none(s
             [BatchItem("acc-b", "acc-a", "1.00", "c-1"), BatchItem("acc-b", "acc-a", "x", "c-2")],
             atomic=True,
         )
-    finally:
-        process.close()
     assert [r.status for r in each] == ["ok", "refused"]
     assert isinstance(each[1].error, InsufficientFunds)
     assert [r.status for r in again] == ["replayed"]
@@ -146,9 +164,7 @@ def test_batches_run_in_the_child_each_item_as_its_own_transfer_or_all_or_none(s
 
 
 def test_a_child_that_died_between_groups_is_replaced_before_the_next_is_sent(store):
-    process = LedgerProcess(store)
-    process.start()
-    try:
+    with running(store) as process:
         first = process.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
@@ -156,15 +172,11 @@ def test_a_child_that_died_between_groups_is_replaced_before_the_next_is_sent(st
         (done,) = process.transfer_each([BatchItem("acc-a", "acc-b", "1.00", "k-1")])
         assert isinstance(done, Receipt) and not done.replayed
         assert process.pid not in (None, first)
-    finally:
-        process.close()
     assert balance(store, "acc-b") == 10_100
 
 
 def test_a_child_that_dies_holding_a_group_fails_it_as_lost_and_the_next_starts_another(store):
-    process = LedgerProcess(store)
-    process.start()
-    try:
+    with running(store) as process:
         first = process.pid
         assert first is not None
         os.kill(first, signal.SIGSTOP)  # the group is sent, and never decided
@@ -180,8 +192,6 @@ def test_a_child_that_dies_holding_a_group_fails_it_as_lost_and_the_next_starts_
         (after,) = process.transfer_each([BatchItem("acc-a", "acc-b", "1.00", "k-1")])
         assert isinstance(after, Receipt) and not after.replayed  # the lost one never ran
         assert process.pid not in (None, first)
-    finally:
-        process.close()
     assert balance(store, "acc-b") == 10_100
 
 
