@@ -58,7 +58,7 @@ bench: install-dev
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 ## Chaos soak: faults injected under load, then every invariant checked (docs/reliability.md).
-## make chaos [ENGINE=sqlite|postgres|postgres-2|dynamodb|all] [DURATION=seconds] [INTERVAL=min:max]
+## make chaos [ENGINE=sqlite|sqlite-ledger|postgres|postgres-2|dynamodb|all] [DURATION=seconds] [INTERVAL=min:max]
 ENGINE ?= all
 DURATION ?= 600
 INTERVAL ?= 0.5:3

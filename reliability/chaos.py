@@ -3,7 +3,8 @@
     python -m reliability.chaos --engine sqlite --duration 300      # or: make chaos ENGINE=…
 
 1. Deploy one engine and ``eventbank serve`` on it (deployments.py; ``postgres-2``: two
-   servers on one database, the clients spread over both); open the accounts.
+   servers on one database, the clients spread over both; ``sqlite-ledger``: serve
+   --ledger-process on SQLite); open the accounts.
 2. For ``quiet_s`` plus ``duration_s``: ``clients`` threads send random transfers with
    Idempotency-Keys, ``readers`` fetch every balance, and after ``quiet_s`` with no fault (so
    even a short run has answers from every server to check) the nemesis injects a fault at

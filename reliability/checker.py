@@ -24,7 +24,8 @@ Invariants (issue 10; transactions and reversals: issue 21):
    answer acknowledged it;
 6. after recovery the read models equal a replay and the audit is clean — the harness runs the
    Auditor and passes its findings in as ``recovery_problems``;
-7. every answer is a documented one: no 5xx but ``503 store_unavailable``, no 4xx but a refusal
+7. every answer is a documented one: no 5xx but ``503 store_unavailable`` (or, under
+   ``serve --ledger-process``, ``503 ledger_process_lost``), no 4xx but a refusal
    (``insufficient_funds``, ``reversal_exceeds_original``, …) or a retryable
    ``concurrency_conflict`` or ``not_yet_projected``.
 

@@ -29,8 +29,10 @@ never learned, which their retries with the same key must not apply twice.
 
 from __future__ import annotations
 
+import os
 import random
 import resource
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -42,8 +44,10 @@ from reliability.history import History
 from reliability.serve import ServeProcess
 from reliability.servers import FAST_START_JVM, DynamoDBLocal, PostgresCluster
 
-ENGINES = ("sqlite", "postgres", "postgres-2", "dynamodb")  # postgres-2: two servers, one store
-ORDERED = {"sqlite": True, "postgres": True, "postgres-2": True, "dynamodb": False}
+# postgres-2: two servers, one store; sqlite-ledger: serve --ledger-process on SQLite
+ENGINES = ("sqlite", "sqlite-ledger", "postgres", "postgres-2", "dynamodb")
+ORDERED = {"sqlite": True, "sqlite-ledger": True, "postgres": True, "postgres-2": True,
+           "dynamodb": False}  # fmt: skip
 HOLD_S = (1.0, 4.0)  # how long a resource fault lasts
 PAUSE_S = (2.0, 10.0)  # how long PostgreSQL is paused: past its clients' 7 s deadlines at times
 DYNAMODB_SETTLE_S = 1.0  # DynamoDB Local commits an acknowledged transaction within this
@@ -87,8 +91,8 @@ def deploy(engine: str, folder: Path, tokens: Mapping[str, str]) -> Iterator[Dep
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
     with ExitStack() as stack:
-        if engine == "sqlite":
-            deployment = _sqlite(folder, tokens)
+        if engine in ("sqlite", "sqlite-ledger"):
+            deployment = _sqlite(folder, tokens, ledger_process=engine == "sqlite-ledger")
         elif engine in ("postgres", "postgres-2"):
             servers = 2 if engine == "postgres-2" else 1
             pg = stack.enter_context(PostgresCluster())
@@ -111,18 +115,46 @@ def _restart(server: ServeProcess) -> Callable[[random.Random], None]:
     return kill_and_start
 
 
-def _sqlite(folder: Path, tokens: Mapping[str, str]) -> Deployment:
+def _sqlite(folder: Path, tokens: Mapping[str, str], *, ledger_process: bool = False) -> Deployment:
+    """One server; with ``ledger_process``, ``serve --ledger-process``, whose child (deciding
+    and writing the transfers) may be killed alone too, and is a writer the full disk stops."""
     store_url = f"sqlite:///{folder / 'events.db'}"
-    server = ServeProcess(store_url, folder, tokens)
+    options = ["--ledger-process"] if ledger_process else []
+    server = ServeProcess(store_url, folder, tokens, options=options)
 
     def full_for_a_while(rng: random.Random) -> None:
-        with disk_full(server.pid):
+        with ExitStack() as limits:
+            for pid in (server.pid, *_ledger_children(server.pid)):
+                limits.enter_context(disk_full(pid))
             time.sleep(rng.uniform(*HOLD_S))
 
-    return Deployment("sqlite", store_url, (server,), [
+    def kill_the_ledger_process(_: random.Random) -> None:
+        for pid in _ledger_children(server.pid):
+            os.kill(pid, signal.SIGKILL)  # the server starts another for its next transfers
+
+    ledger = [Fault("ledger_process_kill", True, 3, kill_the_ledger_process)]
+    return Deployment("sqlite-ledger" if ledger_process else "sqlite", store_url, (server,), [
         Fault("server_kill", True, 3, _restart(server)),
+        *(ledger if ledger_process else []),
         Fault("disk_full", False, 1, full_for_a_while),
     ])  # fmt: skip
+
+
+def _ledger_children(pid: int) -> list[int]:
+    """The ledger processes ``serve --ledger-process`` (``pid``) has started (Linux /proc)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    found = []
+    for child in children:
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command:
+            found.append(int(child))
+    return found
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -29,7 +29,7 @@ class ServeProcess:
     bearer token injected through ``EVENTBANK_TOKENS``. With ``workers`` above 1 it is
     ``serve --workers N``: a supervisor and its workers, all in the process group that
     ``kill()`` ends. Several may share ``folder`` (and its token file) under distinct ``name``s,
-    which name their logs."""
+    which name their logs. ``options``: more of ``serve``'s (``--ledger-process``)."""
 
     def __init__(
         self,
@@ -39,13 +39,14 @@ class ServeProcess:
         *,
         workers: int = 1,
         name: str = "serve",
+        options: Sequence[str] = (),
     ):
         self.folder, self.store_url, self.name = folder, store_url, name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.argv = [EVENTBANK, "--store", store_url, "serve", "--port", str(self.port),
                      "--tokens-file", str(folder / "tokens.json"),
-                     *(["--workers", str(workers)] if workers > 1 else [])]  # fmt: skip
+                     *(["--workers", str(workers)] if workers > 1 else []), *options]  # fmt: skip
         tokens_env = ",".join(f"{role}:{token}" for role, token in tokens.items())
         self.env = {**local_aws_env(), "EVENTBANK_TOKENS": tokens_env}
         self.log_path = folder / f"{name}.log"

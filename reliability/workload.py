@@ -3,8 +3,9 @@ readers of every balance. Each finished operation becomes one line of the histor
 
 A request is retried with the same ``Idempotency-Key`` whenever its answer says nothing
 final: the answer was lost (timeout, reset), the server was unreachable, it was busy (503,
-or a 409 ``concurrency_conflict`` after its own retries), it could not yet tell (a reversal's
-409 ``not_yet_projected``), or it failed unexpectedly (5xx).
+or a 409 ``concurrency_conflict`` after its own retries), its ledger process was lost while it
+held the request (503 ``ledger_process_lost``), it could not yet tell (a reversal's 409
+``not_yet_projected``), or it failed unexpectedly (5xx).
 It ends ``ok`` (2xx), ``refused`` (409 ``insufficient_funds``; for a post or a void, 409
 ``transfer_not_pending`` or ``transfer_expired``; for a reversal, 409
 ``reversal_exceeds_original``), ``error`` (any other 4xx: a bug) or, if the run ends first,
@@ -56,10 +57,11 @@ HOLD_SHARE = 0.5  # of the transfers (about 0.4 of all operations): pending tran
 FIRST_KINDS = ("hold", "transaction", "hold", "transfer")  # dealt to the clients' first ops
 FIRST_CLOSES = ("post", "void", "leave")  # dealt in turn to the holds among those
 RECENT_ORIGINALS = 20  # a client reverses one of its last acknowledged transfers or transactions
-# answers that say nothing final, retried with the key: busy, or (a reversal on DynamoDB,
-# whose original's read model lags after a crash) "try again shortly"
-RETRY_ANSWERS = {(503, "store_unavailable"), (409, "concurrency_conflict"),
-                 (409, "not_yet_projected")}  # fmt: skip
+# answers that say nothing final, retried with the key: busy, the ledger process lost (its
+# outcome unknown: serve --ledger-process), or (a reversal on DynamoDB, whose original's read
+# model lags after a crash) "try again shortly"
+RETRY_ANSWERS = {(503, "store_unavailable"), (503, "ledger_process_lost"),
+                 (409, "concurrency_conflict"), (409, "not_yet_projected")}  # fmt: skip
 REFUSALS = {"insufficient_funds", "transfer_not_pending", "transfer_expired",
             "reversal_exceeds_original"}  # 409, definite  # fmt: skip
 
