@@ -36,7 +36,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,7 @@ ORDERED = {"sqlite": True, "sqlite-ledger": True, "postgres": True, "postgres-2"
            "dynamodb": False}  # fmt: skip
 HOLD_S = (1.0, 4.0)  # how long a resource fault lasts
 PAUSE_S = (2.0, 10.0)  # how long PostgreSQL is paused: past its clients' 7 s deadlines at times
+LEDGER_WAIT_S = 10.0  # for serve --ledger-process to have a child to kill
 DYNAMODB_SETTLE_S = 1.0  # DynamoDB Local commits an acknowledged transaction within this
 
 
@@ -123,14 +124,25 @@ def _sqlite(folder: Path, tokens: Mapping[str, str], *, ledger_process: bool = F
     server = ServeProcess(store_url, folder, tokens, options=options)
 
     def full_for_a_while(rng: random.Random) -> None:
-        with ExitStack() as limits:
-            for pid in (server.pid, *_ledger_children(server.pid)):
-                limits.enter_context(disk_full(pid))
+        limited = [server.pid, *_ledger_children(server.pid)]
+        for pid in limited:
+            _limit_file_size(pid, 0)
+        try:
             time.sleep(rng.uniform(*HOLD_S))
+        finally:  # a child started meanwhile inherited the limit: lifted too
+            for pid in {*limited, *_ledger_children(server.pid)}:
+                _limit_file_size(pid, resource.RLIM_INFINITY)
 
     def kill_the_ledger_process(_: random.Random) -> None:
-        for pid in _ledger_children(server.pid):
-            os.kill(pid, signal.SIGKILL)  # the server starts another for its next transfers
+        """SIGKILL the child; the server starts another for its next transfers. One is waited
+        for (the server starts it at its first transfers after a restart)."""
+        deadline = time.monotonic() + LEDGER_WAIT_S
+        while not (children := _ledger_children(server.pid)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no ledger process under serve after {LEDGER_WAIT_S:.0f} s")
+            time.sleep(0.05)
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
 
     ledger = [Fault("ledger_process_kill", True, 3, kill_the_ledger_process)]
     return Deployment("sqlite-ledger" if ledger_process else "sqlite", store_url, (server,), [
@@ -141,31 +153,35 @@ def _sqlite(folder: Path, tokens: Mapping[str, str], *, ledger_process: bool = F
 
 
 def _ledger_children(pid: int) -> list[int]:
-    """The ledger processes ``serve --ledger-process`` (``pid``) has started (Linux /proc)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
+    """The live ledger processes ``serve --ledger-process`` (``pid``) has started, whichever of
+    its threads started them (Linux /proc)."""
     found = []
-    for child in children:
+    for entry in Path("/proc").iterdir():
         try:
-            command = Path(f"/proc/{child}/cmdline").read_bytes()
-        except OSError:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
             continue
-        if b"spawn_main" in command:
-            found.append(int(child))
+        if stat[1] == str(pid) and stat[0] != "Z" and b"spawn_main" in command:
+            found.append(int(entry.name))
     return found
+
+
+def _limit_file_size(pid: int, limit: int) -> None:
+    """``RLIMIT_FSIZE`` of ``pid`` (0: its writes fail as on a full disk), if it still runs."""
+    with suppress(ProcessLookupError):
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
 
 @contextmanager
 def disk_full(pid: int) -> Iterator[None]:
     """Process ``pid`` may extend no file while this lasts, as on a full disk: its writes fail
     with EFBIG (``RLIMIT_FSIZE`` 0; Python ignores SIGXFSZ). The limit is lifted afterwards."""
-    resource.prlimit(pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+    _limit_file_size(pid, 0)
     try:
         yield
     finally:
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        _limit_file_size(pid, resource.RLIM_INFINITY)
 
 
 def _postgres(

@@ -45,11 +45,18 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
-def alive_children_of(pid: int) -> list[int]:
-    """The live processes whose parent is ``pid``."""
+def ledger_children_of(pid: int) -> list[int]:
+    """The live ledger processes whose parent is ``pid`` (not multiprocessing's helpers)."""
     return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
             and (fields := _stat(entry.name)) is not None and fields[1] == str(pid)
-            and fields[0] != "Z"]  # fmt: skip
+            and fields[0] != "Z" and b"spawn_main" in _cmdline(entry.name)]  # fmt: skip
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
@@ -184,7 +191,10 @@ def test_a_child_that_dies_holding_a_group_fails_it_as_lost_and_the_next_starts_
             held = pool.submit(process.transfer_each,
                                [BatchItem("acc-a", "acc-b", "1.00", "k-1"),
                                 BatchItem("acc-b", "acc-a", "1.00", "k-2")])  # fmt: skip
-            time.sleep(0.5)
+            deadline = time.monotonic() + 10
+            while process._free.qsize() == process.channels and time.monotonic() < deadline:
+                time.sleep(0.01)  # until it has taken a pipe
+            time.sleep(0.5)  # and sent on it
             os.kill(first, signal.SIGKILL)
             lost = held.result(timeout=30)
         assert [type(answer) for answer in lost] == [LedgerProcessLost, LedgerProcessLost]
@@ -193,6 +203,14 @@ def test_a_child_that_dies_holding_a_group_fails_it_as_lost_and_the_next_starts_
         assert isinstance(after, Receipt) and not after.replayed  # the lost one never ran
         assert process.pid not in (None, first)
     assert balance(store, "acc-b") == 10_100
+
+
+def test_a_closed_ledger_process_refuses_what_still_comes(store):
+    with running(store) as process:
+        pass
+    with pytest.raises(StoreUnavailable, match="stopping: nothing was written"):
+        process.transfer_each([BatchItem("acc-a", "acc-b", "1.00", "late")])
+    assert process.pid is None and balance(store, "acc-b") == 10_000
 
 
 def test_a_store_the_child_cannot_open_is_raised_by_start(tmp_path):
@@ -243,15 +261,18 @@ def test_serve_with_a_ledger_process_answers_transfers_from_it(tmp_path):
         scraped = httpx.get(f"{url}/metrics", headers=teller, timeout=10).text
         child = int(re.search(r"ledger +process (\d+)", startup).group(1))
         server_cpus, child_cpus = thread_cpus(process.pid), thread_cpus(child)
-        os.kill(child, signal.SIGSTOP)  # the next transfer is sent to it and never answered
-        with ThreadPoolExecutor(1) as pool:
+        os.kill(child, signal.SIGSTOP)  # what is sent to it now is never answered
+        with ThreadPoolExecutor(2) as pool:
             held = pool.submit(httpx.post, f"{url}/transfers", headers=teller, json=body,
                                timeout=30)  # fmt: skip
-            time.sleep(0.5)
+            held_batch = pool.submit(httpx.post, f"{url}/transfers/batch", headers=teller,
+                                     json={"items": [{**body, "idempotency_key": "batch-2"}]},
+                                     timeout=30)  # fmt: skip
+            time.sleep(1.5)
             os.kill(child, signal.SIGKILL)
-            lost = held.result(timeout=30)
+            lost, lost_batch = held.result(timeout=30), held_batch.result(timeout=30)
         after = httpx.post(f"{url}/transfers", headers=teller, json=body, timeout=10)
-        children = alive_children_of(process.pid)  # the ledger process started after the kill
+        children = ledger_children_of(process.pid)  # the ledger process started after the kill
     finally:
         stop_server(process)
     assert sent.status_code == 201, sent.text
@@ -263,12 +284,14 @@ def test_serve_with_a_ledger_process_answers_transfers_from_it(tmp_path):
     everywhere = frozenset(os.sched_getaffinity(0))
     assert len(server_cpus) == 1 and len(next(iter(server_cpus))) == 1  # serve stays on one
     assert child_cpus == {everywhere}  # the child runs on any of them
-    assert lost.status_code == 503 and lost.json()["code"] == "ledger_process_lost", lost.text
+    for held_answer in (lost, lost_batch):  # both ran in the child: its loss is theirs
+        assert held_answer.status_code == 503, held_answer.text
+        assert held_answer.json()["code"] == "ledger_process_lost"
     assert after.status_code == 201, after.text  # a new child took over
     assert 'eventbank_command_duration_seconds_count{command="transfer",outcome="ok"} 2.0' in (
         scraped
     )
-    assert children and child not in children
+    assert len(children) == 1 and child not in children
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)

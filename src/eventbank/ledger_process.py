@@ -37,7 +37,7 @@ from typing import Any
 
 from eventbank.application.batch import BatchItem, ItemResult
 from eventbank.application.observability import Metrics
-from eventbank.application.service import Receipt
+from eventbank.application.service import Receipt, current_actor
 from eventbank.domain.errors import EventbankError
 from eventbank.ports.event_store import StoreError, StoreUnavailable
 
@@ -90,6 +90,7 @@ class LedgerProcess:
         # the child's pipes not in use; None wakes a caller waiting for one of a child stopped
         self._free: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._conns: list[Connection] = []
+        self._closed = False
 
     def start(self) -> None:
         """Start the child and wait until its ledger is open; a store it cannot open is the
@@ -112,7 +113,8 @@ class LedgerProcess:
     ) -> list[ItemResult]:
         """``LedgerService.transfer_batch`` run in the child: each item's ``ItemResult``, in
         order (a batch the child lost is ``LedgerProcessLost``, raised)."""
-        results: list[ItemResult] = self._call(("batch", list(items), atomic))
+        results: list[ItemResult] = self._call(("batch", list(items), atomic,
+                                                current_actor.get()))  # fmt: skip
         return results
 
     def _call(self, message: tuple[Any, ...]) -> Any:
@@ -121,11 +123,14 @@ class LedgerProcess:
         child; one sent and not answered is lost."""
         for _ in range(SEND_ATTEMPTS):
             with self._lock:
+                if self._closed:
+                    raise StoreUnavailable("the server is stopping: nothing was written")
                 if self._child is None:
                     self._start()
                 child, free = self._child, self._free
             conn = free.get()
-            if conn is None:  # that child was stopped while this waited for a pipe
+            if conn is None:  # that child was stopped while this waited: wake the next waiter
+                free.put(None)
                 continue
             try:
                 conn.send(message)
@@ -134,7 +139,7 @@ class LedgerProcess:
                 continue
             try:
                 answer, observed = conn.recv()
-            except (EOFError, OSError) as exc:
+            except BaseException as exc:  # noqa: BLE001 - gone, or an answer that cannot be read
                 self._lost(child)
                 log.error("the ledger process ended with %d transfers in flight: %s",
                           len(message[1]), exc or type(exc).__name__)  # fmt: skip
@@ -156,7 +161,9 @@ class LedgerProcess:
         return answer
 
     def close(self) -> None:
+        """Stop the child; what still calls afterwards is refused (``StoreUnavailable``)."""
         with self._lock:
+            self._closed = True
             self._stop()
 
     @property
@@ -166,11 +173,16 @@ class LedgerProcess:
 
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads forked
-        pipes = [context.Pipe() for _ in range(self.channels)]
-        process = context.Process(target=_child_main,
-                                  args=([c for _, c in pipes], self._settings),
-                                  name="eventbank-ledger", daemon=True)  # fmt: skip
-        process.start()
+        pipes: list[tuple[Connection, Connection]] = []
+        try:
+            pipes += [context.Pipe() for _ in range(self.channels)]
+            process = context.Process(target=_child_main,
+                                      args=([c for _, c in pipes], self._settings),
+                                      name="eventbank-ledger", daemon=True)  # fmt: skip
+            process.start()
+        except OSError as exc:  # no file descriptors or processes left, say
+            _close([end for pipe in pipes for end in pipe])
+            raise StoreUnavailable(f"the ledger process could not start: {exc}") from None
         for _, child_end in pipes:
             child_end.close()
         conns = [parent_end for parent_end, _ in pipes]
@@ -254,7 +266,12 @@ def _child_main(conns: list[Connection], settings: _Settings) -> None:
                 return  # the parent closed the pipe, or went away
             try:
                 if kind == "batch":
-                    answers: Any = ledger.service.transfer_batch(items, atomic=options[0])
+                    atomic, actor = options
+                    token = current_actor.set(actor)  # the request's, for what the batch records
+                    try:
+                        answers: Any = ledger.service.transfer_batch(items, atomic=atomic)
+                    finally:
+                        current_actor.reset(token)
                 else:
                     answers = ledger.service.transfer_each(items)
             except BaseException as exc:  # noqa: BLE001 - every transfer of the message gets it
@@ -263,6 +280,11 @@ def _child_main(conns: list[Connection], settings: _Settings) -> None:
                 conn.send((answers, recorder.take()))
             except OSError:
                 return  # the parent went away meanwhile: what was written stays recorded
+            except Exception as exc:  # noqa: BLE001 - an answer that does not pickle
+                conn.send((LedgerProcessLost(
+                    f"the ledger process could not send its answer ({exc}): the transfers may "
+                    "have been written; retry with the same Idempotency-Key to learn their "
+                    "outcome"), []))  # fmt: skip
 
     try:
         conns[0].send("ready")

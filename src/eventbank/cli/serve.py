@@ -133,23 +133,14 @@ def serve(
     metrics = Metrics()
     ledger = open_ledger(settings.store_url, settings.read_store_url, metrics=metrics,
                          channel="api", inline=inline_projection)  # fmt: skip
+    admin = ensure_admin_token(tokens_file)
+    tokens = TokenStore.load(tokens_file, os.environ.get("EVENTBANK_TOKENS"))
+    webhooks = webhook_service(ledger, hooks)
     transfers = None
     if ledger_process:
         transfers = LedgerProcess(settings.store_url, settings.read_store_url,
                                   inline=inline_projection, json_logs=json_logs,
                                   cpus=cpus, metrics=metrics)  # fmt: skip
-        try:
-            transfers.start()
-        except BaseException:
-            ledger.close()
-            raise
-    admin = ensure_admin_token(tokens_file)
-    tokens = TokenStore.load(tokens_file, os.environ.get("EVENTBANK_TOKENS"))
-    banner = start_banner(host, port, settings, tokens_file, admin, json_logs,
-                          inline_projection=inline_projection, cpu=cpu,
-                          ledger_process=transfers.pid if transfers else None)  # fmt: skip
-    print(banner, file=sys.stderr, flush=True)
-    webhooks = webhook_service(ledger, hooks)
     stop = threading.Event()
     runner = threading.Thread(target=ledger.runner.run, args=(stop,), name="projections")
     runner.start()
@@ -159,6 +150,12 @@ def serve(
     last_used.start()
     with sigterm_as_exception():
         try:
+            if transfers is not None:  # in the try: whatever fails, the child is stopped
+                transfers.start()
+            banner = start_banner(host, port, settings, tokens_file, admin, json_logs,
+                                  inline_projection=inline_projection, cpu=cpu,
+                                  ledger_process=transfers.pid if transfers else None)  # fmt: skip
+            print(banner, file=sys.stderr, flush=True)
             app = create_app(ledger, tokens, metrics, webhooks=webhooks, ledger_process=transfers)
             uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
                         timeout_graceful_shutdown=10)  # fmt: skip

@@ -3,7 +3,6 @@ pending transfer; read a transfer back."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -124,12 +123,8 @@ def transfer_routes(
                 "split it into several batches"
             )
         items = [_item(raw) for raw in body.items]
-        if ledger_process is not None:  # the child has no request: each item names its actor
-            actor = current_actor.get()
-            items = [dataclasses.replace(item, actor=actor) for item in items]
-            results = ledger_process.transfer_batch(items, atomic=body.atomic)
-        else:
-            results = service.transfer_batch(items, atomic=body.atomic)
+        run = ledger_process.transfer_batch if ledger_process else service.transfer_batch
+        results = run(items, atomic=body.atomic)
         if all(result.status == "replayed" for result in results):
             response.headers["Idempotent-Replayed"] = "true"
         return {"results": [_result(r) for r in results], **tally(results)}
