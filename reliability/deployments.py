@@ -42,7 +42,7 @@ from pathlib import Path
 
 from reliability.history import History
 from reliability.serve import ServeProcess
-from reliability.servers import FAST_START_JVM, DynamoDBLocal, PostgresCluster
+from reliability.servers import LEAN_JVM, DynamoDBLocal, PostgresCluster
 
 # postgres-2: two servers, one store; sqlite-ledger: serve --ledger-process on SQLite
 ENGINES = ("sqlite", "sqlite-ledger", "postgres", "postgres-2", "dynamodb")
@@ -100,7 +100,7 @@ def deploy(engine: str, folder: Path, tokens: Mapping[str, str]) -> Iterator[Dep
             deployment = _postgres(pg, folder, tokens, servers)
         else:
             ddb = DynamoDBLocal(folder / "dynamodb", log_path=folder / "dynamodb.log",
-                                jvm_options=FAST_START_JVM)  # fmt: skip
+                                jvm_options=LEAN_JVM)  # fmt: skip
             deployment = _dynamodb(stack.enter_context(ddb), folder, tokens)
         stack.callback(deployment.stop)
         for server in deployment.servers:

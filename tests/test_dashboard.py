@@ -43,6 +43,9 @@ def server(tmp_path_factory) -> Iterator[Server]:
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found: run `bash scripts/ensure-browser.sh` (make test does)")
+    # A page takes seconds to render on two busy cores (Swagger UI once missed the 5 s default);
+    # what never appears still fails, later.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         yield launched

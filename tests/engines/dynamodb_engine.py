@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from reliability.servers import AWS_LOCAL_ENV, AWS_UNSET, DynamoDBLocal, ServerError
+from reliability.servers import AWS_LOCAL_ENV, AWS_UNSET, LEAN_JVM, DynamoDBLocal, ServerError
 
 ITEMS_PER_SERVER = 2_500
 TABLES_PER_SERVER = 40
@@ -44,7 +44,9 @@ class _Servers:
 
     def _started(self) -> DynamoDBLocal:
         self._count += 1
-        server = DynamoDBLocal(log_path=self._folder / f"server-{self._count}.log")
+        server = DynamoDBLocal(
+            log_path=self._folder / f"server-{self._count}.log", jvm_options=LEAN_JVM
+        )
         try:
             server.start()
         except BaseException:
