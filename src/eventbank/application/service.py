@@ -100,6 +100,7 @@ from eventbank.ports.event_store import (
 )
 
 log = logging.getLogger(__name__)
+_JITTER = random.Random()  # backoff jitter with its own state: the global generator stays untouched
 _COMMAND_ID = re.compile(r"[!-~]{1,255}")  # printable ASCII, no spaces, as Stripe's keys
 # A store still unavailable this long after a command began is down, not blipping: say so (503)
 # instead of retrying on top of the engine's own waits (a pool or lock timeout per attempt).
@@ -1272,7 +1273,7 @@ class LedgerService:
 
     def _backoff(self, attempt: int) -> None:
         """Full jitter: sleep a random time up to an exponentially growing, capped bound."""
-        time.sleep(random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt)))
+        time.sleep(_JITTER.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt)))
 
 
 def _transfer_parts(

@@ -51,6 +51,7 @@ from eventbank.ports.read_store import Failure
 from eventbank.webhooks import SIGNATURE_HEADER, WEBHOOK_ID_HEADER, sign_all
 
 log = logging.getLogger(__name__)
+_JITTER = random.Random()  # backoff jitter with its own state: the global generator stays untouched
 
 USER_AGENT = "eventbank-webhooks"
 ERROR_EXCERPT = 200  # characters of a refusing receiver's body kept in the error
@@ -417,7 +418,7 @@ class DeliveryWorker:
         """The wait before the next attempt after ``health.attempts`` failures in a row:
         exponential, capped, full jitter; set as ``health.next_at`` and returned."""
         ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(health.attempts - 1, 60))
-        delay_s = random.uniform(0, ceiling)
+        delay_s = _JITTER.uniform(0, ceiling)
         health.next_at = time.monotonic() + delay_s
         return delay_s
 

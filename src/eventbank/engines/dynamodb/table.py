@@ -27,6 +27,7 @@ from eventbank.ports.event_store import StoreError, StoreUnavailable
 TABLE_READY_TIMEOUT_S = 120.0
 BACKOFF_BASE_S = 0.01
 BACKOFF_CAP_S = 0.5
+_JITTER = random.Random()  # backoff jitter with its own state: the global generator stays untouched
 
 # Error codes and per-item cancellation reasons that mean "try again", never "you are wrong".
 TRANSIENT = frozenset({
@@ -164,7 +165,7 @@ class DynamoTable:
                     "no AWS credentials (environment, ~/.aws or a role)"
                 ) from None
             tries += 1
-            delay = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**tries))
+            delay = _JITTER.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**tries))
             if time.monotonic() + delay > deadline:
                 raise StoreUnavailable(
                     f"DynamoDB did not succeed within {self.timeout_s} s ({tries} tries): {last}"
