@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from eventbank import ledger_process
 from eventbank.application.batch import BatchItem
 from eventbank.application.observability import Metrics
 from eventbank.application.service import Receipt
@@ -226,6 +228,33 @@ def test_a_child_that_exits_before_it_is_ready_is_unavailable_not_a_traceback(st
     with pytest.raises(StoreUnavailable, match=r"exited \(1\) before it was ready"):
         process.start()
     assert process.pid is None
+
+
+def test_callers_queued_behind_a_start_that_hangs_fail_with_it_not_each_in_turn(monkeypatch):
+    monkeypatch.setattr(ledger_process, "START_TIMEOUT_S", 3.0)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # connects, then never answers
+        port = silent.getsockname()[1]
+        process = LedgerProcess(f"postgresql://eventbank@127.0.0.1:{port}/eventbank")
+        starts: list[float] = []
+        real_start = process._start
+        monkeypatch.setattr(process, "_start", lambda: (starts.append(1), real_start())[1])
+
+        def call(n: int) -> Exception | None:
+            try:
+                process.transfer_each([BatchItem("acc-a", "acc-b", "1.00", f"queued-{n}")])
+            except Exception as exc:  # noqa: BLE001 - the outcome under test
+                return exc
+            return None
+
+        with ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(call, range(4)))
+        assert all(isinstance(o, StoreUnavailable) and "did not start in 3.0 s" in str(o)
+                   for o in outcomes), outcomes  # fmt: skip
+        assert len(starts) == 1  # the three queued behind it did not each wait 3 s more
+        with pytest.raises(StoreUnavailable, match="did not start"):
+            process.start()  # a caller that came after the failure tries afresh
+        assert len(starts) == 2 and process.pid is None
+        process.close()
 
 
 def test_an_error_that_cannot_cross_the_pipe_becomes_a_store_error():

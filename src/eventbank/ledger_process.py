@@ -23,6 +23,7 @@ it was written); the next group, or one that could not be sent, starts a new chi
 
 from __future__ import annotations
 
+import copy
 import logging
 import multiprocessing
 import os
@@ -91,13 +92,16 @@ class LedgerProcess:
         self._free: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self._conns: list[Connection] = []
         self._closed = False
+        self._failed_starts = 0  # with the last one's error
+        self._start_error: Exception | None = None
 
     def start(self) -> None:
         """Start the child and wait until its ledger is open; a store it cannot open is the
         ``StoreError`` it met."""
+        failed_starts = self._failed_starts
         with self._lock:
             if self._child is None:
-                self._start()
+                self._start_unless_failed_since(failed_starts)
 
     def transfer_each(self, items: Sequence[BatchItem]) -> list[Answer]:
         """Each item's receipt or error, in order, as ``LedgerService.transfer_each`` answers
@@ -122,11 +126,12 @@ class LedgerProcess:
         sent). A message that could not be sent (the child stopped meanwhile) goes to the next
         child; one sent and not answered is lost."""
         for _ in range(SEND_ATTEMPTS):
+            failed_starts = self._failed_starts
             with self._lock:
                 if self._closed:
                     raise StoreUnavailable("the server is stopping: nothing was written")
                 if self._child is None:
-                    self._start()
+                    self._start_unless_failed_since(failed_starts)
                 child, free = self._child, self._free
             conn = free.get()
             if conn is None:  # that child was stopped while this waited: wake the next waiter
@@ -170,6 +175,20 @@ class LedgerProcess:
     def pid(self) -> int | None:
         child = self._child
         return child.pid if child is not None else None
+
+    def _start_unless_failed_since(self, failed_starts: int) -> None:
+        """Start the child, unless a start failed since the caller counted ``failed_starts``
+        (while it waited for the lock): then that failure again. Callers queued behind a store
+        that hangs on open fail together, instead of each waiting out ``START_TIMEOUT_S`` in
+        turn; a caller that comes after the failure tries afresh."""
+        if self._failed_starts != failed_starts and self._start_error is not None:
+            raise copy.copy(self._start_error)  # a copy: each caller's traceback its own
+        try:
+            self._start()
+        except Exception as exc:
+            self._start_error = exc
+            self._failed_starts += 1
+            raise
 
     def _start(self) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads forked
