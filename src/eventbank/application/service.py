@@ -536,15 +536,17 @@ class LedgerService:
         """Record the expiry of each pending transfer on these streams past its timeout (as
         cached or loaded now); one another expirer wrote meanwhile is left to it. Says how many
         this call expired or found expired."""
-        now, expired = self.clock_text(), 0
+        now, expired = "", 0  # the clock is read once a state has holds: most have none
         ids = [sid for sid in stream_ids if domain.is_account_id(sid)]  # else the command says so
         try:
             known = self._known(ids)[0]
         except EventbankError:
             return 0  # the store failed: the command meets it too, and says so
         for sid, (state, _) in known.items():
-            overdue = [(tid, hold) for tid, hold in state.holds.items()
-                       if hold.overdue(now)] if state else []  # fmt: skip
+            if not state or not state.holds:
+                continue
+            now = now or self.clock_text()
+            overdue = [(tid, hold) for tid, hold in state.holds.items() if hold.overdue(now)]
             for tid, hold in overdue:
                 pair = (sid, hold.counterparty_id)
                 try:
