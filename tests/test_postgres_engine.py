@@ -216,13 +216,21 @@ def test_the_constraints_back_up_the_checks(postgres_store_url, sql, params, err
 
 def test_a_deadlock_is_rolled_back_and_retryable_not_a_raw_driver_error(postgres_store_url):
     """The append waits on the blocker's command row; the blocker then waits on the append lock.
-    PostgreSQL aborts the append (its deadlock check fires first, after deadlock_timeout)."""
+    PostgreSQL aborts the session whose deadlock check finds the cycle, once, deadlock_timeout
+    after it began to wait (a check that finds none is not repeated): the append's sessions
+    check after 3 s, the blocker's after 60 s, so the append is the one aborted however long the
+    blocker takes to come and wait (on a busy machine it once took longer than the default 1 s)."""
+    with psycopg.connect(postgres_store_url, autocommit=True) as setup:
+        setup.execute(
+            f"ALTER DATABASE \"{_dbname(postgres_store_url)}\" SET deadlock_timeout = '3s'"
+        )
     store = PostgresEventStore.from_url(postgres_store_url)
     with (
         psycopg.connect(postgres_store_url) as blocker,
         psycopg.connect(postgres_store_url, autocommit=True) as admin,
         ThreadPoolExecutor(1) as pool,
     ):
+        blocker.execute("SET deadlock_timeout = '60s'")
         blocker.execute("INSERT INTO commands VALUES ('cmd', 'f', '{}')")
         append = pool.submit(
             store.append, [new_event("a", 1)], {"a": 0}, CommandRecord("cmd", "f", {})
