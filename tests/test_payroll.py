@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import random
@@ -26,12 +25,14 @@ from eventbank.application.payroll_service import (
     PayrollConflict,
     PayrollRejected,
     PayrollService,
+    saga_id_for,
 )
 from eventbank.domain.errors import BalanceNotZero
 from eventbank.domain.events import ACCOUNT, AccountOpened
 from eventbank.domain.payroll import REGISTRY
 from eventbank.http.app import create_app
 from eventbank.http.auth import TokenStore, add_token
+from eventbank.http.payrolls import PayrollRunner
 from eventbank.ports.event_store import ConcurrencyConflict, NewEvent, StoreUnavailable, chained
 from eventbank.ports.read_store import Failure
 from eventbank.wiring import open_ledger
@@ -219,10 +220,6 @@ def test_two_resumers_racing_pay_each_line_once(ledger):
         t.join()
     assert runners[0].status(payroll.saga_id).status == "completed"
     assert [balance(ledger, a) for a in staff] == [100 + n for n in range(30)]
-
-
-def saga_id_for(key: str) -> str:
-    return "payroll#" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 @pytest.mark.parametrize("policy", ["best-effort", "all-or-nothing"])
@@ -473,6 +470,25 @@ def test_a_payroll_started_over_http_records_the_token_as_its_transfers_actor(sq
              for e in sqlite_ledger.events.read_stream(account)
              if e.event_type.startswith("Transferred")]  # fmt: skip
     assert len(moved) == 6 and {e.metadata["actor"] for e in moved} == {"payroll-clerk"}
+
+
+def test_a_resume_leaves_alone_a_payroll_being_started_and_runs_it_once_released(sqlite_ledger):
+    """A request records its payroll and submits its run; a resume in between would pay it
+    first, logged without the request's ids (a busy machine once showed it)."""
+    staff = open_staff(sqlite_ledger, 2, "c")
+    payrolls = PayrollService(sqlite_ledger.service)
+    runner = PayrollRunner(payrolls, resume_every_s=None)
+    try:
+        with runner.claimed(saga_id_for("claimed-nov")):
+            payroll = payrolls.start("employer", csv_for(staff), idempotency_key="claimed-nov")
+            runner.resume().result(timeout=60)
+            assert payroll.saga_id in payrolls.unfinished()
+            assert [balance(sqlite_ledger, a) for a in staff] == [0, 0]
+        runner.resume().result(timeout=60)
+        assert payroll.saga_id not in payrolls.unfinished()
+        assert [balance(sqlite_ledger, a) for a in staff] == [100, 101]
+    finally:
+        runner.stop()
 
 
 def test_a_failed_payroll_run_is_logged_with_its_request_id_and_finished_by_the_periodic_resume(

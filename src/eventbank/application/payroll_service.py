@@ -176,6 +176,13 @@ def _checksum_of_text(text: str, fmt: str, currency: str) -> str | None:
     return _checksum([(r.account_id, a, r.reference) for r, a in zip(rows, amounts, strict=True)])
 
 
+def saga_id_for(idempotency_key: str | None) -> str:
+    """The saga ``start`` records for a key (a fresh one without a key)."""
+    if idempotency_key:
+        return "payroll#" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+    return "payroll#" + uuid.uuid4().hex
+
+
 class PayrollService:
     """``reads``: the read model the start's checks read every line's account from at once
     (``_account_states``); without it each account is loaded from the events in turn."""
@@ -208,10 +215,7 @@ class PayrollService:
         The same key started concurrently is answered like a retry. A store that keeps
         reporting concurrent writes is given ``START_ATTEMPTS``, then ``PayrollConflict``."""
         saga.check_policy(policy)
-        saga_id = "payroll#" + (
-            hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
-            if idempotency_key else uuid.uuid4().hex
-        )  # fmt: skip
+        saga_id = saga_id_for(idempotency_key)
         validated: tuple[list[PayrollLine], str] | None = None
         for _ in range(START_ATTEMPTS):
             existing = self.load(saga_id) if idempotency_key else None

@@ -19,7 +19,10 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -27,7 +30,12 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from eventbank.application.observability import command_id, request_id
-from eventbank.application.payroll_service import LIST_DEFAULT, LIST_MAX, PayrollService
+from eventbank.application.payroll_service import (
+    LIST_DEFAULT,
+    LIST_MAX,
+    PayrollService,
+    saga_id_for,
+)
 from eventbank.domain.errors import InvalidInput
 from eventbank.domain.money import format_minor
 from eventbank.domain.payroll import Payroll
@@ -99,6 +107,8 @@ class PayrollRunner:
     request id, command id and saga id (and the payroll stays registered as unfinished).
     ``start`` resumes every unfinished payroll at once and then every ``resume_every_s``
     seconds (None: only at start) until ``stop``; a resume still running is not queued again.
+    A resume leaves alone a payroll being started (``claimed``) or submitted and not yet run
+    to its end, so that a payroll's first run is its request's (logged with its ids).
     """
 
     def __init__(self, payrolls: PayrollService, resume_every_s: float | None = RESUME_EVERY_S):
@@ -111,10 +121,34 @@ class PayrollRunner:
         self._timer: threading.Thread | None = None
         self._resuming: Future[None] | None = None
         self._lock = threading.Lock()
+        self._claims: Counter[str] = Counter()  # sagas a resume leaves alone (under _lock)
+
+    @contextmanager
+    def claimed(self, saga_id: str) -> Iterator[None]:
+        """Keep resumes off ``saga_id`` while inside (the request recording it)."""
+        self._claim(saga_id, 1)
+        try:
+            yield
+        finally:
+            self._claim(saga_id, -1)
 
     def submit(self, saga_id: str) -> Future[None]:
-        """Run ``saga_id`` in the background with the caller's actor, request id and command id."""
-        return self._executor.submit(contextvars.copy_context().run, self._run, saga_id)
+        """Run ``saga_id`` in the background with the caller's actor, request id and command id;
+        resumes leave it alone until that run has ended."""
+        self._claim(saga_id, 1)
+        return self._executor.submit(contextvars.copy_context().run, self._run_claimed, saga_id)
+
+    def _claim(self, saga_id: str, change: int) -> None:
+        with self._lock:
+            self._claims[saga_id] += change
+            if self._claims[saga_id] <= 0:
+                del self._claims[saga_id]
+
+    def _run_claimed(self, saga_id: str) -> None:
+        try:
+            self._run(saga_id)
+        finally:
+            self._claim(saga_id, -1)
 
     def resume(self) -> Future[None]:
         """Run every unfinished payroll again in the background (unless that is under way)."""
@@ -151,6 +185,9 @@ class PayrollRunner:
         for saga_id in unfinished:
             if self._stopping.is_set():
                 return
+            with self._lock:
+                if saga_id in self._claims:
+                    continue
             self._run(saga_id)
 
     def _run(self, saga_id: str) -> None:
@@ -200,11 +237,12 @@ def payroll_routes(payrolls: PayrollService, runner: PayrollRunner, guard: Guard
         except UnicodeDecodeError:
             raise InvalidInput("the payroll must be UTF-8 text") from None
         fmt = "csv" if kind == "text/csv" else "jsonl"
-        payroll = await run_in_threadpool(
-            payrolls.start, from_account_id, text, fmt=fmt, policy=policy, idempotency_key=key
-        )
-        if not payroll.finished:
-            runner.submit(payroll.saga_id)
+        with runner.claimed(saga_id_for(key)):  # its first run is this request's
+            payroll = await run_in_threadpool(
+                payrolls.start, from_account_id, text, fmt=fmt, policy=policy, idempotency_key=key
+            )
+            if not payroll.finished:
+                runner.submit(payroll.saga_id)
         response.headers["Location"] = f"/payrolls/{public_id(payroll.saga_id)}"
         return view(payroll)
 
