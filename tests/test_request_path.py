@@ -407,7 +407,8 @@ def test_errors_and_slow_requests_are_logged_with_their_request_id_and_others_ar
     app_ledger, tmp_path
 ):
     ledger, _ = app_ledger
-    with client_of(app_ledger, tmp_path) as client, json_log_lines() as lines:
+    # "slow" from 60 s here: at the default a busy machine once made the ordinary request slow
+    with client_of(app_ledger, tmp_path, slow_request_s=60.0) as client, json_log_lines() as lines:
         client.post("/transfers", json=transfer_body(), headers={"X-Request-ID": "fast-ok"})
         client.post("/transfers", json=transfer_body("5000.00"),
                     headers={"X-Request-ID": "refused", "Idempotency-Key": "k-409"})  # fmt: skip
