@@ -118,8 +118,13 @@ def test_webhooks_are_managed_over_http_and_the_cli_and_delivered_by_serve(
             money(teller, random.Random(7), ["w-0", "w-1", "w-2"], 10)
             want = expected(store_url)
             wait_for(lambda: received(receiver, secret) == want, 20, "serve did not deliver")
-            status = admin.get(f"/webhooks/{hook}").json()["status"]
-            assert status["lag_events"] == 0 and status["last_success_at"], status
+
+            # The receiver has answered before the checkpoint is committed: wait for it too.
+            def status() -> dict:
+                return admin.get(f"/webhooks/{hook}").json()["status"]
+
+            wait_for(lambda: status()["lag_events"] == 0, 10, "checkpoint not advanced")
+            assert status()["last_success_at"], status()
 
             paused = admin.patch(f"/webhooks/{hook}", json={"paused": True})
             assert paused.status_code == 200 and paused.json()["paused"], paused.text
