@@ -95,12 +95,13 @@ def test_concurrent_runs_on_the_same_accounts_never_overdraw(ordered_store):
 
 
 def test_the_coalescer_runs_what_queued_meanwhile_together_and_answers_each_its_own():
-    release = threading.Event()
+    taken, release = threading.Event(), threading.Event()
     groups: list[list[int]] = []
 
     def run(items: list[int]) -> list[int | BaseException]:
         if not groups:
-            release.wait(10)  # the first group holds its runner while the others queue
+            taken.set()
+            release.wait(30)  # the first group holds its runner while the others queue
         groups.append(items)
         if items == [99]:
             raise RuntimeError("the whole call failed")
@@ -110,7 +111,8 @@ def test_the_coalescer_runs_what_queued_meanwhile_together_and_answers_each_its_
 
     async def main() -> list[object]:
         first = asyncio.ensure_future(together.submit(1))
-        await asyncio.sleep(0.05)
+        while not taken.is_set():  # the runner has taken the first alone
+            await asyncio.sleep(0.01)
         rest = [asyncio.ensure_future(together.submit(i)) for i in range(2, 12)]
         gone = asyncio.ensure_future(together.submit(12))
         await asyncio.sleep(0.05)

@@ -257,7 +257,7 @@ def test_an_unreachable_endpoint_is_unavailable_within_the_time_budget():
     with pytest.raises(StoreUnavailable, match="did not succeed within 0.5 s"):
         DynamoEventStore("nobody-home", endpoint_url=f"http://127.0.0.1:{closed_port}",
                          timeout_s=0.5)  # fmt: skip
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 15  # botocore's default retries would take longer
 
 
 @pytest.mark.parametrize(

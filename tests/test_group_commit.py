@@ -456,11 +456,13 @@ def test_when_the_write_lock_is_never_granted_every_queued_append_is_told_and_no
 
 
 def test_a_lone_append_waits_for_no_one_and_commits_alone(opened):
-    store = opened("group_commit_wait_ms=1000")
+    store = opened("group_commit_wait_ms=1000")  # the most a batch may wait for company
+    started = time.monotonic()
     for version in range(1, 6):
-        started = time.monotonic()
         store.append([new_event("solo", version)], {"solo": version - 1})
-        assert time.monotonic() - started < 1.0  # it did not linger for company never coming
+    # Lingering for company never coming, the five would take 5 s at least; counted over all
+    # five, one commit slowed by a busy machine does not fail it.
+    assert time.monotonic() - started < 4.5
     assert (store.group_commit.transactions, store.group_commit.appends) == (5, 5)
 
 
@@ -526,8 +528,8 @@ def test_a_follower_whose_leader_hangs_before_taking_it_gives_up_and_is_never_wr
             leader, *followers = [pool.submit(wait) for wait in waits]
             for follower in followers:
                 with pytest.raises(StoreUnavailable, match="nothing was written"):
-                    follower.result(timeout=5)
-            assert time.monotonic() - started < 3
+                    follower.result(timeout=15)
+            assert time.monotonic() - started < 15  # not the 30 s opening wait
             assert engine.opened == 1 and group.in_flight == 1 and not leader.done()
             engine.opening.set()
             assert leader.result(timeout=5) == "stored lead"
@@ -544,7 +546,7 @@ def test_a_follower_whose_batch_does_not_commit_in_time_is_told_its_outcome_is_u
     connection lost during a COMMIT), once: the leader's late answer is dropped. The leader
     itself is answered only when its commit returns."""
     engine = HeldEngine()
-    group = GroupCommit(engine.transaction, engine.write_many, follower_timeout_s=1.0)
+    group = GroupCommit(engine.transaction, engine.write_many, follower_timeout_s=5.0)
     engine.opening.clear()
     engine.committing.clear()
     try:
@@ -555,7 +557,7 @@ def test_a_follower_whose_batch_does_not_commit_in_time_is_told_its_outcome_is_u
             engine.opening.set()  # the leader takes all three, then its commit hangs
             for follower in followers:
                 with pytest.raises(StoreUnavailable, match="outcome is unknown"):
-                    follower.result(timeout=5)
+                    follower.result(timeout=15)
             assert not leader.done() and group.in_flight == 3
             engine.committing.set()
             assert leader.result(timeout=5) == "stored lead"

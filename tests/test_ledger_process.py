@@ -297,7 +297,7 @@ def test_serve_with_a_ledger_process_answers_transfers_from_it(tmp_path):
             held_batch = pool.submit(httpx.post, f"{url}/transfers/batch", headers=teller,
                                      json={"items": [{**body, "idempotency_key": "batch-2"}]},
                                      timeout=30)  # fmt: skip
-            time.sleep(1.5)
+            time.sleep(4)  # both sent to the stopped child, even on a busy machine
             os.kill(child, signal.SIGKILL)
             lost, lost_batch = held.result(timeout=30), held_batch.result(timeout=30)
         after = httpx.post(f"{url}/transfers", headers=teller, json=body, timeout=10)

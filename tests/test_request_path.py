@@ -104,7 +104,7 @@ def test_a_slow_after_commit_never_turns_a_committed_append_into_an_error():
     committed), not with an outcome unknown; the leader waits for the hook."""
     engine = Engine()
     group = GroupCommit(engine.transaction, engine.write_many, follower_timeout_s=0.5)
-    group.after_commit = lambda results: time.sleep(2)
+    group.after_commit = lambda results: time.sleep(5)
     engine.committing.clear()
     with ThreadPoolExecutor(2) as pool:
         started = time.monotonic()
@@ -112,9 +112,9 @@ def test_a_slow_after_commit_never_turns_a_committed_append_into_an_error():
         time.sleep(0.1)
         engine.committing.set()
         assert follower.result(timeout=10) == "stored b"
-        assert time.monotonic() - started < 1.5  # at its deadline, not after the hook
+        assert time.monotonic() - started < 4  # at its deadline, not after the hook
         assert leader.result(timeout=10) == "stored a"
-        assert time.monotonic() - started >= 2
+        assert time.monotonic() - started >= 5
 
 
 def test_after_commit_is_not_called_for_a_batch_that_did_not_commit():
@@ -328,6 +328,7 @@ def transfer_body(amount: str = "1.00") -> dict:
 
 def test_a_transfer_is_readable_at_its_version_as_soon_as_it_is_answered(app_ledger, tmp_path):
     ledger, _ = app_ledger
+    ledger.queries.wait_s = 30  # a read that had to wait for the read model would take this long
     with client_of(app_ledger, tmp_path) as client:
         answer = client.post("/transfers", json=transfer_body("2.50"))
         assert answer.status_code == 201, answer.text
@@ -337,7 +338,7 @@ def test_a_transfer_is_readable_at_its_version_as_soon_as_it_is_answered(app_led
         # ... so a read asking for that version answers it at once.
         started = time.monotonic()
         read = client.get("/accounts/alice", params={"min_version": payer["version"]})
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 10
         assert read.status_code == 200
         assert (read.json()["balance"], read.json()["version"]) == ("97.50", payer["version"])
         moved = client.get(f"/transfers/{answer.json()['transfer_id']}")

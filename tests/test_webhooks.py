@@ -45,8 +45,9 @@ from eventbank.webhooks import SIGNATURE_HEADER, SignatureError, parse, verify
 from eventbank.wiring import Ledger, open_ledger
 
 KEY = Fernet.generate_key()
-FAST = {"backoff_base_s": 0.001, "backoff_cap_s": 0.005, "connect_timeout_s": 1.0,
-        "read_timeout_s": 1.0}  # fmt: skip
+# Short backoffs; timeouts long enough that a busy machine's slow answer is not a failure.
+FAST = {"backoff_base_s": 0.001, "backoff_cap_s": 0.005, "connect_timeout_s": 5.0,
+        "read_timeout_s": 10.0}  # fmt: skip
 
 
 # ------------------------------------------------------------ the receiver
@@ -223,7 +224,7 @@ def wanted(ledger: Ledger, subscription: Subscription, after: int = 0) -> list[s
     return [e.event_id for e in feed(ledger, after) if subscription.wants(e)]
 
 
-def drain(worker: DeliveryWorker, until: Callable[[], bool], timeout_s: float = 8.0) -> None:
+def drain(worker: DeliveryWorker, until: Callable[[], bool], timeout_s: float = 60.0) -> None:
     """Delivery passes until ``until()`` holds."""
     deadline = time.monotonic() + timeout_s
     while not until():
@@ -345,6 +346,40 @@ def test_a_receiver_down_then_up_gets_everything_in_order_and_the_checkpoint_wai
     again = worker_of(service_of(ledger))
     assert again.deliver_once() == 0
     again.close()
+
+
+def test_a_resume_or_a_new_url_is_tried_at_once_not_after_the_backoff(
+    sqlite_ledger: Ledger, make_receiver: Callable[[], Receiver]
+) -> None:
+    """The failures set a backoff of up to an hour; the operator's answer to them (resuming
+    the subscription, or pointing it at a new URL) is tried on the next pass."""
+    down, up = make_receiver(), make_receiver()
+    down.status = 503
+    service = service_of(sqlite_ledger)
+    subscription, secret = service.add(down.url)
+    webhook_id = subscription.webhook_id
+    sqlite_ledger.service.open_account("a", owner="A", account_type="CHECKING")
+    worker = worker_of(service, backoff_base_s=3600, backoff_cap_s=3600)
+    try:
+        assert worker.deliver_once() == 0
+        assert service.status(webhook_id)["next_attempt_at"] > service.clock().isoformat()
+        down.status = 200
+        assert worker.deliver_once() == 0 and len(down.requests) == 1  # backing off
+
+        service.update(webhook_id, paused=True)
+        assert worker.deliver_once() == 0 and len(down.requests) == 1
+        service.update(webhook_id, paused=False)
+        assert worker.deliver_once() == 1
+        assert ids(down.events(secret)) == wanted(sqlite_ledger, subscription)
+
+        down.status = 503
+        sqlite_ledger.service.open_account("b", owner="B", account_type="CHECKING")
+        assert worker.deliver_once() == 0 and len(down.requests) == 3  # backing off again
+        assert worker.deliver_once() == 0 and len(down.requests) == 3
+        service.update(webhook_id, url=up.url)
+        assert worker.deliver_once() == 1 and len(up.requests) == 1
+    finally:
+        worker.close()
 
 
 def test_replay_delivers_again_exactly_from_the_position_asked(
@@ -495,7 +530,7 @@ def test_a_huge_response_body_is_read_only_so_far(
     receiver.status = 500
     sqlite_ledger.service.deposit("a", "1.00")
     assert worker.deliver_once() == 0
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # reading the gigabytes would take minutes
     error = service.status(subscription.webhook_id)["last_error"]
     assert error.startswith("HTTP 500: xxx") and len(error) < 300
     worker.close()
@@ -526,7 +561,7 @@ def test_an_answer_sent_a_byte_at_a_time_is_cut_off_at_the_total_timeout(
     port = listener.getsockname()[1]
     subscription, _ = service.add(f"http://127.0.0.1:{port}/hooks")
     sqlite_ledger.service.open_account("a", owner="A", account_type="CHECKING")
-    worker = worker_of(service, read_timeout_s=1.0, total_timeout_s=1.5)
+    worker = worker_of(service, read_timeout_s=10.0, total_timeout_s=1.5)
     try:
         assert worker.deliver_once() == 0
         status = service.status(subscription.webhook_id)
@@ -542,13 +577,13 @@ def test_a_slow_receiver_does_not_delay_another_subscription(
     sqlite_ledger: Ledger, make_receiver: Callable[[], Receiver]
 ) -> None:
     slow, fast = make_receiver(), make_receiver()
-    slow.delay_s = 4.0  # past the read timeout, every time
+    slow.delay_s = 8.0  # past the read timeout, every time
     service = service_of(sqlite_ledger)
     slow_subscription, _ = service.add(slow.url)
     fast_subscription, secret = service.add(fast.url)
-    # Held up behind the slow one, each event would wait out the read timeout (2 s); not held
+    # Held up behind the slow one, each event would wait out the read timeout (4 s); not held
     # up, it arrives within a poll or two (20 ms each): the bound below sits between the two.
-    worker = worker_of(service, read_timeout_s=2.0, poll_interval_s=0.02,
+    worker = worker_of(service, read_timeout_s=4.0, poll_interval_s=0.02,
                        refresh_interval_s=0.05)  # fmt: skip
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,))
@@ -559,19 +594,19 @@ def test_a_slow_receiver_does_not_delay_another_subscription(
             appended = time.monotonic()
             expected = wanted(sqlite_ledger, fast_subscription)
             while len(fast.events()) < len(expected):
-                assert time.monotonic() - appended < 1.5, "the fast receiver was held up"
+                assert time.monotonic() - appended < 3, "the fast receiver was held up"
                 time.sleep(0.005)
             time.sleep(0.1)
         assert ids(fast.events(secret)) == expected
         assert slow.requests  # it answers, too late to count
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while service.status(slow_subscription.webhook_id)["attempts"] < 1:
             assert time.monotonic() < deadline, "the slow receiver's timeout was not recorded"
             time.sleep(0.05)
         assert "timed out" in service.status(slow_subscription.webhook_id)["last_error"]
     finally:
         stop.set()
-        running.join(timeout=5)
+        running.join(timeout=30)
     assert not running.is_alive()
 
 

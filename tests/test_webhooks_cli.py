@@ -107,7 +107,7 @@ def bank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Bank:
     return new_bank(tmp_path, monkeypatch, capsys)
 
 
-def wait_for(what: str, condition: Callable[[], T], timeout_s: float = 10.0) -> T:
+def wait_for(what: str, condition: Callable[[], T], timeout_s: float = 30.0) -> T:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if value := condition():
@@ -234,15 +234,19 @@ def test_run_delivers_in_order_signed_and_obeys_pause_resume_replay_rotate_and_s
         )  # fmt: skip
     try:
         lag_sample = f'eventbank_webhook_lag_events{{webhook_id="{webhook_id}"}}'
+        delivered = 'eventbank_webhook_deliveries_total{outcome="delivered"}'
 
         def metrics() -> str:
-            """The metrics once they show this subscription's lag, else ""."""
+            """The metrics once they show a delivery and this subscription caught up, else ""
+            (the lag is set before a post and back to 0 only after its checkpoint commits)."""
             try:
-                response = httpx.get(metrics_url, timeout=2)
+                text = httpx.get(metrics_url, timeout=2).text
             except httpx.TransportError:
                 assert worker.poll() is None, err_path.read_text()
                 return ""
-            return response.text if lag_sample in response.text else ""
+            if lag_sample not in text or delivered not in text:
+                return ""
+            return text if metric(text, lag_sample) == 0 and metric(text, delivered) > 0 else ""
 
         # Every wanted event made after the subscription, in feed order, signed.
         bank.local("transfer", "alice", "bob", "5")
@@ -259,18 +263,17 @@ def test_run_delivers_in_order_signed_and_obeys_pause_resume_replay_rotate_and_s
         ]  # fmt: skip
         assert all(json.loads(body)["webhook_id"] == webhook_id for _, body in receiver.accepted())
         text = wait_for("the delivery metrics", metrics)
-        assert metric(text, 'eventbank_webhook_deliveries_total{outcome="delivered"}') > 0
         assert metric(text, 'eventbank_webhook_deliveries_total{outcome="failed"}') == 0
-        assert metric(text, lag_sample) == 0
 
         # A new secret, printed once; the old one keeps signing beside it (the overlap).
         new_secret = bank.webhooks_ok("rotate-secret", webhook_id).strip()
         assert re.fullmatch(r"whsec_[A-Za-z0-9_-]{40,}", new_secret) and new_secret != secret
 
         # Paused: an event made meanwhile is not delivered. `run` reads the subscriptions
-        # again every second, so it is given that long to see the pause (and the rotation).
+        # again every second; it is given 5 s to see the pause (and the rotation), since a
+        # busy machine can hold it up past the next read.
         assert bank.webhooks_ok("pause", webhook_id) == f"webhook {webhook_id} paused\n"
-        time.sleep(1.5)
+        time.sleep(5)
         requests_before = len(receiver.requests)
         bank.local("withdraw", "alice", "1")
         made_at, paused_event = time.monotonic(), bank.feed()[-1]
@@ -308,7 +311,7 @@ def test_run_delivers_in_order_signed_and_obeys_pause_resume_replay_rotate_and_s
 
         # SIGTERM: `run` stops, exit code 0, within a few seconds.
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=5) == 0
+        assert worker.wait(timeout=30) == 0
     finally:
         if worker.poll() is None:
             worker.kill()

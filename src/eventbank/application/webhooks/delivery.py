@@ -71,6 +71,7 @@ class _Health:
     first_failed_at: str = ""
     last_error: str | None = None
     url: str = ""  # the URL that failed: a new one is tried at once
+    paused: bool = False  # as last seen: a subscription resumed since is tried at once
 
 
 def event_json(event: RecordedEvent) -> dict[str, Any]:
@@ -231,7 +232,7 @@ class DeliveryWorker:
     def _start(self, tracked: Tracked, stop: threading.Event | None) -> Future[int] | None:
         """Hand the subscription to a thread, unless paused, backing off, or already handed."""
         webhook_id = tracked.subscription.webhook_id
-        if tracked.subscription.paused or not self._due(tracked):
+        if not self._due(tracked):
             return None
         with self._lock:
             if webhook_id in self._busy:
@@ -365,10 +366,12 @@ class DeliveryWorker:
     # ------------------------------------------------------------ outcomes
 
     def _due(self, tracked: Tracked) -> bool:
-        health = self._health_of(tracked)
-        if health.url != tracked.subscription.url:  # changed since it failed: try it now
-            health.url, health.next_at = tracked.subscription.url, 0.0
-        return time.monotonic() >= health.next_at
+        """Not paused, and not backing off. A new URL or a resume (the operator's answer to
+        the failures, as a rule) is tried at once, not after the backoff the failures set."""
+        s, health = tracked.subscription, self._health_of(tracked)
+        if (health.url, health.paused) != (s.url, s.paused):
+            health.url, health.paused, health.next_at = s.url, s.paused, 0.0
+        return not s.paused and time.monotonic() >= health.next_at
 
     def _health_of(self, tracked: Tracked) -> _Health:
         """This worker's record of the subscription, loaded from the read store the first
