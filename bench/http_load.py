@@ -46,6 +46,8 @@ from typing import Any
 from bench.workload import ACCOUNTS, INITIAL_MINOR, account_id, concurrently
 from eventbank.application.batch import MAX_BATCH_ITEMS
 from eventbank.domain.money import format_minor
+from eventbank.engines.urls import open_store
+from eventbank.ports.event_store import MAX_READ_LIMIT
 from reliability.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,15 +96,15 @@ class HttpMeasurement:
     setup_s: float  # server started, accounts opened and projected
     seconds: float  # wrk's run
     requests: int  # responses received
-    ok: int  # transfers done: 2xx responses, or in a batch scenario its items that succeeded
+    ok: int  # transfers answered: 2xx responses, or in a batch scenario its items that succeeded
     non_2xx: dict[str, int]  # status -> responses
     socket_errors: dict[str, int]  # wrk's connect/read/write/timeout errors, where any
-    transfers_per_s: float  # ``ok`` per second
+    transfers_per_s: float  # ``done`` per second
     p50_ms: float
     p90_ms: float
     p99_ms: float
     max_ms: float
-    server_cpu_us: float  # the server process's CPU (all its threads) per ``ok``, during the load
+    server_cpu_us: float  # the server process's CPU (all its threads) per ``done``, in the load
     server_cpu_s: float  # the same, in all (a row whose transfers were all refused has some)
     lag_events: int | None  # projection lag when the load ended (None: the floor has none)
     lag_zero_s: float | None  # seconds until the lag was 0 again; None: not within LAG_WAIT_S
@@ -112,6 +114,15 @@ class HttpMeasurement:
     # validation, answers); None for serve --workers 2 (its main thread supervises) and rows
     # not served
     loop_cpu_us: float | None = None
+    # transfers the store recorded during the run (served batches: a batch takes seconds, and
+    # those in flight when wrk stops did work its answers do not count); None: not counted
+    recorded: int | None = None
+
+    @property
+    def done(self) -> int:
+        """The transfers the row's figures are per: recorded in the store where counted, else
+        answered."""
+        return self.ok if self.recorded is None else self.recorded
 
     @property
     def refused(self) -> int:
@@ -213,7 +224,9 @@ def measure_http(
                     raise RuntimeError(f"projections not caught up {START_TIMEOUT_S:.0f} s "
                                        "after the accounts were opened")  # fmt: skip
             setup_s = time.perf_counter() - started
-            return drive(server, system, engine, scenario, seconds, seed, token, setup_s)
+            counted = store_url if system in SERVED and scenario.batch > 1 else None
+            return drive(server, system, engine, scenario, seconds, seed, token, setup_s,
+                         counted)  # fmt: skip
 
 
 def drive(
@@ -225,23 +238,29 @@ def drive(
     seed: int,
     token: str,
     setup_s: float,
+    counted: str | None = None,
 ) -> HttpMeasurement:
-    """Run wrk against ``server``; then, for eventbank, watch the projection lag."""
+    """Run wrk against ``server``; then, for eventbank, watch the projection lag. With
+    ``counted`` (the server's store URL), the transfers it recorded while wrk ran are counted
+    there, and the row's figures are per those (``HttpMeasurement.recorded``)."""
     argv = [wrk_path(), f"-t{WRK_THREADS}", f"-c{scenario.connections}", f"-d{seconds}s",
             "--latency", "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(SCRIPT),
             f"http://127.0.0.1:{server.port}/transfers", "--", str(scenario.accounts),
             str(seed), uuid.uuid4().hex[:12], str(scenario.batch)]  # fmt: skip
     env = {**os.environ, "EVENTBANK_BENCH_TOKEN": token}
+    first = recorded_transfers(counted)[1] if counted else 0
     cpu_before, loop_before = server.cpu_seconds(), server.loop_cpu_seconds()
     done = subprocess.run(argv, capture_output=True, text=True, env=env,
                           timeout=seconds + 60, check=False)  # fmt: skip
     cpu_s = server.cpu_seconds() - cpu_before
     loop_s = server.loop_cpu_seconds() - loop_before
+    recorded = recorded_transfers(counted, first)[0] if counted else None
     figures = _wrk_figures(done, server)
     lag_events, lag_zero_s = (None, None)
     if system in SERVED:
         lag_events, lag_zero_s = lag_zero(server.port, token, LAG_WAIT_S)
     ok = figures["ok"]
+    per = ok if recorded is None else recorded
     duration_s = figures["duration_us"] / 1e6
     latency = figures["latency_us"]
     return HttpMeasurement(
@@ -256,19 +275,34 @@ def drive(
         ok=ok,
         non_2xx=dict(sorted(figures["non_2xx"].items())),
         socket_errors={name: n for name, n in figures["errors"].items() if n},
-        transfers_per_s=ok / duration_s if duration_s else 0.0,
+        transfers_per_s=per / duration_s if duration_s else 0.0,
         p50_ms=latency["p50"] / 1000,
         p90_ms=latency["p90"] / 1000,
         p99_ms=latency["p99"] / 1000,
         max_ms=latency["max"] / 1000,
-        server_cpu_us=cpu_s / ok * 1e6 if ok else 0.0,
+        server_cpu_us=cpu_s / per * 1e6 if per else 0.0,
         server_cpu_s=round(cpu_s, 3),
         lag_events=lag_events,
         lag_zero_s=None if lag_zero_s is None else round(lag_zero_s, 3),
         load_average=round(os.getloadavg()[0], 2),
         wrk=" ".join(["wrk", *argv[1:]]),
-        loop_cpu_us=loop_s / ok * 1e6 if ok and system != WORKERS_2 else None,
+        loop_cpu_us=loop_s / per * 1e6 if per and system != WORKERS_2 else None,
+        recorded=recorded,
     )
+
+
+def recorded_transfers(store_url: str, after_position: int = 0) -> tuple[int, int]:
+    """The transfers (``TransferredOut`` events) the store holds after ``after_position``, and
+    its last position, read from the store itself."""
+    store = open_store(store_url)
+    try:
+        count, position = 0, after_position
+        while page := store.read_all(position, MAX_READ_LIMIT):
+            count += sum(event.event_type == "TransferredOut" for event in page)
+            position = page[-1].position
+        return count, position
+    finally:
+        store.close()
 
 
 def _wrk_figures(done: subprocess.CompletedProcess[str], server: ServerProcess) -> dict[str, Any]:

@@ -390,7 +390,9 @@ def _http_table(report: Report) -> list[str]:
         f"servers: {meta.get('server', '-')}; a server process on the CPU it started on (serve "
         "--workers 2: any), wrk on any CPU.",
         f"{HTTP_BATCH.name}: the same with -c{HTTP_BATCH.connections}, POST /transfers/batch; "
-        "transfers/s counts the items that succeeded. Its row '"
+        "served, transfers/s counts the transfers the store recorded while wrk ran (a batch "
+        "takes seconds: its answered items alone would leave out the work of the batches in "
+        "flight when wrk stops), the floor the items answered. Its row '"
         f"{IN_PROCESS}' calls LedgerService.transfer_batch in the benchmark's process; "
         f"'{NOT_PROJECTED}' the same with no projection (commands written, nothing read back).",
         f"'{NOT_INLINE}': eventbank serve --no-inline-projection (the background runner "

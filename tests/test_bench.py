@@ -268,6 +268,14 @@ def test_the_batch_scenario_counts_the_transfers_each_batch_did(tmp_path):
         assert m.ok == 25 * m.requests  # every item of every batch succeeded, and is counted
         assert "-c2 " in m.wrk and m.server_cpu_us > 0
     assert served.lag_ok is not None
+    # Served, the figures are per transfer the store recorded while wrk ran: every answered
+    # one, and at most the two batches in flight when it stopped besides.
+    assert served.recorded is not None and served.ok <= served.recorded <= served.ok + 2 * 25
+    assert served.transfers_per_s == pytest.approx(served.recorded / served.seconds, rel=1e-3)
+    assert served.server_cpu_us == pytest.approx(
+        served.server_cpu_s / served.recorded * 1e6, rel=1e-3
+    )
+    assert floor.recorded is None and floor.done == floor.ok
 
     alone = measure_in_process_batch("sqlite", batches, 1, 1, f"sqlite:///{tmp_path / 'b.db'}")
     assert alone.system == IN_PROCESS and alone.requests > 0
