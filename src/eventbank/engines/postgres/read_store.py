@@ -7,7 +7,9 @@ projection processes write at once, so ``apply`` relies on row locks rather than
   applies or is skipped, until commit; a second process delivering the same change waits, then
   sees the committed version and skips it as a duplicate. Nothing is double counted.
 - A batch's changes are applied in account-id order (each account keeping its own order), so two
-  batches always take their row locks in the same order and cannot deadlock each other.
+  batches always take their row locks in the same order and cannot deadlock each other. They go
+  in rounds, one statement each: every account's first change, then every second one, and so
+  on (one statement may not update a row twice); every row is locked in the first.
 - A batch is one pipeline: its statements are sent without waiting for each other's answers,
   so it costs two round trips, not one per statement (one more when it reverses a transfer,
   one more when a change was delivered twice): the balances, the movements and the reads of
@@ -166,10 +168,10 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
-_BALANCE_COLUMNS = (
-    "account_id, owner, account_type, currency, balance_minor, status, version, updated_at,"
-    " overdraft_limit_minor, pending_debits_minor, pending_credits_minor"
-)
+_BALANCE_NAMES = ("account_id", "owner", "account_type", "currency", "balance_minor", "status",
+                  "version", "updated_at", "overdraft_limit_minor", "pending_debits_minor",
+                  "pending_credits_minor")  # fmt: skip
+_BALANCE_COLUMNS = ", ".join(_BALANCE_NAMES)
 # Each index as (rows, key condition, which table's (created_at, transfer_id) orders it).
 _TRANSFER_INDEXES = {
     "time": ("transfers t", "", "t"),
@@ -182,23 +184,19 @@ _FAILURE_COLUMNS = (
     "projection, aggregate_id, version, error, attempts, first_failed_at, next_attempt_at"
 )
 
-# Returns a row only when the change was written; a skipped one (guard false) returns none.
-_UPSERT_BALANCE = (
-    f"INSERT INTO account_balances ({_BALANCE_COLUMNS})"
-    " SELECT %(id)s, %(owner)s, %(type)s, %(currency)s, %(balance)s, %(status)s, %(version)s,"
-    " %(updated_at)s, %(limit)s, %(debits)s, %(credits)s"
-    # an absent row may only start at version 1: anything else is a gap
-    " WHERE %(version)s = 1 OR EXISTS (SELECT 1 FROM account_balances WHERE account_id = %(id)s)"
-    " ON CONFLICT (account_id) DO UPDATE SET"
-    " owner = excluded.owner, account_type = excluded.account_type,"
-    " currency = excluded.currency, balance_minor = excluded.balance_minor,"
-    " status = excluded.status, version = excluded.version, updated_at = excluded.updated_at,"
-    " overdraft_limit_minor = excluded.overdraft_limit_minor,"
-    " pending_debits_minor = excluded.pending_debits_minor,"
-    " pending_credits_minor = excluded.pending_credits_minor"
-    " WHERE account_balances.version = excluded.version - 1"
-    " RETURNING true"
-)
+# Each change's row under the version guard: returned (account id and version) only when it
+# was written; a skipped one (guard false) returns none. An absent row may only start at
+# version 1: anything else is a gap.
+_UPSERT_BALANCES = unnest_insert(
+    "account_balances", _BALANCE_NAMES,
+    ("text", "text", "text", "text", "bigint", "text", "bigint", "text", "bigint", "bigint",
+     "bigint"),
+    "ON CONFLICT (account_id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _BALANCE_NAMES[1:])
+    + " WHERE account_balances.version = excluded.version - 1 RETURNING account_id, version",
+    where="batch.version = 1 OR EXISTS"
+    " (SELECT 1 FROM account_balances known WHERE known.account_id = batch.account_id)",
+)  # fmt: skip
 
 
 class PostgresReadStore:
@@ -252,16 +250,12 @@ class PostgresReadStore:
         ordered = sorted(changes, key=lambda change: change.row.account_id)
         # a change skipped as delivered twice has its movement there already: not written again
         moves = [change.transaction for change in ordered if change.transaction is not None]
-        with (
-            pg.connection(self._pool) as conn,
-            conn.pipeline(),
-            conn.transaction(),
-            conn.cursor() as upserted,
-        ):
-            _upsert_balances(upserted, ordered)
+        with pg.connection(self._pool) as conn, conn.pipeline(), conn.transaction():
+            rounds = _upsert_balances(conn, ordered)
             _insert_transactions(conn, moves)
             _refresh_transfers(conn, moves)  # its first read sends all of the above
-            applied = [result.fetchone() is not None for result in upserted.results()]
+            written = {(account, version) for cursor in rounds for account, version in cursor}
+            applied = [(c.row.account_id, c.row.version) in written for c in ordered]
             if gap := _first_gap(conn, ordered, applied):
                 raise gap  # rolls back all of the batch
             if checkpoint is not None:
@@ -403,20 +397,21 @@ class PostgresReadStore:
         return [Failure(*r) for r in rows]
 
 
-def _upsert_balances(cursor: psycopg.Cursor, changes: Sequence[Change]) -> None:
-    """Queue every guarded upsert on ``cursor``; its ``results()`` then say, per change,
-    whether it was written (a row) or skipped (none)."""
-    if changes:
-        cursor.executemany(
-            _UPSERT_BALANCE,
-            [{"id": r.account_id, "owner": r.owner, "type": r.account_type,
-              "currency": r.currency, "balance": r.balance_minor, "status": r.status,
-              "version": r.version, "updated_at": r.updated_at,
-              "limit": r.overdraft_limit_minor, "debits": r.pending_debits_minor,
-              "credits": r.pending_credits_minor}
-             for r in (change.row for change in changes)],
-            returning=True,
-        )  # fmt: skip
+def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> list[psycopg.Cursor]:
+    """Queue the guarded upserts of ``changes`` (in account order) in rounds, one statement
+    each: each account's first change, then each second one, … (the module docstring). Their
+    cursors then give the (account id, version) of every change written."""
+    rounds: list[list[tuple[Any, ...]]] = []
+    taken: dict[str, int] = {}
+    for change in changes:
+        r = change.row
+        turn = taken[r.account_id] = taken.get(r.account_id, -1) + 1
+        if turn == len(rounds):
+            rounds.append([])
+        rounds[turn].append((r.account_id, r.owner, r.account_type, r.currency, r.balance_minor,
+                             r.status, r.version, r.updated_at, r.overdraft_limit_minor,
+                             r.pending_debits_minor, r.pending_credits_minor))  # fmt: skip
+    return [conn.execute(_UPSERT_BALANCES, columns_of(rows)) for rows in rounds]
 
 
 def _first_gap(

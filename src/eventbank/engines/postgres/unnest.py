@@ -18,17 +18,19 @@ _JSON = ("json", "jsonb")  # sent as text[], each element cast
 
 
 def unnest_insert(
-    table: str, columns: tuple[str, ...], types: tuple[str, ...], then: str = ""
+    table: str, columns: tuple[str, ...], types: tuple[str, ...], then: str = "", where: str = ""
 ) -> str:
-    """``INSERT INTO table (columns) SELECT … FROM unnest(arrays)``, in array order, followed
-    by ``then`` (an ``ON CONFLICT`` or ``RETURNING`` clause). ``types``: each column's SQL
-    type; a json or jsonb column's values are text."""
+    """``INSERT INTO table (columns) SELECT … FROM unnest(arrays)``, in array order, the rows
+    ``where`` holds (a condition on ``batch.<column>``) if given, followed by ``then`` (an
+    ``ON CONFLICT`` or ``RETURNING`` clause). ``types``: each column's SQL type; a json or
+    jsonb column's values are text."""
     typed = list(zip(columns, types, strict=True))
     arrays = ", ".join("%b::text[]" if kind in _JSON else f"%b::{kind}[]" for _, kind in typed)
     selected = ", ".join(f"{name}::{kind}" if kind in _JSON else name for name, kind in typed)
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT {selected} FROM unnest({arrays})"
-        f" WITH ORDINALITY AS batch({', '.join(columns)}, n) ORDER BY n{then and ' ' + then}"
+        f" WITH ORDINALITY AS batch({', '.join(columns)}, n){where and ' WHERE ' + where}"
+        f" ORDER BY n{then and ' ' + then}"
     )
 
 
