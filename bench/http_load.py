@@ -39,15 +39,16 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.workload import ACCOUNTS, INITIAL_MINOR, account_id, concurrently
 from eventbank.application.batch import MAX_BATCH_ITEMS
 from eventbank.domain.money import format_minor
 from eventbank.engines.urls import open_store
-from eventbank.ports.event_store import MAX_READ_LIMIT
+from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore
 from reliability.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,13 +249,17 @@ def drive(
             f"http://127.0.0.1:{server.port}/transfers", "--", str(scenario.accounts),
             str(seed), uuid.uuid4().hex[:12], str(scenario.batch)]  # fmt: skip
     env = {**os.environ, "EVENTBANK_BENCH_TOKEN": token}
-    first = recorded_transfers(counted)[1] if counted else 0
-    cpu_before, loop_before = server.cpu_seconds(), server.loop_cpu_seconds()
-    done = subprocess.run(argv, capture_output=True, text=True, env=env,
-                          timeout=seconds + 60, check=False)  # fmt: skip
-    cpu_s = server.cpu_seconds() - cpu_before
-    loop_s = server.loop_cpu_seconds() - loop_before
-    recorded = recorded_transfers(counted, first)[0] if counted else None
+    with closing(open_store(counted)) if counted else nullcontext() as store:
+        # the store's last position read beside the CPU, before and after wrk; the transfers
+        # between the two are counted after, so that the reading takes none of wrk's time
+        first = store.last_position() if store else None
+        cpu_before, loop_before = server.cpu_seconds(), server.loop_cpu_seconds()
+        done = subprocess.run(argv, capture_output=True, text=True, env=env,
+                              timeout=seconds + 60, check=False)  # fmt: skip
+        cpu_s = server.cpu_seconds() - cpu_before
+        loop_s = server.loop_cpu_seconds() - loop_before
+        last = store.last_position() if store else None
+        recorded = transfers_between(store, first or 0, last or 0) if store else None
     figures = _wrk_figures(done, server)
     lag_events, lag_zero_s = (None, None)
     if system in SERVED:
@@ -291,18 +296,16 @@ def drive(
     )
 
 
-def recorded_transfers(store_url: str, after_position: int = 0) -> tuple[int, int]:
-    """The transfers (``TransferredOut`` events) the store holds after ``after_position``, and
-    its last position, read from the store itself."""
-    store = open_store(store_url)
-    try:
-        count, position = 0, after_position
-        while page := store.read_all(position, MAX_READ_LIMIT):
-            count += sum(event.event_type == "TransferredOut" for event in page)
-            position = page[-1].position
-        return count, position
-    finally:
-        store.close()
+def transfers_between(store: EventStore, after_position: int, last_position: int) -> int:
+    """The transfers (``TransferredOut`` events) recorded after ``after_position``, up to and
+    including ``last_position`` (positions follow commit order on the engines served batches
+    run on)."""
+    count, position = 0, after_position
+    while position < last_position and (page := store.read_all(position, MAX_READ_LIMIT)):
+        count += sum(e.event_type == "TransferredOut" for e in page
+                     if cast(int, e.position) <= last_position)  # fmt: skip
+        position = cast(int, page[-1].position)
+    return count
 
 
 def _wrk_figures(done: subprocess.CompletedProcess[str], server: ServerProcess) -> dict[str, Any]:

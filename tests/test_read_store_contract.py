@@ -124,6 +124,16 @@ def test_a_change_beyond_the_next_version_is_refused_as_a_gap(reads):
     assert reads.checkpoint(P) == 0
 
 
+def test_a_change_ahead_of_its_row_is_a_gap_though_a_later_one_repeats_it_in_order(reads):
+    """Each change is judged where its row stands when it comes: v4 on a row at v2 is a gap,
+    whatever the batch does after it (here v3 and v4 again)."""
+    reads.apply(P, opened_and_funded("a", 500))
+    ahead, next_one = Change(row("a", 4, 300), None), Change(row("a", 3, 400), None)
+    with pytest.raises(ReadStoreError, match="gap"):
+        reads.apply(P, [ahead, next_one, ahead])
+    assert reads.balance("a").version == 2
+
+
 def test_an_absent_row_may_only_start_at_version_1(reads):
     with pytest.raises(ReadStoreError, match="gap"):
         reads.apply(P, [Change(row("late", 3, 5), None)])

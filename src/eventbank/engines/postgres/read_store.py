@@ -184,16 +184,16 @@ _FAILURE_COLUMNS = (
     "projection, aggregate_id, version, error, attempts, first_failed_at, next_attempt_at"
 )
 
-# Each change's row under the version guard: returned (account id and version) only when it
-# was written; a skipped one (guard false) returns none. An absent row may only start at
-# version 1: anything else is a gap.
+# Each change's row under the version guard: its account id returned only when it was written;
+# a skipped one (guard false) returns none. An absent row may only start at version 1: anything
+# else is a gap.
 _UPSERT_BALANCES = unnest_insert(
     "account_balances", _BALANCE_NAMES,
     ("text", "text", "text", "text", "bigint", "text", "bigint", "text", "bigint", "bigint",
      "bigint"),
     "ON CONFLICT (account_id) DO UPDATE SET "
     + ", ".join(f"{name} = excluded.{name}" for name in _BALANCE_NAMES[1:])
-    + " WHERE account_balances.version = excluded.version - 1 RETURNING account_id, version",
+    + " WHERE account_balances.version = excluded.version - 1 RETURNING account_id",
     where="batch.version = 1 OR EXISTS"
     " (SELECT 1 FROM account_balances known WHERE known.account_id = batch.account_id)",
 )  # fmt: skip
@@ -251,11 +251,11 @@ class PostgresReadStore:
         # a change skipped as delivered twice has its movement there already: not written again
         moves = [change.transaction for change in ordered if change.transaction is not None]
         with pg.connection(self._pool) as conn, conn.pipeline(), conn.transaction():
-            rounds = _upsert_balances(conn, ordered)
+            rounds, turns = _upsert_balances(conn, ordered)
             _insert_transactions(conn, moves)
             _refresh_transfers(conn, moves)  # its first read sends all of the above
-            written = {(account, version) for cursor in rounds for account, version in cursor}
-            applied = [(c.row.account_id, c.row.version) in written for c in ordered]
+            written = [{account for (account,) in cursor} for cursor in rounds]
+            applied = [c.row.account_id in written[t] for c, t in zip(ordered, turns, strict=True)]
             if gap := _first_gap(conn, ordered, applied):
                 raise gap  # rolls back all of the batch
             if checkpoint is not None:
@@ -397,21 +397,26 @@ class PostgresReadStore:
         return [Failure(*r) for r in rows]
 
 
-def _upsert_balances(conn: psycopg.Connection, changes: Sequence[Change]) -> list[psycopg.Cursor]:
+def _upsert_balances(
+    conn: psycopg.Connection, changes: Sequence[Change]
+) -> tuple[list[psycopg.Cursor], list[int]]:
     """Queue the guarded upserts of ``changes`` (in account order) in rounds, one statement
-    each: each account's first change, then each second one, … (the module docstring). Their
-    cursors then give the (account id, version) of every change written."""
+    each: each account's first change, then each second one, … (the module docstring). Returns
+    each round's cursor, which then gives the accounts it wrote (each at most once in a round),
+    and each change's round."""
     rounds: list[list[tuple[Any, ...]]] = []
+    turns: list[int] = []
     taken: dict[str, int] = {}
     for change in changes:
         r = change.row
         turn = taken[r.account_id] = taken.get(r.account_id, -1) + 1
+        turns.append(turn)
         if turn == len(rounds):
             rounds.append([])
         rounds[turn].append((r.account_id, r.owner, r.account_type, r.currency, r.balance_minor,
                              r.status, r.version, r.updated_at, r.overdraft_limit_minor,
                              r.pending_debits_minor, r.pending_credits_minor))  # fmt: skip
-    return [conn.execute(_UPSERT_BALANCES, columns_of(rows)) for rows in rounds]
+    return [conn.execute(_UPSERT_BALANCES, columns_of(rows)) for rows in rounds], turns
 
 
 def _first_gap(
