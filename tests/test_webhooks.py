@@ -378,6 +378,23 @@ def test_a_resume_or_a_new_url_is_tried_at_once_not_after_the_backoff(
         assert worker.deliver_once() == 0 and len(down.requests) == 3
         service.update(webhook_id, url=up.url)
         assert worker.deliver_once() == 1 and len(up.requests) == 1
+
+        # Paused and resumed between two passes (the worker never saw it paused), and resumed
+        # while no worker ran (a new one loads the stored backoff): tried at once all the same.
+        up.status = 503
+        sqlite_ledger.service.open_account("c", owner="C", account_type="CHECKING")
+        assert worker.deliver_once() == 0 and worker.deliver_once() == 0
+        assert len(up.requests) == 2  # backing off
+        service.update(webhook_id, paused=True)
+        service.update(webhook_id, paused=False)
+        assert worker.deliver_once() == 0 and len(up.requests) == 3  # tried, still failing
+        worker.close()
+        service.update(webhook_id, paused=True)
+        service.update(webhook_id, paused=False)
+        up.status = 200
+        worker = worker_of(service, backoff_base_s=3600, backoff_cap_s=3600)
+        assert worker.deliver_once() == 1 and len(up.requests) == 4
+        assert ids(down.events(secret) + up.events(secret)) == wanted(sqlite_ledger, subscription)
     finally:
         worker.close()
 

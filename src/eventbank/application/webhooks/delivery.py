@@ -70,8 +70,7 @@ class _Health:
     next_at: float = 0.0  # time.monotonic() before which no attempt is made
     first_failed_at: str = ""
     last_error: str | None = None
-    url: str = ""  # the URL that failed: a new one is tried at once
-    paused: bool = False  # as last seen: a subscription resumed since is tried at once
+    retry_from: str = ""  # the last resume or new URL seen (Tracked.retry_from)
 
 
 def event_json(event: RecordedEvent) -> dict[str, Any]:
@@ -366,33 +365,36 @@ class DeliveryWorker:
     # ------------------------------------------------------------ outcomes
 
     def _due(self, tracked: Tracked) -> bool:
-        """Not paused, and not backing off. A new URL or a resume (the operator's answer to
+        """Not paused, and not backing off. A resume or a new URL (the operator's answer to
         the failures, as a rule) is tried at once, not after the backoff the failures set."""
-        s, health = tracked.subscription, self._health_of(tracked)
-        if (health.url, health.paused) != (s.url, s.paused):
-            health.url, health.paused, health.next_at = s.url, s.paused, 0.0
-        return not s.paused and time.monotonic() >= health.next_at
+        health = self._health_of(tracked)
+        if health.retry_from != tracked.retry_from:
+            health.retry_from, health.next_at = tracked.retry_from, 0.0
+        return not tracked.subscription.paused and time.monotonic() >= health.next_at
 
     def _health_of(self, tracked: Tracked) -> _Health:
         """This worker's record of the subscription, loaded from the read store the first
-        time (a restarted worker keeps backing off and counting)."""
+        time (a restarted worker keeps backing off and counting, unless the subscription was
+        resumed or given a new URL after its failures began)."""
         webhook_id = tracked.subscription.webhook_id
         with self._lock:
             health = self._health.get(webhook_id)
         if health is not None:
             return health
-        health = _Health()
+        health = _Health(retry_from=tracked.retry_from)
         stored = next((f for f in self.reads.failures(tracked.failure_name)
                        if f.aggregate_id == tracked.subscription.stream), None)  # fmt: skip
         if stored is not None:
-            wait_s = (datetime.fromisoformat(stored.next_attempt_at)
-                      - self.service.clock()).total_seconds()  # fmt: skip
+            since = datetime.fromisoformat(stored.first_failed_at)
+            moved = bool(tracked.retry_from) and datetime.fromisoformat(tracked.retry_from) > since
+            wait_s = 0.0 if moved else (datetime.fromisoformat(stored.next_attempt_at)
+                                        - self.service.clock()).total_seconds()  # fmt: skip
             health = _Health(
                 attempts=stored.attempts,
                 next_at=time.monotonic() + max(0.0, wait_s),
                 first_failed_at=stored.first_failed_at,
                 last_error=stored.error,
-                url=tracked.subscription.url,
+                retry_from=tracked.retry_from,
             )
         with self._lock:
             return self._health.setdefault(webhook_id, health)

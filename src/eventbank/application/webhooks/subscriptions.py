@@ -61,6 +61,9 @@ class Tracked:
     start_after: int  # the current checkpoint's start: deliver positions above it
     head: str
     removed: bool = False
+    # when it was last resumed or given a new URL (RFC 3339, "" never): a delivery backing off
+    # from failures before then is tried at once
+    retry_from: str = ""
 
     @property
     def checkpoint_name(self) -> str:
@@ -94,8 +97,12 @@ def fold(tracked: Tracked | None, event: RecordedEvent) -> Tracked:
         if "event_types" in data:
             changed["event_types"] = tuple(data["event_types"])
         s = replace(s, **changed)
+        if "url" in data:
+            t = replace(t, retry_from=at)
     elif kind in ("WebhookPaused", "WebhookResumed"):
         s = replace(s, paused=kind == "WebhookPaused")
+        if kind == "WebhookResumed":
+            t = replace(t, retry_from=at)
     elif kind == "WebhookSecretRotated":
         t = replace(t, secret=data["secret"], previous_secret=data.get("previous_secret"),
                     previous_until=data.get("previous_until"))  # fmt: skip
