@@ -209,13 +209,16 @@ class PayrollService:
         fmt: str = "csv",
         policy: str = "all-or-nothing",
         idempotency_key: str | None = None,
+        saga_id: str | None = None,
     ) -> Payroll:
         """Validate every line and record the saga; nothing is paid yet (see ``run``).
 
         The same key started concurrently is answered like a retry. A store that keeps
-        reporting concurrent writes is given ``START_ATTEMPTS``, then ``PayrollConflict``."""
+        reporting concurrent writes is given ``START_ATTEMPTS``, then ``PayrollConflict``.
+        ``saga_id``: what ``saga_id_for(idempotency_key)`` gave the caller, for a caller that
+        needs the id before the saga is recorded (the HTTP layer, to keep resumes off it)."""
         saga.check_policy(policy)
-        saga_id = saga_id_for(idempotency_key)
+        saga_id = saga_id or saga_id_for(idempotency_key)
         validated: tuple[list[PayrollLine], str] | None = None
         for _ in range(START_ATTEMPTS):
             existing = self.load(saga_id) if idempotency_key else None

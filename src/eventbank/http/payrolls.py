@@ -237,9 +237,16 @@ def payroll_routes(payrolls: PayrollService, runner: PayrollRunner, guard: Guard
         except UnicodeDecodeError:
             raise InvalidInput("the payroll must be UTF-8 text") from None
         fmt = "csv" if kind == "text/csv" else "jsonl"
-        with runner.claimed(saga_id_for(key)):  # its first run is this request's
+        saga_id = saga_id_for(key)  # a fresh one without a key: claimed before it is recorded
+        with runner.claimed(saga_id):  # its first run is this request's
             payroll = await run_in_threadpool(
-                payrolls.start, from_account_id, text, fmt=fmt, policy=policy, idempotency_key=key
+                payrolls.start,
+                from_account_id,
+                text,
+                fmt=fmt,
+                policy=policy,
+                idempotency_key=key,
+                saga_id=saga_id,
             )
             if not payroll.finished:
                 runner.submit(payroll.saga_id)
