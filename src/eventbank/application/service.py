@@ -37,7 +37,6 @@ import contextvars
 import dataclasses
 import logging
 import queue
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,6 +56,7 @@ from eventbank.application.batch import (
 )
 from eventbank.application.ids import new_id
 from eventbank.application.stream_locks import StreamLocks
+from eventbank.backoff import full_jitter
 from eventbank.domain import account as domain
 from eventbank.domain import journal
 from eventbank.domain.account import Account
@@ -100,7 +100,6 @@ from eventbank.ports.event_store import (
 )
 
 log = logging.getLogger(__name__)
-_JITTER = random.Random()  # backoff jitter with its own state: the global generator stays untouched
 _COMMAND_ID = re.compile(r"[!-~]{1,255}")  # printable ASCII, no spaces, as Stripe's keys
 # A store still unavailable this long after a command began is down, not blipping: say so (503)
 # instead of retrying on top of the engine's own waits (a pool or lock timeout per attempt).
@@ -1275,7 +1274,7 @@ class LedgerService:
 
     def _backoff(self, attempt: int) -> None:
         """Full jitter: sleep a random time up to an exponentially growing, capped bound."""
-        time.sleep(_JITTER.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2**attempt)))
+        time.sleep(full_jitter(attempt, self.backoff_base_s, self.backoff_cap_s))
 
 
 def _transfer_parts(

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -44,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from eventbank.application.webhooks.service import MAX_SUBSCRIPTIONS, WebhookService
 from eventbank.application.webhooks.subscriptions import Tracked
 from eventbank.application.webhooks.targets import check_url, pinned, resolve
+from eventbank.backoff import full_jitter
 from eventbank.domain.canonical import canonical_json
 from eventbank.domain.errors import EventbankError
 from eventbank.ports.event_store import EventStore, RecordedEvent
@@ -51,7 +51,6 @@ from eventbank.ports.read_store import Failure
 from eventbank.webhooks import SIGNATURE_HEADER, WEBHOOK_ID_HEADER, sign_all
 
 log = logging.getLogger(__name__)
-_JITTER = random.Random()  # backoff jitter with its own state: the global generator stays untouched
 
 USER_AGENT = "eventbank-webhooks"
 ERROR_EXCERPT = 200  # characters of a refusing receiver's body kept in the error
@@ -422,8 +421,7 @@ class DeliveryWorker:
     def _back_off(self, health: _Health) -> float:
         """The wait before the next attempt after ``health.attempts`` failures in a row:
         exponential, capped, full jitter; set as ``health.next_at`` and returned."""
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(health.attempts - 1, 60))
-        delay_s = _JITTER.uniform(0, ceiling)
+        delay_s = full_jitter(health.attempts - 1, self.backoff_base_s, self.backoff_cap_s)
         health.next_at = time.monotonic() + delay_s
         return delay_s
 

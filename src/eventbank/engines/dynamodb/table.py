@@ -8,7 +8,6 @@ full-jitter backoff within ``timeout_s``, then ``StoreUnavailable``; any other r
 from __future__ import annotations
 
 import functools
-import random
 import re
 import threading
 import time
@@ -21,13 +20,13 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError, NoRegionError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from eventbank.backoff import full_jitter
 from eventbank.domain.errors import InvalidInput
 from eventbank.ports.event_store import StoreError, StoreUnavailable
 
 TABLE_READY_TIMEOUT_S = 120.0
 BACKOFF_BASE_S = 0.01
 BACKOFF_CAP_S = 0.5
-_JITTER = random.Random()  # backoff jitter with its own state: the global generator stays untouched
 
 # Error codes and per-item cancellation reasons that mean "try again", never "you are wrong".
 TRANSIENT = frozenset({
@@ -165,7 +164,7 @@ class DynamoTable:
                     "no AWS credentials (environment, ~/.aws or a role)"
                 ) from None
             tries += 1
-            delay = _JITTER.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**tries))
+            delay = full_jitter(tries, BACKOFF_BASE_S, BACKOFF_CAP_S)
             if time.monotonic() + delay > deadline:
                 raise StoreUnavailable(
                     f"DynamoDB did not succeed within {self.timeout_s} s ({tries} tries): {last}"
