@@ -17,6 +17,7 @@ from eventbank.application.auditor import Auditor
 from eventbank.application.batch import BatchItem
 from eventbank.application.holds import ExpirySweeper, open_holds
 from eventbank.application.ids import new_id
+from eventbank.application.queries import transfer_accounts
 from eventbank.application.service import LedgerService
 from eventbank.cli.demo import run_demo
 from eventbank.domain.account import describe_account
@@ -114,6 +115,38 @@ def test_a_pending_transfer_not_yet_projected_is_found_in_the_feed(store_url):
         assert ledger.service.post_transfer(tid).outcome["status"] == "posted"
         with pytest.raises(TransferNotFound):
             ledger.service.void_transfer("0000-no-such-transfer")
+    finally:
+        ledger.close()
+
+
+class _ProjectedRightAfterItsRowsAreRead:
+    """The ledger's read store, but the projection catches up just after a look-up has read a
+    transfer's rows and before it reads the checkpoint: what a runner (or another process's
+    inline projection) committing in between does."""
+
+    def __init__(self, ledger: Ledger):
+        self._ledger = ledger
+
+    def transfer(self, transfer_id: str):
+        rows = self._ledger.reads.transfer(transfer_id)
+        self._ledger.runner.catch_up()
+        return rows
+
+    def __getattr__(self, name: str):
+        return getattr(self._ledger.reads, name)
+
+
+def test_a_transfer_projected_during_its_look_up_is_still_found(store_url):
+    """A look-up reads the read model, then the feed past the projection's checkpoint; the
+    projection committing between the two must not hide the transfer (it was answered 404 to
+    a void once, with two servers on one PostgreSQL database)."""
+    ledger = open_ledger(store_url, inline=False)
+    try:
+        open_pair(ledger.service)
+        tid = ledger.service.transfer("ann", "bob", "10.00", pending=True).outcome["transfer_id"]
+        racing = _ProjectedRightAfterItsRowsAreRead(ledger)
+        assert transfer_accounts(racing, ledger.events, tid) == ("ann", "bob")
+        assert ledger.reads.transfer(tid) != []  # it was projected during the look-up
     finally:
         ledger.close()
 

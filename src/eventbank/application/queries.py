@@ -67,11 +67,16 @@ class _Half:
 def movement_halves(reads: ReadStore, events: EventStore, movement_id: str) -> list[_Half]:
     """Every side of a transfer or transaction, from the read model, completed from the feed
     past the projection's checkpoint, which the read model may not hold yet (an acknowledged
-    write is found at once, even after a crash left it unprojected). Empty: unknown."""
+    write is found at once, even after a crash left it unprojected). Empty: unknown.
+
+    The checkpoint is read before the rows: a projection commits its rows with (or before)
+    the checkpoint they reach, so every event up to the checkpoint read has its rows in the
+    read that follows, and the feed covers the rest. Read after the rows, a projection
+    committing in between would hide what it projected from both."""
+    after, scanned = reads.checkpoint(accounts.NAME), 0
     halves = {(r.account_id, r.kind): _Half(r.account_id, r.kind, r.amount_minor, r.currency,
                                             r.counterparty)
               for r in reads.transfer(movement_id)}  # fmt: skip
-    after, scanned = reads.checkpoint(accounts.NAME), 0
     while scanned < UNPROJECTED_SCAN and (feed := events.read_all(after, MAX_READ_LIMIT)):
         for event in feed:
             data = event.data
