@@ -182,6 +182,29 @@ def test_money_reads_as_money_in_each_currencys_decimals(page, server):
     expect(totals).to_contain_text(re.compile(r"[0-9],[0-9]{3}\.[0-9]{3} BHD"))
 
 
+def test_a_search_answered_before_the_first_list_is_not_replaced_by_it(page, server):
+    """The accounts view lists every account first; a search sent before that list answers
+    must stay on screen when it does (it once replaced the search's rows)."""
+    owner = f"Late {uuid.uuid4().hex[:6]}"
+    ids = sorted(new_account(server, "1.00", owner=owner) for _ in range(2))
+    new_account(server, "1.00", owner="Someone else")
+    held = []
+    unfiltered = re.compile(r"/accounts\?q=&")
+    page.route(unfiltered, lambda route: held.append(route))  # the first list waits, unanswered
+    sign_in(page, server, TELLER, "env-0 (teller)")
+    with page.expect_request(unfiltered):
+        page.get_by_role("link", name="Accounts").click()
+    page.get_by_label("Search accounts").fill(owner)
+    page.get_by_role("button", name="Search").click()
+    rows = page.locator("tbody tr")
+    expect(rows).to_have_count(2)
+    with page.expect_response(unfiltered):
+        held[0].continue_()
+    page.evaluate("() => new Promise((settled) => setTimeout(settled, 500))")  # let it render
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text(ids[0])
+
+
 def test_accounts_list_searches_and_pages(page, server):
     owner = f"Search {uuid.uuid4().hex[:6]}"
     ids = sorted(new_account(server, "5.00", owner=owner) for _ in range(23))

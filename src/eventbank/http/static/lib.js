@@ -69,14 +69,21 @@ export function transferLink(id, text = id) {
 
 // A list the API hands out a page at a time with cursors: `fetchPage(after)` returns the page's
 // content and the next cursor (null: the last page); Previous goes back through those seen.
-// Returns a function that shows the first page again (after the filters changed).
+// Returns a function that shows the first page again (after the filters changed). Only the page
+// asked for last is shown: an earlier request answering later (the unfiltered first page after a
+// search, say) is dropped, with its error if it failed.
 export function cursorPages(box, fetchPage) {
   const cursors = [""];
+  let asked = 0;
   const show = () => load().catch((error) => box.replaceChildren(problemBox(error)));
   const turn = (label, change) => h("button", { type: "button", class: "secondary", disabled: !change,
     onclick: () => { change(); show(); } }, label);
   const load = async () => {
-    const { content, next } = await fetchPage(cursors.at(-1));
+    const ticket = ++asked;
+    const answer = await fetchPage(cursors.at(-1)).then((page) => ({ page }), (error) => ({ error }));
+    if (ticket !== asked) return;
+    if (answer.error) throw answer.error;
+    const { content, next } = answer.page;
     box.replaceChildren(content, h("div", { class: "pager" },
       turn("Previous", cursors.length > 1 && (() => cursors.pop())),
       h("span", { class: "muted" }, `Page ${cursors.length}`),
