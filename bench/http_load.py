@@ -12,8 +12,9 @@ random transfer between the scenario's first ``accounts`` accounts with an ``Ide
 its own (bench/http_transfers.lua); in the batch scenario, ``POST /transfers/batch`` over 4
 connections, each request 1,000 such transfers with a key each. Measured per row:
 
-- transfers/s: transfers done (2xx responses; in a batch, the items that succeeded) over wrk's
-  run time; every other status is counted, by status;
+- transfers/s: transfers done (2xx responses; in a batch, the items that succeeded; a served
+  batch row counts the transfers the store recorded while wrk ran) over wrk's run time; every
+  other status is counted, by status;
 - latency: wrk's percentiles over every response (it sends the next request on a connection
   when the last is answered, so these are the service times 16 clients see);
 - the server process's CPU (user + system, all its threads, from /proc/PID/stat) from wrk's start
