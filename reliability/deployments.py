@@ -266,16 +266,25 @@ def run_nemesis(
 ) -> None:
     """Until ``stop``: after ``quiet_s`` with no fault, wait a random interval, inject the next
     fault, and record it once everything has recovered from it. Faults are dealt from shuffled
-    decks: the first holds each kind once, the resource faults on top, so even a short run
-    meets every kind early and the rarer resource faults first; the next hold each one
-    ``weight`` times."""
+    decks: the first holds each kind once, the resource faults on top, and is dealt whole even
+    past ``stop``, so every run meets every kind, the rarer resource faults first, however
+    long the machine takes to recover from each; the next decks hold each one ``weight``
+    times."""
     deck = list(deployment.faults)
     rng.shuffle(deck)
     deck.sort(key=lambda fault: not fault.crash)  # stable: dealt from the end, resources first
-    if stop.wait(quiet_s):
-        return
-    while not stop.wait(rng.uniform(*interval_s)):
+    first_deck = True  # while it is dealt, ``stop`` waits
+    time.sleep(quiet_s)
+    while True:
+        pause = rng.uniform(*interval_s)
+        if first_deck:
+            time.sleep(pause)
+        elif stop.wait(pause):
+            return
         if not deck:
+            first_deck = False
+            if stop.is_set():
+                return
             deck = [fault for fault in deployment.faults for _ in range(fault.weight)]
             rng.shuffle(deck)
         fault = deck.pop()
