@@ -11,7 +11,7 @@ import pytest
 
 from eventbank.application.auditor import AUDIT_STREAM, Auditor, AuditReport
 from eventbank.application.queries import AccountQueries
-from eventbank.application.service import current_actor
+from eventbank.application.write_path import current_actor
 from eventbank.cli import main
 from eventbank.domain.errors import Conflict
 from eventbank.ports.event_store import ConcurrencyConflict, chained, recorded

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from eventbank.application.batch import BatchItem
-from eventbank.application.service import LedgerService, Receipt, current_actor
+from eventbank.application.service import LedgerService
+from eventbank.application.write_path import Receipt, current_actor
 from eventbank.domain.errors import EventbankError
 from eventbank.http.commands import Coalescer
 from tests.serving import TELLER, serve

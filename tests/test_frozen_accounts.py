@@ -9,7 +9,8 @@ import pytest
 
 from eventbank.application.auditor import Auditor
 from eventbank.application.payroll_service import PayrollService
-from eventbank.application.service import IdempotencyKeyReused, LedgerService
+from eventbank.application.service import LedgerService
+from eventbank.application.write_path import IdempotencyKeyReused
 from eventbank.domain.errors import (
     AccountIsClosed,
     AccountIsFrozen,

@@ -27,7 +27,8 @@ import pytest
 from eventbank.application.account_cache import AccountCache
 from eventbank.application.auditor import Auditor
 from eventbank.application.observability import InstrumentedStore, Metrics
-from eventbank.application.service import IdempotencyKeyReused, LedgerService
+from eventbank.application.service import LedgerService
+from eventbank.application.write_path import IdempotencyKeyReused
 from eventbank.domain.errors import InsufficientFunds, InvalidInput
 from eventbank.engines.postgres.event_store import _APPEND_LOCK, _LOCK_NAMESPACE, PostgresEventStore
 from eventbank.engines.sql.group_commit import GroupCommit

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from eventbank.application.projections import accounts
-from eventbank.application.service import current_actor
+from eventbank.application.write_path import current_actor
 from eventbank.engines.urls import open_read_store
 from eventbank.http.audits import AuditJobs
 from eventbank.ports.read_store import Failure

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from eventbank.application.auditor import Auditor
 from eventbank.application.ids import new_id
 from eventbank.application.queries import NotYetKnown, find_original
-from eventbank.application.service import IdempotencyKeyReused
+from eventbank.application.write_path import IdempotencyKeyReused
 from eventbank.domain.errors import (
     AccountIsFrozen,
     CurrencyMismatch,

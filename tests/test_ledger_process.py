@@ -20,7 +20,7 @@ import pytest
 from eventbank import ledger_process
 from eventbank.application.batch import BatchItem
 from eventbank.application.observability import Metrics
-from eventbank.application.service import Receipt
+from eventbank.application.write_path import Receipt
 from eventbank.domain.errors import InsufficientFunds, InvalidInput
 from eventbank.ledger_process import LedgerProcess, LedgerProcessLost, _sendable
 from eventbank.ports.event_store import StoreError, StoreUnavailable

@@ -21,8 +21,8 @@ from eventbank.application import payroll_service
 from eventbank.application.ids import new_id
 from eventbank.application.observability import Metrics
 from eventbank.application.payroll_service import Listed, PayrollService
-from eventbank.application.service import current_actor
 from eventbank.application.transfer_search import InvalidCursor, InvalidLimit
+from eventbank.application.write_path import current_actor
 from eventbank.domain import payroll as saga
 from eventbank.http.app import create_app
 from eventbank.http.auth import TokenStore, add_token

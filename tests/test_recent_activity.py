@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from eventbank.application import recent_activity as activity
 from eventbank.application.observability import Metrics
 from eventbank.application.recent_activity import encode_cursor, recent_activity
-from eventbank.application.service import current_actor
 from eventbank.application.transfer_search import InvalidCursor, InvalidLimit
+from eventbank.application.write_path import current_actor
 from eventbank.http.app import create_app
 from eventbank.http.auth import TokenStore, add_token
 from eventbank.ports.event_store import MAX_READ_LIMIT, EventStore, RecordedEvent

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from eventbank.application.service import IdempotencyKeyReused, LedgerService, RetriesExhausted
+from eventbank.application.service import LedgerService
+from eventbank.application.write_path import IdempotencyKeyReused, RetriesExhausted
 from eventbank.domain import account as domain
 from eventbank.domain.errors import (
     AccountIsClosed,

@@ -38,7 +38,7 @@ from typing import Any
 
 from eventbank.application.batch import BatchItem, ItemResult
 from eventbank.application.observability import Metrics
-from eventbank.application.service import Receipt, current_actor
+from eventbank.application.write_path import Receipt, current_actor
 from eventbank.domain.errors import EventbankError
 from eventbank.ports.event_store import StoreError, StoreUnavailable
 

@@ -1,13 +1,13 @@
 """A bounded in-process cache of account states, so a command need not re-read what it knows.
 
 An entry is an account's state at a committed version (read from the store, or appended by this
-process) or at the version an append this process queued will give it (service.py drops the
+process) or at the version an append this process queued will give it (write_path.py drops the
 entry if that append fails), with the hash at the head of its chain. Another process may have
 appended since, so an entry may be stale, and that is safe: a command decided on it names the
 cached version and hash as expected and the store refuses the append (``ConcurrencyConflict``)
 if the stream has moved on; the service then forgets the entry and reads the stream again. A
 refusal decided on a cached state is likewise re-checked against the store before it is
-reported (service.py).
+reported (write_path.py).
 
 Where another process writes the same accounts (``serve --workers 2`` on PostgreSQL) nearly
 every entry goes stale, and a command decided on one is refused and decided again. So once an

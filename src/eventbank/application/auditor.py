@@ -30,7 +30,7 @@ from typing import Any
 
 from eventbank.application.ids import new_id
 from eventbank.application.projections import accounts
-from eventbank.application.service import current_actor
+from eventbank.application.write_path import current_actor
 from eventbank.domain import account as domain
 from eventbank.domain.canonical import canonical_json
 from eventbank.domain.deadlines import utc_text

@@ -1,5 +1,5 @@
 """A batch of transfers (``POST /transfers/batch``, ``eventbank transfer --batch``): its items
-and their outcomes. ``LedgerService.transfer_batch`` runs it (service.py says how).
+and their outcomes. ``LedgerService.transfer_batch`` runs it (transfer_batches.py says how).
 
 - Each item is a transfer with an idempotency key of its own. The key is required: a batch
   retried without keys would pay twice. Replaying a batch replays each item that was done.

@@ -32,8 +32,9 @@ from typing import Any
 from eventbank.application.batch import BatchItem
 from eventbank.application.ids import new_id
 from eventbank.application.projections.accounts import NAME as ACCOUNTS
-from eventbank.application.service import IdempotencyKeyReused, LedgerService, current_actor
+from eventbank.application.service import LedgerService
 from eventbank.application.transfer_search import InvalidCursor, InvalidLimit
+from eventbank.application.write_path import IdempotencyKeyReused, current_actor
 from eventbank.domain import payroll as saga
 from eventbank.domain.account import AccountStatus, check_account_id
 from eventbank.domain.canonical import canonical_json

@@ -4,7 +4,7 @@ Why: two commands of this process on one account would both decide on the same v
 the store would refuse the second (``ConcurrencyConflict``), which then backs off, re-reads and
 decides again. On a hot account most attempts were wasted that way. Holding a lock per stream
 from deciding until the append has answered (or, with a group-committing engine, until it is
-queued: service.py) makes the second command wait for the first and decide on its result
+queued: write_path.py) makes the second command wait for the first and decide on its result
 instead: no conflict, no backoff, no re-read.
 
 Correctness never rests on these locks: another process may still append to the stream, and

@@ -15,7 +15,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from eventbank.application.holds import MAX_LISTED, open_holds
-from eventbank.application.service import Receipt
 from eventbank.application.statements import (
     balance_as_of,
     describe_statement,
@@ -24,6 +23,7 @@ from eventbank.application.statements import (
     statement,
     statement_csv,
 )
+from eventbank.application.write_path import Receipt
 from eventbank.cli.batch import TransferCommand, read_batch, run_batch
 from eventbank.cli.common import (
     AccountId,

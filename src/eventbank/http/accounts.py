@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Response
 
 from eventbank.application.queries import SEARCH_SCAN
-from eventbank.application.service import Receipt
 from eventbank.application.statements import (
     MAX_STATEMENT_EVENTS,
     balance_as_of,
@@ -19,6 +18,7 @@ from eventbank.application.statements import (
     statement,
     statement_csv,
 )
+from eventbank.application.write_path import Receipt
 from eventbank.http.commands import run_command
 from eventbank.http.params import (
     READ_ERRORS,

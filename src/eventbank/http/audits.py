@@ -22,7 +22,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 
 from eventbank.application.auditor import Auditor
-from eventbank.application.service import current_actor
+from eventbank.application.write_path import current_actor
 from eventbank.domain.errors import NotFound
 from eventbank.http.params import READ_ERRORS, Guard, problem_responses
 from eventbank.http.schemas import AuditJob, AuditRecord, EventPage

@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eventbank.application.service import current_actor
+from eventbank.application.write_path import current_actor
 from eventbank.domain.errors import EventbankError, InvalidInput, RuleViolation
 
 PERMISSIONS: dict[str, frozenset[str]] = {

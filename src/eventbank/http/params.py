@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import Header, Query, Response
 
 from eventbank.application.observability import command_id
-from eventbank.application.service import Receipt
+from eventbank.application.write_path import Receipt
 from eventbank.http import problems
 
 

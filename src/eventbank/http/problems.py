@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from eventbank.application.observability import request_id
-from eventbank.application.service import IdempotencyKeyReused
+from eventbank.application.write_path import IdempotencyKeyReused
 from eventbank.domain.errors import (
     Conflict,
     EventbankError,

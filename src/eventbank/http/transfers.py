@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from eventbank.application.batch import MAX_BATCH_ITEMS, BatchItem, ItemResult, tally
 from eventbank.application.holds import MAX_LISTED, open_holds
-from eventbank.application.service import Receipt, current_actor
 from eventbank.application.transfer_search import find_transfers
+from eventbank.application.write_path import Receipt, current_actor
 from eventbank.domain.errors import InvalidInput, TransferNotFound
 from eventbank.http.commands import Coalescer, run_command
 from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, Guard, IdempotencyKey, answer

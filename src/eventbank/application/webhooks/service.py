@@ -38,7 +38,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from eventbank.application.ids import new_id
-from eventbank.application.service import current_actor
 from eventbank.application.webhooks.errors import (
     InvalidWebhook,
     UnknownEventType,
@@ -59,6 +58,7 @@ from eventbank.application.webhooks.subscriptions import (
     fold,
 )
 from eventbank.application.webhooks.targets import Target, check_url, resolve
+from eventbank.application.write_path import current_actor
 from eventbank.ports.event_store import (
     GENESIS_HASH,
     MAX_READ_LIMIT,
