@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.batch_in_process import IN_PROCESS, NOT_PROJECTED
 from bench.ceiling import WITH_READ_MODEL, Ceiling
+from bench.command_floor import CommandFloor
 from bench.http_load import EVENTBANK as SERVE
 from bench.http_load import (
     FLOOR,
@@ -46,6 +47,7 @@ class Report:
     payrolls: list[PayrollTiming] = field(default_factory=list)
     webhooks: list[WebhookTiming] = field(default_factory=list)
     http: list[HttpMeasurement] = field(default_factory=list)
+    command_floors: list[CommandFloor] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +183,9 @@ INLINE_GOAL = 0.15  # served with the inline projection and without it, at most 
 
 def in_process_bars(report: Report) -> list[Bar]:
     """eventbank in process at 16 clients over the engine alone (bench/ceiling.py), per SQL
-    engine of the run: how much of what the machine allows the whole command path keeps."""
+    engine of the run: how much of what the machine allows the whole command path keeps; and,
+    with the command path's own CPU measured (bench/command_floor.py), the most it could keep
+    on one CPU."""
     bars = []
     for alone in (c for c in report.ceilings if c.scenario == CONCURRENT.name):
         m = _find(report, "eventbank", alone.engine, CONCURRENT.name)
@@ -194,6 +198,14 @@ def in_process_bars(report: Report) -> list[Bar]:
         if with_rows is not None:  # the engine alone writing the read model's rows too
             with_reads = with_rows.transfers_per_s / alone.transfers_per_s
             measured += f"; engine alone + read model rows: {with_reads:.2f}x"
+        floor = next((f for f in report.command_floors if f.engine == alone.engine), None)
+        if floor is not None:
+            most = floor.ceiling_per_s(alone.cpu_us_per_transfer) / alone.transfers_per_s
+            measured += (
+                f"; at most {most:.2f}x on one CPU (the command path alone "
+                f"{floor.cpu_us_per_transfer:,.0f} us + the engine's "
+                f"{alone.cpu_us_per_transfer:,.0f} us per transfer)"
+            )
         bars.append(Bar(
             f"in process, 16 clients, over the engine alone ({alone.engine})",
             f">= {IN_PROCESS_GOAL:.2f}x", measured, ratio >= IN_PROCESS_GOAL,
@@ -463,6 +475,12 @@ def format_report(report: Report) -> str:
             f"{c.ms_per_transaction:>8.2f}{c.cpu_us_per_transfer:>16.1f}"
             for c in report.ceilings
         ]
+        lines += [
+            f"{'the command path alone: LedgerService on a free store, 1 thread':<70}"
+            f"{f.engine:<12}{1:>13}{1e6 / f.cpu_us_per_transfer:>12,.0f}{'-':>8}"
+            f"{f.cpu_us_per_transfer:>16.1f}"
+            for f in report.command_floors
+        ]
     if report.payrolls:
         lines += [
             "",
@@ -515,6 +533,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "reconstitution": [asdict(t) for t in report.loads],
         "projection_rebuild": [asdict(r) for r in report.rebuilds],
         "engine_alone": [asdict(c) for c in report.ceilings],
+        "command_floor": [asdict(f) for f in report.command_floors],
         "payroll": [asdict(p) for p in report.payrolls],
         "webhooks": [{**asdict(w), "ratio_to_floor": w.ratio_to_floor} for w in report.webhooks],
         "http": [

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench.batch_in_process import IN_PROCESS, NOT_PROJECTED, measure_in_process_batch
 from bench.ceiling import Ceiling, measure_ceiling
+from bench.command_floor import measure_command_floor
 from bench.engines import Engine, open_engines
 from bench.http_load import (
     BATCH_ENGINES,
@@ -108,6 +109,12 @@ def run(config: Config, progress: Callable[[str], None] = print) -> Report:
                             f"{engine.name}: engine alone, {ceiling.per_transaction}/tx, "
                             f"{ceiling.scenario}: {ceiling.transfers_per_s:,.0f} transfers/s"
                         )
+                    if scenario == CONCURRENT and "eventbank" in config.systems:
+                        floor = measure_command_floor(engine.name, scenario, config.transfers,
+                                                      config.seed, config.cpu)  # fmt: skip
+                        report.command_floors.append(floor)
+                        progress(f"{engine.name}: the command path alone, "
+                                 f"{floor.cpu_us_per_transfer:,.0f} us per transfer")  # fmt: skip
             if "http" in config.systems:
                 report.http += _http(engine, config, progress)
             if "eventbank" in config.systems:

@@ -16,6 +16,7 @@ import pytest
 from bench.__main__ import main
 from bench.batch_in_process import IN_PROCESS, NOT_PROJECTED, measure_in_process_batch
 from bench.ceiling import WITH_READ_MODEL, Ceiling, measure_ceiling
+from bench.command_floor import CommandFloor, measure_command_floor
 from bench.http_load import (
     EVENTBANK,
     FLOOR,
@@ -37,6 +38,7 @@ from bench.report import (
     workers_bars,
 )
 from bench.run import RAW_SQL
+from bench.targets.free_store import FreeStore
 from bench.targets.raw_sql import RawSqlite
 from bench.workload import (
     ACCOUNTS,
@@ -49,7 +51,14 @@ from bench.workload import (
     plan,
 )
 
+from eventbank.application.service import LedgerService
 from eventbank.engines.urls import default_read_store_url, sqlite_path
+from eventbank.ports.event_store import (
+    CommandRecord,
+    ConcurrencyConflict,
+    DuplicateCommand,
+    NewEvent,
+)
 from eventbank.wiring import open_ledger
 
 
@@ -103,6 +112,13 @@ def test_smallest_run_writes_a_full_report(tmp_path, capsys):
     alone = {(c["scenario"], c["per_transaction"]) for c in report["engine_alone"]}
     assert alone == {(CONCURRENT.name, 16), (CONCURRENT.name + WITH_READ_MODEL, 16), (HOT.name, 4)}
     assert all(c["transfers"] == 40 and c["transfers_per_s"] > 0 for c in report["engine_alone"])
+    (floor,) = report["command_floor"]
+    assert (floor["engine"], floor["scenario"], floor["transfers"]) == (
+        "sqlite",
+        CONCURRENT.name,
+        40,
+    )
+    assert floor["cpu_us_per_transfer"] > 0
     (payroll,) = report["payroll"]
     assert (payroll["engine"], payroll["lines"], payroll["status"]) == ("sqlite", 30, "completed")
     assert payroll["seconds"] >= payroll["start_seconds"] > 0 and payroll["lines_per_s"] > 0
@@ -411,6 +427,38 @@ def test_the_in_process_bar_reads_eventbank_against_the_engine_alone_of_the_same
     )
     assert (postgres.passed, postgres.measured) == (True, "0.54x (7,000 against 13,000/s)")
     assert in_process_bars(Report({}, [], ceilings=[alone("sqlite", 20_000)])) == []
+    # with the command path's own CPU (160 us) beside the engine's (40 us): 5,000/s at most
+    report.command_floors = [CommandFloor("sqlite", CONCURRENT.name, 500, 160.0)]
+    sqlite, _ = in_process_bars(report)
+    assert (sqlite.passed, sqlite.measured.split("; ")[-1]) == (
+        False,
+        "at most 0.25x on one CPU (the command path alone 160 us + the engine's 40 us per "
+        "transfer)",
+    )
+
+
+def test_the_command_floor_makes_every_planned_transfer_through_the_service():
+    floor = measure_command_floor("sqlite", CONCURRENT, 300, seed=3)
+    assert (floor.engine, floor.scenario, floor.transfers) == ("sqlite", CONCURRENT.name, 300)
+    assert floor.cpu_us_per_transfer > 0
+    assert floor.ceiling_per_s(50.0) == pytest.approx(1e6 / (floor.cpu_us_per_transfer + 50.0))
+
+
+def test_the_free_store_keeps_the_checks_the_command_path_relies_on():
+    """A store that skipped them would let the floor skip work every real engine makes it do."""
+    service = LedgerService(FreeStore())
+    service.open_account("a", owner="A", account_type="CHECKING", initial_deposit="10.00")
+    service.open_account("b", owner="B", account_type="CHECKING")
+    service.transfer("a", "b", "2.50", command_id="k1")
+    again = service.transfer("a", "b", "2.50", command_id="k1")
+    assert again.replayed and service.get_account("b").balance_minor == 250
+    store = service.store
+    (head,) = store.read_stream("a", limit=1, backwards=True)
+    moved = NewEvent("e-x", "a", "Account", head.version, "FundsDeposited", 1, {}, {})
+    with pytest.raises(ConcurrencyConflict):
+        store.append([moved], {"a": head.version - 1})
+    with pytest.raises(DuplicateCommand):
+        store.append([], {}, CommandRecord("k1", "f", {}))
 
 
 def _row(system: str, per_s: float, engine: str, scenario: str) -> HttpMeasurement:
