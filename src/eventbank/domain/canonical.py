@@ -17,7 +17,11 @@ from typing import Any
 
 
 def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 text; NaN, infinities and unknown types are refused."""
+    """Sorted keys, no whitespace, UTF-8 text; NaN, infinities and unknown types are refused.
+    A string is quoted directly, as ``JSONEncoder.encode`` itself does (the chain hash encodes
+    four per event)."""
+    if type(value) is str:
+        return encode_basestring(value)
     if _C_ENCODER is None:
         return _ENCODER.encode(value)
     return "".join(_C_ENCODER(value, 0))

@@ -112,7 +112,9 @@ def format_money(amount_minor: int, currency: str) -> str:
 
 def format_minor(amount_minor: int, currency: str) -> str:
     """Render minor units as a decimal string with exactly the currency's decimals."""
-    exponent = exponent_of(currency)
+    exponent = CURRENCY_EXPONENTS.get(currency) if type(currency) is str else None
+    if exponent is None:  # looked up once, not twice, on the common path (eleven per transfer)
+        exponent = exponent_of(currency)
     sign = "-" if amount_minor < 0 else ""
     digits = str(abs(amount_minor)).rjust(exponent + 1, "0")
     if exponent == 0:
