@@ -47,10 +47,7 @@ from eventbank.domain.events import (
 from eventbank.domain.journal import Original
 from eventbank.domain.metadata import check_metadata
 from eventbank.domain.money import Money, format_minor, parse_amount
-from eventbank.ports.event_store import (
-    EventStore,
-    RecordedEvent,
-)
+from eventbank.ports.event_store import EventStore, RecordedEvent
 
 log = logging.getLogger(__name__)
 # Newest events of the debit account searched for how a pending transfer ended, before asking

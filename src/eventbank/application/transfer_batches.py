@@ -45,15 +45,8 @@ from eventbank.application.write_path import (
 from eventbank.domain import account as domain
 from eventbank.domain.account import Account
 from eventbank.domain.canonical import fingerprint
-from eventbank.domain.errors import (
-    Conflict,
-    EventbankError,
-    InvalidInput,
-    RuleViolation,
-)
-from eventbank.domain.events import (
-    AccountEvent,
-)
+from eventbank.domain.errors import Conflict, EventbankError, InvalidInput, RuleViolation
+from eventbank.domain.events import AccountEvent
 from eventbank.domain.metadata import check_metadata
 from eventbank.domain.money import parse_amount
 from eventbank.ports.event_store import (

@@ -46,17 +46,8 @@ from eventbank.domain import account as domain
 from eventbank.domain.account import Account
 from eventbank.domain.canonical import fingerprint
 from eventbank.domain.deadlines import utc_text
-from eventbank.domain.errors import (
-    Conflict,
-    EventbankError,
-    InvalidInput,
-    RuleViolation,
-)
-from eventbank.domain.events import (
-    ACCOUNT,
-    AccountEvent,
-    Movement,
-)
+from eventbank.domain.errors import Conflict, EventbankError, InvalidInput, RuleViolation
+from eventbank.domain.events import ACCOUNT, AccountEvent, Movement
 from eventbank.domain.money import format_minor
 from eventbank.ports.event_store import (
     GENESIS_HASH,
