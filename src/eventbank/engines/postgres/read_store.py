@@ -496,23 +496,35 @@ def _refresh_transfers(conn: psycopg.Connection, moves: Sequence[TransactionRow]
     # unnest yields the sorted ids in order, so the locks are taken in that order
     conn.execute("SELECT count(pg_advisory_xact_lock(%s, hashtext(id))) FROM unnest(%s::text[]) id",
                  (_TRANSFER_LOCKS, sorted({*touched, *originals})))  # fmt: skip
-    _refold(conn, touched)
-    _refold(conn, originals)
+    _refold(conn, touched, moves)
+    _refold(conn, originals, moves)
 
 
-def _refold(conn: psycopg.Connection, transfer_ids: list[str]) -> None:
+def _refold(
+    conn: psycopg.Connection, transfer_ids: list[str], own: Sequence[TransactionRow]
+) -> None:
     """As the SQLite read store's: each row from all its movements and reversals, and its index
-    entries (its time and metadata never move)."""
+    entries (its time and metadata never move). The batch's ``own`` movements are folded as
+    they are, not read back: only the others are read (none, for a transfer all of whose
+    movements are in this batch, as a plain transfer's are). A movement delivered twice is the
+    same row read or not, so the fold is the same."""
     if not transfer_ids:
         return
-    found = conn.execute(f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions"
-                         " WHERE transfer_id = ANY(%s)", (transfer_ids,))  # fmt: skip
+    found = conn.execute(
+        f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ANY(%s)"
+        " AND (account_id, version) NOT IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))",
+        (transfer_ids, [m.account_id for m in own], [m.version for m in own]),
+    )
     reversing = conn.execute(
         "SELECT reverses, transfer_id, moved_minor FROM transfers WHERE reverses = ANY(%s)"
         " ORDER BY transfer_id",
         (transfer_ids,),
     )  # both sent before either is read: one round trip in the batch's pipeline
     moves: dict[str, list[TransactionRow]] = {}
+    wanted = set(transfer_ids)
+    for move in own:
+        if move.transfer_id in wanted:
+            moves.setdefault(move.transfer_id, []).append(move)
     for m in found:
         moves.setdefault(m[6], []).append(transaction_from(m, _decoded))
     reversals: dict[str, list[tuple[str, int]]] = {}
