@@ -19,13 +19,12 @@ and is not), as eventbank's inline projection writes them.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 
 from bench.targets.raw_sql import RawSql
 from bench.targets.read_rows import ReadModelRows, read_writer
-from bench.workload import ACCOUNTS, INITIAL_MINOR, Scenario, account_id, on_cpu, plan
+from bench.workload import ACCOUNTS, INITIAL_MINOR, Scenario, account_id, interleaved, on_cpu
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +56,7 @@ def measure_ceiling(
     accounts = [account_id(i) for i in range(ACCOUNTS)]
     raw.open_accounts(accounts, INITIAL_MINOR)
     reads = ReadModelRows(accounts, INITIAL_MINOR)
-    per_client = plan(scenario, transfers, seed)
-    work = [t for turn in itertools.zip_longest(*per_client) for t in turn if t is not None]
+    work = interleaved(scenario, transfers, seed)
     size = scenario.clients
     chunks = [work[start : start + size] for start in range(0, len(work), size)]
     batches = [(raw.rows_of(chunk), reads.of(chunk) if read_model else None) for chunk in chunks]

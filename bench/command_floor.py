@@ -13,16 +13,14 @@ faster than their sum allows (``ceiling_per_s``), whatever the group commit and 
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 
+from bench.targets.eventbank import CURRENCY
 from bench.targets.free_store import FreeStore
-from bench.workload import ACCOUNTS, INITIAL_MINOR, Scenario, account_id, on_cpu, plan
+from bench.workload import ACCOUNTS, INITIAL_MINOR, Scenario, account_id, interleaved, on_cpu
 from eventbank.application.service import LedgerService
 from eventbank.domain.money import format_minor
-
-CURRENCY = "USD"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +47,7 @@ def measure_command_floor(
     for index in range(ACCOUNTS):
         service.open_account(account_id(index), owner="Bench", account_type="CHECKING",
                              initial_deposit=deposit)  # fmt: skip
-    per_client = plan(scenario, transfers, seed)
-    work = [t for turn in itertools.zip_longest(*per_client) for t in turn if t is not None]
+    work = interleaved(scenario, transfers, seed)
     amounts = [format_minor(t.amount_minor, CURRENCY) for t in work]
     with on_cpu(cpu):
         started = time.process_time()

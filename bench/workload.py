@@ -17,6 +17,7 @@ for a cross-CPU wake-up; every system measured here runs its threads the same wa
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -71,6 +72,13 @@ def plan(scenario: Scenario, transfers: int, seed: int) -> list[list[Transfer]]:
         amount_minor = rng.randint(1, MAX_AMOUNT_MINOR)
         work.append(Transfer(account_id(source), account_id(target), amount_minor))
     return [work[client :: scenario.clients] for client in range(scenario.clients)]
+
+
+def interleaved(scenario: Scenario, transfers: int, seed: int) -> list[Transfer]:
+    """The plan's transfers in the order its clients take turns: each one's first, then each
+    one's second, and so on (one thread writing what the clients would)."""
+    per_client = plan(scenario, transfers, seed)
+    return [t for turn in itertools.zip_longest(*per_client) for t in turn if t is not None]
 
 
 class Target(Protocol):
