@@ -533,25 +533,3 @@ def _require_file(path: Path) -> None:
             f"no token file at {path.absolute()} (`eventbank serve` makes one on first start; "
             "or pass --tokens-file)"
         )
-
-
-def permission_guard(tokens: TokenStore) -> Callable[[str], Any]:
-    """``guard(permission)``: a route dependency that admits a bearer token whose role has
-    ``permission``, and records the token's name as the actor of what the request does.
-    (FastAPI is imported here: the command line uses the token file without it.)"""
-    from fastapi import Depends
-    from fastapi.security import HTTPBearer
-
-    bearer = HTTPBearer(auto_error=False, description="A token from `serve` or the token file.")
-
-    def guard(permission: str) -> Any:
-        async def check(credentials: Any = Depends(bearer)) -> Token:
-            # credentials: fastapi.security.HTTPAuthorizationCredentials, or None
-            header = f"Bearer {credentials.credentials}" if credentials else None
-            token = tokens.require(header, permission)
-            current_actor.set(token.name)
-            return token
-
-        return Depends(check)
-
-    return guard
