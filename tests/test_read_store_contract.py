@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -155,6 +156,24 @@ def test_transactions_page_by_version_and_transfers_are_found_by_id(reads):
     assert reads.transfer("t-unknown") == []
     assert set(reads.balances(["a", "b", "nobody"])) == {"a", "b"}
     assert [r.account_id for r in reads.all_balances()] == ["a", "b"]
+
+
+NASTY_TEXT = 'O\'Brien "the \\ payer" {"x": [1]}\n naïve 💸 \u2028 ✓'
+
+
+def test_text_that_json_escapes_reads_back_as_written(reads):
+    """Rows travel as engine-specific parameters (PostgreSQL: one JSON document of rows);
+    no quote, backslash, newline or non-ASCII character may be changed on the way."""
+    opened = dataclasses.replace(row("a", 1, 0), owner=NASTY_TEXT)
+    funded = dataclasses.replace(opened, version=2, balance_minor=500)
+    moved = dataclasses.replace(
+        move("a", 2, 500, 500, transfer_id="t-1"),
+        metadata={NASTY_TEXT: NASTY_TEXT},
+        description=NASTY_TEXT,
+    )
+    reads.apply(P, [Change(opened, None), Change(funded, moved)])
+    assert reads.balance("a") == funded
+    assert reads.transactions("a") == [moved]
 
 
 def test_totals_sum_balances_and_count_open_accounts_per_currency(reads):

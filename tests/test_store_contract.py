@@ -132,7 +132,7 @@ NASTY = {
 
 def test_payloads_with_quotes_escapes_and_big_numbers_read_back_as_written(store):
     """Events and command outcomes travel as JSON text inside engine-specific parameters
-    (PostgreSQL: binary arrays); nothing in the payload may be re-escaped or rounded."""
+    (PostgreSQL: one JSON document of rows); nothing in the payload may be re-escaped or rounded."""
     events = [new_event("nasty", 1, **NASTY), new_event("nasty", 2, **NASTY)]
     record = CommandRecord("nasty-cmd", "f" * 64, {"outcome": NASTY})
     recorded = store.append(events, {"nasty": 0}, record)

@@ -44,7 +44,7 @@ from psycopg.types.json import Json
 
 from eventbank.domain.canonical import canonical_json
 from eventbank.engines.postgres import connection as pg
-from eventbank.engines.postgres.unnest import columns_of, unnest_insert
+from eventbank.engines.postgres.json_rows import insert_rows, rows_param
 from eventbank.engines.sql.group_commit import (
     DEFAULT_MAX,
     DEFAULT_WAIT_MS,
@@ -343,23 +343,23 @@ _CONSTRAINTS = {"events_event_id_key": "event_id", "events_stream_version_key": 
                 "commands_pkey": "command_id"}  # fmt: skip
 
 
-_INSERT_EVENTS = unnest_insert(
+_INSERT_EVENTS = insert_rows(
     "events", EVENT_COLUMNS,
     ("text", "text", "text", "bigint", "text", "bigint", "json", "json", "text"),
     "RETURNING event_id, position",
 )  # fmt: skip
-_INSERT_COMMANDS = unnest_insert("commands", COMMAND_COLUMNS, ("text", "text", "json"))
+_INSERT_COMMANDS = insert_rows("commands", COMMAND_COLUMNS, ("text", "text", "json"))
 
 
 def _insert_events(conn: psycopg.Connection, events: Sequence[NewEvent]) -> list[int]:
     """RETURNING order is unspecified, so each position comes back with its event's id."""
-    rows = conn.execute(_INSERT_EVENTS, columns_of(event_rows(events))).fetchall()
+    rows = conn.execute(_INSERT_EVENTS, rows_param(event_rows(events))).fetchall()
     position_of: dict[str, int] = dict(rows)
     return [position_of[event.event_id] for event in events]
 
 
 def _insert_commands(conn: psycopg.Connection, commands: Sequence[CommandRecord]) -> None:
-    conn.execute(_INSERT_COMMANDS, columns_of(command_rows(commands)))
+    conn.execute(_INSERT_COMMANDS, rows_param(command_rows(commands)))
 
 
 def _constraint(exc: Exception) -> str | None:

@@ -31,7 +31,7 @@ import psycopg
 
 from eventbank.domain.canonical import canonical_json
 from eventbank.engines.postgres import connection as pg
-from eventbank.engines.postgres.unnest import columns_of, unnest_insert
+from eventbank.engines.postgres.json_rows import insert_rows, rows_param
 from eventbank.engines.sql.checkpoints import move_checkpoint
 from eventbank.engines.sql.transfer_rows import (
     T_COLUMNS,
@@ -187,7 +187,7 @@ _FAILURE_COLUMNS = (
 # Each change's row under the version guard: its account id returned only when it was written;
 # a skipped one (guard false) returns none. An absent row may only start at version 1: anything
 # else is a gap.
-_UPSERT_BALANCES = unnest_insert(
+_UPSERT_BALANCES = insert_rows(
     "account_balances", _BALANCE_NAMES,
     ("text", "text", "text", "text", "bigint", "text", "bigint", "text", "bigint", "bigint",
      "bigint"),
@@ -416,7 +416,7 @@ def _upsert_balances(
         rounds[turn].append((r.account_id, r.owner, r.account_type, r.currency, r.balance_minor,
                              r.status, r.version, r.updated_at, r.overdraft_limit_minor,
                              r.pending_debits_minor, r.pending_credits_minor))  # fmt: skip
-    return [conn.execute(_UPSERT_BALANCES, columns_of(rows)) for rows in rounds], turns
+    return [conn.execute(_UPSERT_BALANCES, rows_param(rows)) for rows in rounds], turns
 
 
 def _first_gap(
@@ -454,31 +454,31 @@ def _insert_transactions(conn: psycopg.Connection, moves: Sequence[TransactionRo
     """Record the batch's movements in one statement; one already there (its change delivered
     twice) is left as it is."""
     if moves:
-        conn.execute(_INSERT_TRANSACTIONS, columns_of(
+        conn.execute(_INSERT_TRANSACTIONS, rows_param(
             [(t.account_id, t.version, t.kind, t.amount_minor, t.currency, t.counterparty,
               t.transfer_id, t.balance_after_minor, t.recorded_at,
               canonical_json(dict(t.metadata)), t.description, t.reverses) for t in moves]
         ))  # fmt: skip
 
 
-_INSERT_TRANSACTIONS = unnest_insert(
+_INSERT_TRANSACTIONS = insert_rows(
     "account_transactions", tuple(TRANSACTION_NAMES),
     ("text", "bigint", "text", "bigint", "text", "text", "text", "bigint", "text", "jsonb",
      "text", "text"),
     "ON CONFLICT (account_id, version) DO NOTHING",
 )  # fmt: skip
-_UPSERT_TRANSFERS = unnest_insert(
+_UPSERT_TRANSFERS = insert_rows(
     "transfers", tuple(TRANSFER_NAMES),
     ("text", "text", "text", "text", "text", "text", "jsonb", "jsonb", "text", "text", "bigint",
      "bigint", "text", "jsonb", "bigint"),
     f"ON CONFLICT (transfer_id) DO UPDATE"
     f" SET {', '.join(f'{c} = excluded.{c}' for c in TRANSFER_NAMES)}",
 )  # fmt: skip
-_INDEX_BY_ACCOUNT = unnest_insert(
+_INDEX_BY_ACCOUNT = insert_rows(
     "transfers_by_account", ("account_id", "created_at", "transfer_id"), ("text",) * 3,
     "ON CONFLICT DO NOTHING",
 )  # fmt: skip
-_INDEX_BY_META = unnest_insert(
+_INDEX_BY_META = insert_rows(
     "transfers_by_meta", ("meta_key", "meta_value", "created_at", "transfer_id"), ("text",) * 4,
     "ON CONFLICT DO NOTHING",
 )  # fmt: skip
@@ -537,8 +537,8 @@ def _refold(
         (_INDEX_BY_ACCOUNT, by_account),
         (_INDEX_BY_META, by_meta),
     ):
-        if values:  # one statement for all the rows (unnest.py)
-            conn.execute(statement, columns_of(values))
+        if values:  # one statement for all the rows (json_rows.py)
+            conn.execute(statement, rows_param(values))
 
 
 def _decoded(value: Any) -> Any:
