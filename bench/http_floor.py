@@ -6,8 +6,9 @@ for a batch ``TransferBatchRequest`` with each item read as a ``BatchTransferIte
 validation), in a plain `def` endpoint (run on Starlette's thread pool), and answers with a
 small JSON body (a batch: how many items it read): no authentication, no middleware, no store,
 no logging. It is served as ``eventbank serve`` serves (``cli/serve.py``): one process,
-``uvicorn.run`` with the same options, its threads kept on one CPU, so what it does per request
-is what the server stack costs at least.
+``uvicorn.run`` with the same options, its threads kept on one CPU and its garbage collector
+tuned as ``serve`` tunes its own, so what it does per request is what the server stack costs at
+least.
 
     python -m bench.http_floor --port 8001
 """
@@ -19,6 +20,7 @@ import argparse
 import uvicorn
 from fastapi import FastAPI
 
+from eventbank.gc_tuning import tune_gc_for_serving
 from eventbank.http.one_cpu import stay_on_one_cpu
 from eventbank.http.schemas import BatchTransferItem, TransferBatchRequest, TransferRequest
 
@@ -48,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args(argv)
     # The options of `eventbank serve` (src/eventbank/cli/serve.py), and nothing else; on one
-    # CPU, as a single `eventbank serve` process runs (http/one_cpu.py).
+    # CPU, as a single `eventbank serve` process runs (http/one_cpu.py), with its garbage
+    # collector's settings (gc_tuning.py).
     stay_on_one_cpu()
+    tune_gc_for_serving()
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=10)  # fmt: skip
 

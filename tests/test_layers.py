@@ -19,10 +19,11 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "eventbank"
 
 RANK = {"domain": 0, "ports": 1, "engines": 2, "application": 2, "wiring": 3,
-        "ledger_process": 3.5, "cli": 4, "http": 4, "webhooks": 0, "backoff": 0}  # fmt: skip
+        "ledger_process": 3.5, "cli": 4, "http": 4, "webhooks": 0, "backoff": 0,
+        "gc_tuning": 0}  # fmt: skip
 """What each layer may import: anything of a lower rank, and its own layer. ``webhooks`` is the
-receivers' signature helper and ``backoff`` the retry loops' wait: standard library only,
-importable by any layer. ``ledger_process``
+receivers' signature helper, ``backoff`` the retry loops' wait and ``gc_tuning`` a server
+process's collector settings: standard library only, importable by any layer. ``ledger_process``
 runs a ledger ``wiring`` opens in a child process, for the HTTP service."""
 
 

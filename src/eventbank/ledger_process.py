@@ -40,6 +40,7 @@ from eventbank.application.batch import BatchItem, ItemResult
 from eventbank.application.observability import Metrics
 from eventbank.application.write_path import Receipt, current_actor
 from eventbank.domain.errors import EventbankError
+from eventbank.gc_tuning import tune_gc_for_serving
 from eventbank.ports.event_store import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,7 @@ def _child_main(conns: list[Connection], settings: _Settings) -> None:
     except BaseException as exc:  # noqa: BLE001 - the parent raises it
         conns[0].send(_sendable(exc))
         return
+    tune_gc_for_serving()
 
     def answer(conn: Connection) -> None:
         while True:

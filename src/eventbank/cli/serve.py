@@ -110,6 +110,7 @@ def serve(
     import uvicorn
 
     from eventbank.application.observability import Metrics, configure_json_logging
+    from eventbank.gc_tuning import tune_gc_for_serving
     from eventbank.http.app import create_app, delivery_worker, start_delivery, webhook_service
     from eventbank.ledger_process import LedgerProcess
     from eventbank.wiring import open_ledger
@@ -157,6 +158,7 @@ def serve(
                                   ledger_process=transfers.pid if transfers else None)  # fmt: skip
             print(banner, file=sys.stderr, flush=True)
             app = create_app(ledger, tokens, metrics, webhooks=webhooks, ledger_process=transfers)
+            tune_gc_for_serving()
             uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
                         timeout_graceful_shutdown=10)  # fmt: skip
         finally:

@@ -43,6 +43,7 @@ from eventbank.application.observability import (
 from eventbank.application.payroll_service import PayrollService
 from eventbank.application.webhooks import DeliveryWorker, WebhookService, load_or_create_key
 from eventbank.domain.errors import EventbankError
+from eventbank.gc_tuning import tune_gc_for_serving
 from eventbank.http import problems
 from eventbank.http.accounts import account_routes
 from eventbank.http.activity import activity_routes
@@ -333,6 +334,7 @@ def app_from_environment() -> FastAPI:
                 shutil.rmtree(Path(settings["runner_lock"]).parent, ignore_errors=True)
 
     app.router.lifespan_context = lifespan
+    tune_gc_for_serving()
     return app
 
 
