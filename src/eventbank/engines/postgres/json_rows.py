@@ -12,7 +12,7 @@ element by element in Python: for a projected batch that was the largest part of
 CPU (docs/performance.md, "JSON documents instead of arrays").
 
 Every value is text, an integer or None (null); a json or jsonb column's value is its JSON
-text, stored as it is (a ``json`` column keeps the very text, as the chain hash needs).
+text, which a ``json`` column keeps as it is (payloads read back byte for byte as written).
 """
 
 from __future__ import annotations
