@@ -9,7 +9,8 @@ rows, and one parameter: the rows as a JSON array of arrays, made by ``json.dump
 PostgreSQL takes each row's fields out of the document and casts them to their columns' types.
 An array per column (``unnest``) made the same statement, but psycopg builds every array
 element by element in Python: for a projected batch that was the largest part of the client's
-CPU (docs/performance.md, "JSON documents instead of arrays").
+CPU (docs/performance.md, "The event loop's share, and PostgreSQL's rows as one JSON
+document").
 
 Every value is text, an integer or None (null); a json or jsonb column's value is its JSON
 text, which a ``json`` column keeps as it is (payloads read back byte for byte as written).
