@@ -273,6 +273,7 @@ class WritePath:
         *,
         collect: list[RecordedEvent] | None = None,
         queued: dict[str, str] | None = None,
+        refused: dict[int, EventbankError] | None = None,
     ) -> Callable[[], list[Receipt]]:
         """Steps 1-3 until the append is queued; the returned call waits for it and finishes.
 
@@ -293,6 +294,14 @@ class WritePath:
         leaves. The command must be built on those (else ``AwaitQueued``); a refusal on them
         is ``RefusedOnQueued``, for the batch to count once they are written; the heads its
         own append leaves are recorded in it.
+
+        ``refused`` (batch items written together): a command the rules refuse is left out of
+        the append instead of refusing them all, and its error is set at its position
+        (``_decide_in_turn``); the receipts are those of the others, in order. Its refusal is
+        not decided again on the store's state: the append still names the version and head of
+        every stream, its own too, so it is written only if each state a refusal was decided
+        on is still the store's (else ``ConcurrencyConflict``, and the caller decides again).
+        If every command is refused, the first refusal is raised.
         """
         stream_ids = list(dict.fromkeys(sid for c in commands for sid in c.stream_ids))
         known, cached = self._known(stream_ids)
@@ -300,7 +309,7 @@ class WritePath:
         if queued and any(known[sid][1] != queued[sid] for sid in waits_on):
             raise AwaitQueued  # not built on this batch's own appends: it could pass them
         try:
-            decided = self._decide_in_turn(commands, known)
+            decided = self._decide_in_turn(commands, known, refused)
         except (RuleViolation, InvalidInput) as exc:
             # A refusal must hold on the store's current state: read again what was cached,
             # but for states appends still queued will leave (the store checks those).
@@ -323,7 +332,10 @@ class WritePath:
         new_events = chained(new_envelopes, heads)
         expected = {sid: (state.version if state else 0) for sid, state in states.items()}
         records = [CommandRecord(c.command_id, c.fingerprint, outcome)
-                   for c, outcome in zip(commands, outcomes, strict=True)]  # fmt: skip
+                   for c, outcome in zip(commands, outcomes, strict=True)
+                   if outcome is not None]  # fmt: skip
+        if refused and not records:  # nothing to write that the store would check them by
+            raise refused[min(refused)]
         record = records[0] if len(records) == 1 else records
         if self._submit_append is None:
             recorded = self.store.append(new_events, expected, record)
@@ -353,15 +365,28 @@ class WritePath:
         return settle
 
     def _decide_in_turn(
-        self, commands: Sequence[Command], known: Mapping[str, tuple[Account | None, str]]
-    ) -> tuple[dict[str, Account | None], list[NewEvent], list[dict[str, Any]]]:
+        self,
+        commands: Sequence[Command],
+        known: Mapping[str, tuple[Account | None, str]],
+        refused: dict[int, EventbankError] | None = None,
+    ) -> tuple[dict[str, Account | None], list[NewEvent], list[dict[str, Any] | None]]:
         """Decide each command on the states the ones before it leave: the states after the
-        last, every command's events (as envelopes, not yet chained), each one's outcome."""
+        last, every command's events (as envelopes, not yet chained), each one's outcome.
+
+        With ``refused``, a command the rules refuse is left out (its outcome None, its error
+        set at its position) and the rest go on."""
         states = {sid: state for sid, (state, _) in known.items()}
         envelopes: list[NewEvent] = []
-        outcomes = []
-        for command in commands:
-            decided = command.decide(states)
+        outcomes: list[dict[str, Any] | None] = []
+        for position, command in enumerate(commands):
+            try:
+                decided = command.decide(states)
+            except (RuleViolation, InvalidInput) as exc:
+                if refused is None:
+                    raise
+                refused[position] = exc
+                outcomes.append(None)
+                continue
             envelopes += self._envelopes(decided, states, command.command_id, command.actor)
             for event in decided:
                 states[event.account_id] = domain.apply(states[event.account_id], event)
