@@ -1,6 +1,7 @@
 """PostgreSQL read-store behaviour the shared contract cannot show: sharing the event store's
-database by default, its own schema version, concurrent first opens, and projection processes
-writing the same rows at once (SQLite serialises writers; PostgreSQL does not)."""
+database by default, its own schema version, concurrent first opens, projection processes
+writing the same rows at once (SQLite serialises writers; PostgreSQL does not), and commits
+that do not wait for their flush (the event store's do)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,35 @@ def test_by_default_read_models_live_beside_the_events_with_their_own_schema_ver
             " (SELECT version FROM account_balances WHERE account_id = 'a')"
         ).fetchone() == (2, 2)
     assert schema_versions(postgres_store_url) == [(EVENT_SCHEMA_VERSION, SCHEMA_VERSION)]
+
+
+NOTE_SETTING = """
+    CREATE TABLE commit_settings (written text, synchronous_commit text);
+    CREATE FUNCTION note_setting() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        INSERT INTO commit_settings VALUES (TG_TABLE_NAME, current_setting('synchronous_commit'));
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER note AFTER INSERT ON events EXECUTE FUNCTION note_setting();
+    CREATE TRIGGER note AFTER INSERT ON account_balances EXECUTE FUNCTION note_setting();
+"""
+
+
+def test_read_model_batches_commit_without_waiting_for_the_flush_and_events_with_it(
+    postgres_store_url,
+):
+    """Each transaction's own setting, as a trigger in it reads it: the read model's batch
+    does not wait for its WAL flush (read_store.py says why that loses nothing the runner
+    cannot re-apply), the events' append does."""
+    ledger = open_ledger(postgres_store_url)
+    try:
+        ledger.service.open_account("a", owner="Ann", account_type="CHECKING")
+        with psycopg.connect(postgres_store_url, autocommit=True) as admin:
+            admin.execute(NOTE_SETTING)
+            ledger.service.deposit("a", "1.00")
+            noted = admin.execute("SELECT * FROM commit_settings ORDER BY written").fetchall()
+    finally:
+        ledger.close()
+    assert noted == [("account_balances", "off"), ("events", "on")]
 
 
 def test_a_read_schema_newer_than_this_release_is_refused_clearly(

@@ -16,6 +16,16 @@ projection processes write at once, so ``apply`` relies on row locks rather than
   the transfers to fold again go in the first; the transfer rows, checkpoint and COMMIT in the
   last. A movement is written with ``ON CONFLICT DO NOTHING``: one whose change is skipped as
   delivered twice is there already, and one whose change is a gap is rolled back with it.
+- A batch commits with ``synchronous_commit = off`` (for its own transaction only; the event
+  store's commits keep waiting for their flush), as the SQLite read store commits with
+  ``synchronous=NORMAL``: its COMMIT does not wait for the WAL to reach the disk. A crash of the
+  server can then lose the newest read-model commits, never an event. What it keeps is an
+  earlier commit, rows and checkpoint together (the WAL is replayed in order, up to what was
+  flushed; on a server the event store shares, each of its commits flushes all WAL written
+  before it), so every row its checkpoint covers is there, and the runner re-applies the rest
+  from the checkpoint, exactly once by the version guard (tests/test_chaos.py crashes the
+  server under load). What it saves: a wait for a flush in each batch of the inline
+  projection, which a command's answer waits for (docs/performance.md).
 
 Its schema version is recorded in ``read_schema_info``, apart from the event store's
 ``schema_info``, since both may share a database. Ids and currencies use the "C" collation, so
@@ -251,6 +261,7 @@ class PostgresReadStore:
         # a change skipped as delivered twice has its movement there already: not written again
         moves = [change.transaction for change in ordered if change.transaction is not None]
         with pg.connection(self._pool) as conn, conn.pipeline(), conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = off")  # module docstring
             rounds, turns = _upsert_balances(conn, ordered)
             _insert_transactions(conn, moves)
             _refresh_transfers(conn, moves)  # its first read sends all of the above
