@@ -242,6 +242,25 @@ def test_an_item_refused_on_a_stale_cached_account_is_decided_again_on_the_store
     assert balances(ours, "poor", "payee") == ["81.00", "73.00"]
 
 
+def test_items_whose_append_met_another_writer_are_decided_together_again(sqlite_store_url):
+    """A chunk refused for a conflict wrote nothing: its items are decided together again on
+    the store's newer state, not each in an append of its own."""
+    ours, theirs = (LedgerService(open_store(sqlite_store_url)) for _ in range(2))
+    accounts = [f"w{n}" for n in range(10)]
+    opened(ours, **dict.fromkeys(accounts, "100.00"))
+    theirs.deposit("w0", "5.00")  # another process: `ours` still holds w0 at 100.00
+    group = ours.store.group_commit
+    appends = group.appends
+    results = ours.transfer_batch(
+        [item(a, b, "1.00", f"w-{n}") for n, (a, b) in enumerate(zip(accounts, accounts[1:]))]
+    )
+    assert {outcome for outcome in outcomes(results)} == {("ok", None)}
+    assert group.appends - appends == 1  # one per item had they been run one by one
+    assert balances(ours, "w0", "w5", "w9") == ["104.00", "100.00", "101.00"]
+    ours.store.close()
+    theirs.store.close()
+
+
 class LosesAppends:
     """A group-committing store whose queued appends numbered in ``lose`` fail with
     StoreUnavailable: never written (``lose[n]`` False; the appends queued after it on its

@@ -62,8 +62,11 @@ from eventbank.ports.event_store import (
 # append of its own; fewer than the engine's connection pool (32 on DynamoDB).
 PARALLEL_ITEMS = 8
 # Items of a batch decided together and written in one append where the engine queues appends
-# (``_batch_together``): as many transfers, two events each, as one append may hold.
+# (``_batch_together``): as many transfers, two events each, as one append may hold; and how
+# many times items whose appends met only conflicts are decided together again before each is
+# run on its own.
 TOGETHER_ITEMS = MAX_EVENTS_PER_APPEND // 2
+TOGETHER_ATTEMPTS = 3
 
 
 class TransferBatches(WritePath, ABC):
@@ -158,6 +161,11 @@ class TransferBatches(WritePath, ABC):
     ) -> dict[int, ItemResult]:
         """Every item a transfer of its own, written by group commit in few transactions.
 
+        Where the engine queues appends, the items are first decided together and written a
+        chunk to an append (``_batch_together``; again, up to ``TOGETHER_ATTEMPTS`` times in
+        all, while nothing but conflicts stops them). The waves below run what that leaves, or
+        every item on an engine that appends at once, or when the batch was sent before.
+
         The items are taken in waves. A wave decides and queues each item in order (under its
         streams' locks, as ``_attempt`` does), each on the states the items queued before it
         leave, while a thread of its own waits for the appends as they are queued (group
@@ -190,7 +198,10 @@ class TransferBatches(WritePath, ABC):
         todo, down_since = commands, 0.0
         try:
             if not look_up and self._submit_append is not None:
-                todo = self._batch_together(commands, results, collected)
+                for _ in range(TOGETHER_ATTEMPTS):
+                    todo, conflicted = self._batch_together(todo, results, collected)
+                    if not conflicted:
+                        break
                 look_up = {index for index, _ in todo}  # a failed append may have been written
             while todo:
                 wave = self._wave if self._submit_append is not None else self._wave_at_once
@@ -229,7 +240,7 @@ class TransferBatches(WritePath, ABC):
         commands: list[tuple[int, Command]],
         results: dict[int, ItemResult],
         collected: list[RecordedEvent],
-    ) -> list[tuple[int, Command]]:
+    ) -> tuple[list[tuple[int, Command]], bool]:
         """The common case of ``_batch_each`` at a fraction of its cost: the items decided in
         turn, in chunks of ``TOGETHER_ITEMS``, each chunk written in one append carrying every
         written item's command record (one waiter and one hand-off per chunk, not per item).
@@ -237,20 +248,23 @@ class TransferBatches(WritePath, ABC):
         is written, as the store then checked every state the chunk was decided on. A chunk is
         decided while the one before it is written, on the states that one leaves.
 
-        Returns the items still to run, item by item (``_batch_each``): those of a chunk whose
-        append failed (a conflict with another process, a key recorded before, the store
-        unavailable), and from the first chunk that could not be submitted on (its states not
-        the ones the chunk before it left, ``AwaitQueued``; or every item refused, so that
-        nothing written would have the store check the refusals) those of every chunk. A chunk
-        built on a failed one fails too (it names the failed one's heads), so each account's
-        items keep their order.
+        Returns the items still to run: those of a chunk whose append failed (a conflict with
+        another process, a key recorded before, the store unavailable), and from the first
+        chunk that could not be submitted on (its states not the ones the chunk before it
+        left, ``AwaitQueued``; or every item refused, so that nothing written would have the
+        store check the refusals) those of every chunk; and whether each of them met only a
+        conflict (nothing written: the caller may decide them together again, on the store's
+        newer states, which a conflict has the account cache read from then on). A chunk built
+        on a failed one fails too (it names the failed one's heads), so each account's items
+        keep their order.
         """
         if len({command.command_id for _, command in commands}) < len(commands):
-            return commands  # a key twice (requests run together): the second is replayed
+            return commands, False  # a key twice (requests run together): the second replayed
         chunks = [commands[at : at + TOGETHER_ITEMS]
                   for at in range(0, len(commands), TOGETHER_ITEMS)]  # fmt: skip
         queued: dict[str, str] = {}
         submitted: list[dict[int, EventbankError]] = []  # each chunk's refusals, by position
+        conflicted = True  # so far, nothing but conflicts stopped a chunk
         settler = _Settler()
         try:
             for chunk in chunks:
@@ -260,7 +274,10 @@ class TransferBatches(WritePath, ABC):
                         settle = self._decide_and_submit([command for _, command in chunk],
                                                          collect=collected, queued=queued,
                                                          refused=refused)  # fmt: skip
-                except (AwaitQueued, EventbankError):  # this chunk and the rest: item by item
+                except (AwaitQueued, ConcurrencyConflict):
+                    break
+                except EventbankError:
+                    conflicted = False
                     break
                 settler.add(settle)
                 submitted.append(refused)
@@ -268,7 +285,10 @@ class TransferBatches(WritePath, ABC):
             answers = settler.finish()  # every queued append is waited for, whatever happens
         left = [item for chunk in chunks[len(submitted) :] for item in chunk]
         for chunk, refused, answer in zip(chunks, submitted, answers, strict=False):
+            if isinstance(answer, ConcurrencyConflict):
+                self._cache.found_stale(answer.aggregate_ids)
             if isinstance(answer, EventbankError):
+                conflicted = conflicted and isinstance(answer, ConcurrencyConflict)
                 left += chunk
                 continue
             if isinstance(answer, BaseException):
@@ -280,7 +300,7 @@ class TransferBatches(WritePath, ABC):
                     results[index] = ItemResult(index, command.command_id, "ok", outcome)
                 elif not self._answer_from_first_run(index, command, results):
                     results[index] = _refused(index, command, refused[position])
-        return sorted(left, key=lambda item: item[0])
+        return sorted(left, key=lambda item: item[0]), bool(left) and conflicted
 
     def _wave(
         self,
