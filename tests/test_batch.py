@@ -251,9 +251,8 @@ def test_items_whose_append_met_another_writer_are_decided_together_again(sqlite
     theirs.deposit("w0", "5.00")  # another process: `ours` still holds w0 at 100.00
     group = ours.store.group_commit
     appends = group.appends
-    results = ours.transfer_batch(
-        [item(a, b, "1.00", f"w-{n}") for n, (a, b) in enumerate(zip(accounts, accounts[1:]))]
-    )
+    pairs = zip(accounts, accounts[1:], strict=False)  # w0 -> w1, ..., w8 -> w9
+    results = ours.transfer_batch([item(a, b, "1.00", f"w-{n}") for n, (a, b) in enumerate(pairs)])
     assert {outcome for outcome in outcomes(results)} == {("ok", None)}
     assert group.appends - appends == 1  # one per item had they been run one by one
     assert balances(ours, "w0", "w5", "w9") == ["104.00", "100.00", "101.00"]
