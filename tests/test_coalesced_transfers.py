@@ -205,3 +205,20 @@ def test_a_key_sent_alone_and_then_together_is_one_transfer(ordered_store):
     assert balance(service, "bob") == "2.00"
     with pytest.raises(EventbankError, match="different request"):
         service.transfer("alice", "bob", "3.00", command_id=key)
+
+
+def test_a_key_recorded_before_among_new_ones_is_replayed_and_the_others_run(ordered_store):
+    """Distinct keys are decided together and written in one append (transfer_batches.py,
+    ``_batch_together``); one recorded before makes that append fail, and each is then run
+    on its own: the recorded one replayed, the others written once."""
+    service = LedgerService(ordered_store)
+    opened(service, alice="10.00", bob=None)
+    first = service.transfer("alice", "bob", "1.00", command_id="k-before")
+    answers = service.transfer_each([
+        BatchItem("alice", "bob", "1.00", "k-new-1"),
+        BatchItem("alice", "bob", "1.00", "k-before"),
+        BatchItem("alice", "bob", "1.00", "k-new-2"),
+    ])  # fmt: skip
+    assert [a.replayed for a in answers if isinstance(a, Receipt)] == [False, True, False]
+    assert answers[1].outcome == first.outcome  # type: ignore[union-attr]
+    assert [balance(service, a) for a in ("alice", "bob")] == ["7.00", "3.00"]
