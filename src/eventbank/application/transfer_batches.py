@@ -202,7 +202,8 @@ class TransferBatches(WritePath, ABC):
                     todo, conflicted = self._batch_together(todo, results, collected)
                     if not conflicted:
                         break
-                look_up = {index for index, _ in todo}  # a failed append may have been written
+                if not conflicted:  # a failed append may have been written: look each up
+                    look_up = {index for index, _ in todo}
             while todo:
                 wave = self._wave if self._submit_append is not None else self._wave_at_once
                 tried_at = time.monotonic()
