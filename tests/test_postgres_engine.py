@@ -342,6 +342,45 @@ def test_a_pooled_connection_is_checked_before_use_only_after_sitting_idle(postg
         pool.close()
 
 
+# ---------------------------------------------------------------- statements sent as one message
+
+TRICKY = 'it\'s 100%s; DROP TABLE kept; -- \\ $1 \u00e9\u20ac \U0001f4b8 "q"'
+
+
+def test_statements_run_together_in_one_message_in_order_with_values_quoted(postgres_store_url):
+    """pg.run_together: each statement's own rows, in order; values quoted by the client, so no
+    text in them runs as SQL; one transaction per message unless a BEGIN opens one, and the
+    first failure ends the message and rolls back what it wrote."""
+    pool = pg.open_pool(postgres_store_url, name="together", pool_size=1, connect_timeout_s=5,
+                        lock_timeout_s=5)  # fmt: skip
+    echo = ("SELECT %s::text, %s::bigint", (TRICKY, 2**62))
+    try:
+        with pg.connection(pool) as conn:
+            conn.execute("CREATE TABLE kept (x int)")
+            assert pg.run_together(conn, [echo, ("INSERT INTO kept VALUES (%s)", (1,)), echo]) == [
+                [(TRICKY, 2**62)],
+                [],
+                [(TRICKY, 2**62)],
+            ]
+            assert pg.run_together(conn, [("SELECT %s::text[]", (["a'b", "c,d", ""],))]) == [
+                [(["a'b", "c,d", ""],)]
+            ]
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                pg.run_together(
+                    conn, [("INSERT INTO kept VALUES (%s)", (2,)), ("SELECT 1 / 0", ())]
+                )
+            assert conn.execute("SELECT x FROM kept").fetchall() == [(1,)]  # the 2 undone
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            # a transaction the messages open, left by an error between them: rolled back
+            with pytest.raises(RuntimeError, match="a gap"), pg.rolled_back_on_error(conn):
+                pg.run_together(conn, [("BEGIN", ()), ("INSERT INTO kept VALUES (%s)", (3,))])
+                raise RuntimeError("a gap")
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert conn.execute("SELECT x FROM kept").fetchall() == [(1,)]
+    finally:
+        pool.close()
+
+
 # ---------------------------------------------------------------- a server that stops answering
 
 

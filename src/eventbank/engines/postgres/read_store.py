@@ -10,12 +10,12 @@ projection processes write at once, so ``apply`` relies on row locks rather than
   batches always take their row locks in the same order and cannot deadlock each other. They go
   in rounds, one statement each: every account's first change, then every second one, and so
   on (one statement may not update a row twice); every row is locked in the first.
-- A batch is one pipeline: its statements are sent without waiting for each other's answers,
-  so it costs two round trips, not one per statement (one more when it reverses a transfer,
-  one more when a change was delivered twice): the balances, the movements and the reads of
-  the transfers to fold again go in the first; the transfer rows, checkpoint and COMMIT in the
-  last. A movement is written with ``ON CONFLICT DO NOTHING``: one whose change is skipped as
-  delivered twice is there already, and one whose change is a gap is rolled back with it.
+- A batch is two messages (``connection.run_together``), two round trips, not one per
+  statement (one more when it reverses a transfer, one more when a change was delivered
+  twice): BEGIN, the balances, the movements and the reads of the transfers to fold again go
+  in the first; the transfer rows, checkpoint and COMMIT in the last. A movement is written
+  with ``ON CONFLICT DO NOTHING``: one whose change is skipped as delivered twice is there
+  already, and one whose change is a gap is rolled back with it.
 - A batch commits with ``synchronous_commit = off`` (for its own transaction only; the event
   store's commits keep waiting for their flush), as the SQLite read store commits with
   ``synchronous=NORMAL``: its COMMIT does not wait for the WAL to reach the disk. A crash of the
@@ -260,17 +260,31 @@ class PostgresReadStore:
         ordered = sorted(changes, key=lambda change: change.row.account_id)
         # a change skipped as delivered twice has its movement there already: not written again
         moves = [change.transaction for change in ordered if change.transaction is not None]
-        with pg.connection(self._pool) as conn, conn.pipeline(), conn.transaction():
-            conn.execute("SET LOCAL synchronous_commit = off")  # module docstring
-            rounds, turns = _upsert_balances(conn, ordered)
-            _insert_transactions(conn, moves)
-            _refresh_transfers(conn, moves)  # its first read sends all of the above
-            written = [{account for (account,) in cursor} for cursor in rounds]
+        rounds, turns = _balance_rounds(ordered)
+        touched, originals = to_refold(moves)
+        first: list[pg.Statement] = [("BEGIN", ()), ("SET LOCAL synchronous_commit = off", ())]
+        first += [(_UPSERT_BALANCES, rows_param(rows)) for rows in rounds]
+        if moves:
+            first.append(_insert_transactions(moves))
+        if touched:  # each transfer's lock before its movements are read (_refold_reads)
+            first.append(_lock_transfers(touched + originals))
+            first += _refold_reads(touched, moves)
+        last: list[pg.Statement] = [("COMMIT", ())]
+        if checkpoint is not None:
+            last.insert(0, move_checkpoint(projection, checkpoint, only_from, "%s"))
+        with pg.connection(self._pool) as conn, pg.rolled_back_on_error(conn):
+            results = pg.run_together(conn, first)
+            written = [{account for (account,) in rows} for rows in results[2 : 2 + len(rounds)]]
             applied = [c.row.account_id in written[t] for c, t in zip(ordered, turns, strict=True)]
             if gap := _first_gap(conn, ordered, applied):
                 raise gap  # rolls back all of the batch
-            if checkpoint is not None:
-                conn.execute(*move_checkpoint(projection, checkpoint, only_from, "%s"))
+            if touched:
+                writes = _refold_writes(touched, moves, *results[-2:])
+                if originals:  # folded once the reversals' own rows are written
+                    results = pg.run_together(conn, [*writes, *_refold_reads(originals, moves)])
+                    writes = _refold_writes(originals, moves, *results[-2:])
+                last = [*writes, *last]
+            pg.run_together(conn, last)
 
     def save_failure(self, failure: Failure) -> None:
         with pg.connection(self._pool) as conn:
@@ -408,13 +422,11 @@ class PostgresReadStore:
         return [Failure(*r) for r in rows]
 
 
-def _upsert_balances(
-    conn: psycopg.Connection, changes: Sequence[Change]
-) -> tuple[list[psycopg.Cursor], list[int]]:
-    """Queue the guarded upserts of ``changes`` (in account order) in rounds, one statement
-    each: each account's first change, then each second one, … (the module docstring). Returns
-    each round's cursor, which then gives the accounts it wrote (each at most once in a round),
-    and each change's round."""
+def _balance_rounds(changes: Sequence[Change]) -> tuple[list[list[tuple[Any, ...]]], list[int]]:
+    """The rows of ``changes`` (in account order) for the guarded upserts, in rounds, one
+    statement each: each account's first change, then each second one, … (the module
+    docstring); and each change's round. A round's statement returns the accounts it wrote
+    (each at most once in a round)."""
     rounds: list[list[tuple[Any, ...]]] = []
     turns: list[int] = []
     taken: dict[str, int] = {}
@@ -427,7 +439,7 @@ def _upsert_balances(
         rounds[turn].append((r.account_id, r.owner, r.account_type, r.currency, r.balance_minor,
                              r.status, r.version, r.updated_at, r.overdraft_limit_minor,
                              r.pending_debits_minor, r.pending_credits_minor))  # fmt: skip
-    return [conn.execute(_UPSERT_BALANCES, rows_param(rows)) for rows in rounds], turns
+    return rounds, turns
 
 
 def _first_gap(
@@ -461,15 +473,14 @@ def _first_gap(
     return gap
 
 
-def _insert_transactions(conn: psycopg.Connection, moves: Sequence[TransactionRow]) -> None:
-    """Record the batch's movements in one statement; one already there (its change delivered
+def _insert_transactions(moves: Sequence[TransactionRow]) -> pg.Statement:
+    """The batch's movements in one statement; one already there (its change delivered
     twice) is left as it is."""
-    if moves:
-        conn.execute(_INSERT_TRANSACTIONS, rows_param(
-            [(t.account_id, t.version, t.kind, t.amount_minor, t.currency, t.counterparty,
-              t.transfer_id, t.balance_after_minor, t.recorded_at,
-              canonical_json(dict(t.metadata)), t.description, t.reverses) for t in moves]
-        ))  # fmt: skip
+    return _INSERT_TRANSACTIONS, rows_param(
+        [(t.account_id, t.version, t.kind, t.amount_minor, t.currency, t.counterparty,
+          t.transfer_id, t.balance_after_minor, t.recorded_at,
+          canonical_json(dict(t.metadata)), t.description, t.reverses) for t in moves]
+    )  # fmt: skip
 
 
 _INSERT_TRANSACTIONS = insert_rows(
@@ -495,42 +506,39 @@ _INDEX_BY_META = insert_rows(
 )  # fmt: skip
 
 
-def _refresh_transfers(conn: psycopg.Connection, moves: Sequence[TransactionRow]) -> None:
-    """Fold again the transfers rows the written movements touch, then the originals they
-    reverse (``to_refold``). Each id's lock is taken before its movements are read, in id
-    order after every row lock (so batches cannot deadlock): a concurrent batch's movements of
-    the same transfer are then committed and seen (READ COMMITTED), and the last to fold sees
-    them all. A few statements for the whole batch."""
-    touched, originals = to_refold(moves)
-    if not touched:
-        return
-    # unnest yields the sorted ids in order, so the locks are taken in that order
-    conn.execute("SELECT count(pg_advisory_xact_lock(%s, hashtext(id))) FROM unnest(%s::text[]) id",
-                 (_TRANSFER_LOCKS, sorted({*touched, *originals})))  # fmt: skip
-    _refold(conn, touched, moves)
-    _refold(conn, originals, moves)
+def _lock_transfers(transfer_ids: list[str]) -> pg.Statement:
+    """The transfers rows are folded again from the movements (``_refold_reads``): each id's
+    lock is taken before its movements are read, in id order after every row lock (so batches
+    cannot deadlock). A concurrent batch's movements of the same transfer are then committed
+    and seen (READ COMMITTED), and the last to fold sees them all. (unnest yields the sorted ids
+    in order, so the locks are taken in that order.)"""
+    return ("SELECT count(pg_advisory_xact_lock(%s, hashtext(id))) FROM unnest(%s::text[]) id",
+            (_TRANSFER_LOCKS, sorted(set(transfer_ids))))  # fmt: skip
 
 
-def _refold(
-    conn: psycopg.Connection, transfer_ids: list[str], own: Sequence[TransactionRow]
-) -> None:
-    """As the SQLite read store's: each row from all its movements and reversals, and its index
-    entries (its time and metadata never move). The batch's ``own`` movements are folded as
-    they are, not read back: only the others are read (none, for a transfer all of whose
-    movements are in this batch, as a plain transfer's are). A movement delivered twice is the
-    same row read or not, so the fold is the same."""
-    if not transfer_ids:
-        return
-    found = conn.execute(
-        f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ANY(%s)"
-        " AND (account_id, version) NOT IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))",
-        (transfer_ids, [m.account_id for m in own], [m.version for m in own]),
-    )
-    reversing = conn.execute(
-        "SELECT reverses, transfer_id, moved_minor FROM transfers WHERE reverses = ANY(%s)"
-        " ORDER BY transfer_id",
-        (transfer_ids,),
-    )  # both sent before either is read: one round trip in the batch's pipeline
+def _refold_reads(transfer_ids: list[str], own: Sequence[TransactionRow]) -> list[pg.Statement]:
+    """What folding ``transfer_ids`` again needs besides the batch's ``own`` movements, which
+    are folded as they are, not read back: their other movements (none, for a transfer all of
+    whose movements are in this batch, as a plain transfer's are), then the reversals naming
+    them. A movement delivered twice is the same row read or not, so the fold is the same."""
+    return [
+        (f"SELECT {TRANSACTION_COLUMNS} FROM account_transactions WHERE transfer_id = ANY(%s)"
+         " AND (account_id, version) NOT IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))",
+         (transfer_ids, [m.account_id for m in own], [m.version for m in own])),
+        ("SELECT reverses, transfer_id, moved_minor FROM transfers WHERE reverses = ANY(%s)"
+         " ORDER BY transfer_id", (transfer_ids,)),
+    ]  # fmt: skip
+
+
+def _refold_writes(
+    transfer_ids: list[str],
+    own: Sequence[TransactionRow],
+    found: Sequence[Sequence[Any]],
+    reversing: Sequence[tuple[str, str, int]],
+) -> list[pg.Statement]:
+    """As the SQLite read store's: each row from all its movements (``own`` and what
+    ``_refold_reads`` found) and reversals, and its index entries (its time and metadata never
+    move), each table in one statement (json_rows.py)."""
     moves: dict[str, list[TransactionRow]] = {}
     wanted = set(transfer_ids)
     for move in own:
@@ -543,13 +551,12 @@ def _refold(
         reversals.setdefault(original, []).append((reversal, moved))
     rows = refolded(transfer_ids, moves, reversals)
     by_account, by_meta = index_rows(rows)
-    for statement, values in (
+    statements = (
         (_UPSERT_TRANSFERS, [transfer_values(row) for row in rows]),
         (_INDEX_BY_ACCOUNT, by_account),
         (_INDEX_BY_META, by_meta),
-    ):
-        if values:  # one statement for all the rows (json_rows.py)
-            conn.execute(statement, rows_param(values))
+    )
+    return [(statement, rows_param(values)) for statement, values in statements if values]
 
 
 def _decoded(value: Any) -> Any:
