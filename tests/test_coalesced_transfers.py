@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -128,6 +129,64 @@ def test_the_coalescer_runs_what_queued_meanwhile_together_and_answers_each_its_
     assert answers[:4] == [10, 20, 30, 40]
     assert [str(a) for a in answers if isinstance(a, ValueError)] == ["refused 5", "refused 10"]
     assert isinstance(answers[-1], RuntimeError)
+
+
+def test_after_a_group_with_company_the_runner_waits_for_the_clients_it_answered():
+    """Coalescer's wait: after a group of several, the next is taken once as many requests as
+    that group and the queue held are queued (its clients sending again), or once ``wait_ms``
+    has passed; after a group of one, at once."""
+    blocking, release = threading.Event(), threading.Event()
+    groups: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        groups.append(items)
+        if items == [10]:
+            blocking.set()
+            release.wait(30)  # the others queue meanwhile
+        return items
+
+    patient = Coalescer(run, runners=1, wait_ms=5_000)
+
+    async def client(first: int) -> list[int]:  # sends again soon after its answer
+        answered = await patient.submit(first)
+        await asyncio.sleep(0.02 * first)  # one after another: alone, each a group of its own
+        return [answered, await patient.submit(first + 4)]
+
+    async def main() -> tuple[list[list[int]], float]:
+        started = time.monotonic()
+        assert [await patient.submit(0), await patient.submit(1)] == [0, 1]
+        lone_s = time.monotonic() - started  # two groups of one: neither waited
+        blocker = asyncio.ensure_future(patient.submit(10))
+        while not blocking.is_set():
+            await asyncio.sleep(0.01)
+        clients = [asyncio.ensure_future(client(i)) for i in (2, 3, 4)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return [await blocker, *await asyncio.gather(*clients)], lone_s
+
+    answers, lone_s = asyncio.run(main())
+    assert answers == [10, [2, 6], [3, 7], [4, 8]] and lone_s < 2.5
+    assert groups == [[0], [1], [10], [2, 3, 4], [6, 7, 8]]
+
+    blocking.clear()
+    release.clear()
+    groups.clear()
+    brief = Coalescer(run, runners=1, wait_ms=300)
+
+    async def company_never_comes() -> float:
+        blocker = asyncio.ensure_future(brief.submit(10))
+        while not blocking.is_set():
+            await asyncio.sleep(0.01)
+        pair = asyncio.gather(brief.submit(1), brief.submit(2))
+        await asyncio.sleep(0.05)
+        release.set()
+        assert [await blocker, await pair] == [10, [1, 2]]
+        started = time.monotonic()
+        assert await brief.submit(3) == 3
+        return time.monotonic() - started
+
+    waited_s = asyncio.run(company_never_comes())
+    assert groups == [[10], [1, 2], [3]] and 0.15 <= waited_s < 5  # waited, then went on
 
 
 def store_files(pid: int, folder: Path) -> int:
