@@ -86,7 +86,9 @@ class Coalescer(Generic[I, T]):
     busy connections settle into two groups of 8, each waiting for the other's whole run; with
     it, into one group of 16 waiting only for its own, which pays once for what two paid
     (docs/performance.md, "Groups that wait for the clients just answered"). A lone request,
-    or one after a group of one, is taken at once.
+    or one after a group of one, is taken at once. Requests that arrive on their own (many
+    clients, each sending now and then) never fill the target, so then each group of several
+    waits the whole ``wait_ms``: the price of the rule, bounded by it.
     """
 
     def __init__(
