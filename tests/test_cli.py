@@ -218,6 +218,7 @@ def test_help_shows_plain_names_no_type_tags_no_placeholders_no_boxes(storeless_
         (["transfer"], "error: Missing argument 'FROM_ID'. (see eventbank transfer --help)"),
         (["withdraw", "acc-1", "5", "--jsn"], "error: No such option: --jsn"),
         (["history", "acc-1", "--limit", "0"], "error: Invalid value for '--limit'"),
+        (["serve", "--group-wait-ms", "500"], "error: Invalid value for '--group-wait-ms'"),
         (["withdraw", "acc-1", "5", "6"], "error: Got unexpected extra argument"),
         (["payroll", "start"], "error: Missing argument 'FILE'."),
         (

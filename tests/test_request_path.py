@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -39,8 +40,10 @@ from eventbank.application.projections import accounts
 from eventbank.application.service import LedgerService
 from eventbank.engines.sql.group_commit import GroupCommit
 from eventbank.engines.urls import open_store, sqlite_path
+from eventbank.http import transfers
 from eventbank.http.app import create_app
 from eventbank.http.auth import TokenStore, add_token
+from eventbank.http.commands import Coalescer
 from eventbank.wiring import Ledger, open_ledger
 from tests.test_projections import assert_read_models_equal_replay
 
@@ -343,6 +346,31 @@ def test_a_transfer_is_readable_at_its_version_as_soon_as_it_is_answered(app_led
         assert (read.json()["balance"], read.json()["version"]) == ("97.50", payer["version"])
         moved = client.get(f"/transfers/{answer.json()['transfer_id']}")
         assert moved.status_code == 200 and moved.json()["amount"] == "2.50"
+
+
+@pytest.mark.parametrize("group_wait_ms", [0.0, 12.5])
+def test_the_group_wait_serve_is_given_is_the_transfer_coalescers(
+    app_ledger, tmp_path, monkeypatch, group_wait_ms
+):
+    """``serve --group-wait-ms`` reaches the runner of concurrent ``POST /transfers``
+    (``create_app`` -> ``transfer_routes`` -> ``Coalescer``), and transfers run with it."""
+    made: list[Coalescer] = []
+
+    class Recorded(Coalescer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(transfers, "Coalescer", Recorded)
+    with (
+        client_of(app_ledger, tmp_path, group_wait_ms=group_wait_ms) as client,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        answers = list(pool.map(lambda _: client.post("/transfers", json=transfer_body()),
+                                range(8)))  # fmt: skip
+    assert [answer.status_code for answer in answers] == [201] * 8
+    assert [coalescer.wait_s for coalescer in made] == [group_wait_ms / 1000]
+    assert app_ledger[0].reads.balance("bob").balance_minor == 100_00 + 8 * 1_00
 
 
 def test_the_request_id_is_answered_on_successes_and_on_every_kind_of_refusal(app_ledger, tmp_path):

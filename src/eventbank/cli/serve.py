@@ -26,6 +26,7 @@ from eventbank.cli.webhooks import DEFAULT_KEY_FILE, KeyFile
 from eventbank.domain.errors import InvalidInput
 from eventbank.engines.urls import default_read_store_url, without_password
 from eventbank.http.auth import TokenStore, ensure_admin_token
+from eventbank.http.commands import GROUP_WAIT_MS, MAX_GROUP_WAIT_MS
 from eventbank.http.one_cpu import stay_on_one_cpu
 from eventbank.ports.event_store import StoreError
 
@@ -90,6 +91,19 @@ def serve(
             "PostgreSQL, one server process).",
         ),
     ] = False,
+    group_wait_ms: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=MAX_GROUP_WAIT_MS,
+            metavar="MS",
+            envvar="EVENTBANK_GROUP_WAIT_MS",
+            help="Concurrent POST /transfers run in groups. After a group of several, wait up "
+            "to this long for the clients just answered to send again: more transfers/s from "
+            "busy clients, up to this much more latency for traffic from many occasional "
+            "ones. 0: never wait.",
+        ),
+    ] = GROUP_WAIT_MS,
     any_cpu: Annotated[
         bool,
         typer.Option(
@@ -127,7 +141,7 @@ def serve(
              "allow_private": allow_private_webhooks, "deliver": webhook_delivery}  # fmt: skip
     if workers > 1:
         serve_workers(workers, host, port, settings, tokens_file, json_logs, hooks,
-                      inline_projection)  # fmt: skip
+                      inline_projection, group_wait_ms)  # fmt: skip
         return
     cpus = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     cpu = None if any_cpu else stay_on_one_cpu()  # before any thread starts, though all move
@@ -157,7 +171,8 @@ def serve(
                                   inline_projection=inline_projection, cpu=cpu,
                                   ledger_process=transfers.pid if transfers else None)  # fmt: skip
             print(banner, file=sys.stderr, flush=True)
-            app = create_app(ledger, tokens, metrics, webhooks=webhooks, ledger_process=transfers)
+            app = create_app(ledger, tokens, metrics, webhooks=webhooks, ledger_process=transfers,
+                             group_wait_ms=group_wait_ms)  # fmt: skip
             tune_gc_for_serving()
             uvicorn.run(app, host=host, port=port, log_config=None, access_log=False,
                         timeout_graceful_shutdown=10)  # fmt: skip
@@ -203,6 +218,7 @@ def serve_workers(
     json_logs: bool,
     hooks: dict[str, object],
     inline_projection: bool = True,
+    group_wait_ms: float = GROUP_WAIT_MS,
 ) -> None:
     """``workers`` processes under uvicorn's supervisor, which restarts any that dies; each
     opens its own ledger (``http/app.py``: ``app_from_environment``). What must happen once
@@ -227,7 +243,7 @@ def serve_workers(
         os.environ[WORKER_SETTINGS_ENV] = json.dumps({
             "store_url": settings.store_url, "read_store_url": settings.read_store_url,
             "tokens_file": str(tokens_file.resolve()), "json_logs": json_logs, "webhooks": hooks,
-            "inline_projection": inline_projection,
+            "inline_projection": inline_projection, "group_wait_ms": group_wait_ms,
             "runner_lock": str(Path(folder) / "projection-runner.lock"),
             "supervisor_pid": os.getpid(),
         })  # fmt: skip

@@ -50,6 +50,7 @@ from eventbank.http.activity import activity_routes
 from eventbank.http.api_docs import api_docs_routes
 from eventbank.http.audits import audit_routes
 from eventbank.http.auth import TokenStore
+from eventbank.http.commands import GROUP_WAIT_MS
 from eventbank.http.dashboard import dashboard_routes
 from eventbank.http.journal import journal_routes
 from eventbank.http.json_bodies import RefuseDuplicateKeys
@@ -86,13 +87,16 @@ def create_app(
     slow_request_s: float = SLOW_REQUEST_S,
     webhooks: WebhookService | None = None,
     ledger_process: LedgerProcess | None = None,
+    group_wait_ms: float = GROUP_WAIT_MS,
 ) -> FastAPI:
     """``payroll_resume_every_s``: how often unfinished payrolls are run again (a failed run is
     finished without a restart); None resumes them only at start. ``slow_request_s``: a request
     that takes longer is logged at INFO (``_Observe``). ``webhooks``: the subscriptions, whose
     routes are served when given (``serve`` gives them, with the key of their secrets); their
     delivery runs beside the projection runner, not here. ``ledger_process``: where concurrent
-    plain transfers run together, when not in this process (``serve --ledger-process``)."""
+    plain transfers run together, when not in this process (``serve --ledger-process``).
+    ``group_wait_ms``: the longest their runner waits for the clients it just answered
+    (``serve --group-wait-ms``; http/commands.py ``Coalescer``)."""
     payrolls = PayrollService(ledger.service, reads=ledger.reads)
     saga_runner = PayrollRunner(payrolls, payroll_resume_every_s)
     sweeper = ExpirySweeper(ledger.service, ledger.reads)
@@ -137,7 +141,7 @@ def create_app(
     guard = permission_guard(tokens)
     # Routes are matched in the order included, and POST /transfers is the route most sent:
     # its router first saves trying the others on each transfer (no path is in two routers).
-    app.include_router(transfer_routes(ledger, guard, ledger_process))
+    app.include_router(transfer_routes(ledger, guard, ledger_process, group_wait_ms))
     app.include_router(account_routes(ledger, guard))
     app.include_router(journal_routes(ledger, guard))
     app.include_router(payroll_routes(payrolls, saga_runner, guard))
@@ -298,7 +302,8 @@ def app_from_environment() -> FastAPI:
         raise SystemExit(STARTUP_FAILURE) from None
     webhooks = webhook_service(ledger, settings["webhooks"])
     pid = str(os.getpid())
-    app = create_app(ledger, tokens, metrics, webhooks=webhooks)
+    app = create_app(ledger, tokens, metrics, webhooks=webhooks,
+                     group_wait_ms=settings.get("group_wait_ms", GROUP_WAIT_MS))  # fmt: skip
     app.add_middleware(_ServedBy, pid=pid)
     Info("eventbank_worker", "The worker process that answered this scrape.",
          registry=metrics.registry).info({"pid": pid})  # fmt: skip

@@ -38,8 +38,10 @@ T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - an item queued to a Coalescer
 
 COMMAND_THREADS = 32
-# The longest a Coalescer's runner waits for the clients its last group answered (Coalescer).
+# The longest a Coalescer's runner waits for the clients its last group answered (Coalescer),
+# by default (``serve --group-wait-ms``) and at most.
 GROUP_WAIT_MS = 5.0
+MAX_GROUP_WAIT_MS = 100.0
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()

@@ -13,7 +13,7 @@ from eventbank.application.holds import MAX_LISTED, open_holds
 from eventbank.application.transfer_search import find_transfers
 from eventbank.application.write_path import Receipt, current_actor
 from eventbank.domain.errors import InvalidInput, TransferNotFound
-from eventbank.http.commands import Coalescer, run_command
+from eventbank.http.commands import GROUP_WAIT_MS, Coalescer, run_command
 from eventbank.http.params import READ_ERRORS, WRITE_ERRORS, Guard, IdempotencyKey, answer
 from eventbank.http.schemas import (
     BatchTransferItem,
@@ -40,18 +40,23 @@ PendingTransferId = Annotated[
 
 
 def transfer_routes(
-    ledger: Ledger, guard: Guard, ledger_process: LedgerProcess | None = None
+    ledger: Ledger,
+    guard: Guard,
+    ledger_process: LedgerProcess | None = None,
+    group_wait_ms: float = GROUP_WAIT_MS,
 ) -> APIRouter:
     """``ledger_process``: where plain transfers run together instead of the service
-    (``serve --ledger-process``), a group per channel at a time."""
+    (``serve --ledger-process``), a group per channel at a time. ``group_wait_ms``: the
+    longest their runner waits for the clients it just answered (``Coalescer``)."""
     router = APIRouter(tags=["money"])
     service, queries = ledger.service, ledger.queries
     # Plain transfers run together where the engine group-commits (http/commands.py says why).
     together: Coalescer[BatchItem, Receipt] | None = None
     if ledger_process is not None:
-        together = Coalescer(ledger_process.transfer_each, runners=ledger_process.channels)
+        together = Coalescer(ledger_process.transfer_each, runners=ledger_process.channels,
+                             wait_ms=group_wait_ms)  # fmt: skip
     elif service.groups_appends:
-        together = Coalescer(service.transfer_each)
+        together = Coalescer(service.transfer_each, wait_ms=group_wait_ms)
 
     write: dict[str, Any] = {"dependencies": [guard("write")], "responses": WRITE_ERRORS,
              "response_model": CommandResult, "response_model_exclude_none": True,
