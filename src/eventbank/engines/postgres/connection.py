@@ -321,7 +321,7 @@ def connection(pool: ConnectionPool[DeadlineConnection]) -> Iterator[DeadlineCon
 Statement = tuple[str, Sequence[Any]]
 
 
-def run_together(conn: DeadlineConnection, statements: Sequence[Statement]) -> list[list[Any]]:
+def run_together(conn: psycopg.Connection[Any], statements: Sequence[Statement]) -> list[list[Any]]:
     """Run ``statements`` in order in one round trip, and return each one's rows (none for one
     that returns none).
 
@@ -346,7 +346,7 @@ def run_together(conn: DeadlineConnection, statements: Sequence[Statement]) -> l
 
 
 @contextmanager
-def rolled_back_on_error(conn: DeadlineConnection) -> Iterator[None]:
+def rolled_back_on_error(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """For a transaction the caller's statements begin and commit (``run_together``): should
     anything raise between, roll it back before the connection returns to its pool. (A
     connection that cannot is closed by the pool.)"""

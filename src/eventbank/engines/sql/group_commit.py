@@ -311,7 +311,7 @@ class GroupCommit(Generic[C]):
     def _answers(self, batch: list[_Waiter]) -> list[Any]:
         """Open the transaction, gather the batch into ``batch`` and write it all in that
         transaction. The batch is gathered only once the transaction is open: opening it costs
-        the engine a statement or two (PostgreSQL: BEGIN and the append lock, two round trips),
+        the engine a statement or two (PostgreSQL: BEGIN and the append lock, one round trip),
         during which the next callers get on with deciding, and the wait for company overlaps
         them. (The engine's write lock is then held up to ``max_wait_s`` longer; writers in
         other processes wait that much more.)
