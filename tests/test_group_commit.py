@@ -26,9 +26,11 @@ import pytest
 
 from eventbank.application.account_cache import AccountCache
 from eventbank.application.auditor import Auditor
+from eventbank.application.batch import BatchItem
 from eventbank.application.observability import InstrumentedStore, Metrics
 from eventbank.application.service import LedgerService
 from eventbank.application.write_path import IdempotencyKeyReused
+from eventbank.domain.account import Account
 from eventbank.domain.errors import InsufficientFunds, InvalidInput
 from eventbank.engines.postgres.event_store import _APPEND_LOCK, _LOCK_NAMESPACE, PostgresEventStore
 from eventbank.engines.sql.group_commit import GroupCommit
@@ -630,26 +632,67 @@ def test_once_a_cached_account_proved_stale_another_writers_moves_cost_no_confli
     ]  # fmt: skip
 
 
-def test_catching_up_folds_on_the_stores_newer_events_and_drops_what_it_cannot_trust(store):
+def test_catching_up_folds_on_the_stores_newer_events_and_keeps_only_pending_states_ahead(store):
     service = LedgerService(store)
-    service.open_account("behind", owner="Ann", account_type="CHECKING", initial_deposit="10")
-    service.open_account("queued", owner="Bob", account_type="CHECKING", initial_deposit="10")
-    service.open_account("forked", owner="Cy", account_type="CHECKING", initial_deposit="10")
+    for sid in ("behind", "queued", "passed"):
+        service.open_account(sid, owner="Ann", account_type="CHECKING", initial_deposit="10")
     cache = AccountCache()
-    entries = {sid: service._load(sid) for sid in ("behind", "queued", "forked")}
+    for sid in ("behind", "queued", "passed"):
+        cache.put(*service._load(sid))  # committed at version 2
     service.deposit("behind", "5.00")  # the store moved on past the cached state
-    state, head = entries["queued"]  # as if this process had queued version 3, not yet written
-    entries["queued"] = (dataclasses.replace(state, version=3, balance_minor=2_000), "h3")
-    state, _ = entries["forked"]
-    entries["forked"] = (state, "not-the-stores-head")  # its version holds another event
-    for entry in entries.values():
-        cache.put(*entry)
+    for sid in ("queued", "passed"):  # as if this process had queued version 3, not yet written
+        state, _ = cache.get(sid)
+        cache.put(dataclasses.replace(state, version=3, balance_minor=2_000), "h3", pending=True)
+    service.deposit("passed", "1.00")  # another writer took version 3: the queued append fails
+    pending = cache.get("queued")
     cache.found_stale([])  # another writer is about: entries are checked before use
-    cache.catch_up(store, entries)
-    assert cache.get("forked") is None
+    cache.catch_up(store, ["behind", "queued", "passed"])
     assert cache.get("behind")[0].describe()["balance"] == "15.00"
     assert cache.get("behind") == service._load("behind")
-    assert cache.get("queued") == entries["queued"]
+    assert cache.get("queued") == pending
+    assert cache.get("passed") == service._load("passed")
+
+
+def test_a_failed_append_takes_only_its_pending_states_out_of_the_cache():
+    cache = AccountCache()
+    committed = Account("acc", "Ann", "CHECKING", "USD", 1_000, "OPEN", version=2)
+    cache.put(committed, "h2")
+    cache.put(dataclasses.replace(committed, version=3), "h3", pending=True)
+    cache.put(dataclasses.replace(committed, version=4), "h4", pending=True)  # built on it
+    assert cache.get("acc")[1] == "h4"
+    cache.put(dataclasses.replace(committed, version=3), "h3")  # the first append was written
+    assert cache.get("acc")[1] == "h4"  # the second is still queued
+    cache.drop_pending(["acc"])  # and failed
+    assert cache.get("acc") == (dataclasses.replace(committed, version=3), "h3")
+    cache.put(dataclasses.replace(committed, version=4), "h4'", pending=True)
+    cache.put(dataclasses.replace(committed, version=5), "h5")  # read from the store: past it
+    cache.drop_pending(["acc"])
+    assert cache.get("acc")[1] == "h5"
+    cache.put(dataclasses.replace(committed, version=1), "h1", pending=True)  # behind: ignored
+    assert cache.get("acc")[1] == "h5"
+    cache.forget(["acc"])
+    cache.put(committed, "h2", pending=True)
+    cache.drop_pending(["acc"])  # nothing committed under it: nothing left
+    assert cache.get("acc") is None
+
+
+def test_a_group_refused_for_one_stale_account_reads_only_that_account_again(group_commit_url):
+    """A conflict fails the whole group's append; the other accounts' committed states stay
+    cached (account_cache.py), so deciding the group again reads only the stale one."""
+    store = open_store(group_commit_url)
+    ours = LedgerService(store)
+    assert ours.groups_appends  # so the group is one append, refused as one
+    theirs = LedgerService(open_store(group_commit_url))
+    for sid in ("a", "b", "c", "d"):
+        ours.open_account(sid, owner="Ann", account_type="CHECKING", initial_deposit="100")
+    theirs.deposit("a", "1.00")  # `ours` holds a at version 2, the store at 3
+    read_again: list[str] = []
+    read_stream = store.read_stream
+    store.read_stream = lambda sid, *rest: read_again.append(sid) or read_stream(sid, *rest)
+    answers = ours.transfer_each([BatchItem("a", "b", "5.00", "k1"),
+                                  BatchItem("c", "d", "5.00", "k2")])  # fmt: skip
+    assert [answer.outcome["from"]["balance"] for answer in answers] == ["96.00", "95.00"]
+    assert read_again == ["a"]  # b, c and d known: their committed states stayed
 
 
 def test_within_one_command_a_stream_is_caught_up_once(store):

@@ -1,8 +1,13 @@
 """A bounded in-process cache of account states, so a command need not re-read what it knows.
 
 An entry is an account's state at a committed version (read from the store, or appended by this
-process) or at the version an append this process queued will give it (write_path.py drops the
-entry if that append fails), with the hash at the head of its chain. Another process may have
+process), with the hash at the head of its chain, and, while an append this process queued is
+not yet answered, the state that append will give it (``pending``), which commands on the
+account decide on meanwhile. An append that fails takes its pending state with it
+(``drop_pending``) and the committed one stays; one that succeeds makes its state the committed
+one (``put``). Only a committed state is kept through a failure: a state built on a queued
+append that failed never served again, and the streams of a failed batch need no re-read
+beyond what ``catch_up`` checks. Another process may have
 appended since, so an entry may be stale, and that is safe: a command decided on it names the
 cached version and hash as expected and the store refuses the append (``ConcurrencyConflict``)
 if the stream has moved on; the service then forgets the entry and reads the stream again. A
@@ -13,9 +18,10 @@ Where another process writes the same accounts (``serve --workers 2`` on Postgre
 every entry goes stale, and a command decided on one is refused and decided again. So once an
 entry proved stale (``found_stale``), for ``OTHER_WRITERS_WINDOW_S`` entries are checked before
 use: ``catch_up`` reads, in one read of the store for all the streams asked, each one's events
-from the cached version on, and folds on what others appended. Within one command, or one
+after its committed version, and folds on what others appended. Within one command, or one
 batch of transfers (``checking_once``), a stream is caught up once, not at each step that looks
-at it. A process that writes alone never sees an entry go stale and never pays that read.
+at it (one not cached is read whole by the caller right after, so it counts as checked too). A
+process that writes alone never sees an entry go stale and never pays that read.
 
 Entries only move forward (a racing thread's older read never replaces a newer state) and the
 least recently used are dropped beyond ``capacity``.
@@ -42,34 +48,61 @@ OTHER_WRITERS_WINDOW_S = 10.0
 _CHECKED: ContextVar[tuple[object, set[str]]] = ContextVar("checked", default=(None, set()))
 
 
+State = tuple[Account, str]  # an account's state and the hash at the head of its chain
+
+
 class AccountCache:
     def __init__(self, capacity: int = 10_000):
         if type(capacity) is not int or capacity < 0:
             raise InvalidInput("the account cache capacity must be an integer >= 0 (0: no cache)")
         self.capacity = capacity
-        self._entries: OrderedDict[str, tuple[Account, str]] = OrderedDict()
+        # account id -> (committed state, pending state); at least one of the two is there
+        self._entries: OrderedDict[str, tuple[State | None, State | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._stale_at = -OTHER_WRITERS_WINDOW_S  # monotonic time an entry last proved stale
 
-    def get(self, account_id: str) -> tuple[Account, str] | None:
-        """The cached (state, head hash), possibly stale; None if not cached."""
+    def get(self, account_id: str) -> State | None:
+        """The cached (state, head hash), pending if there is one, possibly stale; None if
+        not cached."""
         with self._lock:
             entry = self._entries.get(account_id)
-            if entry is not None:
-                self._entries.move_to_end(account_id)
-            return entry
+            if entry is None:
+                return None
+            self._entries.move_to_end(account_id)
+            committed, pending = entry
+            return pending or committed
 
-    def put(self, state: Account, head_hash: str) -> None:
-        """Remember ``state`` (with its chain head) unless a newer one is known."""
+    def put(self, state: Account, head_hash: str, *, pending: bool = False) -> None:
+        """Remember ``state`` (with its chain head) unless a newer one is known: as committed
+        (read from the store, or written), or as ``pending`` (an append queued, not yet
+        answered). A committed state at or past the pending one replaces that too."""
         if not self.capacity:
             return
         with self._lock:
-            known = self._entries.get(state.account_id)
-            if known is None or known[0].version < state.version:
-                self._entries[state.account_id] = (state, head_hash)
+            committed, queued = self._entries.get(state.account_id, (None, None))
+            if pending:
+                newest = queued or committed
+                if newest is None or newest[0].version < state.version:
+                    queued = (state, head_hash)
+            elif committed is None or committed[0].version < state.version:
+                committed = (state, head_hash)
+                if queued is not None and queued[0].version <= state.version:
+                    queued = None
+            self._entries[state.account_id] = (committed, queued)
             self._entries.move_to_end(state.account_id)
             if len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
+
+    def drop_pending(self, account_ids: Iterable[str]) -> None:
+        """An append queued on these accounts failed: forget the states it, and any append
+        queued after it, would have left; keep the committed ones."""
+        with self._lock:
+            for account_id in account_ids:
+                entry = self._entries.get(account_id)
+                if entry is not None and entry[0] is None:
+                    del self._entries[account_id]
+                elif entry is not None:
+                    self._entries[account_id] = (entry[0], None)
 
     def forget(self, account_ids: Iterable[str]) -> None:
         with self._lock:
@@ -97,30 +130,30 @@ class AccountCache:
             _CHECKED.reset(token)
 
     def catch_up(self, store: EventStore, stream_ids: Iterable[str]) -> None:
-        """While other writers are about, bring the entries of ``stream_ids`` to the store's
-        heads in one read (``read_streams``, from each entry's own version on): an entry whose
-        last event is the store's gets the events after it folded on; one at a version not in
-        the store yet (this process's append, still queued) stays as it is; one whose version
-        holds another event is forgotten, for the caller to load."""
+        """While other writers are about, bring the committed states of ``stream_ids`` to the
+        store's heads in one read (``read_streams``, of the events after each one's version)
+        and fold those on. A committed state is one the store holds, and the store takes an
+        append only on its head, so what follows it continues it. A pending state at or below
+        the new committed one is dropped (its append cannot be written, or was); an entry with
+        no committed state is left as it is."""
         if not self.others_write():
             return
         scope, checked = _CHECKED.get()
         if scope is not self:
             checked = set()
-        entries = {sid: entry for sid in stream_ids
-                   if sid not in checked and (entry := self.get(sid))}  # fmt: skip
-        if not entries:
-            return
-        found = store.read_streams({sid: state.version - 1 for sid, (state, _) in entries.items()})
-        checked.update(entries)
-        for sid, (state, head) in entries.items():
-            events = found.get(sid)
+        asked = [sid for sid in stream_ids if sid not in checked]
+        with self._lock:
+            entries = {sid: committed for sid in asked
+                       if (committed := self._entries.get(sid, (None, None))[0])}  # fmt: skip
+        found = store.read_streams(
+            {sid: state.version for sid, (state, _) in entries.items()}
+        ) if entries else {}  # fmt: skip
+        checked.update(asked)  # those not cached are read whole by the caller now
+        for sid, events in found.items():
             if not events:
                 continue
-            if events[0].version != state.version or events[0].hash != head:
-                self.forget([sid])
-                continue
-            for event in events[1:]:
+            state = entries[sid][0]
+            for event in events:
                 state = domain.apply(state, decoded(event))
             self.put(state, events[-1].hash)
 

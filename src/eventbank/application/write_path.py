@@ -286,7 +286,7 @@ class WritePath:
         waiting: the next command on these streams decides on them and joins the same batch
         instead of waiting a commit. Its append names the head hashes it built on, so the store
         refuses it unless this one was written (contract.QueuesAppends); a failed append
-        drops its streams from the cache.
+        takes the states it would have left out of the cache, the committed ones stay.
 
         ``collect``: the recorded events are added to it instead of being handed to
         ``after_append`` (a batch hands over all of its items' at once). ``queued`` (a batch's
@@ -343,9 +343,7 @@ class WritePath:
         else:
             wait = self._submit_append(new_events, expected, record, heads)
         after_heads = {**heads, **{event.aggregate_id: event.hash for event in new_events}}
-        for sid, state in after.items():
-            if state is not None:
-                self._cache.put(state, after_heads[sid])
+        self._remember(after, after_heads, pending=self._submit_append is not None)
         if queued is not None:
             queued.update(after_heads)
 
@@ -353,8 +351,10 @@ class WritePath:
             try:
                 recorded = wait()
             except BaseException:
-                self._cache.forget(stream_ids)  # it may hold the states this append left
+                self._cache.drop_pending(stream_ids)  # the states this append would leave
                 raise
+            if self._submit_append is not None:
+                self._remember(after, after_heads, pending=False)
             self._snapshot_crossings(states, after, after_heads)
             if collect is not None:
                 collect.extend(recorded)
@@ -363,6 +363,15 @@ class WritePath:
             return [Receipt(r.command_id, r.outcome) for r in records]
 
         return settle
+
+    def _remember(
+        self, states: Mapping[str, Account | None], heads: Mapping[str, str], *, pending: bool
+    ) -> None:
+        """Cache the states an append leaves: ``pending`` while it is queued, committed once
+        written (account_cache.py)."""
+        for sid, state in states.items():
+            if state is not None:
+                self._cache.put(state, heads[sid], pending=pending)
 
     def _decide_in_turn(
         self,
