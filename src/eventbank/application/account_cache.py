@@ -111,9 +111,13 @@ class AccountCache:
 
     def found_stale(self, account_ids: Iterable[str]) -> None:
         """Forget entries another writer moved past (the store refused an append decided on
-        them), and check entries before use for a while (``catch_up``)."""
+        them), and check entries before use for a while (``catch_up``), those checked already
+        in the current ``checking_once`` block again: where one proved stale, others may be."""
         self._stale_at = time.monotonic()
         self.forget(account_ids)
+        scope, checked = _CHECKED.get()
+        if scope is self:
+            checked.clear()
 
     def others_write(self) -> bool:
         """Whether an entry proved stale lately, so entries are worth checking before use."""
