@@ -1,18 +1,17 @@
 """A bounded in-process cache of account states, so a command need not re-read what it knows.
 
-An entry is an account's state at a committed version (read from the store, or appended by this
-process), with the hash at the head of its chain, and, while an append this process queued is
-not yet answered, the state that append will give it (``pending``), which commands on the
-account decide on meanwhile. An append that fails takes its pending state with it
-(``drop_pending``) and the committed one stays; one that succeeds makes its state the committed
-one (``put``). Only a committed state is kept through a failure: a state built on a queued
-append that failed never served again, and the streams of a failed batch need no re-read
-beyond what ``catch_up`` checks. Another process may have
-appended since, so an entry may be stale, and that is safe: a command decided on it names the
-cached version and hash as expected and the store refuses the append (``ConcurrencyConflict``)
-if the stream has moved on; the service then forgets the entry and reads the stream again. A
-refusal decided on a cached state is likewise re-checked against the store before it is
-reported (write_path.py).
+An entry is an account's committed state (read from the store, or written by this process),
+with the hash at the head of its chain, and, while an append this process queued is not yet
+answered, the state that append will leave (``pending``), on which later commands decide
+meanwhile. A failed append takes the pending state with it (``drop_pending``) and the committed
+one stays; a written one's state becomes the committed one (``put``). So a failed group of
+transfers costs no re-read of its accounts beyond what ``catch_up`` checks.
+
+Another process may have appended since, so an entry may be stale, and that is safe: a command
+decided on it names the cached version and hash as expected and the store refuses the append
+(``ConcurrencyConflict``) if the stream has moved on; the service then forgets the entry and
+reads the stream again. A refusal decided on a cached state is likewise re-checked against the
+store before it is reported (write_path.py).
 
 Where another process writes the same accounts (``serve --workers 2`` on PostgreSQL) nearly
 every entry goes stale, and a command decided on one is refused and decided again. So once an
@@ -20,8 +19,9 @@ entry proved stale (``found_stale``), for ``OTHER_WRITERS_WINDOW_S`` entries are
 use: ``catch_up`` reads, in one read of the store for all the streams asked, each one's events
 after its committed version, and folds on what others appended. Within one command, or one
 batch of transfers (``checking_once``), a stream is caught up once, not at each step that looks
-at it (one not cached is read whole by the caller right after, so it counts as checked too). A
-process that writes alone never sees an entry go stale and never pays that read.
+at it (one not cached is read whole by the caller right after, so it counts as checked too), and
+once more after a refusal within it. A process that writes alone never sees an entry go stale
+and never pays that read.
 
 Entries only move forward (a racing thread's older read never replaces a newer state) and the
 least recently used are dropped beyond ``capacity``.
