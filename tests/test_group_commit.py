@@ -632,7 +632,7 @@ def test_once_a_cached_account_proved_stale_another_writers_moves_cost_no_confli
     ]  # fmt: skip
 
 
-def test_catching_up_folds_on_the_stores_newer_events_and_keeps_only_pending_states_ahead(store):
+def test_catching_up_folds_on_the_stores_newer_events_and_keeps_only_what_it_can_trust(store):
     service = LedgerService(store)
     for sid in ("behind", "queued", "passed"):
         service.open_account(sid, owner="Ann", account_type="CHECKING", initial_deposit="10")
@@ -645,12 +645,18 @@ def test_catching_up_folds_on_the_stores_newer_events_and_keeps_only_pending_sta
         cache.put(dataclasses.replace(state, version=3, balance_minor=2_000), "h3", pending=True)
     service.deposit("passed", "1.00")  # another writer took version 3: the queued append fails
     pending = cache.get("queued")
-    cache.found_stale([])  # another writer is about: entries are checked before use
-    cache.catch_up(store, ["behind", "queued", "passed"])
+    service.open_account("steady", owner="Bo", account_type="CHECKING", initial_deposit="10")
+    service.open_account("refused", owner="Cy", account_type="CHECKING", initial_deposit="10")
+    for sid in ("steady", "refused"):
+        cache.put(*service._load(sid))
+    cache.found_stale(["refused"])  # a refusal the store's newer events do not explain
+    cache.catch_up(store, ["behind", "queued", "passed", "steady", "refused"])
     assert cache.get("behind")[0].describe()["balance"] == "15.00"
     assert cache.get("behind") == service._load("behind")
     assert cache.get("queued") == pending
     assert cache.get("passed") == service._load("passed")
+    assert cache.get("steady") == service._load("steady")
+    assert cache.get("refused") is None  # for the caller to read whole
 
 
 def test_a_failed_append_takes_only_its_pending_states_out_of_the_cache():
@@ -676,9 +682,10 @@ def test_a_failed_append_takes_only_its_pending_states_out_of_the_cache():
     assert cache.get("acc") is None
 
 
-def test_a_group_refused_for_one_stale_account_reads_only_that_account_again(group_commit_url):
-    """A conflict fails the whole group's append; the other accounts' committed states stay
-    cached (account_cache.py), so deciding the group again reads only the stale one."""
+def test_a_group_refused_for_one_stale_account_is_caught_up_in_one_read(group_commit_url):
+    """A conflict fails the whole group's append; its accounts' committed states stay cached
+    (account_cache.py), and deciding the group again catches them up in one read: none is
+    read whole again."""
     store = open_store(group_commit_url)
     ours = LedgerService(store)
     assert ours.groups_appends  # so the group is one append, refused as one
@@ -686,13 +693,16 @@ def test_a_group_refused_for_one_stale_account_reads_only_that_account_again(gro
     for sid in ("a", "b", "c", "d"):
         ours.open_account(sid, owner="Ann", account_type="CHECKING", initial_deposit="100")
     theirs.deposit("a", "1.00")  # `ours` holds a at version 2, the store at 3
-    read_again: list[str] = []
-    read_stream = store.read_stream
-    store.read_stream = lambda sid, *rest: read_again.append(sid) or read_stream(sid, *rest)
+    read_whole: list[str] = []
+    caught_up: list[list[str]] = []
+    read_stream, read_streams = store.read_stream, store.read_streams
+    store.read_stream = lambda sid, *rest: read_whole.append(sid) or read_stream(sid, *rest)
+    store.read_streams = lambda after: caught_up.append(sorted(after)) or read_streams(after)
     answers = ours.transfer_each([BatchItem("a", "b", "5.00", "k1"),
                                   BatchItem("c", "d", "5.00", "k2")])  # fmt: skip
     assert [answer.outcome["from"]["balance"] for answer in answers] == ["96.00", "95.00"]
-    assert read_again == ["a"]  # b, c and d known: their committed states stayed
+    assert read_whole == []
+    assert caught_up == [["a", "b", "c", "d"]]
 
 
 def test_within_one_command_a_stream_is_caught_up_once(store):

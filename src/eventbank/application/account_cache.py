@@ -60,6 +60,7 @@ class AccountCache:
         self._entries: OrderedDict[str, tuple[State | None, State | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._stale_at = -OTHER_WRITERS_WINDOW_S  # monotonic time an entry last proved stale
+        self._suspect: set[str] = set()  # proved stale, not caught up since (found_stale)
 
     def get(self, account_id: str) -> State | None:
         """The cached (state, head hash), pending if there is one, possibly stale; None if
@@ -110,11 +111,16 @@ class AccountCache:
                 self._entries.pop(account_id, None)
 
     def found_stale(self, account_ids: Iterable[str]) -> None:
-        """Forget entries another writer moved past (the store refused an append decided on
-        them), and check entries before use for a while (``catch_up``), those checked already
-        in the current ``checking_once`` block again: where one proved stale, others may be."""
+        """The store refused an append decided on these entries: check entries before use for
+        a while (``catch_up``), those checked already in the current ``checking_once`` block
+        again (where one proved stale, others may be). Each of these keeps its committed state
+        for the next ``catch_up`` to bring forward, which forgets it if the store holds
+        nothing after it (the refusal had another cause: the caller then reads it whole)."""
+        stale = list(account_ids)
         self._stale_at = time.monotonic()
-        self.forget(account_ids)
+        self.drop_pending(stale)
+        with self._lock:
+            self._suspect.update(sid for sid in stale if sid in self._entries)
         scope, checked = _CHECKED.get()
         if scope is self:
             checked.clear()
@@ -153,6 +159,10 @@ class AccountCache:
             {sid: state.version for sid, (state, _) in entries.items()}
         ) if entries else {}  # fmt: skip
         checked.update(asked)  # those not cached are read whole by the caller now
+        with self._lock:
+            unexplained = [sid for sid in entries if sid in self._suspect and not found.get(sid)]
+            self._suspect.difference_update(entries)
+        self.forget(unexplained)
         for sid, events in found.items():
             if not events:
                 continue
