@@ -750,6 +750,28 @@ class CountingReads:
         self.reads["read_streams"] += 1
         return self._store.read_streams(after_versions)
 
+    def load_snapshots(self, aggregate_ids):
+        self.reads["load_snapshots"] += 1
+        return self._store.load_snapshots(aggregate_ids)
+
+
+def test_accounts_not_cached_are_read_together_from_their_snapshots_on(store):
+    """A command's accounts this process has not cached cost two reads of the store in all
+    (their snapshots, then the events after each), not two per account."""
+    writer = LedgerService(store, snapshot_every=5)
+    writer.open_account("snapped", owner="Ann", account_type="CHECKING", initial_deposit="100")
+    writer.open_account("plain", owner="Bob", account_type="CHECKING")
+    for _ in range(5):
+        writer.deposit("snapped", "1.00")  # versions 3 to 7: a snapshot at 5, two events after
+    assert store.load_snapshot("snapped").version == 5
+    counting = CountingReads(store)
+    cold = LedgerService(counting)
+    receipt = cold.transfer("snapped", "plain", "4.00")
+    assert counting.reads == Counter(load_snapshots=1, read_streams=1)
+    assert receipt.outcome["from"]["balance"] == "101.00"
+    assert receipt.outcome["from"]["version"] == 8
+    assert LedgerService(store).get_account("plain").describe()["balance"] == "4.00"
+
 
 def test_commands_on_hot_accounts_read_nothing_they_already_know(store):
     counting = CountingReads(store)

@@ -212,7 +212,7 @@ def test_old_events_are_upcast_on_read_and_never_rewritten(service, store):
 
 
 class CountingReads:
-    """Wraps a real store and records which versions each read_stream call started after."""
+    """Wraps a real store and records which version each stream read started after."""
 
     def __init__(self, store):
         self._store, self.reads_after = store, []
@@ -223,6 +223,10 @@ class CountingReads:
     def read_stream(self, aggregate_id, after_version=0):
         self.reads_after.append(after_version)
         return self._store.read_stream(aggregate_id, after_version)
+
+    def read_streams(self, after_versions):
+        self.reads_after.extend(after_versions.values())
+        return self._store.read_streams(after_versions)
 
 
 def test_snapshots_are_taken_every_n_events_and_loading_starts_from_them(store):

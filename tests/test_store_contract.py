@@ -290,6 +290,22 @@ def test_snapshots_keep_the_newest(store):
     assert store.load_snapshot("s1") == newer
 
 
+def test_the_newest_snapshots_of_several_streams_are_loaded_at_once(store):
+    for version in (3, 9, 5):
+        store.save_snapshot(Snapshot("s1", "Account", version, 1, {"v": version}))
+    store.save_snapshot(Snapshot("s2", "Account", 4, 2, {"v": 4}))
+    found = store.load_snapshots(["s1", "nobody", "s2"])
+    assert found == {"s1": store.load_snapshot("s1"), "s2": store.load_snapshot("s2")}
+    assert found["s1"].state == {"v": 9} and found["s2"].state_schema_version == 2
+    assert store.load_snapshots([]) == {}
+
+
+@pytest.mark.parametrize("bad", [[3], [None], [f"s{n}" for n in range(1_001)]])
+def test_a_malformed_read_of_several_snapshots_is_refused(store, bad):
+    with pytest.raises(InvalidInput):
+        store.load_snapshots(bad)
+
+
 def test_events_survive_closing_and_reopening(store, make_store):
     store.append([new_event("s1", 1)], {"s1": 0}, CommandRecord("cmd-3", "f", {"ok": True}))
     store.close()

@@ -88,6 +88,9 @@ class FreeStore:
             return None
         return snapshot
 
+    def load_snapshots(self, aggregate_ids: Sequence[str]) -> dict[str, Snapshot]:
+        return {sid: self._snapshots[sid] for sid in aggregate_ids if sid in self._snapshots}
+
     def last_position(self) -> int | None:
         return len(self._feed)
 

@@ -51,6 +51,7 @@ from eventbank.domain.events import ACCOUNT, AccountEvent, Movement
 from eventbank.domain.money import format_minor
 from eventbank.ports.event_store import (
     GENESIS_HASH,
+    MAX_STREAMS_PER_READ,
     CommandRecord,
     ConcurrencyConflict,
     DuplicateCommand,
@@ -168,25 +169,42 @@ class WritePath:
         return self._load(account_id)[0]
 
     def _load(self, account_id: str) -> tuple[Account | None, str]:
-        """The account folded from its newest usable snapshot plus the events after it, and the
-        hash at the head of its chain (the next event chains from it); remembered in the cache.
+        return self._load_many([account_id])[account_id]
+
+    def _load_many(self, account_ids: Sequence[str]) -> dict[str, tuple[Account | None, str]]:
+        """Each account folded from its newest usable snapshot plus the events after it, and
+        the hash at the head of its chain (the next event chains from it); remembered in the
+        cache. Two reads of the store for up to ``MAX_STREAMS_PER_READ`` accounts: their
+        snapshots, then the events after each.
 
         A snapshot of another state schema version is ignored (replayed from events instead),
         so a snapshot can never be misread after Account changes shape.
         """
-        domain.check_account_id(account_id)
-        snapshot = self.store.load_snapshot(account_id)
-        state, head = None, GENESIS_HASH
-        if snapshot is not None and snapshot.state_schema_version == domain.STATE_SCHEMA_VERSION:
-            state = domain.from_snapshot(dict(snapshot.state["account"]))
-            head = snapshot.state["head_hash"]
-        events = self.store.read_stream(account_id, state.version if state else 0)
-        if events:
-            head = events[-1].hash
-        folded = domain.replay(map(decoded, events), state)
-        if folded is not None:
-            self._cache.put(folded, head)
-        return folded, head
+        for account_id in account_ids:
+            domain.check_account_id(account_id)
+        loaded: dict[str, tuple[Account | None, str]] = {}
+        for at in range(0, len(account_ids), MAX_STREAMS_PER_READ):
+            chunk = account_ids[at : at + MAX_STREAMS_PER_READ]
+            snapshots = self.store.load_snapshots(chunk)
+            starts: dict[str, tuple[Account | None, str]] = {}
+            for account_id in chunk:
+                snapshot = snapshots.get(account_id)
+                if snapshot and snapshot.state_schema_version == domain.STATE_SCHEMA_VERSION:
+                    starts[account_id] = (domain.from_snapshot(dict(snapshot.state["account"])),
+                                          snapshot.state["head_hash"])  # fmt: skip
+                else:
+                    starts[account_id] = (None, GENESIS_HASH)
+            tails = self.store.read_streams(
+                {sid: state.version if state else 0 for sid, (state, _) in starts.items()}
+            )
+            for account_id, (state, head) in starts.items():
+                tail = tails.get(account_id, [])
+                folded = domain.replay(map(decoded, tail), state)
+                head = tail[-1].hash if tail else head
+                if folded is not None:
+                    self._cache.put(folded, head)
+                loaded[account_id] = (folded, head)
+        return loaded
 
     def _known(
         self, stream_ids: Sequence[str]
@@ -196,8 +214,8 @@ class WritePath:
         about, account_cache.py), else loaded; and which came from the cache."""
         self._cache.catch_up(self.store, stream_ids)
         entries = {sid: entry for sid in stream_ids if (entry := self._cache.get(sid))}
-        known = {sid: entries.get(sid) or self._load(sid) for sid in stream_ids}
-        return known, list(entries)
+        loaded = self._load_many([sid for sid in stream_ids if sid not in entries])
+        return {sid: entries.get(sid) or loaded[sid] for sid in stream_ids}, list(entries)
 
     def _save_snapshot(self, account: Account, head_hash: str) -> None:
         state = {"account": domain.to_snapshot(account), "head_hash": head_hash}
@@ -319,7 +337,7 @@ class WritePath:
             if not stale:
                 raise
             self._cache.forget(stale)
-            known.update((sid, self._load(sid)) for sid in stale)
+            known.update(self._load_many(stale))
             try:
                 decided = self._decide_in_turn(commands, known)
             except (RuleViolation, InvalidInput) as again:

@@ -273,6 +273,11 @@ class EventStore(Protocol):
         self, aggregate_id: str, max_version: int | None = None
     ) -> Snapshot | None: ...
 
+    def load_snapshots(self, aggregate_ids: Sequence[str]) -> dict[str, Snapshot]:
+        """The newest snapshot of each of these streams that has one (at most
+        ``MAX_STREAMS_PER_READ``): in one read where the engine can, as ``read_streams``."""
+        ...
+
     def last_position(self) -> int | None:
         """The feed's newest position (0 when the store holds no event), one indexed read
         whatever the store's size; None where the engine has no global position (DynamoDB).
@@ -377,6 +382,14 @@ def check_streams_read(after_versions: Mapping[str, int]) -> None:
         if type(aggregate_id) is not str:
             raise InvalidInput("a stream id must be a string")
         check_stream_read(after_version, None, False)
+
+
+def check_snapshots_read(aggregate_ids: Sequence[str]) -> None:
+    """Refuse a malformed ``load_snapshots`` before any engine touches storage."""
+    if len(aggregate_ids) > MAX_STREAMS_PER_READ:
+        raise InvalidInput(f"at most {MAX_STREAMS_PER_READ} streams in one read")
+    if any(type(aggregate_id) is not str for aggregate_id in aggregate_ids):
+        raise InvalidInput("a stream id must be a string")
 
 
 def by_stream(events: Iterable[RecordedEvent]) -> dict[str, list[RecordedEvent]]:

@@ -77,6 +77,7 @@ from eventbank.ports.event_store import (
     check_append,
     check_max_version,
     check_read_limit,
+    check_snapshots_read,
     check_stream_ids,
     check_stream_read,
     check_streams_read,
@@ -290,6 +291,12 @@ class DynamoEventStore(DynamoTable):
             int(item["state_schema_version"]["N"]),
             json.loads(item["state"]["S"]),
         )
+
+    def load_snapshots(self, aggregate_ids: Sequence[str]) -> dict[str, Snapshot]:
+        """A GetItem per stream, as ``read_streams`` reads a partition at a time."""
+        check_snapshots_read(aggregate_ids)
+        found = {sid: self.load_snapshot(sid) for sid in aggregate_ids}
+        return {sid: snapshot for sid, snapshot in found.items() if snapshot is not None}
 
     def _get(self, pk: str) -> dict[str, Any] | None:
         key = {"PK": {"S": pk}, "SK": _n(0)}

@@ -72,6 +72,7 @@ from eventbank.ports.event_store import (
     by_stream,
     check_max_version,
     check_read_limit,
+    check_snapshots_read,
     check_stream_ids,
     check_stream_read,
     check_streams_read,
@@ -298,6 +299,20 @@ class PostgresEventStore(QueuedAppends):
                 (aggregate_id, _NEWEST if max_version is None else max_version),
             ).fetchone()
         return Snapshot(*row) if row else None
+
+    def load_snapshots(self, aggregate_ids: Sequence[str]) -> dict[str, Snapshot]:
+        """One statement: each stream's newest row, a primary-key probe per stream."""
+        check_snapshots_read(aggregate_ids)
+        if not aggregate_ids:
+            return {}
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT ON (aggregate_id) aggregate_id, aggregate_type, version,"
+                " state_schema_version, state FROM snapshots WHERE aggregate_id = ANY(%s)"
+                " ORDER BY aggregate_id, version DESC",
+                (list(aggregate_ids),),
+            ).fetchall()
+        return {row[0]: Snapshot(*row) for row in rows}
 
 
 _NEWEST = 2**63 - 1  # above every version: bigint's largest

@@ -45,6 +45,7 @@ from eventbank.ports.event_store import (
     by_stream,
     check_max_version,
     check_read_limit,
+    check_snapshots_read,
     check_stream_ids,
     check_stream_read,
     check_streams_read,
@@ -226,7 +227,26 @@ class SqliteEventStore(QueuedAppends):
             )
             .fetchone()
         )
-        return Snapshot(row[0], row[1], row[2], row[3], json.loads(row[4])) if row else None
+        return _snapshot(row) if row else None
+
+    def load_snapshots(self, aggregate_ids: Sequence[str]) -> dict[str, Snapshot]:
+        """One statement: each stream's newest row (SQLite takes a group's bare columns from
+        the row its max() picked)."""
+        check_snapshots_read(aggregate_ids)
+        if not aggregate_ids:
+            return {}
+        rows = self._conn().execute(
+            "SELECT aggregate_id, aggregate_type, max(version), state_schema_version, state"
+            f" FROM snapshots WHERE aggregate_id IN ({', '.join('?' * len(aggregate_ids))})"
+            " GROUP BY aggregate_id",
+            list(aggregate_ids),
+        )
+        return {row[0]: _snapshot(row) for row in rows}
+
+
+def _snapshot(row: tuple[str, str, int, int, str]) -> Snapshot:
+    """A snapshot from its row (its state is stored as JSON text)."""
+    return Snapshot(row[0], row[1], row[2], row[3], json.loads(row[4]))
 
 
 _NEWEST = 2**63 - 1  # above every version: SQLite's largest integer
