@@ -9,9 +9,9 @@ transfers costs no re-read of its accounts beyond what ``catch_up`` checks.
 
 Another process may have appended since, so an entry may be stale, and that is safe: a command
 decided on it names the cached version and hash as expected and the store refuses the append
-(``ConcurrencyConflict``) if the stream has moved on; the service then forgets the entry and
-reads the stream again. A refusal decided on a cached state is likewise re-checked against the
-store before it is reported (write_path.py).
+(``ConcurrencyConflict``) if the stream has moved on; the service then catches the entry up
+(``found_stale``), or reads the stream again. A refusal decided on a cached state is likewise
+re-checked against the store before it is reported (write_path.py).
 
 Where another process writes the same accounts (``serve --workers 2`` on PostgreSQL) nearly
 every entry goes stale, and a command decided on one is refused and decided again. So once an
@@ -145,7 +145,8 @@ class AccountCache:
         and fold those on. A committed state is one the store holds, and the store takes an
         append only on its head, so what follows it continues it. A pending state at or below
         the new committed one is dropped (its append cannot be written, or was); an entry with
-        no committed state is left as it is."""
+        no committed state is left as it is; one ``found_stale`` that the store holds nothing
+        newer for is forgotten."""
         if not self.others_write():
             return
         scope, checked = _CHECKED.get()
