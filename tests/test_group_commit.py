@@ -682,14 +682,14 @@ def test_a_failed_append_takes_only_its_pending_states_out_of_the_cache():
     assert cache.get("acc") is None
 
 
-def test_a_group_refused_for_one_stale_account_is_caught_up_in_one_read(group_commit_url):
+def test_a_group_refused_for_one_stale_account_is_caught_up_in_one_read(opened):
     """A conflict fails the whole group's append; its accounts' committed states stay cached
     (account_cache.py), and deciding the group again catches them up in one read: none is
     read whole again."""
-    store = open_store(group_commit_url)
+    store = opened()
     ours = LedgerService(store)
     assert ours.groups_appends  # so the group is one append, refused as one
-    theirs = LedgerService(open_store(group_commit_url))
+    theirs = LedgerService(opened())
     for sid in ("a", "b", "c", "d"):
         ours.open_account(sid, owner="Ann", account_type="CHECKING", initial_deposit="100")
     theirs.deposit("a", "1.00")  # `ours` holds a at version 2, the store at 3
