@@ -165,12 +165,8 @@ class AccountCache:
             self._suspect.difference_update(entries)
         self.forget(unexplained)
         for sid, events in found.items():
-            if not events:
-                continue
-            state = entries[sid][0]
-            for event in events:
-                state = domain.apply(state, decoded(event))
-            self.put(state, events[-1].hash)
+            if events and (folded := domain.replay(map(decoded, events), entries[sid][0])):
+                self.put(folded, events[-1].hash)
 
 
 def decoded(event: RecordedEvent) -> AccountEvent:
