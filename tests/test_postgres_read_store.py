@@ -19,7 +19,12 @@ from eventbank.application.service import LedgerService
 from eventbank.cli import main
 from eventbank.engines.postgres.event_store import SCHEMA_VERSION as EVENT_SCHEMA_VERSION
 from eventbank.engines.postgres.event_store import PostgresEventStore
-from eventbank.engines.postgres.read_store import SCHEMA_VERSION, PostgresReadStore
+from eventbank.engines.postgres.json_rows import rows_param
+from eventbank.engines.postgres.read_store import (
+    _UPSERT_BALANCES,
+    SCHEMA_VERSION,
+    PostgresReadStore,
+)
 from eventbank.ports.event_store import SchemaTooNew
 from eventbank.wiring import open_ledger
 from tests.test_projections import assert_read_models_equal_replay, run_workload
@@ -159,3 +164,29 @@ def test_a_reset_waits_for_a_batch_in_flight_so_nothing_it_wrote_survives(postgr
     resetting.join(timeout=10)
     assert reads.all_balances() == []
     reads.close()
+
+
+def test_a_batch_of_balances_looks_up_its_own_accounts_whatever_the_tables_size(
+    postgres_read_store_url,
+):
+    """The upsert's check for an existing row probes the key of each account it writes; a plan
+    that scans the whole table costs every projected batch time in proportion to the ledger
+    (PostgreSQL chose one for tables below about 12,000 rows)."""
+    reads = PostgresReadStore.from_url(postgres_read_store_url)
+    reads.close()
+    row = ["acct-1", "A", "CHECKING", "USD", 100, "OPEN", 2, "2026-01-01T00:00:00+00:00", 0, 0, 0]
+    with psycopg.connect(postgres_read_store_url) as conn:
+        conn.execute(
+            "INSERT INTO account_balances (account_id, owner, account_type, currency,"
+            " balance_minor, status, version, updated_at) SELECT 'acct-' || g, 'A', 'CHECKING',"
+            " 'USD', 0, 'OPEN', 1, '2026-01-01T00:00:00+00:00' FROM generate_series(1, 11000) g"
+        )
+        conn.execute("ANALYZE account_balances")
+        plan = (
+            psycopg.ClientCursor(conn)
+            .execute("EXPLAIN " + _UPSERT_BALANCES, rows_param([row] * 20))
+            .fetchall()
+        )
+    text = "\n".join(line for (line,) in plan)
+    assert "Seq Scan on account_balances" not in text, text
+    assert "Index Only Scan using account_balances_pkey on account_balances known" in text, text
