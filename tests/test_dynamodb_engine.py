@@ -20,6 +20,7 @@ from eventbank.ports.event_store import (
     BatchTooLarge,
     CommandRecord,
     ConcurrencyConflict,
+    Snapshot,
     StoreError,
     StoreUnavailable,
 )
@@ -271,3 +272,59 @@ def test_an_unreachable_endpoint_is_unavailable_within_the_time_budget():
 def test_malformed_urls_are_refused(url):
     with pytest.raises(InvalidInput):
         open_store(url)
+
+
+def _calls(store, operation: str) -> list[str]:
+    """The names of the threads making each ``operation`` call of ``store``'s client from now."""
+    threads: list[str] = []
+    store._ddb.meta.events.register(
+        f"before-call.dynamodb.{operation}",
+        lambda **_: threads.append(threading.current_thread().name),
+    )
+    return threads
+
+
+def test_snapshots_of_many_streams_are_read_a_hundred_to_a_request(store):
+    for n in range(250):
+        store.save_snapshot(Snapshot(f"s{n}", "Account", n + 1, 1, {"n": n}))
+    batches, gets = _calls(store, "BatchGetItem"), _calls(store, "GetItem")
+    found = store.load_snapshots([f"s{n}" for n in range(250)] + ["none", "s7"])
+    assert len(batches) == 3 and gets == []
+    assert sorted(found) == sorted(f"s{n}" for n in range(250))
+    assert all(
+        found[f"s{n}"] == Snapshot(f"s{n}", "Account", n + 1, 1, {"n": n}) for n in range(250)
+    )
+
+
+def test_keys_dynamodb_leaves_unprocessed_are_asked_again(store):
+    """DynamoDB may answer part of a BatchGetItem (beyond 16 MB, or throttled) and list the
+    rest under UnprocessedKeys; the first answer here is made to hold only half."""
+    for n in range(10):
+        store.save_snapshot(Snapshot(f"s{n}", "Account", 1, 1, {"n": n}))
+    answers = []
+
+    def answer_half_the_first_time(parsed, **_):
+        answers.append(len(parsed["Responses"][store.table]))
+        if len(answers) == 1:
+            items = parsed["Responses"][store.table]
+            held_back, parsed["Responses"][store.table] = items[5:], items[:5]
+            keys = [{"PK": item["PK"], "SK": item["SK"]} for item in held_back]
+            parsed["UnprocessedKeys"] = {store.table: {"Keys": keys, "ConsistentRead": True}}
+
+    store._ddb.meta.events.register("after-call.dynamodb.BatchGetItem", answer_half_the_first_time)
+    found = store.load_snapshots([f"s{n}" for n in range(10)])
+    assert answers == [10, 5]
+    assert sorted(found) == [f"s{n}" for n in range(10)]
+
+
+def test_many_streams_are_read_at_once_and_each_whole(store):
+    for n in range(40):
+        store.append([new_event(f"s{n}", v, v=v) for v in range(1, n % 3 + 2)], {f"s{n}": 0})
+    queries = _calls(store, "Query")
+    after = {f"s{n}": n % 2 for n in range(40)} | {"none": 0}
+    found = store.read_streams(after)
+    assert len(queries) == 41 and len(set(queries)) > 1  # several threads, one Query each
+    assert found == {
+        sid: events for sid, v in after.items() if (events := store.read_stream(sid, v))
+    }
+    assert [e.version for e in found["s5"]] == [2, 3]

@@ -283,20 +283,13 @@ class DynamoEventStore(DynamoTable):
             )["Items"]  # fmt: skip
         if not found:
             return None
-        item = max(found, key=lambda item: int(item["version"]["N"]))
-        return Snapshot(
-            aggregate_id,
-            item["aggregate_type"]["S"],
-            int(item["version"]["N"]),
-            int(item["state_schema_version"]["N"]),
-            json.loads(item["state"]["S"]),
-        )
+        return _snapshot(max(found, key=lambda item: int(item["version"]["N"])))
 
     def load_snapshots(self, aggregate_ids: Sequence[str]) -> dict[str, Snapshot]:
-        """A GetItem per stream, as ``read_streams`` reads a partition at a time."""
+        """The newest items, 100 keys to a BatchGetItem (``_get_items``)."""
         check_snapshots_read(aggregate_ids)
-        found = {sid: self.load_snapshot(sid) for sid in aggregate_ids}
-        return {sid: snapshot for sid, snapshot in found.items() if snapshot is not None}
+        keys = [{"PK": {"S": f"SNAP#{sid}"}, "SK": _n(0)} for sid in dict.fromkeys(aggregate_ids)]
+        return {s.aggregate_id: s for s in map(_snapshot, self._get_items(keys))}
 
     def _get(self, pk: str) -> dict[str, Any] | None:
         key = {"PK": {"S": pk}, "SK": _n(0)}
@@ -336,9 +329,10 @@ class DynamoEventStore(DynamoTable):
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def read_streams(self, after_versions: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
-        """A Query per stream: DynamoDB reads one partition at a time."""
+        """A Query per stream (DynamoDB reads one partition at a time), several at once
+        (``_each``)."""
         check_streams_read(after_versions)
-        found = {sid: self.read_stream(sid, after) for sid, after in after_versions.items()}
+        found = self._each(lambda sid: self.read_stream(sid, after_versions[sid]), after_versions)
         return {sid: events for sid, events in found.items() if events}
 
     def stream_ids(self, after: str = "", limit: int = 1000) -> list[str]:
@@ -508,6 +502,17 @@ def _snapshot_item(snapshot: Snapshot, sk: int) -> dict[str, dict[str, str]]:
         "state_schema_version": _n(snapshot.state_schema_version),
         "state": {"S": canonical_json(snapshot.state)},
     }
+
+
+def _snapshot(item: Mapping[str, Any]) -> Snapshot:
+    """The snapshot an item under ``SNAP#<aggregate id>`` holds (``_snapshot_item``)."""
+    return Snapshot(
+        item["PK"]["S"].removeprefix("SNAP#"),
+        item["aggregate_type"]["S"],
+        int(item["version"]["N"]),
+        int(item["state_schema_version"]["N"]),
+        json.loads(item["state"]["S"]),
+    )
 
 
 def _event_attributes(event: NewEvent) -> dict[str, dict[str, str]]:

@@ -119,7 +119,6 @@ _TOTALS = "TOTALS"
 _CHECKPOINT = "CHECKPOINT"
 _VERSION_DIGITS = 20
 _POSITION_DIGITS = 40
-_GET_BATCH = 100  # the BatchGetItem maximum
 _WRITE_BATCH = 25  # the BatchWriteItem maximum
 _DAYS = "TRANSFER_DAYS"
 _SUMMARY = "SUMMARY"
@@ -339,25 +338,9 @@ class DynamoReadStore(DynamoTable):
         return self.balances([account_id]).get(account_id)
 
     def balances(self, account_ids: Sequence[str]) -> dict[str, BalanceRow]:
-        """Consistent reads, 100 keys per BatchGetItem, unprocessed keys retried with backoff."""
-        ids = list(dict.fromkeys(account_ids))
-        found: dict[str, BalanceRow] = {}
-        for start in range(0, len(ids), _GET_BATCH):
-            keys = [_key(f"ACCOUNT#{i}", _ROW) for i in ids[start : start + _GET_BATCH]]
-            pending = {self.table: {"Keys": keys, "ConsistentRead": True}}
-
-            def attempt() -> None:
-                nonlocal pending
-                page = self._ddb.batch_get_item(RequestItems=pending)
-                found.update(
-                    (r.account_id, r) for r in map(_row, page["Responses"].get(self.table, []))
-                )
-                pending = page["UnprocessedKeys"]
-                if pending:
-                    raise Retry(f"{len(pending[self.table]['Keys'])} keys left unprocessed")
-
-            self._retrying(attempt)
-        return found
+        """Consistent reads, 100 keys per BatchGetItem (``_get_items``)."""
+        keys = [_key(f"ACCOUNT#{i}", _ROW) for i in dict.fromkeys(account_ids)]
+        return {r.account_id: r for r in map(_row, self._get_items(keys))}
 
     def all_balances(self) -> list[BalanceRow]:
         """A Scan of the whole table (every movement is read too): for audits, not hot paths."""
@@ -426,26 +409,11 @@ class DynamoReadStore(DynamoTable):
         return [_move(item) for item in items]
 
     def transfer_rows(self, transfer_ids: Sequence[str]) -> dict[str, TransferRow]:
-        """Consistent reads, 100 keys per BatchGetItem, unprocessed keys retried with backoff."""
-        ids = list(dict.fromkeys(transfer_ids))
-        found: dict[str, TransferRow] = {}
-        for start in range(0, len(ids), _GET_BATCH):
-            keys = [_key(f"TRANSFER_ROW#{i}", _SUMMARY) for i in ids[start : start + _GET_BATCH]]
-            pending = {self.table: {"Keys": keys, "ConsistentRead": True}}
-
-            def attempt() -> None:
-                nonlocal pending
-                page = self._ddb.batch_get_item(RequestItems=pending)
-                for item in page["Responses"].get(self.table, []):
-                    if "created_at" in item:  # not just a reversal's link, ahead of its row
-                        row = _transfer_row(item)
-                        found[row.transfer_id] = row
-                pending = page["UnprocessedKeys"]
-                if pending:
-                    raise Retry(f"{len(pending[self.table]['Keys'])} keys left unprocessed")
-
-            self._retrying(attempt)
-        return found
+        """Consistent reads, 100 keys per BatchGetItem (``_get_items``); an item that is only
+        a reversal's link, ahead of its transfer's row, is no row."""
+        keys = [_key(f"TRANSFER_ROW#{i}", _SUMMARY) for i in dict.fromkeys(transfer_ids)]
+        rows = map(_transfer_row, filter(lambda item: "created_at" in item, self._get_items(keys)))
+        return {row.transfer_id: row for row in rows}
 
     def transfers_page(
         self, index: TransferIndex, after: tuple[str, str], before: str, limit: int

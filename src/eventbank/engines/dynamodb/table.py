@@ -11,7 +11,8 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,6 +28,8 @@ from eventbank.ports.event_store import StoreError, StoreUnavailable
 TABLE_READY_TIMEOUT_S = 120.0
 BACKOFF_BASE_S = 0.01
 BACKOFF_CAP_S = 0.5
+GET_BATCH = 100  # the BatchGetItem maximum
+READ_THREADS = 16  # Queries of one read run at once (within the client's 32 connections)
 
 # Error codes and per-item cancellation reasons that mean "try again", never "you are wrong".
 TRANSIENT = frozenset({
@@ -39,6 +42,7 @@ TRANSIENT = frozenset({
 })  # fmt: skip
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 T = TypeVar("T")
+K = TypeVar("K")
 _SESSION_LOCK = threading.Lock()
 
 
@@ -75,6 +79,8 @@ class DynamoTable:
         )
         self._endpoint_url, self._region, self._config = endpoint_url, region, config
         self._ddb = self._client("dynamodb")
+        self._readers: ThreadPoolExecutor | None = None  # started by the first _each
+        self._readers_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -106,7 +112,41 @@ class DynamoTable:
             ) from None
 
     def close(self) -> None:
+        if self._readers is not None:
+            self._readers.shutdown()
         self._ddb.close()
+
+    def _get_items(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The items of ``keys`` that exist, read consistently, ``GET_BATCH`` keys to a
+        BatchGetItem; the keys DynamoDB leaves unprocessed are asked again with backoff.
+        ``keys`` must hold no key twice (DynamoDB refuses such a request)."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(keys), GET_BATCH):
+            chunk = keys[start : start + GET_BATCH]
+            pending = {self.table: {"Keys": chunk, "ConsistentRead": True}}
+
+            def attempt() -> None:
+                nonlocal pending
+                page = self._ddb.batch_get_item(RequestItems=pending)
+                found.extend(page["Responses"].get(self.table, []))
+                pending = page["UnprocessedKeys"]
+                if pending:
+                    raise Retry(f"{len(pending[self.table]['Keys'])} keys left unprocessed")
+
+            self._retrying(attempt)
+        return found
+
+    def _each(self, read: Callable[[K], T], keys: Iterable[K]) -> Mapping[K, T]:
+        """``read`` of each key, up to ``READ_THREADS`` at once: DynamoDB answers one
+        partition per Query, and a Query waits a network round trip, so many streams read one
+        after another wait for each in turn. The first error raised is raised here."""
+        asked = list(keys)
+        if len(asked) < 2:
+            return {key: read(key) for key in asked}
+        with self._readers_lock:
+            if self._readers is None:
+                self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="dynamodb-read")
+        return dict(zip(asked, self._readers.map(read, asked), strict=True))
 
     def _ensure_table(
         self, key_schema: list[dict], attributes: list[dict], **create_options: Any
