@@ -17,13 +17,14 @@ import pytest
 from eventbank.application.projections import accounts
 from eventbank.application.projections import runner as runner_module
 from eventbank.application.projections.runner import ProjectionRunner, Projector
+from eventbank.application.projections.written_rows import WrittenRows
 from eventbank.application.queries import AccountQueries
 from eventbank.application.service import LedgerService
-from eventbank.domain.errors import RuleViolation
+from eventbank.domain.errors import InvalidInput, RuleViolation
 from eventbank.domain.money import format_minor
 from eventbank.engines.urls import open_read_store, open_store
 from eventbank.ports.event_store import NewEvent
-from eventbank.ports.read_store import summarize
+from eventbank.ports.read_store import BalanceRow, summarize
 from eventbank.wiring import open_ledger
 
 
@@ -127,6 +128,98 @@ def test_inline_projection_keeps_reads_current_and_the_runner_skips_what_it_did(
         assert_read_models_equal_replay(ledger.events, ledger.reads)
     finally:
         ledger.close()
+
+
+class _CountingBalanceReads:
+    """The projector's read store, noting the account ids of each ``balances`` it asks (the
+    store's own reads inside ``apply`` are not the projector's)."""
+
+    def __init__(self, reads) -> None:
+        self._reads, self.asked = reads, []
+
+    def __getattr__(self, name: str):
+        return getattr(self._reads, name)
+
+    def balances(self, account_ids):
+        self.asked.append(list(account_ids))
+        return self._reads.balances(account_ids)
+
+
+def _counting_balance_reads(ledger) -> list[list[str]]:
+    """The account ids of each ``balances`` read ``ledger``'s projector makes from now."""
+    projector = ledger.runner.projector
+    projector.reads = _CountingBalanceReads(projector.reads)
+    return projector.reads.asked
+
+
+def test_inline_projection_folds_on_the_rows_it_wrote_without_reading_them(
+    store_url, read_store_url
+):
+    ledger = open_ledger(store_url, read_store_url)
+    try:
+        for account in ("a", "b"):
+            ledger.service.open_account(account, owner="A", account_type="CHECKING",
+                                        initial_deposit="10")  # fmt: skip
+        asked = _counting_balance_reads(ledger)
+        ledger.service.transfer("a", "b", "2.50")
+        ledger.service.transfer("b", "a", "1.00")
+        assert asked == []
+        ledger.service.open_account("c", owner="C", account_type="CHECKING")
+        assert asked == [["c"]]  # not written by this process yet: read
+        assert [ledger.reads.balance(a).balance_minor for a in ("a", "b")] == [850, 1150]
+        ledger.runner.catch_up()
+        assert_read_models_equal_replay(ledger.events, ledger.reads)
+    finally:
+        ledger.close()
+
+
+def test_rows_moved_on_by_another_process_or_reset_are_never_folded_on_as_they_were(
+    store_url, read_store_url
+):
+    """Another process's writes leave the rows this one remembers behind: the gap is read
+    from the stream. A reset leaves them ahead: the read store refuses the batch, they are
+    forgotten, and the runner rebuilds; later batches read the rows again."""
+    ledger, other = open_ledger(store_url, read_store_url), open_ledger(store_url, read_store_url)
+    try:
+        for account in ("a", "b"):
+            ledger.service.open_account(account, owner="A", account_type="CHECKING",
+                                        initial_deposit="10")  # fmt: skip
+        ledger.service.transfer("a", "b", "1.00")
+        other.service.transfer("a", "b", "2.00")
+        ledger.service.transfer("b", "a", "0.50")
+        assert [ledger.reads.balance(a).balance_minor for a in ("a", "b")] == [750, 1250]
+        assert_read_models_equal_replay(ledger.events, ledger.reads)
+
+        other.reads.reset(accounts.NAME)
+        ledger.service.transfer("a", "b", "0.25")  # committed; its inline projection refused
+        assert ledger.reads.balance("a") is None
+        asked = _counting_balance_reads(ledger)
+        ledger.runner.catch_up()
+        ledger.service.transfer("b", "a", "0.10")
+        assert ["a", "b"] in [sorted(ids) for ids in asked]  # read again, not remembered
+        assert [ledger.reads.balance(a).balance_minor for a in ("a", "b")] == [735, 1265]
+        assert_read_models_equal_replay(ledger.events, ledger.reads)
+    finally:
+        other.close()
+        ledger.close()
+
+
+def test_remembered_rows_only_move_forward_and_are_bounded():
+    def row(account: str, version: int) -> BalanceRow:
+        return BalanceRow(account, "A", "CHECKING", "USD", version, "OPEN", version, "")
+
+    written = WrittenRows(capacity=2)
+    written.remember([row("a", 3), row("b", 1)])
+    written.remember([row("a", 2)])  # a racing batch's older row
+    asked: list[list[str]] = []
+    rows = written.rows(["a", "b", "c"], lambda ids: asked.append(list(ids)) or {})
+    assert (rows["a"].version, rows["b"].version, asked) == (3, 1, [["c"]])
+    written.remember([row("c", 1)])  # the least recently used, b, goes
+    assert sorted(written.rows(["a", "b", "c"], lambda ids: {})) == ["a", "c"]
+    written.forget()
+    assert written.rows(["a"], lambda ids: {}) == {}
+    with pytest.raises(InvalidInput):
+        WrittenRows(capacity=-1)
 
 
 def test_read_your_writes_falls_back_to_a_replay_when_the_projection_lags(stores):

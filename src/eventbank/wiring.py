@@ -72,7 +72,7 @@ def open_ledger(
     def project_inline(recorded: list[RecordedEvent]) -> None:
         """Best effort: a projection problem never fails a command; the runner catches up."""
         try:
-            projector.project(recorded)
+            projector.project_appended(recorded)
         except Exception as exc:  # noqa: BLE001
             log.warning("inline projection failed (the runner will catch up): %s", exc)
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from eventbank.application.projections import accounts
+from eventbank.application.projections.written_rows import WrittenRows
 from eventbank.ports.event_store import EventStore, RecordedEvent
 from eventbank.ports.read_store import BalanceRow, Change, Failure, ReadStore
 
@@ -55,6 +57,8 @@ class Projector:
         self.events, self.reads, self.handler, self.name = events, reads, handler, name
         self.clock = clock
         self.retry_base_s, self.retry_cap_s = retry_base_s, retry_cap_s
+        # the rows inline projection wrote, which it folds on next instead of reading them
+        self.written = WrittenRows()
 
     def project(
         self,
@@ -65,8 +69,18 @@ class Projector:
     ) -> int:
         """Apply ``batch`` (and move the checkpoint to ``checkpoint``, forward or, with
         ``only_from``, only from there: ReadStore.apply); returns changes written."""
+        return len(self._project(batch, checkpoint, only_from, self.reads.balances))
+
+    def _project(
+        self,
+        batch: Sequence[RecordedEvent],
+        checkpoint: int | None,
+        only_from: int | None,
+        read_rows: Callable[[Sequence[str]], dict[str, BalanceRow]],
+    ) -> list[Change]:
+        """``project``, folding on the rows ``read_rows`` gives; returns the changes written."""
         relevant = [e for e in batch if accounts.handles(e)]
-        rows = self.reads.balances([e.aggregate_id for e in relevant])
+        rows = read_rows([e.aggregate_id for e in relevant])
         # The parked streams are read only when a batch needs them: the event that parked a
         # stream was never applied, so every later one of that stream is past its row (a
         # gap), and a batch with no gap and no failure costs no read of them. The parked event
@@ -101,7 +115,7 @@ class Projector:
                     self._park(stream, failure[0], failure[1], previous=None)
                     parked.add(stream)
         self.reads.apply(self.name, changes, checkpoint, only_from=only_from)
-        return len(changes)
+        return changes
 
     def project_appended(self, batch: Sequence[RecordedEvent]) -> int:
         """Project events this process has just appended (inline projection); returns changes
@@ -112,14 +126,29 @@ class Projector:
         reads them from the feed, and the runner does not read them again. Otherwise (another
         writer's or an earlier batch's events are not projected yet, or the engine's positions
         have gaps) the checkpoint stays, and the runner covers the range later. Whether the
-        checkpoint is where the batch starts is asked in the read store's own transaction."""
+        checkpoint is where the batch starts is asked in the read store's own transaction.
+
+        It folds on the rows it wrote last where it has them (written_rows.py), and forgets
+        them all if the read store refuses the batch."""
+        checkpoint = only_from = None
         positions = [e.position for e in batch]
         if batch and all(type(p) is int for p in positions):
             numbered = cast("list[int]", positions)
             first, last = numbered[0], numbered[-1]
             if numbered == list(range(first, last + 1)):
-                return self.project(batch, last, only_from=first - 1)
-        return self.project(batch)
+                checkpoint, only_from = last, first - 1
+        try:
+            changes = self._project(
+                batch,
+                checkpoint,
+                only_from,
+                functools.partial(self.written.rows, read=self.reads.balances),
+            )
+        except BaseException:
+            self.written.forget()
+            raise
+        self.written.remember(change.row for change in changes)
+        return len(changes)
 
     def _parked(self) -> set[str]:
         """The streams this projection has parked, waiting for their retry."""
@@ -244,6 +273,7 @@ class ProjectionRunner:
         """Drop the read models and replay the whole store; returns (events, seconds)."""
         started = time.perf_counter()
         self.projector.reads.reset(self.projector.name)
+        self.projector.written.forget()  # rows ahead of the emptied read model
         total = self.catch_up(on_batch)
         return total, time.perf_counter() - started
 
