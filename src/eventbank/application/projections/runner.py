@@ -21,7 +21,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import cast
@@ -69,18 +69,24 @@ class Projector:
     ) -> int:
         """Apply ``batch`` (and move the checkpoint to ``checkpoint``, forward or, with
         ``only_from``, only from there: ReadStore.apply); returns changes written."""
-        return len(self._project(batch, checkpoint, only_from, self.reads.balances))
+        return len(self._project(batch, checkpoint, only_from, self._read_rows))
 
     def _project(
         self,
         batch: Sequence[RecordedEvent],
         checkpoint: int | None,
         only_from: int | None,
-        read_rows: Callable[[Sequence[str]], dict[str, BalanceRow]],
+        read_rows: Callable[[Mapping[str, int]], dict[str, BalanceRow]],
     ) -> list[Change]:
-        """``project``, folding on the rows ``read_rows`` gives; returns the changes written."""
+        """``project``, folding on the rows ``read_rows`` gives (asked with the version of
+        each stream's first event in the batch); returns the changes written."""
         relevant = [e for e in batch if accounts.handles(e)]
-        rows = read_rows([e.aggregate_id for e in relevant])
+        firsts: dict[str, int] = {}
+        for event in relevant:
+            firsts[event.aggregate_id] = min(
+                event.version, firsts.get(event.aggregate_id, event.version)
+            )
+        rows = read_rows(firsts)
         # The parked streams are read only when a batch needs them: the event that parked a
         # stream was never applied, so every later one of that stream is past its row (a
         # gap), and a batch with no gap and no failure costs no read of them. The parked event
@@ -149,6 +155,9 @@ class Projector:
             raise
         self.written.remember(change.row for change in changes)
         return len(changes)
+
+    def _read_rows(self, firsts: Mapping[str, int]) -> dict[str, BalanceRow]:
+        return self.reads.balances(list(firsts))
 
     def _parked(self) -> set[str]:
         """The streams this projection has parked, waiting for their retry."""

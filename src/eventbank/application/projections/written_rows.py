@@ -6,22 +6,19 @@ tenth of a projected batch's time). The rows this process wrote are the rows it 
 unless something else wrote since.
 
 Why that is safe: a remembered row is an exact fold of its stream up to its version, because
-it was written under the read store's version guard. Inline projection only ever folds events
-just appended, whose versions are past every row projected before them; so a remembered row
-is never taken for newer than an event it is given. If another writer (another process, the
-runner) moved the row on, the remembered one is behind: the event looks past the next version,
-the projector reads the missing events from the stream (as for any gap) and the read store
-skips the changes it already holds. If the row went back (a reset of the read model), the read
-store refuses the change as a gap, the batch is rolled back, and everything remembered is
-forgotten. Only inline projection reads them: the runner re-delivers old events, which a
-remembered row ahead of a reset read model would make it skip.
+it was written under the read store's version guard, and it is used only for an event of the
+very next version. If another writer (another process, the runner) moved the row on, the
+remembered one is behind the event, and the row is read again. If the row went back (a reset
+of the read model), the read store refuses the change as a gap, the batch is rolled back, and
+everything remembered is forgotten. Only inline projection uses them: the runner re-delivers
+old events, which a remembered row ahead of a reset read model would make it skip.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from eventbank.domain.errors import InvalidInput
 from eventbank.ports.read_store import BalanceRow
@@ -40,12 +37,19 @@ class WrittenRows:
         self._lock = threading.Lock()
 
     def rows(
-        self, account_ids: Sequence[str], read: Callable[[Sequence[str]], dict[str, BalanceRow]]
+        self,
+        next_versions: Mapping[str, int],
+        read: Callable[[Sequence[str]], dict[str, BalanceRow]],
     ) -> dict[str, BalanceRow]:
-        """The rows of ``account_ids``: those remembered, and the others from ``read``."""
+        """The rows of the accounts in ``next_versions`` (each with the version of its first
+        event to fold): those remembered just before that version, and the others from
+        ``read``, together. A remembered row further behind is read again, not folded on: where
+        another process writes the same accounts most rows are, and one read for all of them
+        costs less than reading each one's missing events."""
         with self._lock:
-            known = {aid: row for aid in account_ids if (row := self._rows.get(aid))}
-        missing = [aid for aid in dict.fromkeys(account_ids) if aid not in known]
+            known = {aid: row for aid, version in next_versions.items()
+                     if (row := self._rows.get(aid)) and row.version == version - 1}  # fmt: skip
+        missing = [aid for aid in next_versions if aid not in known]
         return known | read(missing) if missing else known
 
     def remember(self, rows: Iterable[BalanceRow]) -> None:
