@@ -27,7 +27,7 @@ DEFAULT_CAPACITY = 10_000
 
 
 class WrittenRows:
-    """Up to ``capacity`` rows by account id, the least recently used dropped first."""
+    """Up to ``capacity`` rows by account id, the least recently written dropped first."""
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY):
         if type(capacity) is not int or capacity < 0:
