@@ -176,9 +176,9 @@ def test_inline_projection_folds_on_the_rows_it_wrote_without_reading_them(
 def test_rows_moved_on_by_another_process_or_reset_are_never_folded_on_as_they_were(
     store_url, read_store_url
 ):
-    """Another process's writes leave the rows this one remembers behind: the gap is read
-    from the stream. A reset leaves them ahead: the read store refuses the batch, they are
-    forgotten, and the runner rebuilds; later batches read the rows again."""
+    """Another process's writes leave the rows this one remembers behind: they are read
+    again. A reset leaves them ahead: the read store refuses the batch, they are forgotten,
+    and the runner rebuilds; later batches read the rows again."""
     ledger, other = open_ledger(store_url, read_store_url), open_ledger(store_url, read_store_url)
     try:
         for account in ("a", "b"):
